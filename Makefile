@@ -1,0 +1,37 @@
+# Newcomer entry points: make install | make test | make demo | make bench
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := espeak-ng sox libsndfile1
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-packages test demo bench clean
+
+install: $(STAMP)
+
+# Debian packages the product needs (speech synthesis for corpora and tests, audio I/O); only missing ones.
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | system-packages
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) -m training.demo
+
+bench: install
+	$(PY) benchmarks/features.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,97 @@
+"""One-file checkpoints: format version, full config, normalization stats, weights, metadata.
+
+Files are written atomically (temp file + fsync + rename) so a crash never leaves half a model,
+and read with ``torch.load(weights_only=True)`` so a model file cannot execute code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audiomodels.config import AcousticConfig
+from audiomodels.model import AcousticModel
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, of an unknown format version, or does not fit its config."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, rebuilt into objects."""
+
+    config: AcousticConfig
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self) -> AcousticModel:
+        """The model with its weights and normalization stats loaded, in eval mode."""
+        model = AcousticModel(self.config.model)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as error:
+            raise CheckpointError(f"weights do not match the stored model config: {error}") from error
+        return model.eval()
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    config: AcousticConfig,
+    model: AcousticModel,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write model weights (incl. normalization buffers) with the config that built them."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "metadata": metadata or {},
+    }
+    atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate a checkpoint; every failure is a :class:`CheckpointError` naming the file."""
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"checkpoint {source} does not exist")
+    try:
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or unsafe files
+        raise CheckpointError(f"checkpoint {source} is corrupt or not a speechlabel checkpoint: {error}") from error
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"checkpoint {source} is not a speechlabel checkpoint (no format_version)")
+    version = payload["format_version"]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {source} has format version {version}; this speechlabel reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = AcousticConfig.from_dict(payload["config"])
+        return Checkpoint(config=config, state_dict=payload["state_dict"], metadata=payload.get("metadata", {}))
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {source} has an invalid config: {error}") from error

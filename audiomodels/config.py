@@ -1,0 +1,92 @@
+"""One config tree for features, labels and model.
+
+A checkpoint stores ``AcousticConfig.to_dict()`` and rebuilds everything from it, so feature
+settings are never retyped by hand in a second place (training, server and batch job all read
+the same tree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """MFCC front end. Defaults match ``librosa.feature.mfcc`` with the same arguments."""
+
+    sample_rate: int = 16000  # Hz; all audio is resampled to this before featurizing
+    win_length_ms: float = 25.0  # analysis window (Hann, periodic), also the FFT size
+    hop_length_ms: float = 10.0  # step between MFCC frames
+    n_mels: int = 80  # mel filters (Slaney scale and area normalization, as librosa)
+    n_mfcc: int = 40  # cepstral coefficients kept after the orthonormal DCT-II
+    f_min: float = 0.0  # lowest mel filter edge, Hz
+    f_max: float | None = None  # highest mel filter edge, Hz; None = Nyquist
+    stack: int = 3  # MFCC frames stacked into one model frame (and the subsampling factor)
+
+    @property
+    def win_length(self) -> int:
+        """Window length in samples."""
+        return round(self.sample_rate * self.win_length_ms / 1000)
+
+    @property
+    def hop_length(self) -> int:
+        """Hop length in samples."""
+        return round(self.sample_rate * self.hop_length_ms / 1000)
+
+    @property
+    def frame_shift_s(self) -> float:
+        """Seconds between consecutive model frames (hop x stack)."""
+        return self.hop_length * self.stack / self.sample_rate
+
+    @property
+    def model_input_dim(self) -> int:
+        """Width of a stacked model frame."""
+        return self.n_mfcc * self.stack
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """The output alphabet. ``symbols[0]`` is always the CTC blank."""
+
+    kind: str = "char"  # "char", "phone" or "custom": selects the text normalizer/tokenizer
+    symbols: tuple[str, ...] = ()  # full symbol list, blank first; empty = the kind's default set
+    word_separator: str = " "  # symbol that separates words (words and their times come from it)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """BiGRU-CTC acoustic model size."""
+
+    input_dim: int = 120  # stacked feature width (FeatureConfig.model_input_dim)
+    num_labels: int = 29  # output classes including blank (len(LabelSet))
+    proj_dim: int = 256  # width of the input projection before the GRU stack
+    hidden_size: int = 256  # GRU units per direction
+    num_layers: int = 3  # bidirectional GRU layers
+    dropout: float = 0.1  # dropout between layers (training only)
+
+
+@dataclass(frozen=True)
+class AcousticConfig:
+    """Everything needed to rebuild featurizer, label set and model from a checkpoint."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/YAML/torch-safe: only str, int, float, bool, None, lists)."""
+        data = asdict(self)
+        data["labels"]["symbols"] = list(self.labels.symbols)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AcousticConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError`` so typos surface."""
+        labels = dict(data.get("labels", {}))
+        labels["symbols"] = tuple(labels.get("symbols", ()))
+        return cls(
+            features=FeatureConfig(**data.get("features", {})),
+            labels=LabelConfig(**labels),
+            model=ModelConfig(**data.get("model", {})),
+        )

@@ -1,0 +1,139 @@
+"""MFCC features, identical for whole signals, batches and streams.
+
+The MFCC is computed without centre padding and with a plain power-to-dB (no ``top_db`` clamp),
+so each frame depends only on its own 25 ms of samples. That is what makes a stream's features
+equal the whole file's features, and it is also what ``librosa.feature.mfcc(..., center=False,
+top_db=None)`` computes with the same window, mel and DCT settings (tests prove both).
+
+Normalization is not applied here: its global statistics are computed by training
+(:class:`FeatureStats`) and travel inside the model as buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchaudio
+
+from audiomodels.config import FeatureConfig
+
+_LOG_FLOOR = 1e-10  # librosa.power_to_db's default ``amin``
+
+
+class Featurizer:
+    """Waveform (float32 at ``config.sample_rate``) -> stacked MFCC model frames."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self._mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=config.sample_rate,
+            n_fft=config.win_length,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            f_min=config.f_min,
+            f_max=config.f_max,
+            n_mels=config.n_mels,
+            window_fn=torch.hann_window,
+            power=2.0,
+            center=False,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        # (n_mels, n_mfcc) orthonormal DCT-II, the same matrix scipy's dct(norm="ortho") applies.
+        self._dct = torchaudio.functional.create_dct(config.n_mfcc, config.n_mels, norm="ortho")
+
+    def num_mfcc_frames(self, num_samples: int) -> int:
+        """MFCC frames a signal of ``num_samples`` yields (only whole windows count)."""
+        if num_samples < self.config.win_length:
+            return 0
+        return 1 + (num_samples - self.config.win_length) // self.config.hop_length
+
+    def num_model_frames(self, num_samples: int) -> int:
+        """Stacked model frames a signal of ``num_samples`` yields."""
+        return self.num_mfcc_frames(num_samples) // self.config.stack
+
+    def mfcc(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(..., num_samples) -> (..., num_frames, n_mfcc) MFCC, librosa-compatible."""
+        if waveforms.shape[-1] < self.config.win_length:
+            return waveforms.new_zeros((*waveforms.shape[:-1], 0, self.config.n_mfcc))
+        power = self._mel(waveforms.float())  # (..., n_mels, frames)
+        log_mel = 10.0 * torch.log10(torch.clamp(power, min=_LOG_FLOOR))
+        return torch.matmul(log_mel.transpose(-1, -2), self._dct)  # (..., frames, n_mfcc)
+
+    def stack(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """(..., T, F) -> (..., T // stack, F * stack): concatenate and subsample; the remainder drops."""
+        stack = self.config.stack
+        num_frames = mfcc.shape[-2] // stack
+        kept = mfcc[..., : num_frames * stack, :]
+        return kept.reshape(*mfcc.shape[:-2], num_frames, mfcc.shape[-1] * stack)
+
+    def __call__(self, waveform: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """One mono waveform (num_samples,) -> model frames (T, n_mfcc * stack)."""
+        return self.stack(self.mfcc(torch.as_tensor(waveform)))
+
+    def batch(self, waveforms: list[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Featurize many waveforms in one call.
+
+        Returns ``(features (B, T_max, D), feature_lengths (B,))``. Zero padding at the end of a
+        short signal never reaches its valid frames (no centre padding), so this is exact.
+        """
+        tensors = [torch.as_tensor(w, dtype=torch.float32) for w in waveforms]
+        lengths = torch.tensor([self.num_model_frames(t.shape[-1]) for t in tensors], dtype=torch.long)
+        padded = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        features = self.stack(self.mfcc(padded))
+        max_len = int(lengths.max()) if len(tensors) else 0
+        features = features[:, :max_len]
+        mask = torch.arange(max_len)[None, :] < lengths[:, None]
+        return features * mask[..., None], lengths
+
+
+class StreamingFeaturizer:
+    """Feeds a signal in arbitrary pieces and emits exactly the frames the whole signal would give.
+
+    State is the unconsumed sample tail (less than one window plus a hop) and the MFCC frames that
+    do not yet fill a stacked model frame.
+    """
+
+    def __init__(self, featurizer: Featurizer) -> None:
+        self.featurizer = featurizer
+        self._samples = torch.zeros(0)
+        self._pending_mfcc = torch.zeros(0, featurizer.config.n_mfcc)
+
+    def accept(self, samples: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Append samples; return the new model frames (k, D), possibly k = 0."""
+        config = self.featurizer.config
+        self._samples = torch.cat([self._samples, torch.as_tensor(samples, dtype=torch.float32)])
+        num_frames = self.featurizer.num_mfcc_frames(self._samples.shape[0])
+        if num_frames > 0:
+            consumed = num_frames * config.hop_length
+            used = self._samples[: consumed - config.hop_length + config.win_length]
+            new_mfcc = self.featurizer.mfcc(used)
+            self._samples = self._samples[consumed:]
+            self._pending_mfcc = torch.cat([self._pending_mfcc, new_mfcc])
+        ready = self.featurizer.stack(self._pending_mfcc)
+        self._pending_mfcc = self._pending_mfcc[ready.shape[0] * config.stack :]
+        return ready
+
+
+class FeatureStats:
+    """Running global mean/variance of MFCC coefficients (float64 sums), computed by training."""
+
+    def __init__(self, num_coefficients: int) -> None:
+        self.count = 0
+        self._sum = torch.zeros(num_coefficients, dtype=torch.float64)
+        self._sum_squares = torch.zeros(num_coefficients, dtype=torch.float64)
+
+    def update(self, frames: torch.Tensor) -> None:
+        """Add frames (..., F); stacked model frames may be passed, they are unstacked by width."""
+        flat = frames.reshape(-1, self._sum.shape[0]).double()
+        self.count += flat.shape[0]
+        self._sum += flat.sum(dim=0)
+        self._sum_squares += (flat * flat).sum(dim=0)
+
+    def mean_std(self, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as float32; std floored so silent coefficients do not explode."""
+        if self.count == 0:
+            raise ValueError("no frames were added to the feature statistics")
+        mean = self._sum / self.count
+        variance = (self._sum_squares / self.count - mean * mean).clamp(min=0.0)
+        return mean.float(), variance.sqrt().clamp(min=floor).float()

@@ -1,0 +1,184 @@
+"""The one inference entry point: checkpoint in, transcripts with times out.
+
+Training evaluation, the server and the batch job all call :class:`Recognizer`, so there is one
+featurizer and one decoder in the product. Results are plain frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audiomodels.alignment import LabelSpan, align_labels, group_words
+from audiomodels.audio import prepare_waveform
+from audiomodels.checkpoint import load_checkpoint
+from audiomodels.config import AcousticConfig
+from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search
+from audiomodels.features import Featurizer
+from audiomodels.labels import LabelSet
+from audiomodels.model import AcousticModel
+
+DEFAULT_MAX_DURATION_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One label with its contiguous time span and mean posterior (0..1)."""
+
+    label: str
+    start_s: float
+    end_s: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word with its time span and confidence (geometric mean of its label scores)."""
+
+    word: str
+    start_s: float
+    end_s: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Everything the service layer sees of one recognized or aligned utterance."""
+
+    text: str
+    words: tuple[Word, ...]
+    segments: tuple[Segment, ...]
+    frame_labels: tuple[str, ...]  # per model frame: the argmax label ("<blank>" for blank)
+    duration_s: float
+    frame_shift_s: float
+
+    @property
+    def confidence(self) -> float:
+        """Utterance confidence: mean word confidence (0 for an empty transcript)."""
+        return float(np.mean([w.confidence for w in self.words])) if self.words else 0.0
+
+
+class Recognizer:
+    """Featurizer + model + label set rebuilt from one checkpoint."""
+
+    def __init__(
+        self,
+        config: AcousticConfig,
+        model: AcousticModel,
+        *,
+        device: str | torch.device = "cpu",
+        max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+    ) -> None:
+        self.config = config
+        self.labels = LabelSet.from_config(config.labels)
+        self.featurizer = Featurizer(config.features)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.max_duration_s = max_duration_s
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
+        """Load a checkpoint file (safely) and build a ready recognizer."""
+        checkpoint = load_checkpoint(path)
+        return cls(checkpoint.config, checkpoint.build_model(), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model was trained at; inputs are resampled to it."""
+        return self.config.features.sample_rate
+
+    def prepare(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+        """Validate, downmix and resample one waveform (raises ``AudioError``)."""
+        return prepare_waveform(
+            waveform, sample_rate, target_rate=self.sample_rate, max_duration_s=self.max_duration_s
+        )
+
+    @torch.inference_mode()
+    def emissions(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepared waveforms -> ``(log_probs (B, T, V) on CPU, lengths (B,))`` in one model call."""
+        features, lengths = self.featurizer.batch(list(waveforms))
+        log_probs, out_lengths = self.model(features.to(self.device), lengths.to(self.device))
+        return log_probs.float().cpu(), out_lengths.cpu()
+
+    def transcribe(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, beam_size: int = 1) -> Transcript:
+        """Recognize one utterance."""
+        return self.transcribe_batch([(waveform, sample_rate)], beam_size=beam_size)[0]
+
+    def transcribe_batch(
+        self,
+        items: Sequence[tuple[np.ndarray | torch.Tensor, int]],
+        *,
+        beam_size: int = 1,
+        max_batch_seconds: float = 600.0,
+    ) -> list[Transcript]:
+        """Recognize many utterances: length-sorted, padded, one model call per batch.
+
+        ``max_batch_seconds`` bounds the padded audio per model call (memory); results come back in
+        input order.
+        """
+        prepared = [self.prepare(waveform, rate) for waveform, rate in items]
+        results: list[Transcript | None] = [None] * len(prepared)
+        for batch in _length_sorted_batches(prepared, max_batch_seconds * self.sample_rate):
+            log_probs, lengths = self.emissions([prepared[i] for i in batch])
+            for row, index in enumerate(batch):
+                duration = len(prepared[index]) / self.sample_rate
+                results[index] = self.decode(log_probs[row, : lengths[row]], duration, beam_size=beam_size)
+        return [r for r in results if r is not None]
+
+    def decode(self, log_probs: torch.Tensor, duration_s: float, *, beam_size: int = 1) -> Transcript:
+        """One utterance's log-probs (T, V) -> transcript with aligned label segments and words."""
+        if beam_size <= 1:
+            label_ids = greedy_decode(log_probs, blank=self.labels.blank_id)
+        else:
+            label_ids = prefix_beam_search(log_probs, beam_size=beam_size, blank=self.labels.blank_id)
+        spans = align_labels(log_probs, label_ids, blank=self.labels.blank_id)
+        return self._transcript(log_probs, spans, duration_s)
+
+    def align(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, transcript: str) -> Transcript:
+        """Force-align a known transcript (raises ``LabelError``/``AlignmentError`` when it cannot)."""
+        prepared = self.prepare(waveform, sample_rate)
+        label_ids = self.labels.encode(self.labels.normalize(transcript))
+        log_probs, lengths = self.emissions([prepared])
+        emissions = log_probs[0, : lengths[0]]
+        spans = align_labels(emissions, label_ids, blank=self.labels.blank_id)
+        return self._transcript(emissions, spans, len(prepared) / self.sample_rate)
+
+    def _transcript(self, log_probs: torch.Tensor, spans: list[LabelSpan], duration_s: float) -> Transcript:
+        shift = self.config.features.frame_shift_s
+
+        def seconds(frame: int) -> float:
+            return round(min(frame * shift, duration_s), 3)
+
+        segments = tuple(
+            Segment(self.labels.label(s.label_id), seconds(s.start_frame), seconds(s.end_frame), round(s.score, 4))
+            for s in spans
+        )
+        word_spans = group_words(spans, self.labels.word_separator_id())
+        words = tuple(
+            Word(
+                self.labels.decode(w.label_ids),
+                seconds(w.start_frame),
+                seconds(w.end_frame),
+                round(w.confidence, 4),
+            )
+            for w in word_spans
+        )
+        frame_labels = tuple(self.labels.label(int(i)) for i in frame_argmax(log_probs))
+        text = self.labels.decode([s.label_id for s in spans])
+        return Transcript(text, words, segments, frame_labels, round(duration_s, 3), shift)
+
+
+def _length_sorted_batches(waveforms: Sequence[np.ndarray], max_padded_samples: float) -> list[list[int]]:
+    """Indices grouped longest-first so that (batch size x longest item) stays under the budget."""
+    order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]), reverse=True)
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and (len(batches[-1]) + 1) * len(waveforms[batches[-1][0]]) <= max_padded_samples:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches

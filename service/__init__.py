@@ -1,0 +1,1 @@
+"""Everything users run: the ``speechlabel`` command, the batch transcription job (gRPC server to come)."""

@@ -1,0 +1,151 @@
+"""evaluate(): tiny random-init checkpoints on espeak-ng speech plus broken files, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiomodels.checkpoint import save_checkpoint
+from audiomodels.config import AcousticConfig, FeatureConfig, LabelConfig, ModelConfig
+from audiomodels.labels import LabelSet
+from audiomodels.model import AcousticModel
+from audiomodels.recognizer import Recognizer
+from training.evaluate import EvaluationResult, add_arguments, evaluate, run
+from training.manifest import Utterance, write_manifest
+from training.metrics import ErrorCounts, char_errors, word_errors
+
+FEATURES = FeatureConfig(n_mfcc=13, stack=2)
+PHONES = {"hello world": "h ə l oʊ | w ɜː l d", "open the door": "oʊ p ə n | ð ə | d ɔːɹ"}
+
+
+def save_tiny_model(path: Path, labels: LabelSet) -> Path:
+    """A random-init model small enough to run in milliseconds; its transcripts are noise."""
+    torch.manual_seed(0)
+    config = AcousticConfig(
+        features=FEATURES,
+        labels=labels.to_config(),
+        model=ModelConfig(
+            input_dim=FEATURES.model_input_dim, num_labels=len(labels), proj_dim=16, hidden_size=16, num_layers=1
+        ),
+    )
+    save_checkpoint(path, config, AcousticModel(config.model), metadata={"note": "test"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "char.ckpt", LabelSet.char())
+
+
+@pytest.fixture(scope="module")
+def utterances(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Utterance]:
+    """Three real utterances around a missing file and a corrupt one (order is kept in the rows)."""
+    corrupt = tmp_path_factory.mktemp("bad") / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    texts = list(speech_files)[:3]
+    return [
+        Utterance(speech_files[texts[0]], 1.0, "Hello, World!", phones=PHONES.get(texts[0])),
+        Utterance(corrupt.parent / "missing.wav", 2.0, "gone"),
+        Utterance(speech_files[texts[1]], 1.5, texts[1].upper()),
+        Utterance(corrupt, 0.5, "broken"),
+        Utterance(speech_files[texts[2]], 1.2, texts[2], phones=PHONES.get(texts[2])),
+    ]
+
+
+def counts_of(record: dict) -> ErrorCounts:
+    return ErrorCounts(*(record[k] for k in ("substitutions", "insertions", "deletions", "reference_length")))
+
+
+def check_consistent(result: EvaluationResult, utterances: list[Utterance]) -> list[dict]:
+    """Rows follow the input; their counts add up to the totals; failures carry an error. Returns scored rows."""
+    assert result.num_utterances == len(result.per_utterance) == len(utterances)
+    assert [row["audio"] for row in result.per_utterance] == [str(u.audio_filepath) for u in utterances]
+    scored = [row for row in result.per_utterance if "error" not in row]
+    assert result.num_failed == len(utterances) - len(scored)
+    for name, total in result.metrics.items():
+        assert sum((counts_of(row[name]) for row in scored), ErrorCounts()) == total
+    assert result.audio_seconds == pytest.approx(sum(row["duration"] for row in scored), abs=0.01)
+    assert result.wall_seconds > 0 and result.real_time_factor > 0
+    json.dumps(result.summary())
+    return scored
+
+
+def test_char_model_scores_good_files_and_reports_bad_ones(checkpoint: Path, utterances: list[Utterance]) -> None:
+    result = evaluate(Recognizer.from_checkpoint(checkpoint), utterances)
+
+    scored = check_consistent(result, utterances)
+    assert result.kind == "char" and result.per is None
+    assert set(result.summary()["rates"]) == {"cer", "wer"}
+    assert len(scored) == 3 and result.num_failed == 2
+    assert "does not exist" in result.per_utterance[1]["error"]
+    assert "corrupt" in result.per_utterance[3]["error"]
+    assert scored[0]["reference"] == "hello world"  # normalized by the label set
+    for row in scored:
+        assert row["cer"]["errors"] == char_errors(row["reference"], row["hypothesis"]).errors
+        assert row["wer"]["errors"] == word_errors(row["reference"], row["hypothesis"]).errors
+
+
+def test_beam_search_and_one_utterance_batches(checkpoint: Path, utterances: list[Utterance]) -> None:
+    result = evaluate(Recognizer.from_checkpoint(checkpoint), utterances, beam_size=4, batch_seconds=0.1)
+    assert len(check_consistent(result, utterances)) == 3
+
+
+def test_phone_model_scores_phones_and_fails_rows_without_them(
+    tmp_path: Path, utterances: list[Utterance]
+) -> None:
+    recognizer = Recognizer.from_checkpoint(save_tiny_model(tmp_path / "phone.ckpt", LabelSet.phone()))
+    result = evaluate(recognizer, utterances)
+
+    scored = check_consistent(result, utterances)
+    assert result.kind == "phone" and result.cer is None and result.wer is None
+    assert set(result.summary()["rates"]) == {"per"}
+    assert [row["reference"] for row in scored] == list(PHONES.values())
+    assert "'phones'" in result.per_utterance[2]["error"]
+    assert result.per is not None and result.per.reference_length == 8 + 8  # "|" not counted
+
+
+def test_custom_model_counts_label_tokens_and_separated_words(tmp_path: Path, speech_files: dict[str, Path]) -> None:
+    labels = LabelSet("custom", ("<blank>", "|", "a", "bb"), "|")
+    recognizer = Recognizer.from_checkpoint(save_tiny_model(tmp_path / "custom.ckpt", labels))
+    utterances = [Utterance(path, 1.0, "a  bb | a |") for path in speech_files.values()]
+    result = evaluate(recognizer, utterances)
+
+    check_consistent(result, utterances)
+    assert result.cer is not None and result.cer.reference_length == 5 * len(utterances)
+    assert result.wer is not None and result.wer.reference_length == 2 * len(utterances)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_writes_rows_and_json_summary(
+    checkpoint: Path, utterances: list[Utterance], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "data" / "dev.jsonl"
+    write_manifest(manifest, utterances, relative_to=manifest.parent)
+    out = tmp_path / "results" / "rows.jsonl"
+    argv = ["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out)]
+
+    assert run(parse([*argv, "--json", "--beam-size", "2"])) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == summary["num_utterances"] == 5 and summary["num_failed"] == 2
+    assert sum(row["cer"]["errors"] for row in rows if "error" not in row) == summary["counts"]["cer"]["errors"]
+
+    assert run(parse(argv)) == 0
+    text = capsys.readouterr().out
+    assert "3 of 5 utterances scored" in text and "CER" in text and "missing.wav" in text
+
+
+def test_cli_reports_a_bad_checkpoint_without_a_traceback(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    with pytest.raises(SystemExit, match="speechlabel evaluate: checkpoint .* does not exist"):
+        run(parse(["--checkpoint", str(tmp_path / "none.ckpt"), "--manifest", str(manifest)]))

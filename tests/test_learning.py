@@ -1,0 +1,127 @@
+"""The whole path learns: real espeak-ng speech -> features -> BiGRU-CTC -> greedy decode recovers the text.
+
+Also covers the Recognizer API (batch == single, words and segments with times) and the first
+``speechlabel transcribe`` command on the trained checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiomodels.audio import load_audio
+from audiomodels.checkpoint import save_checkpoint
+from audiomodels.config import AcousticConfig, FeatureConfig, ModelConfig
+from audiomodels.features import FeatureStats, Featurizer
+from audiomodels.labels import LabelSet
+from audiomodels.model import AcousticModel
+from audiomodels.recognizer import Recognizer
+from service.cli import main as cli_main
+from training.data import collate
+from training.train import compute_loss
+
+pytestmark = pytest.mark.slow
+MAX_STEPS = 400
+
+
+@pytest.fixture(scope="module")
+def trained(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
+    """Overfit a tiny model on four utterances; returns (checkpoint path, loss curve)."""
+    torch.manual_seed(0)
+    labels = LabelSet.char()
+    features_config = FeatureConfig()
+    config = AcousticConfig(
+        features=features_config,
+        labels=labels.to_config(),
+        model=ModelConfig(input_dim=features_config.model_input_dim, num_labels=len(labels),
+                          proj_dim=96, hidden_size=96, num_layers=2, dropout=0.0),
+    )
+    featurizer = Featurizer(features_config)
+    waveforms = [load_audio(path) for path in speech_files.values()]
+    items = [(featurizer(w), torch.tensor(labels.encode(text))) for w, text in zip(waveforms, speech_files)]
+    stats = FeatureStats(features_config.n_mfcc)
+    for waveform in waveforms:
+        stats.update(featurizer.mfcc(torch.from_numpy(waveform)))
+    model = AcousticModel(config.model)
+    model.set_normalization(*stats.mean_std())
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = collate(items)
+    losses = []
+    for step in range(MAX_STEPS):
+        loss = compute_loss(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step > 100 and step % 20 == 0 and _decodes_all(model, config, waveforms, list(speech_files)):
+            break
+    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
+    save_checkpoint(path, config, model, metadata={"steps": step + 1})
+    return path, losses
+
+
+def _decodes_all(model: AcousticModel, config: AcousticConfig, waveforms, texts) -> bool:
+    recognizer = Recognizer(config, model)
+    ok = [t.text == text for t, text in zip(recognizer.transcribe_batch([(w, 16000) for w in waveforms]), texts)]
+    model.train()
+    return all(ok)
+
+
+def test_loss_falls_and_greedy_decoding_recovers_the_text(trained, speech_files) -> None:
+    path, losses = trained
+    assert losses[-1] < 0.1 * losses[0], f"loss went {losses[0]:.2f} -> {losses[-1]:.2f}"
+    recognizer = Recognizer.from_checkpoint(path)
+    for text, wav in speech_files.items():
+        waveform = load_audio(wav, target_rate=22050)  # a different input rate is resampled by the recognizer
+        transcript = recognizer.transcribe(waveform, 22050)
+        assert transcript.text == text
+        assert recognizer.transcribe(waveform, 22050, beam_size=4).text == text
+
+
+def test_words_and_segments_have_consistent_times(trained, speech_files) -> None:
+    recognizer = Recognizer.from_checkpoint(trained[0])
+    text, wav = next(iter(speech_files.items()))
+    transcript = recognizer.transcribe(load_audio(wav), 16000)
+    assert [w.word for w in transcript.words] == text.split()
+    assert "".join(s.label for s in transcript.segments) == text
+    ends = [0.0]
+    for segment in transcript.segments:
+        assert ends[-1] <= segment.start_s < segment.end_s <= transcript.duration_s
+        assert 0.0 < segment.score <= 1.0
+        ends.append(segment.end_s)
+    for word in transcript.words:
+        assert 0.0 <= word.start_s < word.end_s <= transcript.duration_s and 0 < word.confidence <= 1
+    assert len(transcript.frame_labels) == recognizer.featurizer.num_model_frames(int(transcript.duration_s * 16000))
+
+
+def test_batch_equals_single_and_align_a_given_transcript(trained, speech_files) -> None:
+    recognizer = Recognizer.from_checkpoint(trained[0])
+    waveforms = [load_audio(p) for p in speech_files.values()]
+    batch = recognizer.transcribe_batch([(w, 16000) for w in waveforms])
+    singles = [recognizer.transcribe(w, 16000) for w in waveforms]
+    assert [t.text for t in batch] == [t.text for t in singles]
+    assert [t.segments for t in batch] == [t.segments for t in singles]
+    aligned = recognizer.align(waveforms[0], 16000, "Hello, World!")  # normalized before alignment
+    assert [w.word for w in aligned.words] == ["hello", "world"]
+    assert aligned.words[0].end_s <= aligned.words[1].start_s
+
+
+def test_transcribe_command_writes_one_line_per_file_and_reports_bad_files(trained, speech_files, tmp_path) -> None:
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    files = [str(p) for p in speech_files.values()]
+    out = tmp_path / "out.jsonl"
+    status = cli_main(["transcribe", files[0], str(corrupt), files[1], "--checkpoint", str(trained[0]), "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert status == 1  # one file failed
+    assert [r["audio"] for r in records] == [files[0], str(corrupt), files[1]]
+    assert records[1]["error"] and "decode" in records[1]["error"] and records[1]["text"] is None
+    texts = list(speech_files)
+    assert records[0]["text"] == texts[0] and records[2]["text"] == texts[1]
+    assert records[0]["error"] is None and records[0]["duration_s"] > 0
+    assert set(records[0]["words"][0]) == {"word", "start_s", "end_s", "confidence"}
+    assert set(records[0]["segments"][0]) == {"label", "start_s", "end_s", "score"}

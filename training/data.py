@@ -1,0 +1,338 @@
+"""Manifest utterances -> padded training batches.
+
+The dataset runs the SAME :class:`~audiomodels.features.Featurizer` as serving and returns raw
+(unnormalized) model frames: normalization lives in the model's buffers, fed by
+:func:`compute_feature_stats`. Augmentation is reproducible per item: its random draws depend only
+on ``(seed, epoch, index)``, never on which DataLoader worker fetched the item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset, Sampler
+
+from audiomodels.audio import load_audio, prepare_waveform
+from audiomodels.checkpoint import atomic_torch_save
+from audiomodels.features import FeatureStats, Featurizer
+from audiomodels.labels import LabelSet
+from training.manifest import Utterance
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (SpecAugment on model frames, Kaldi-style speed perturbation)."""
+
+    spec_time_masks: int = 2  # time masks per utterance
+    spec_time_mask_max: int = 10  # widest time mask, in model frames (30 ms each by default)
+    spec_freq_masks: int = 2  # coefficient masks per utterance
+    spec_freq_mask_max: int = 8  # widest coefficient mask, in MFCC coefficients (same band in every stacked copy)
+    speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)  # speed-up factors drawn uniformly when perturbing
+    speed_prob: float = 0.0  # probability that an utterance is speed-perturbed at all
+
+
+class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Utterances -> ``(features (T, D) float32, targets (L,) int64)``.
+
+    Targets are encoded up front, so a symbol outside the label set fails at construction (with
+    the utterance's path in the error notes) rather than hours into training.
+
+    With ``cache_dir`` the un-augmented features are stored per utterance, keyed by a hash of the
+    audio path, size, mtime and feature config, so epochs after the first skip decoding and MFCC.
+    The key does not cover the featurizer *code*: clear the cache when that changes.
+    Speed-perturbed items are computed afresh (their features differ every draw); SpecAugment is
+    applied after the cache.
+
+    Call :meth:`set_epoch` every epoch to vary augmentation. With ``persistent_workers=True`` a
+    DataLoader's workers keep their copy of the dataset, so the epoch would not reach them.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        featurizer: Featurizer,
+        labels: LabelSet,
+        *,
+        target_field: str = "text",
+        augment: AugmentConfig | None = None,
+        cache_dir: Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.utterances = list(utterances)
+        self.featurizer = featurizer
+        self.labels = labels
+        self.target_field = target_field
+        self.augment = augment
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.epoch = 0
+        self._targets = [self._encode_target(u) for u in self.utterances]
+        self._feature_key = json.dumps(asdict(featurizer.config), sort_keys=True)
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation draws :meth:`__getitem__` makes."""
+        self.epoch = epoch
+
+    def num_frames(self, index: int) -> int:
+        """Model frames estimated from the manifest duration (no audio read), for batching.
+
+        Speed perturbation changes the real count by up to the chosen factor.
+        """
+        sample_rate = self.featurizer.config.sample_rate
+        return self.featurizer.num_model_frames(round(self.utterances[index].duration * sample_rate))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (augmented when configured) and the encoded target of utterance ``index``."""
+        if self.augment is None:
+            return self.features(index), self._targets[index]
+        generator = torch.Generator().manual_seed(_item_seed(self.seed, self.epoch, index))
+        speed = _draw_speed(self.augment, generator)
+        features = self.features(index) if speed == 1.0 else self._compute_features(index, speed)
+        n_mfcc = self.featurizer.config.n_mfcc
+        return spec_augment(features, self.augment, generator, n_mfcc), self._targets[index]
+
+    def features(self, index: int) -> torch.Tensor:
+        """Un-augmented model frames (T, D), from the cache when there is one."""
+        if self.cache_dir is None:
+            return self._compute_features(index)
+        path = self._cache_path(self.cache_dir, index)
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        features = self._compute_features(index)
+        atomic_torch_save(features, path)  # atomic: concurrent workers never read a partial file
+        return features
+
+    def _compute_features(self, index: int, speed: float = 1.0) -> torch.Tensor:
+        """Decode, optionally speed-perturb, featurize.
+
+        Speed perturbation reads the samples as if recorded at ``rate * speed`` and resamples them
+        back to ``rate``: tempo and pitch change together, like Kaldi's ``sox speed``.
+        """
+        rate = self.featurizer.config.sample_rate
+        waveform = load_audio(self.utterances[index].audio_filepath, target_rate=rate)
+        if speed != 1.0:
+            waveform = prepare_waveform(waveform, round(rate * speed), target_rate=rate)
+        return self.featurizer(waveform)
+
+    def _cache_path(self, cache_dir: Path, index: int) -> Path:
+        audio = self.utterances[index].audio_filepath
+        stat = audio.stat()
+        key = json.dumps([str(audio), stat.st_size, stat.st_mtime_ns, self._feature_key])
+        return cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
+
+    def _encode_target(self, utterance: Utterance) -> torch.Tensor:
+        try:
+            text = utterance.target(self.target_field)
+            if text is None:
+                raise ValueError(f"utterance has no {self.target_field!r} field")
+            return torch.tensor(self.labels.encode(self.labels.normalize(text)), dtype=torch.long)
+        except ValueError as exc:  # LabelError is a ValueError too
+            exc.add_note(f"in manifest entry for {utterance.audio_filepath}")
+            raise
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 64-bit seed for one item's augmentation draws."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0])
+
+
+def _draw_speed(config: AugmentConfig, generator: torch.Generator) -> float:
+    """The speed factor for one item: 1.0 unless it is perturbed (probability ``speed_prob``)."""
+    perturb = torch.rand((), generator=generator).item() < config.speed_prob
+    choice = int(torch.randint(len(config.speed_factors), (), generator=generator))
+    return config.speed_factors[choice] if perturb else 1.0
+
+
+def spec_augment(
+    features: torch.Tensor, config: AugmentConfig, generator: torch.Generator, n_mfcc: int
+) -> torch.Tensor:
+    """SpecAugment on stacked model frames (T, stack * n_mfcc); returns a new tensor, same shape.
+
+    Time masks cover whole model frames; a coefficient mask covers the same MFCC band in every
+    stacked copy, so it hides that band for the full 3 x 10 ms of each frame. Masked cells take the
+    utterance's mean of that input dimension, not zero: the features are raw MFCCs (normalized
+    later, inside the model), where zero is far from typical for c0 and would be an outlier.
+    """
+    num_frames, dim = features.shape
+    fill = features.mean(dim=0)  # (D,)
+    masked = features.clone()
+    for _ in range(config.spec_time_masks):
+        start, width = _draw_band(num_frames, config.spec_time_mask_max, generator)
+        masked[start : start + width] = fill
+    copies = masked.view(num_frames, dim // n_mfcc, n_mfcc)  # (T, stack, n_mfcc), shares storage with masked
+    fill_copies = fill.view(dim // n_mfcc, n_mfcc)  # (stack, n_mfcc)
+    for _ in range(config.spec_freq_masks):
+        start, width = _draw_band(n_mfcc, config.spec_freq_mask_max, generator)
+        copies[:, :, start : start + width] = fill_copies[:, start : start + width]
+    return masked
+
+
+def _draw_band(size: int, max_width: int, generator: torch.Generator) -> tuple[int, int]:
+    """(start, width) with width uniform in [0, min(max_width, size)] and the band inside ``size``."""
+    width = int(torch.randint(min(max_width, size) + 1, (), generator=generator))
+    start = int(torch.randint(size - width + 1, (), generator=generator))
+    return start, width
+
+
+@dataclass
+class Batch:
+    """Padded batch; padding is zeros and must be ignored through the ``*_lengths``."""
+
+    features: torch.Tensor  # (B, T_max, D) float32
+    feature_lengths: torch.Tensor  # (B,) int64, model frames
+    targets: torch.Tensor  # (B, L_max) int64
+    target_lengths: torch.Tensor  # (B,) int64
+
+    def to(self, device: torch.device | str) -> Batch:
+        """All tensors on ``device``; copies from pinned memory are asynchronous (safe only there)."""
+        return Batch(*(tensor.to(device, non_blocking=tensor.is_pinned()) for tensor in self._tensors()))
+
+    def pin_memory(self) -> Batch:
+        """Called by ``DataLoader(pin_memory=True)``, which cannot pin a custom type itself."""
+        return Batch(*(tensor.pin_memory() for tensor in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.features, self.feature_lengths, self.targets, self.target_lengths
+
+
+def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+    """``[(features (T_i, D), targets (L_i,))]`` -> :class:`Batch` (zero padded)."""
+    features, targets = zip(*items, strict=True)
+    return Batch(
+        features=pad_sequence(features, batch_first=True),
+        feature_lengths=torch.tensor([f.shape[0] for f in features], dtype=torch.long),
+        targets=pad_sequence(targets, batch_first=True),
+        target_lengths=torch.tensor([t.shape[0] for t in targets], dtype=torch.long),
+    )
+
+
+class FrameBudgetBatchSampler(Sampler[list[int]]):
+    """Length-bucketed batches whose padded size (batch size x longest item) stays within a budget.
+
+    Per epoch: shuffle all indices, split them into pools of ``pool_size``, sort each pool by
+    frame count and cut it into batches, then shuffle the batch order. Sorting inside pools (not
+    globally) keeps padding low while batch composition still changes between epochs. An item
+    longer than ``max_frames`` gets a batch of its own; nothing is dropped. Items count as at
+    least one frame, so empty ones cannot form unbounded batches. Without ``shuffle`` the order
+    is one global length sort (for evaluation). Everything is seeded by ``(seed, epoch)``.
+    """
+
+    def __init__(
+        self,
+        frame_counts: Sequence[int],
+        max_frames: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_size: int = 10_000,
+    ) -> None:
+        if max_frames < 1 or pool_size < 1:
+            raise ValueError("max_frames and pool_size must be positive")
+        self._costs = [max(int(count), 1) for count in frame_counts]  # frames, at least 1
+        self.max_frames = max_frames
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_size = pool_size
+        self.epoch = 0
+        self._yielded = 0  # batches handed out in the current epoch, including skipped ones
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) from load_state_dict
+        self._cached: tuple[int, list[list[int]]] | None = None  # (epoch, its batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch to iterate next (different epochs give different orders)."""
+        self.epoch = epoch
+        self._yielded = self._skip()  # 0, or the resume point when this is the resumed epoch
+
+    def __len__(self) -> int:
+        """Batches the next iteration yields (fewer after resuming mid-epoch)."""
+        return len(self._epoch_batches()) - self._skip()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # Not a generator itself: the position resets when iteration is requested, not on first next().
+        batches = self._epoch_batches()
+        self._yielded = self._skip()
+        self._resume = None
+        return self._counted(batches[self._yielded :])
+
+    def _counted(self, batches: list[list[int]]) -> Iterator[list[int]]:
+        for batch in batches:
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self, *, batches_consumed: int | None = None) -> dict[str, int]:
+        """Position within the epoch, for :meth:`load_state_dict`.
+
+        A DataLoader with workers draws batches ahead of the training loop, so the sampler's own
+        count can exceed what was trained on; pass the loop's count as ``batches_consumed`` then.
+        """
+        done = self._yielded if batches_consumed is None else batches_consumed
+        return {"epoch": self.epoch, "batches_yielded": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next iteration of that epoch yields exactly the batches not yet yielded."""
+        self.epoch = state["epoch"]
+        self._yielded = state["batches_yielded"]
+        self._resume = (state["epoch"], state["batches_yielded"])
+
+    def _skip(self) -> int:
+        """Batches the next iteration skips: only a resumed epoch skips any."""
+        return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
+
+    def _epoch_batches(self) -> list[list[int]]:
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self._make_batches(self.epoch))
+        return self._cached[1]
+
+    def _make_batches(self, epoch: int) -> list[list[int]]:
+        count = len(self._costs)
+        if not self.shuffle:
+            return self._cut(sorted(range(count), key=self._costs.__getitem__))
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(count).tolist()
+        batches = []
+        for start in range(0, count, self.pool_size):
+            pool = sorted(order[start : start + self.pool_size], key=self._costs.__getitem__)
+            batches.extend(self._cut(pool))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _cut(self, ascending: list[int]) -> list[list[int]]:
+        """Greedy cut of length-sorted indices: close a batch when the next item would overflow it."""
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        for index in ascending:
+            if batch and (len(batch) + 1) * self._costs[index] > self.max_frames:
+                batches.append(batch)
+                batch = []
+            batch.append(index)
+        if batch:
+            batches.append(batch)
+        return batches
+
+
+def compute_feature_stats(
+    dataset: SpeechDataset, max_utterances: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global per-coefficient ``(mean, std)``, each (n_mfcc,), for ``AcousticModel.set_normalization``.
+
+    Uses un-augmented features (through the cache, which this pass also fills). With
+    ``max_utterances``, an evenly spaced subset is used, so a manifest ordered by speaker or
+    length is still sampled across its whole range.
+    """
+    count = len(dataset)
+    used = count if max_utterances is None else min(count, max_utterances)
+    stats = FeatureStats(dataset.featurizer.config.n_mfcc)
+    for i in range(used):
+        stats.update(dataset.features(i * count // used))
+    return stats.mean_std()

@@ -1,0 +1,250 @@
+"""Score a recognizer on a manifest: CER/WER for char models, PER for phone models, and speed.
+
+:func:`evaluate` is shared by ``speechlabel evaluate`` and the trainer's dev scoring, so a model
+is scored with exactly the featurizer and decoder the product serves with (:class:`Recognizer`).
+It never crashes on bad data: an utterance whose audio or reference cannot be used is reported
+in its ``per_utterance`` row and counted in ``num_failed``, and the rest are still scored.
+
+Command line::
+
+    speechlabel evaluate --checkpoint C --manifest M.jsonl [--beam-size N] [--out rows.jsonl]
+                         [--batch-seconds S] [--device cpu|cuda] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from audiomodels.audio import load_audio
+from audiomodels.checkpoint import CheckpointError
+from audiomodels.labels import LabelSet
+from audiomodels.recognizer import Recognizer
+from training.manifest import ManifestError, Utterance, read_manifest
+from training.metrics import ErrorCounts, align_tokens, char_errors, phone_errors, word_errors
+
+Scorer = Callable[[str, str], ErrorCounts]
+_MAX_LISTED_FAILURES = 5  # failures named in the readable summary (all are in --out)
+
+
+@dataclass
+class EvaluationResult:
+    """Corpus totals (summed counts, so rates weigh utterances by length) and per-utterance rows.
+
+    ``cer``/``wer`` are set for char and custom models, ``per`` for phone models; the others are
+    None. Rows follow the input order; a failed utterance's row has an ``error`` instead of scores.
+    """
+
+    kind: str
+    cer: ErrorCounts | None = None
+    wer: ErrorCounts | None = None
+    per: ErrorCounts | None = None
+    num_utterances: int = 0  # all input utterances, failed ones included
+    num_failed: int = 0
+    audio_seconds: float = 0.0  # scored audio only
+    wall_seconds: float = 0.0  # everything: audio decoding, features, model, search, scoring
+    per_utterance: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, ErrorCounts]:
+        """The metrics this kind of model has, by name."""
+        named = {"cer": self.cer, "wer": self.wer, "per": self.per}
+        return {name: counts for name, counts in named.items() if counts is not None}
+
+    @property
+    def real_time_factor(self) -> float:
+        """wall / audio seconds (below 1 is faster than real time); 0.0 when nothing was scored."""
+        return self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able totals; ``rates`` maps metric name to rate (what the trainer logs)."""
+        return {
+            "kind": self.kind,
+            "num_utterances": self.num_utterances,
+            "num_failed": self.num_failed,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "real_time_factor": round(self.real_time_factor, 5),
+            "rates": {name: counts.rate for name, counts in self.metrics.items()},
+            "counts": {name: _counts_record(counts) for name, counts in self.metrics.items()},
+        }
+
+
+def evaluate(
+    recognizer: Recognizer,
+    utterances: Sequence[Utterance],
+    *,
+    beam_size: int = 1,
+    batch_seconds: float = 120.0,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Transcribe and score ``utterances`` in length-sorted batches of about ``batch_seconds``.
+
+    Batches are formed from the manifest durations, longest first, and their audio is loaded
+    only when the batch runs: memory stays bounded on large sets, and a ``batch_seconds`` too
+    large for the device fails on the first batch rather than at the end. References: ``labels.normalize(text)`` for char/custom models, the ``phones`` field
+    for phone models (hypotheses are already in the label alphabet).
+    """
+    start = time.perf_counter()
+    scorers = _scorers(recognizer.labels)
+    rows: list[dict[str, Any]] = [{} for _ in utterances]
+    totals = dict.fromkeys(scorers, ErrorCounts())
+    audio_seconds = 0.0
+    with tqdm(total=len(utterances), disable=not progress, unit="utt", desc="evaluate") as bar:
+        for batch in _batches(utterances, batch_seconds):
+            loaded: list[tuple[int, str, np.ndarray]] = []
+            for index in batch:
+                try:
+                    loaded.append((index, *_load(recognizer, utterances[index])))
+                except ValueError as error:  # AudioError, LabelError or no phones: this row fails
+                    rows[index] = _row(utterances[index], utterances[index].duration, error=str(error))
+            transcripts = recognizer.transcribe_batch(
+                [(audio, recognizer.sample_rate) for _, _, audio in loaded],
+                beam_size=beam_size,
+                max_batch_seconds=batch_seconds,
+            )
+            for (index, reference, audio), transcript in zip(loaded, transcripts, strict=True):
+                counts = {name: score(reference, transcript.text) for name, score in scorers.items()}
+                totals = {name: totals[name] + counts[name] for name in totals}
+                duration = len(audio) / recognizer.sample_rate
+                audio_seconds += duration
+                rows[index] = _row(
+                    utterances[index],
+                    duration,
+                    reference=reference,
+                    hypothesis=transcript.text,
+                    **{name: _counts_record(c) for name, c in counts.items()},
+                )
+            bar.update(len(batch))
+    return EvaluationResult(
+        kind=recognizer.labels.kind,
+        **totals,
+        num_utterances=len(utterances),
+        num_failed=sum("error" in row for row in rows),
+        audio_seconds=audio_seconds,
+        wall_seconds=time.perf_counter() - start,
+        per_utterance=rows,
+    )
+
+
+def _scorers(labels: LabelSet) -> dict[str, Scorer]:
+    """Metric name -> scorer for a label set. Custom sets get "cer" over their label tokens (what
+    the trainer selects models by) and, when they have a word separator, "wer" over the words
+    it delimits."""
+    if labels.kind == "char":
+        return {"cer": char_errors, "wer": word_errors}
+    if labels.kind == "phone":
+        return {"per": phone_errors}
+    scorers: dict[str, Scorer] = {"cer": lambda ref, hyp: align_tokens(ref.split(), hyp.split())}
+    if labels.word_separator:
+
+        def words(text: str) -> list[str]:
+            runs = groupby(text.split(), key=lambda token: token == labels.word_separator)
+            return [" ".join(tokens) for is_separator, tokens in runs if not is_separator]
+
+        scorers["wer"] = lambda ref, hyp: align_tokens(words(ref), words(hyp))
+    return scorers
+
+
+def _load(recognizer: Recognizer, utterance: Utterance) -> tuple[str, np.ndarray]:
+    """Reference text and model-rate audio of one utterance; a ValueError says why it is unusable."""
+    labels = recognizer.labels
+    source = utterance.phones if labels.kind == "phone" else utterance.text
+    if source is None:
+        raise ValueError("no 'phones' field in the manifest (phone models are scored against it)")
+    reference = labels.normalize(source)
+    audio = load_audio(
+        utterance.audio_filepath, target_rate=recognizer.sample_rate, max_duration_s=recognizer.max_duration_s
+    )
+    return reference, audio
+
+
+def _batches(utterances: Sequence[Utterance], batch_seconds: float) -> list[list[int]]:
+    """Indices longest-first, grouped into runs of at most ``batch_seconds`` (or one longer item)."""
+    order = sorted(range(len(utterances)), key=lambda i: utterances[i].duration, reverse=True)
+    batches: list[list[int]] = []
+    total = 0.0
+    for index in order:
+        duration = utterances[index].duration
+        if batches and total + duration <= batch_seconds:
+            batches[-1].append(index)
+            total += duration
+        else:
+            batches.append([index])
+            total = duration
+    return batches
+
+
+def _row(utterance: Utterance, duration: float, **fields: Any) -> dict[str, Any]:
+    return {"audio": str(utterance.audio_filepath), "duration": round(duration, 3), **fields}
+
+
+def _counts_record(counts: ErrorCounts) -> dict[str, Any]:
+    return {**asdict(counts), "errors": counts.errors, "rate": counts.rate}
+
+
+def _readable(result: EvaluationResult) -> str:
+    """Human summary: one line per metric, speed, and the first few failures."""
+    scored = result.num_utterances - result.num_failed
+    lines = [f"{scored} of {result.num_utterances} utterances scored ({result.kind} model)"]
+    for name, counts in result.metrics.items():
+        lines.append(
+            f"{name.upper()} {100 * counts.rate:6.2f}%  ({counts.errors} errors = S {counts.substitutions}"
+            f" + I {counts.insertions} + D {counts.deletions}, reference length {counts.reference_length})"
+        )
+    lines.append(
+        f"audio {result.audio_seconds:.1f} s, wall {result.wall_seconds:.1f} s, "
+        f"real-time factor {result.real_time_factor:.4f}"
+    )
+    failures = [row for row in result.per_utterance if "error" in row]
+    if failures:
+        lines.append(f"{len(failures)} failed:")
+        lines.extend(f"    {row['audio']}: {row['error']}" for row in failures[:_MAX_LISTED_FAILURES])
+        if len(failures) > _MAX_LISTED_FAILURES:
+            lines.append("    ... (all are in the --out rows)")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``speechlabel evaluate``."""
+    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint to score")
+    parser.add_argument("--manifest", type=Path, required=True, help="JSONL manifest of utterances")
+    parser.add_argument("--beam-size", type=int, default=1, help="CTC prefix beam width (1 = greedy; default 1)")
+    parser.add_argument("--out", type=Path, help="write one JSON line per utterance (scores or error) here")
+    parser.add_argument(
+        "--batch-seconds", type=float, default=120.0, help="audio per model call, bounds memory (default 120)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate; exit 0 even when some utterances failed (they are listed and counted)."""
+    try:
+        recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device)
+        utterances = read_manifest(args.manifest)
+    except (CheckpointError, ManifestError, OSError) as error:
+        raise SystemExit(f"speechlabel evaluate: {error}") from error
+    result = evaluate(
+        recognizer,
+        utterances,
+        beam_size=args.beam_size,
+        batch_seconds=args.batch_seconds,
+        progress=sys.stderr.isatty(),
+    )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", encoding="utf-8") as stream:
+            stream.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.per_utterance)
+    print(json.dumps(result.summary(), indent=2) if args.json else _readable(result))
+    return 0

@@ -1,0 +1,364 @@
+"""The training loop: manifests in, checkpoints and metrics out, resumable after any interruption.
+
+Read top to bottom: build the run (labels, data, model, optimizer), then ``train_steps`` loops over
+length-bucketed batches computing the CTC loss; every ``checkpoint_every`` steps the whole run state
+is saved atomically (so kill -9 loses at most that many steps), every ``eval_every`` steps the dev set
+is scored with the shared Recognizer/evaluate path and the best model is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from audiomodels.checkpoint import atomic_torch_save, save_checkpoint
+from audiomodels.config import AcousticConfig
+from audiomodels.features import Featurizer
+from audiomodels.labels import LabelSet
+from audiomodels.model import AcousticModel
+from audiomodels.recognizer import Recognizer
+from training.config import TrainConfig, load_train_config, train_config_to_dict
+from training.data import Batch, FrameBudgetBatchSampler, SpeechDataset, collate, compute_feature_stats
+from training.evaluate import evaluate
+from training.manifest import Utterance, read_manifest, validate_manifest
+
+STATE_FILE = "last_state.pt"
+CONFIG_FILE = "train_config.yaml"
+LOG_EVERY = 10
+
+
+def build_label_set(spec: str) -> LabelSet:
+    """``char``, ``phone`` or a custom label file path."""
+    if spec == "char":
+        return LabelSet.char()
+    if spec == "phone":
+        return LabelSet.phone()
+    return LabelSet.from_file(spec)
+
+
+def build_acoustic_config(config: TrainConfig, labels: LabelSet) -> AcousticConfig:
+    """The checkpoint config; model input/output sizes are derived so they can never disagree."""
+    model = config.model.__class__(
+        **{**config.model.__dict__, "input_dim": config.features.model_input_dim, "num_labels": len(labels)}
+    )
+    return AcousticConfig(features=config.features, labels=labels.to_config(), model=model)
+
+
+def compute_loss(model: AcousticModel, batch: Batch) -> torch.Tensor:
+    """Mean per-utterance CTC loss, normalized by target length (as torch's 'mean' reduction)."""
+    log_probs, out_lengths = model(batch.features, batch.feature_lengths)  # (N, T, V)
+    return torch.nn.functional.ctc_loss(
+        log_probs.float().transpose(0, 1),  # (T, N, V) in fp32 even under autocast
+        batch.targets,
+        out_lengths,
+        batch.target_lengths,
+        blank=0,
+        reduction="mean",
+        zero_infinity=True,
+    )
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``max_steps``."""
+    warmup = max(config.optim.warmup_steps, 1)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(config.max_steps - warmup, 1), 1.0)
+    floor = config.optim.min_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA by default; CPU trains in fp32."""
+    if config.amp == "off" or (config.amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if config.amp == "fp16" else torch.bfloat16
+
+
+@dataclass
+class Progress:
+    """Counters that a resumed run continues from."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # batches of the current epoch already trained on
+    best_metric: float = math.inf
+
+
+class TrainingRun:
+    """Owns the model, optimizer, data and bookkeeping of one run directory."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_utterances: list[Utterance],
+        dev_utterances: list[Utterance],
+        run_dir: Path,
+        *,
+        device: torch.device,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.device = device
+        self.show_progress = show_progress
+        self.labels = build_label_set(config.labels)
+        self.acoustic_config = build_acoustic_config(config, self.labels)
+        self.featurizer = Featurizer(config.features)
+        self.train_utterances = self._validated(train_utterances, "train")
+        self.dev_utterances = self._validated(dev_utterances, "dev")[: config.dev_max_utterances]
+        torch.manual_seed(config.seed)
+        self.model = AcousticModel(self.acoustic_config.model).to(device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: learning_rate_factor(step, config)
+        )
+        self.dataset = SpeechDataset(
+            self.train_utterances,
+            self.featurizer,
+            self.labels,
+            target_field=config.target_field,
+            augment=config.augment,
+            cache_dir=run_dir / "feature_cache" if config.cache_features else None,
+            seed=config.seed,
+        )
+        self.sampler = FrameBudgetBatchSampler(
+            [self.dataset.num_frames(i) for i in range(len(self.dataset))], config.batch_frames, seed=config.seed
+        )
+        self.progress = Progress()
+        self.autocast = autocast_dtype(config, device)
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.tensorboard = _tensorboard_writer(run_dir / "tensorboard")
+
+    def _validated(self, utterances: list[Utterance], split: str) -> list[Utterance]:
+        frames_per_second = 1.0 / self.config.features.frame_shift_s
+        report = validate_manifest(
+            utterances, self.labels, target_field=self.config.target_field, frames_per_second=frames_per_second
+        )
+        (self.run_dir / f"data_report_{split}.txt").write_text(report.summary() + "\n")
+        if not report.kept:
+            raise ValueError(f"no usable {split} utterances:\n{report.summary()}")
+        if report.problems:
+            tqdm.write(f"{split} manifest: {report.summary()}")
+        return report.kept
+
+    def initialize_normalization(self) -> None:
+        """Global MFCC statistics over (a subset of) the training data, stored in the model."""
+        mean, std = compute_feature_stats(self.dataset, max_utterances=self.config.stats_max_utterances)
+        self.model.set_normalization(mean.to(self.device), std.to(self.device))
+
+    # --- persistence ------------------------------------------------------------------------
+    def save_state(self) -> None:
+        """Everything needed to continue exactly here; one atomic file plus the loadable model."""
+        state = {
+            "progress": self.progress.__dict__,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": list(random.getstate()[1]),
+        }
+        atomic_torch_save(state, self.run_dir / STATE_FILE)
+        self.save_model("last.ckpt")
+
+    def load_state(self) -> None:
+        state = torch.load(self.run_dir / STATE_FILE, map_location=self.device, weights_only=True)
+        self.progress = Progress(**state["progress"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        random.setstate((3, tuple(state["python_rng"]), None))
+
+    def save_model(self, name: str, metrics: dict[str, Any] | None = None) -> None:
+        metadata = {
+            "step": self.progress.step,
+            "train_config": train_config_to_dict(self.config),
+            "train_utterances": len(self.train_utterances),
+            "train_hours": round(sum(u.duration for u in self.train_utterances) / 3600, 3),
+            "metrics": metrics or {},
+        }
+        save_checkpoint(self.run_dir / name, self.acoustic_config, self.model, metadata)
+
+    def log(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(key, value, record["step"])
+            self.tensorboard.flush()
+
+    # --- the loop ---------------------------------------------------------------------------
+    def batches(self) -> Iterator[Batch]:
+        """Endless batches across epochs, resuming mid-epoch where the saved progress says."""
+        while True:
+            self.dataset.set_epoch(self.progress.epoch)
+            self.sampler.load_state_dict(
+                {"epoch": self.progress.epoch, "batches_yielded": self.progress.batches_in_epoch}
+            )
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=self.sampler,
+                collate_fn=collate,
+                num_workers=self.config.num_workers,
+                persistent_workers=False,
+            )
+            for batch in loader:
+                self.progress.batches_in_epoch += 1
+                yield batch
+            self.progress.epoch += 1
+            self.progress.batches_in_epoch = 0
+
+    def train_step(self, batch: Batch) -> float:
+        self.model.train()
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            loss = compute_loss(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def evaluate_dev(self) -> dict[str, float]:
+        """Dev scores with the same Recognizer/decoder the product serves with."""
+        recognizer = Recognizer(self.acoustic_config, self.model, device=self.device)
+        result = evaluate(recognizer, self.dev_utterances)
+        self.model.train()
+        return {f"dev_{name}": value for name, value in result.summary()["rates"].items()}
+
+    def primary_metric(self, scores: dict[str, float]) -> float:
+        return scores["dev_per"] if self.labels.kind == "phone" else scores["dev_cer"]
+
+    def run(self) -> dict[str, float]:
+        """Train to ``max_steps``; returns the final dev scores."""
+        config, progress = self.config, self.progress
+        bar = tqdm(total=config.max_steps, initial=progress.step, disable=not self.show_progress, unit="step")
+        window_start, window_steps, window_audio_s, window_loss = time.monotonic(), 0, 0.0, 0.0
+        batches = self.batches()
+        scores: dict[str, float] = {}
+        while progress.step < config.max_steps:
+            batch = next(batches)
+            loss = self.train_step(batch)
+            progress.step += 1
+            window_steps += 1
+            window_loss += loss
+            window_audio_s += float(batch.feature_lengths.sum()) * config.features.frame_shift_s
+            bar.update(1)
+            if progress.step % LOG_EVERY == 0 or progress.step == config.max_steps:
+                elapsed = max(time.monotonic() - window_start, 1e-9)
+                record = {
+                    "step": progress.step,
+                    "epoch": progress.epoch,
+                    "loss": round(window_loss / window_steps, 4),
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "steps_per_s": round(window_steps / elapsed, 3),
+                    "audio_hours_per_s": round(window_audio_s / 3600 / elapsed, 5),
+                }
+                bar.set_postfix(loss=record["loss"], steps_s=record["steps_per_s"], audio_h_s=record["audio_hours_per_s"])
+                self.log(record)
+                window_start, window_steps, window_audio_s, window_loss = time.monotonic(), 0, 0.0, 0.0
+            if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
+                scores = self.evaluate_dev()
+                self.log({"step": progress.step, **scores})
+                bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                if self.primary_metric(scores) < progress.best_metric:
+                    progress.best_metric = self.primary_metric(scores)
+                    self.save_model("best.ckpt", scores)
+            if progress.step % config.checkpoint_every == 0 or progress.step == config.max_steps:
+                self.save_state()
+        bar.close()
+        return scores or self.evaluate_dev()
+
+
+def _tensorboard_writer(directory: Path) -> Any:
+    """A SummaryWriter when the tensorboard package is installed, else None (metrics.jsonl always)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(directory))
+
+
+def train(
+    config: TrainConfig,
+    train_manifest: Path,
+    dev_manifest: Path,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Start (or resume) a run in ``run_dir`` and train it to ``config.max_steps``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    chosen_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run = TrainingRun(
+        config,
+        read_manifest(train_manifest),
+        read_manifest(dev_manifest),
+        run_dir,
+        device=chosen_device,
+        show_progress=show_progress,
+    )
+    if resume and (run_dir / STATE_FILE).exists():
+        run.load_state()
+    else:
+        run.initialize_normalization()
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(train_config_to_dict(config), sort_keys=False))
+    return run.run()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML training config (see training/configs/)")
+    parser.add_argument("--train", type=Path, help="training manifest (JSONL)")
+    parser.add_argument("--dev", type=Path, help="dev manifest (JSONL)")
+    parser.add_argument("--out", type=Path, help="run directory (checkpoints, metrics, TensorBoard)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-3")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """CLI: a new run needs --train/--dev/--out; --resume RUN_DIR reuses that run's saved config and data."""
+    if args.resume is not None:
+        run_dir = args.resume
+        saved = json.loads((run_dir / "run.json").read_text())
+        config = load_train_config(run_dir / CONFIG_FILE, args.set)
+        train_manifest, dev_manifest = Path(saved["train"]), Path(saved["dev"])
+    else:
+        if not (args.train and args.dev and args.out):
+            raise SystemExit("speechlabel train: --train, --dev and --out are required (or --resume RUN_DIR)")
+        run_dir, train_manifest, dev_manifest = args.out, args.train.resolve(), args.dev.resolve()
+        if (run_dir / STATE_FILE).exists():
+            raise SystemExit(f"speechlabel train: {run_dir} already holds a run; continue it with --resume {run_dir}")
+        config = load_train_config(args.config, args.set)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").write_text(json.dumps({"train": str(train_manifest), "dev": str(dev_manifest)}))
+    try:
+        scores = train(
+            config, train_manifest, dev_manifest, run_dir,
+            resume=args.resume is not None, device=args.device, show_progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted; resume with: speechlabel train --resume {run_dir}")
+        return 130
+    print(json.dumps({"run_dir": str(run_dir), **scores}))
+    return 0

