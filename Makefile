@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := espeak-ng sox libsndfile1
+# espeak-ng/flite/festival(+voices) speak the synthetic corpus; fortunes is its text source.
+SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages test demo bench clean
@@ -21,14 +22,14 @@ system-packages:
 $(STAMP): pyproject.toml | system-packages
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 
 test: install
 	$(PY) -m pytest
 
 demo: install
-	$(PY) -m training.demo
+	$(PY) -m service.demo
 
 bench: install
 	$(PY) benchmarks/features.py

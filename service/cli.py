@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
-# subcommand -> (module, help). Modules are imported only when their subcommand runs (start-up stays fast).
+# subcommand -> (target, help). A target is a module with add_arguments/run, or "module:NAME" for an
+# object in it that has them. Modules are imported only when their subcommand runs (start-up stays fast).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("service.transcribe", "transcribe audio files to JSON lines"),
+    "serve": ("service.server", "serve the SpeechLabeler gRPC service"),
+    "stream": ("service.client:STREAM", "stream an audio file to a server, printing results as they come"),
+    "recognize": ("service.client:RECOGNIZE", "transcribe an audio file on a server"),
+    "align": ("service.client:ALIGN", "force-align a transcript to an audio file on a server"),
+    "health": ("service.client:HEALTH", "check a server's gRPC health (exit 0 when SERVING)"),
     "train": ("training.train", "train or resume a model from manifests"),
     "evaluate": ("training.evaluate", "score a checkpoint on a manifest (CER/WER/PER, RTF)"),
     "corpus": ("training.corpus", "synthesize an offline speech corpus"),
@@ -16,14 +23,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def load_command(name: str) -> Any:
+    """The module or object that implements subcommand ``name`` (has ``add_arguments`` and ``run``)."""
+    module_name, _, attribute = SUBCOMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """Top-level parser; only the selected subcommand's module is imported to add its arguments."""
     parser = argparse.ArgumentParser(prog="speechlabel", description="speech sequence labelling")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (_, help_text) in SUBCOMMANDS.items():
         subparser = subparsers.add_parser(name, help=help_text, description=help_text)
         if name == selected:
-            importlib.import_module(module_name).add_arguments(subparser)
+            load_command(name).add_arguments(subparser)
     return parser
 
 
@@ -31,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     selected = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = build_parser(selected).parse_args(argv)
-    return importlib.import_module(SUBCOMMANDS[args.command][0]).run(args)
+    return load_command(args.command).run(args)
 
 
 if __name__ == "__main__":

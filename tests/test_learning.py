@@ -1,6 +1,7 @@
 """The whole path learns: real espeak-ng speech -> features -> BiGRU-CTC -> greedy decode recovers the text.
 
-Also covers the Recognizer API (batch == single, words and segments with times) and the first
+The tiny model is trained by the session fixture ``trained`` in conftest.py (the gRPC tests serve
+it too). Also covers the Recognizer API (batch == single, words and segments with times) and the first
 ``speechlabel transcribe`` command on the trained checkpoint.
 """
 
@@ -10,65 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from audiomodels.audio import load_audio
-from audiomodels.checkpoint import save_checkpoint
-from audiomodels.config import AcousticConfig, FeatureConfig, ModelConfig
-from audiomodels.features import FeatureStats, Featurizer
-from audiomodels.labels import LabelSet
-from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
-from training.data import collate
-from training.train import compute_loss
 
 pytestmark = pytest.mark.slow
-MAX_STEPS = 400
-
-
-@pytest.fixture(scope="module")
-def trained(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
-    """Overfit a tiny model on four utterances; returns (checkpoint path, loss curve)."""
-    torch.manual_seed(0)
-    labels = LabelSet.char()
-    features_config = FeatureConfig()
-    config = AcousticConfig(
-        features=features_config,
-        labels=labels.to_config(),
-        model=ModelConfig(input_dim=features_config.model_input_dim, num_labels=len(labels),
-                          proj_dim=96, hidden_size=96, num_layers=2, dropout=0.0),
-    )
-    featurizer = Featurizer(features_config)
-    waveforms = [load_audio(path) for path in speech_files.values()]
-    items = [(featurizer(w), torch.tensor(labels.encode(text))) for w, text in zip(waveforms, speech_files)]
-    stats = FeatureStats(features_config.n_mfcc)
-    for waveform in waveforms:
-        stats.update(featurizer.mfcc(torch.from_numpy(waveform)))
-    model = AcousticModel(config.model)
-    model.set_normalization(*stats.mean_std())
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    batch = collate(items)
-    losses = []
-    for step in range(MAX_STEPS):
-        loss = compute_loss(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if step > 100 and step % 20 == 0 and _decodes_all(model, config, waveforms, list(speech_files)):
-            break
-    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
-    save_checkpoint(path, config, model, metadata={"steps": step + 1})
-    return path, losses
-
-
-def _decodes_all(model: AcousticModel, config: AcousticConfig, waveforms, texts) -> bool:
-    recognizer = Recognizer(config, model)
-    ok = [t.text == text for t, text in zip(recognizer.transcribe_batch([(w, 16000) for w in waveforms]), texts)]
-    model.train()
-    return all(ok)
 
 
 def test_loss_falls_and_greedy_decoding_recovers_the_text(trained, speech_files) -> None:

@@ -41,6 +41,7 @@ class TrainConfig:
     dev_max_utterances: int = 400  # dev subset scored at each evaluation (keeps evaluation cheap)
     stats_max_utterances: int = 2000  # utterances used for the global normalization statistics
     num_workers: int = 2  # DataLoader worker processes (0 = load in the training process)
+    torch_threads: int = 0  # intra-op CPU threads for the model (0 = torch's default, one per core)
     cache_features: bool = True  # cache un-augmented MFCCs under RUN_DIR/feature_cache
     amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16" or "off"
     seed: int = 0  # seeds model init, sampler order and augmentation

@@ -253,6 +253,8 @@ class TrainingRun:
         window_start, window_steps, window_audio_s, window_loss = time.monotonic(), 0, 0.0, 0.0
         batches = self.batches()
         scores: dict[str, float] = {}
+        if progress.step == 0:  # the untrained score, so every curve in metrics.jsonl has its start
+            self.log({"step": 0, **self.evaluate_dev()})
         while progress.step < config.max_steps:
             batch = next(batches)
             loss = self.train_step(batch)
@@ -308,6 +310,8 @@ def train(
 ) -> dict[str, float]:
     """Start (or resume) a run in ``run_dir`` and train it to ``config.max_steps``."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
     chosen_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run = TrainingRun(
         config,

@@ -1,0 +1,281 @@
+"""Client for the SpeechLabeler service: importable functions and the ``speechlabel stream``,
+``recognize``, ``align`` and ``health`` commands.
+
+Files are read with soundfile. ``recognize``/``align`` send WAV and FLAC files as they are (the
+server reads their headers) and anything else as FLOAT32 samples; ``stream`` always sends
+FLOAT32 samples at the file's own rate (lossless for any source format), in ``chunk_ms`` pieces,
+paced in real time unless ``realtime=False``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import soundfile as sf
+from google.protobuf.json_format import MessageToDict
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.auth import bearer_metadata, token_from
+from service.gen.speechlabel.v1 import speech_pb2 as pb
+from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
+
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # frame labels of long audio make big responses
+_CONTAINERS = {"WAV": pb.WAV, "WAVEX": pb.WAV, "FLAC": pb.FLAC}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the server is and how to reach it."""
+
+    server: str = "localhost:50051"
+    auth_token: str | None = None
+    tls_ca: Path | None = None  # PEM roots; set to use TLS
+    timeout_s: float | None = None  # per call (streams included)
+
+    def channel(self) -> grpc.Channel:
+        options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
+        if self.tls_ca is None:
+            return grpc.insecure_channel(self.server, options=options)
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.tls_ca.read_bytes())
+        return grpc.secure_channel(self.server, credentials, options=options)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return bearer_metadata(self.auth_token)
+
+
+def read_samples(path: str | Path) -> tuple[np.ndarray, int]:
+    """A file's samples as float32 mono (channels averaged) and its rate."""
+    samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), rate
+
+
+def file_request(path: str | Path, config: pb.RecognitionConfig) -> tuple[pb.RecognitionConfig, bytes]:
+    """Config + audio bytes for a unary call: WAV/FLAC unchanged, other containers as FLOAT32."""
+    container = sf.info(str(path)).format
+    if container in _CONTAINERS:
+        sent = pb.RecognitionConfig()
+        sent.CopyFrom(config)
+        sent.encoding = _CONTAINERS[container]
+        return sent, Path(path).read_bytes()
+    samples, rate = read_samples(path)
+    return _raw_config(config, rate), samples.astype("<f4").tobytes()
+
+
+def _raw_config(config: pb.RecognitionConfig, rate: int) -> pb.RecognitionConfig:
+    sent = pb.RecognitionConfig()
+    sent.CopyFrom(config)
+    sent.encoding, sent.sample_rate_hz = pb.FLOAT32, rate
+    return sent
+
+
+def recognize_file(
+    path: str | Path, connection: Connection = Connection(), config: pb.RecognitionConfig | None = None
+) -> pb.RecognizeResponse:
+    """One Recognize call for a whole file (raises ``grpc.RpcError`` with the server's status)."""
+    config, audio = file_request(path, config or pb.RecognitionConfig(word_time_offsets=True))
+    with connection.channel() as channel:
+        stub = pb_grpc.SpeechLabelerStub(channel)
+        return stub.Recognize(
+            pb.RecognizeRequest(config=config, audio=audio), timeout=connection.timeout_s, metadata=connection.metadata
+        )
+
+
+def align_file(
+    path: str | Path, transcript: str, connection: Connection = Connection(), config: pb.RecognitionConfig | None = None
+) -> pb.AlignResponse:
+    """Force-align ``transcript`` to a file: words and labels with times."""
+    config, audio = file_request(path, config or pb.RecognitionConfig())
+    with connection.channel() as channel:
+        stub = pb_grpc.SpeechLabelerStub(channel)
+        request = pb.AlignRequest(config=config, audio=audio, transcript=transcript)
+        return stub.Align(request, timeout=connection.timeout_s, metadata=connection.metadata)
+
+
+def stream_requests(
+    samples: np.ndarray, rate: int, config: pb.RecognitionConfig, *, chunk_ms: float = 100.0, realtime: bool = True
+) -> Iterator[pb.StreamingRecognizeRequest]:
+    """Config first, then FLOAT32 chunks; with ``realtime`` each chunk waits until its audio has 'happened'."""
+    yield pb.StreamingRecognizeRequest(config=_raw_config(config, rate))
+    step = max(1, round(rate * chunk_ms / 1000))
+    started = time.monotonic()
+    for offset in range(0, len(samples), step):
+        if realtime:
+            time.sleep(max(0.0, started + offset / rate - time.monotonic()))
+        yield pb.StreamingRecognizeRequest(audio=samples[offset : offset + step].astype("<f4").tobytes())
+
+
+def stream_file(
+    path: str | Path,
+    connection: Connection = Connection(),
+    config: pb.RecognitionConfig | None = None,
+    *,
+    chunk_ms: float = 100.0,
+    realtime: bool = True,
+) -> Iterator[pb.Result]:
+    """Stream a file and yield the server's results (interims too, if the config asks) as they arrive."""
+    samples, rate = read_samples(path)
+    config = config or pb.RecognitionConfig(word_time_offsets=True)
+    with connection.channel() as channel:
+        stub = pb_grpc.SpeechLabelerStub(channel)
+        requests = stream_requests(samples, rate, config, chunk_ms=chunk_ms, realtime=realtime)
+        for response in stub.StreamingRecognize(requests, timeout=connection.timeout_s, metadata=connection.metadata):
+            yield from response.results
+
+
+def check_health(connection: Connection = Connection(), service: str = "") -> str:
+    """The server's serving status name for ``service`` ("" = the whole server), e.g. ``SERVING``."""
+    with connection.channel() as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=connection.timeout_s or 5.0
+        )
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _as_dict(message: object) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default="localhost:50051", help="HOST:PORT of a speechlabel server")
+    parser.add_argument("--auth-token", help="bearer token (default: $SPEECHLABEL_AUTH_TOKEN)")
+    parser.add_argument("--tls-ca", type=Path, help="PEM root certificates: connect with TLS")
+    parser.add_argument("--timeout", type=float, help="seconds before the call is abandoned")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="", help="model name (default: the server's default)")
+    parser.add_argument("--labels", action="store_true", help="also return label segments and frame labels")
+    parser.add_argument("--json", action="store_true", help="print whole results as JSON lines")
+
+
+def _connection(args: argparse.Namespace) -> Connection:
+    return Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
+
+
+def _config(args: argparse.Namespace, **fields: object) -> pb.RecognitionConfig:
+    return pb.RecognitionConfig(model=args.model, word_time_offsets=True, frame_labels=args.labels, **fields)
+
+
+def _reporting_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Exit status 1 with the server's status and message (or the local error) on stderr."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        except (OSError, sf.LibsndfileError) as error:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    return wrapped
+
+
+def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, OGG; any rate, mono or not)")
+    _add_connection_arguments(parser)
+    _add_model_arguments(parser)
+    parser.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    parser.add_argument("--interim", action="store_true", help="show partial results while audio streams")
+    parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
+    parser.add_argument("--beam-size", type=int, default=0)
+    parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")
+
+
+@_reporting_errors
+def _run_stream(args: argparse.Namespace) -> int:
+    """Finals on their own lines; partials on one line that refreshes (on a terminal)."""
+    config = _config(args, interim_results=args.interim, beam_size=args.beam_size,
+                     endpoint_silence_ms=args.endpoint_silence_ms)
+    refresh = sys.stdout.isatty() and not args.json
+    pending_line = False
+    for result in stream_file(args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast):
+        text = result.alternatives[0].transcript if result.alternatives else ""
+        if args.json:
+            print(json.dumps(_as_dict(result), ensure_ascii=False), flush=True)
+        elif not result.is_final:
+            if refresh:
+                print(f"\r{text}\x1b[K", end="", flush=True)
+                pending_line = True
+        else:
+            clear = "\r\x1b[K" if pending_line else ""
+            print(f"{clear}[{result.start_s:7.2f} - {result.end_s:7.2f}] {text}", flush=True)
+            pending_line = False
+    if pending_line:
+        print()
+    return 0
+
+
+def _add_recognize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, OGG)")
+    _add_connection_arguments(parser)
+    _add_model_arguments(parser)
+    parser.add_argument("--beam-size", type=int, default=0)
+
+
+@_reporting_errors
+def _run_recognize(args: argparse.Namespace) -> int:
+    response = recognize_file(args.file, _connection(args), _config(args, beam_size=args.beam_size))
+    if args.json:
+        print(json.dumps(_as_dict(response), ensure_ascii=False))
+    else:
+        print(response.results[0].alternatives[0].transcript)
+    return 0
+
+
+def _add_align_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, OGG)")
+    parser.add_argument("transcript", help="the text spoken in the file")
+    _add_connection_arguments(parser)
+    _add_model_arguments(parser)
+
+
+@_reporting_errors
+def _run_align(args: argparse.Namespace) -> int:
+    """One line per word, ``start end word``, or the whole response with --json."""
+    response = align_file(args.file, args.transcript, _connection(args), _config(args))
+    if args.json:
+        print(json.dumps(_as_dict(response), ensure_ascii=False))
+    else:
+        for word in response.words:
+            print(f"{word.start_s:.3f}\t{word.end_s:.3f}\t{word.word}")
+    return 0
+
+
+def _add_health_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_connection_arguments(parser)
+    parser.add_argument("--service", default="", help="service name ('' = the whole server)")
+
+
+@_reporting_errors
+def _run_health(args: argparse.Namespace) -> int:
+    """Exit 0 only when the server answers SERVING (a container healthcheck)."""
+    status = check_health(_connection(args), args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand for ``service.cli`` (registered as ``service.client:NAME``)."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+STREAM = Command(_add_stream_arguments, _run_stream)
+RECOGNIZE = Command(_add_recognize_arguments, _run_recognize)
+ALIGN = Command(_add_align_arguments, _run_align)
+HEALTH = Command(_add_health_arguments, _run_health)

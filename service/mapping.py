@@ -1,0 +1,182 @@
+"""Protobuf <-> domain: request audio and configs in, ``Transcript``/model facts out, errors to codes.
+
+Nothing here runs a model; the servicer calls these around its ``Recognizer`` calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+import numpy as np
+
+from audiomodels.alignment import AlignmentError
+from audiomodels.audio import AudioError, audio_duration, decode_audio, decode_raw
+from audiomodels.labels import LabelError
+from audiomodels.recognizer import Segment, Transcript, Word
+from service.gen.speechlabel.v1 import speech_pb2 as pb
+from service.limits import IdleTimeout, LimitExceeded, Limits, ModelNotFound, RequestError, ShuttingDown
+from service.registry import ModelEntry, ModelRegistry
+from service.sessions import StreamResult, StreamSettings
+
+RAW_ENCODINGS = {pb.LINEAR16: "pcm16", pb.FLOAT32: "float32"}
+CONTAINER_ENCODINGS = (pb.WAV, pb.FLAC)
+
+_STATUS_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode], ...] = (
+    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (IdleTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+    ((AudioError, LabelError, AlignmentError, RequestError), grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def status_code(error: BaseException) -> grpc.StatusCode | None:
+    """The status a request error maps to; ``None`` for a server fault (bug or crash)."""
+    return next((code for kinds, code in _STATUS_CODES if isinstance(error, kinds)), None)
+
+
+def _encoding_name(encoding: int) -> str:
+    return pb.AudioEncoding.Name(encoding) if encoding in pb.AudioEncoding.values() else str(encoding)
+
+
+def request_waveform(config: pb.RecognitionConfig, audio: bytes, limits: Limits) -> tuple[np.ndarray, int]:
+    """Decode unary request audio to ``(samples, rate)``; the length is checked before decoding."""
+    if not audio:
+        raise AudioError("audio is empty (0 bytes)")
+    encoding = config.encoding
+    if encoding in RAW_ENCODINGS:
+        name = RAW_ENCODINGS[encoding]
+        rate = _raw_rate(config)
+        samples = decode_raw(audio, name, rate)
+        _check_audio_length(len(samples) / rate, limits)
+        return samples, rate
+    if encoding in CONTAINER_ENCODINGS:
+        _check_audio_length(audio_duration(audio), limits)
+        samples, rate = decode_audio(audio)
+        if config.sample_rate_hz and config.sample_rate_hz != rate:
+            raise RequestError(f"sample_rate_hz is {config.sample_rate_hz} but the audio header says {rate} Hz")
+        return samples, rate
+    raise RequestError(
+        f"encoding {_encoding_name(encoding)} is not supported; use LINEAR16 or FLOAT32 (with sample_rate_hz), WAV or FLAC"
+    )
+
+
+def _raw_rate(config: pb.RecognitionConfig) -> int:
+    if config.sample_rate_hz <= 0:
+        raise RequestError(f"sample_rate_hz is required for {_encoding_name(config.encoding)} audio")
+    return config.sample_rate_hz
+
+
+def _check_audio_length(seconds: float, limits: Limits) -> None:
+    if seconds > limits.max_audio_s:
+        raise LimitExceeded(
+            f"audio is {seconds:.1f} s long; this server takes at most {limits.max_audio_s:g} s per request "
+            "(stream longer audio with StreamingRecognize)"
+        )
+
+
+def beam_size(config: pb.RecognitionConfig, limits: Limits) -> int:
+    if not 0 <= config.beam_size <= limits.max_beam_size:
+        raise RequestError(f"beam_size must be 0-{limits.max_beam_size}, got {config.beam_size}")
+    return max(1, config.beam_size)
+
+
+def stream_settings(config: pb.RecognitionConfig, limits: Limits) -> StreamSettings:
+    """A streaming config -> session settings (raw audio only; thresholds within server limits)."""
+    if config.encoding not in RAW_ENCODINGS:
+        raise RequestError(
+            f"streaming takes headerless LINEAR16 or FLOAT32 audio, not {_encoding_name(config.encoding)}"
+        )
+    if config.endpoint_silence_ms < 0:
+        raise RequestError(f"endpoint_silence_ms must not be negative, got {config.endpoint_silence_ms}")
+    if not 0 <= config.max_utterance_s <= limits.max_utterance_s:
+        raise RequestError(f"max_utterance_s must be 0-{limits.max_utterance_s:g} (0 = server default)")
+    defaults = StreamSettings(encoding="pcm16", sample_rate=16000)
+    return StreamSettings(
+        encoding=RAW_ENCODINGS[config.encoding],
+        sample_rate=_raw_rate(config),
+        interim_results=config.interim_results,
+        beam_size=beam_size(config, limits),
+        endpoint_silence_s=config.endpoint_silence_ms / 1000 or defaults.endpoint_silence_s,
+        max_utterance_s=config.max_utterance_s or limits.max_utterance_s,
+        max_stream_s=limits.max_stream_s,
+    )
+
+
+def _at(offset_s: float, seconds: float) -> float:
+    return round(offset_s + seconds, 3)
+
+
+def word_infos(words: Iterable[Word], offset_s: float = 0.0) -> list[pb.WordInfo]:
+    return [pb.WordInfo(word=w.word, start_s=_at(offset_s, w.start_s), end_s=_at(offset_s, w.end_s),
+                        confidence=w.confidence) for w in words]
+
+
+def label_segments(segments: Iterable[Segment], offset_s: float = 0.0) -> list[pb.LabelSegment]:
+    return [pb.LabelSegment(label=s.label, start_s=_at(offset_s, s.start_s), end_s=_at(offset_s, s.end_s),
+                            score=s.score) for s in segments]
+
+
+def result(
+    transcript: Transcript, config: pb.RecognitionConfig, *, start_s: float = 0.0, end_s: float | None = None,
+    is_final: bool = True,
+) -> pb.Result:
+    """One result; words and labels (as the config asks) only on finals, times from ``start_s``."""
+    alternative = pb.Alternative(transcript=transcript.text, confidence=transcript.confidence)
+    message = pb.Result(
+        alternatives=[alternative],
+        is_final=is_final,
+        start_s=round(start_s, 3),
+        end_s=_at(start_s, transcript.duration_s) if end_s is None else round(end_s, 3),
+    )
+    if is_final and config.word_time_offsets:
+        alternative.words.extend(word_infos(transcript.words, start_s))
+    if is_final and config.frame_labels:
+        message.segments.extend(label_segments(transcript.segments, start_s))
+        message.frame_labels.extend(transcript.frame_labels)
+        message.frame_shift_s = transcript.frame_shift_s
+    return message
+
+
+def recognize_response(transcript: Transcript, config: pb.RecognitionConfig, model: str) -> pb.RecognizeResponse:
+    return pb.RecognizeResponse(results=[result(transcript, config)], model=model)
+
+
+def streaming_response(results: Iterable[StreamResult], config: pb.RecognitionConfig) -> pb.StreamingRecognizeResponse:
+    return pb.StreamingRecognizeResponse(
+        results=[result(r.transcript, config, start_s=r.start_s, end_s=r.end_s, is_final=r.is_final) for r in results]
+    )
+
+
+def align_response(transcript: Transcript, model: str) -> pb.AlignResponse:
+    return pb.AlignResponse(
+        words=word_infos(transcript.words),
+        segments=label_segments(transcript.segments),
+        model=model,
+        duration_s=transcript.duration_s,
+    )
+
+
+def model_info(entry: ModelEntry, default_name: str) -> pb.ModelInfo:
+    recognizer = entry.recognizer
+    return pb.ModelInfo(
+        name=entry.name,
+        label_type=recognizer.labels.kind,
+        sample_rate_hz=recognizer.sample_rate,
+        num_parameters=recognizer.model.num_parameters(),
+        size_bytes=entry.size_bytes,
+        metrics=entry.metrics,
+        model_card=entry.model_card,
+        is_default=entry.name == default_name,
+        labels=recognizer.labels.symbols,
+        frame_shift_s=recognizer.config.features.frame_shift_s,
+        training_steps=int(entry.metadata.get("step", entry.metadata.get("steps", 0))),
+        training_hours=float(entry.metadata.get("train_hours", 0.0)),
+    )
+
+
+def list_models_response(registry: ModelRegistry) -> pb.ListModelsResponse:
+    return pb.ListModelsResponse(
+        models=[model_info(entry, registry.default_name) for entry in registry], default_model=registry.default_name
+    )

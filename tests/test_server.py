@@ -1,0 +1,476 @@
+"""The real gRPC server on a loopback port, serving the tiny trained model, spoken to with the generated stubs.
+
+Covers the contract (health, reflection, ListModels, Recognize, Align, StreamingRecognize), that
+served transcripts equal the Recognizer's offline ones, that streamed finals do not depend on how
+the bytes were chunked, every bad input with its exact status code, limits, cancellation and auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from audiomodels.audio import decode_raw
+from audiomodels.recognizer import Recognizer, Transcript
+from service import mapping
+from service.gen.speechlabel.v1 import speech_pb2 as pb
+from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
+from service.proto_gen import check_current
+from service.registry import ModelRegistry
+from service.server import SERVICE_NAME
+from service.sessions import StreamingSession, StreamSettings
+from tests.grpc_harness import LoopbackServer
+
+pytestmark = pytest.mark.slow
+RATE = 22050  # espeak-ng's native rate: every request here is resampled by the server
+Code = grpc.StatusCode
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def stub(grpc_server: LoopbackServer) -> Iterator[pb_grpc.SpeechLabelerStub]:
+    with grpc.insecure_channel(grpc_server.address) as channel:
+        yield pb_grpc.SpeechLabelerStub(channel)
+
+
+@pytest.fixture(scope="module")
+def recognizer(model_dir: Path) -> Recognizer:
+    return Recognizer.from_checkpoint(model_dir / "tiny.ckpt")
+
+
+@pytest.fixture(scope="module")
+def pcm(speech_files: dict[str, Path]) -> dict[str, bytes]:
+    """Each test utterance as raw PCM16LE at 22.05 kHz."""
+    result = {}
+    for text, path in speech_files.items():
+        samples, rate = sf.read(path, dtype="int16")
+        assert rate == RATE
+        result[text] = samples.astype("<i2").tobytes()
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_utterances(pcm: dict[str, bytes]) -> bytes:
+    """'hello world', one second of silence, 'open the door': two utterances for the endpointer."""
+    return pcm["hello world"] + bytes(2 * RATE) + pcm["open the door"]
+
+
+def raw_config(**fields: object) -> pb.RecognitionConfig:
+    return pb.RecognitionConfig(encoding=pb.LINEAR16, sample_rate_hz=RATE, **fields)
+
+
+def offline(recognizer: Recognizer, data: bytes, beam_size: int = 1) -> Transcript:
+    return recognizer.transcribe(decode_raw(data, "pcm16", RATE), RATE, beam_size=beam_size)
+
+
+def chunks(data: bytes, sizes: list[int]) -> Iterator[bytes]:
+    """``data`` cut into pieces of the given sizes, cycling through them."""
+    offset, index = 0, 0
+    while offset < len(data):
+        size = sizes[index % len(sizes)]
+        yield data[offset : offset + size]
+        offset, index = offset + size, index + 1
+
+
+def stream(
+    stub: pb_grpc.SpeechLabelerStub, config: pb.RecognitionConfig, pieces: Iterator[bytes] | list[bytes]
+) -> list[pb.Result]:
+    requests = [pb.StreamingRecognizeRequest(config=config)] + [pb.StreamingRecognizeRequest(audio=p) for p in pieces]
+    return [result for response in stub.StreamingRecognize(iter(requests)) for result in response.results]
+
+
+def finals(results: list[pb.Result]) -> list[pb.Result]:
+    return [r for r in results if r.is_final]
+
+
+def expect_error(call, code: grpc.StatusCode, *words: str) -> None:  # noqa: ANN001 - any stub call
+    with pytest.raises(grpc.RpcError) as caught:
+        result = call()
+        if isinstance(result, Iterator):
+            list(result)
+    assert caught.value.code() == code, caught.value.details()
+    for word in words:
+        assert word in caught.value.details(), caught.value.details()
+
+
+def wav_bytes(samples: np.ndarray, rate: int, format: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format=format, subtype="PCM_16")
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- contract basics
+
+
+def test_generated_stubs_are_current() -> None:
+    assert check_current() == [], "run: python -m service.proto_gen"
+
+
+def test_health_serving_and_reflection_lists_the_services(grpc_server: LoopbackServer) -> None:
+    with grpc.insecure_channel(grpc_server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        response = next(reflection.ServerReflectionInfo(iter([request])))
+        names = {s.name for s in response.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+def test_list_models_reports_checkpoint_facts(stub: pb_grpc.SpeechLabelerStub, model_dir: Path) -> None:
+    response = stub.ListModels(pb.ListModelsRequest())
+    (model,) = response.models
+    assert response.default_model == model.name == "tiny" and model.is_default
+    assert model.label_type == "char" and model.sample_rate_hz == 16000
+    assert model.num_parameters > 10_000 and model.size_bytes == (model_dir / "tiny.ckpt").stat().st_size
+    assert dict(model.metrics) == {"dev_cer": 0.0} and model.training_steps > 0
+    assert model.model_card.startswith("# tiny") and model.labels[0] == "<blank>"
+    assert model.frame_shift_s == pytest.approx(0.03)
+
+
+# --------------------------------------------------------------------------- unary calls
+
+
+def test_recognize_equals_the_offline_transcript_for_every_encoding(
+    stub: pb_grpc.SpeechLabelerStub, recognizer: Recognizer, pcm: dict[str, bytes]
+) -> None:
+    data = pcm["the quick brown fox"]
+    expected = offline(recognizer, data)
+    assert expected.text == "the quick brown fox"
+    samples = decode_raw(data, "pcm16", RATE)
+    requests = {
+        "LINEAR16": (raw_config(), data),
+        "FLOAT32": (pb.RecognitionConfig(encoding=pb.FLOAT32, sample_rate_hz=RATE), samples.astype("<f4").tobytes()),
+        "WAV": (pb.RecognitionConfig(encoding=pb.WAV), wav_bytes(samples, RATE)),
+        "FLAC": (pb.RecognitionConfig(encoding=pb.FLAC, sample_rate_hz=RATE), wav_bytes(samples, RATE, "FLAC")),
+    }
+    for name, (config, audio) in requests.items():
+        config.word_time_offsets = config.frame_labels = True
+        response = stub.Recognize(pb.RecognizeRequest(config=config, audio=audio))
+        (result,) = response.results
+        assert response.model == "tiny" and result.is_final, name
+        assert result.alternatives[0].transcript == expected.text, name
+        assert result.alternatives[0].confidence == pytest.approx(expected.confidence, abs=1e-6)
+        assert list(result.alternatives[0].words) == mapping.word_infos(expected.words), name
+        assert list(result.segments) == mapping.label_segments(expected.segments), name
+        assert tuple(result.frame_labels) == expected.frame_labels
+        assert result.start_s == 0.0 and result.end_s == pytest.approx(expected.duration_s)
+
+
+def test_recognize_leaves_out_words_and_labels_unless_asked(stub: pb_grpc.SpeechLabelerStub, pcm) -> None:
+    (result,) = stub.Recognize(pb.RecognizeRequest(config=raw_config(beam_size=4), audio=pcm["hello world"])).results
+    assert result.alternatives[0].transcript == "hello world"
+    assert not result.alternatives[0].words and not result.segments and not result.frame_labels
+
+
+def test_align_returns_words_and_labels_with_times(stub: pb_grpc.SpeechLabelerStub, recognizer, pcm) -> None:
+    data = pcm["open the door"]
+    response = stub.Align(pb.AlignRequest(config=raw_config(), audio=data, transcript="Open the DOOR!"))
+    expected = recognizer.align(decode_raw(data, "pcm16", RATE), RATE, "open the door")
+    assert [w.word for w in response.words] == ["open", "the", "door"]
+    assert list(response.words) == mapping.word_infos(expected.words)
+    assert "".join(s.label for s in response.segments) == "open the door"
+    assert response.model == "tiny" and response.duration_s == pytest.approx(expected.duration_s)
+
+
+def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.StatusCode, str]]:
+    """name -> (request, expected status, a word the message must contain)."""
+    speech = pcm["hello world"]
+    samples = decode_raw(speech, "pcm16", RATE)
+    flac = wav_bytes(samples, RATE, "FLAC")
+    long_audio = bytes(2 * 8000 * 25)  # 25 s at 8 kHz: over the test server's 20 s
+    recognize = pb.RecognizeRequest
+    return {
+        "unknown model": (recognize(config=raw_config(model="nope"), audio=speech), Code.NOT_FOUND, "tiny"),
+        "empty audio": (recognize(config=raw_config(), audio=b""), Code.INVALID_ARGUMENT, "empty"),
+        "odd LINEAR16 bytes": (recognize(config=raw_config(), audio=speech + b"\x00"), Code.INVALID_ARGUMENT, "2-byte"),
+        "unspecified encoding": (recognize(config=pb.RecognitionConfig(sample_rate_hz=RATE), audio=speech),
+                                 Code.INVALID_ARGUMENT, "AUDIO_ENCODING_UNSPECIFIED"),
+        "unknown encoding": (recognize(config=pb.RecognitionConfig(encoding=9, sample_rate_hz=RATE), audio=speech),
+                             Code.INVALID_ARGUMENT, "9"),
+        "missing rate": (recognize(config=pb.RecognitionConfig(encoding=pb.LINEAR16), audio=speech),
+                         Code.INVALID_ARGUMENT, "sample_rate_hz"),
+        "rate too low": (recognize(config=raw_config(sample_rate_hz=4000), audio=speech), Code.INVALID_ARGUMENT, "4000"),
+        "rate too high": (recognize(config=raw_config(sample_rate_hz=192000), audio=speech),
+                          Code.INVALID_ARGUMENT, "192000"),
+        "corrupt WAV": (recognize(config=pb.RecognitionConfig(encoding=pb.WAV), audio=b"RIFF\x00\x00\x00\x00WAVEjunk"),
+                        Code.INVALID_ARGUMENT, "decode"),
+        "truncated FLAC": (recognize(config=pb.RecognitionConfig(encoding=pb.FLAC), audio=flac[: len(flac) // 2]),
+                           Code.INVALID_ARGUMENT, "decode"),
+        "header rate mismatch": (recognize(config=pb.RecognitionConfig(encoding=pb.WAV, sample_rate_hz=16000),
+                                           audio=wav_bytes(samples, RATE)), Code.INVALID_ARGUMENT, "22050"),
+        "NaN samples": (recognize(config=pb.RecognitionConfig(encoding=pb.FLOAT32, sample_rate_hz=RATE),
+                                  audio=np.full(4000, np.nan, "<f4").tobytes()), Code.INVALID_ARGUMENT, "NaN"),
+        "too short": (recognize(config=raw_config(), audio=speech[:200]), Code.INVALID_ARGUMENT, "shorter"),
+        "negative beam": (recognize(config=raw_config(beam_size=-1), audio=speech), Code.INVALID_ARGUMENT, "beam_size"),
+        "too long": (recognize(config=raw_config(sample_rate_hz=8000), audio=long_audio),
+                     Code.RESOURCE_EXHAUSTED, "20 s"),
+        "too long WAV": (recognize(config=pb.RecognitionConfig(encoding=pb.WAV),
+                                   audio=wav_bytes(np.zeros(8000 * 25, np.float32), 8000)), Code.RESOURCE_EXHAUSTED, "20 s"),
+        "over message size": (recognize(config=raw_config(), audio=bytes(2 << 20)), Code.RESOURCE_EXHAUSTED, ""),
+        "align empty transcript": (pb.AlignRequest(config=raw_config(), audio=speech, transcript=" "),
+                                   Code.INVALID_ARGUMENT, "empty"),
+        "align unlabelable text": (pb.AlignRequest(config=raw_config(), audio=speech, transcript="hello 世界"),
+                                   Code.INVALID_ARGUMENT, "世"),
+        "align too long a text": (pb.AlignRequest(config=raw_config(), audio=speech[:8000], transcript="hello world " * 20),
+                                  Code.INVALID_ARGUMENT, "frames"),
+        "align unknown model": (pb.AlignRequest(config=raw_config(model="x"), audio=speech, transcript="hi"),
+                                Code.NOT_FOUND, "x"),
+    }
+
+
+def test_every_bad_unary_request_gets_its_status_and_the_server_keeps_serving(stub, pcm) -> None:
+    for name, (request, code, word) in _bad_unary_calls(pcm).items():
+        call = stub.Align if isinstance(request, pb.AlignRequest) else stub.Recognize
+        try:
+            expect_error(lambda: call(request), code, word)
+        except AssertionError as failure:
+            raise AssertionError(f"{name}: {failure}") from None
+    (result,) = stub.Recognize(pb.RecognizeRequest(config=raw_config(), audio=pcm["hello world"])).results
+    assert result.alternatives[0].transcript == "hello world"
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_streamed_final_equals_the_offline_transcript(stub, recognizer, pcm, grpc_server) -> None:
+    data = pcm["seven green apples"]
+    expected = offline(recognizer, data, beam_size=4)
+    results = stream(stub, raw_config(word_time_offsets=True, frame_labels=True, beam_size=4), chunks(data, [4410]))
+    (final,) = results
+    assert final.is_final and final.alternatives[0].transcript == expected.text == "seven green apples"
+    assert list(final.alternatives[0].words) == mapping.word_infos(expected.words)
+    assert list(final.segments) == mapping.label_segments(expected.segments)
+    assert final.start_s == 0.0 and final.end_s == pytest.approx(len(data) / 2 / RATE, abs=1e-3)
+    grpc_server.wait_for_no_streams()
+
+
+def test_interim_results_come_before_each_final(stub, two_utterances, grpc_server) -> None:
+    config = raw_config(interim_results=True, endpoint_silence_ms=500)
+    results = stream(stub, config, chunks(two_utterances, [2205]))  # 50 ms messages
+    kinds = "".join("F" if r.is_final else "i" for r in results)
+    assert kinds.count("F") == 2 and kinds.startswith("i") and "Fi" in kinds, kinds
+    first_final = kinds.index("F")
+    assert all(r.end_s <= results[first_final].end_s for r in results[:first_final])
+    assert all(r.start_s == results[first_final].end_s for r in results[first_final + 1 :])
+    assert all(not r.alternatives[0].words for r in results if not r.is_final)
+    grpc_server.wait_for_no_streams()
+
+
+def test_endpointer_splits_utterances_with_stream_times(stub, recognizer, two_utterances) -> None:
+    config = raw_config(word_time_offsets=True, endpoint_silence_ms=500)
+    first, second = stream(stub, config, chunks(two_utterances, [8000]))
+    assert first.is_final and second.is_final and first.end_s == second.start_s > 1.0
+    assert second.end_s == pytest.approx(len(two_utterances) / 2 / RATE, abs=1e-3)
+    for result in (first, second):  # each final is exactly the offline transcript of its span
+        span = two_utterances[round(result.start_s * RATE) * 2 : round(result.end_s * RATE) * 2]
+        expected = offline(recognizer, span)
+        assert result.alternatives[0].transcript == expected.text
+        assert list(result.alternatives[0].words) == mapping.word_infos(expected.words, result.start_s)
+    assert [first.alternatives[0].transcript, second.alternatives[0].transcript] == ["hello world", "open the door"]
+    assert second.alternatives[0].words[0].start_s > first.end_s
+
+
+def test_max_utterance_length_cuts_a_stream_that_never_pauses(stub, pcm) -> None:
+    data = pcm["the quick brown fox"]
+    results = stream(stub, raw_config(max_utterance_s=0.5), chunks(data, [3000]))
+    assert len(results) >= 3 and all(r.is_final for r in results)
+    assert all(r.end_s - r.start_s <= 0.5 + 1e-3 for r in results)
+    assert [r.start_s for r in results[1:]] == [r.end_s for r in results[:-1]]
+
+
+def test_streamed_finals_do_not_depend_on_chunking_through_grpc(stub, two_utterances, grpc_server) -> None:
+    config = raw_config(word_time_offsets=True, frame_labels=True, interim_results=True, endpoint_silence_ms=500)
+    reference = finals(stream(stub, config, [two_utterances[i : i + 65536] for i in range(0, len(two_utterances), 65536)]))
+    rng = np.random.default_rng(7)
+    byte_by_byte_start = [1] * 3001 + [len(two_utterances)]  # 1-byte pieces (odd splits) through the first 3001 bytes
+    for sizes in (byte_by_byte_start, list(rng.integers(1, 9000, size=50)), [3, 4097, 1, 2, 999]):
+        pieces = list(chunks(two_utterances, sizes))
+        assert finals(stream(stub, config, pieces)) == reference, f"chunk sizes {sizes[:5]}..."
+    grpc_server.wait_for_no_streams()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(1, 6000), min_size=1, max_size=20))
+@example(sizes=[1])
+@example(sizes=[1, 2, 3])
+def test_session_finals_do_not_depend_on_chunking(recognizer, two_utterances, sizes) -> None:
+    """The property at the session level, where 1-byte pieces of a whole stream are cheap."""
+    settings_ = StreamSettings("pcm16", RATE, interim_results=True, beam_size=2, endpoint_silence_s=0.5)
+
+    async def run(pieces: Iterator[bytes]) -> list[tuple]:
+        async def direct(call):  # noqa: ANN001, ANN202 - the executor hop is not under test here
+            return call()
+
+        session = StreamingSession(recognizer, settings_, direct)
+        results = [r for piece in pieces for r in await session.accept(piece)] + await session.finish()
+        return [(r.transcript, r.start_s, r.end_s) for r in results if r.is_final]
+
+    expected = _session_reference(recognizer, two_utterances, settings_, run)
+    assert asyncio.run(run(chunks(two_utterances, sizes))) == expected
+
+
+_REFERENCE: dict[int, list[tuple]] = {}
+
+
+def _session_reference(recognizer, data, settings_, run) -> list[tuple]:  # noqa: ANN001 - cached helper
+    key = id(recognizer)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = asyncio.run(run(iter([data])))
+        assert [t.text for t, _, _ in _REFERENCE[key]] == ["hello world", "open the door"]
+    return _REFERENCE[key]
+
+
+def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingRecognizeRequest], grpc.StatusCode, str]]:
+    speech = pcm["hello world"]
+    request = pb.StreamingRecognizeRequest
+    return {
+        "audio first": ([request(audio=speech[:4000])], Code.INVALID_ARGUMENT, "first message"),
+        "empty first message": ([request()], Code.INVALID_ARGUMENT, "first message"),
+        "second config": ([request(config=raw_config()), request(audio=speech[:4000]), request(config=raw_config())],
+                          Code.INVALID_ARGUMENT, "only the first"),
+        "WAV streamed": ([request(config=pb.RecognitionConfig(encoding=pb.WAV)), request(audio=speech[:4000])],
+                         Code.INVALID_ARGUMENT, "LINEAR16"),
+        "unknown model": ([request(config=raw_config(model="nope"))], Code.NOT_FOUND, "nope"),
+        "bad rate": ([request(config=raw_config(sample_rate_hz=100))], Code.INVALID_ARGUMENT, "100 Hz"),
+        "missing rate": ([request(config=pb.RecognitionConfig(encoding=pb.FLOAT32))], Code.INVALID_ARGUMENT,
+                         "sample_rate_hz"),
+        "negative endpoint": ([request(config=raw_config(endpoint_silence_ms=-1))], Code.INVALID_ARGUMENT, "endpoint"),
+        "utterance cap over limit": ([request(config=raw_config(max_utterance_s=99))], Code.INVALID_ARGUMENT, "10"),
+        "trailing odd byte": ([request(config=raw_config()), request(audio=speech[:4001])], Code.INVALID_ARGUMENT,
+                              "trailing"),
+        "NaN samples": ([request(config=pb.RecognitionConfig(encoding=pb.FLOAT32, sample_rate_hz=RATE)),
+                         request(audio=np.full(100, np.nan, "<f4").tobytes())], Code.INVALID_ARGUMENT, "NaN"),
+        "chunk over 64 KiB": ([request(config=raw_config()), request(audio=bytes(64 * 1024 + 2))],
+                              Code.RESOURCE_EXHAUSTED, "65536"),
+        "stream over 60 s": ([request(config=raw_config(sample_rate_hz=8000))]
+                             + [request(audio=bytes(64000))] * 16, Code.RESOURCE_EXHAUSTED, "60 s"),
+    }
+
+
+def test_every_bad_stream_gets_its_status(stub, pcm, grpc_server) -> None:
+    for name, (requests, code, word) in _bad_streams(pcm).items():
+        try:
+            expect_error(lambda: stub.StreamingRecognize(iter(requests)), code, word)
+        except AssertionError as failure:
+            raise AssertionError(f"{name}: {failure}") from None
+    grpc_server.wait_for_no_streams()
+    assert finals(stream(stub, raw_config(), [pcm["hello world"]]))[0].alternatives[0].transcript == "hello world"
+
+
+class OpenStream:
+    """A stream whose requests the test feeds by hand (``send``), to hold it open or cancel it."""
+
+    def __init__(self, stub: pb_grpc.SpeechLabelerStub, config: pb.RecognitionConfig) -> None:
+        self._queue: queue.Queue[pb.StreamingRecognizeRequest | None] = queue.Queue()
+        self._queue.put(pb.StreamingRecognizeRequest(config=config))
+        self.call = stub.StreamingRecognize(iter(self._queue.get, None))
+        self.responses: list[pb.StreamingRecognizeResponse] = []
+        self.error: grpc.RpcError | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            self.responses.extend(self.call)
+        except grpc.RpcError as error:
+            self.error = error
+
+    def send(self, audio: bytes) -> None:
+        self._queue.put(pb.StreamingRecognizeRequest(audio=audio))
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._reader.join(timeout)
+        assert not self._reader.is_alive()
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_cancel_mid_stream_frees_the_session_at_once(stub, pcm, grpc_server) -> None:
+    open_stream = OpenStream(stub, raw_config(interim_results=True))
+    open_stream.send(pcm["the quick brown fox"][:40000])
+    _wait_until(lambda: open_stream.responses)  # the server is mid-stream: interims arrived
+    assert grpc_server.active_streams == 1
+    open_stream.call.cancel()
+    open_stream.join()
+    assert open_stream.error is not None and open_stream.error.code() == Code.CANCELLED
+    grpc_server.wait_for_no_streams(timeout=2.0)
+    assert finals(stream(stub, raw_config(), [pcm["hello world"]]))[0].alternatives[0].transcript == "hello world"
+    grpc_server.wait_for_no_streams()
+
+
+def test_concurrent_stream_cap_and_idle_timeout(stub, pcm, grpc_server) -> None:
+    held = [OpenStream(stub, raw_config()) for _ in range(2)]  # the test server allows 2
+    _wait_until(lambda: grpc_server.active_streams == 2)
+    expect_error(lambda: stub.StreamingRecognize(iter([pb.StreamingRecognizeRequest(config=raw_config())])),
+                 Code.RESOURCE_EXHAUSTED, "2 streams")
+    for open_stream in held:  # nobody sends: the 1.5 s idle timeout ends both
+        open_stream.join()
+        assert open_stream.error is not None and open_stream.error.code() == Code.DEADLINE_EXCEEDED
+        assert "no audio for 1.5 s" in open_stream.error.details()
+    grpc_server.wait_for_no_streams()
+
+
+def test_shutdown_finishes_open_streams_with_their_finals(model_dir: Path, pcm) -> None:
+    server = LoopbackServer(ModelRegistry.load_dir(model_dir), workers=1)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            open_stream = OpenStream(pb_grpc.SpeechLabelerStub(channel), raw_config())
+            open_stream.send(pcm["hello world"])
+            _wait_until(lambda: server.active_streams == 1)
+            time.sleep(0.2)  # let the server take in the audio
+            server.run(server.running.stop(grace_s=5.0))
+            open_stream.join()
+            assert open_stream.error is None
+            (final,) = [r for response in open_stream.responses for r in response.results]
+            assert final.is_final and final.alternatives[0].transcript == "hello world"
+            health = health_pb2_grpc.HealthStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert caught.value.code() == Code.UNAVAILABLE
+    finally:
+        server.close()
+
+
+def test_bearer_token_guards_everything_but_health(model_dir: Path, pcm) -> None:
+    server = LoopbackServer(ModelRegistry.load_dir(model_dir), workers=1, auth_token="s3cret")
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            guarded = pb_grpc.SpeechLabelerStub(channel)
+            expect_error(lambda: guarded.ListModels(pb.ListModelsRequest()), Code.UNAUTHENTICATED)
+            expect_error(lambda: guarded.ListModels(pb.ListModelsRequest(), metadata=[("authorization", "Bearer no")]),
+                         Code.UNAUTHENTICATED)
+            expect_error(lambda: guarded.StreamingRecognize(iter([pb.StreamingRecognizeRequest(config=raw_config())])),
+                         Code.UNAUTHENTICATED)
+            auth = [("authorization", "Bearer s3cret")]
+            assert guarded.ListModels(pb.ListModelsRequest(), metadata=auth).models[0].name == "tiny"
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.close()

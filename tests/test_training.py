@@ -1,0 +1,116 @@
+"""Real training runs on a small synthesized corpus: learning, checkpoints, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiomodels.checkpoint import load_checkpoint
+from audiomodels.recognizer import Recognizer
+from training.config import load_train_config
+from training.corpus import synthesize_corpus
+from training.train import STATE_FILE, learning_rate_factor, train
+
+pytestmark = pytest.mark.slow
+TINY = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About three minutes of espeak-ng speech, split train/dev/test by text (and test by voice)."""
+    out = tmp_path_factory.mktemp("corpus")
+    counts = synthesize_corpus(out, hours=0.05, seed=1, workers=2, augment_probability=0.0, engines=["espeak-ng"])
+    assert counts["train"] >= 30 and counts["dev"] >= 2
+    return out
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_dev_cer_and_writes_usable_checkpoints(corpus: Path, tmp_path: Path) -> None:
+    config = load_train_config(TINY, ["max_steps=160", "eval_every=80", "checkpoint_every=80"])
+    run_dir = tmp_path / "run"
+    train(config, corpus / "train.jsonl", corpus / "dev.jsonl", run_dir, show_progress=False)
+
+    metrics = read_metrics(run_dir)
+    dev = [m for m in metrics if "dev_cer" in m]
+    assert [m["step"] for m in dev] == [0, 80, 160]
+    assert dev[-1]["dev_cer"] < 0.8 * dev[0]["dev_cer"], dev  # held-out sentences: learning, not memorizing
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert losses[-1] < 0.6 * losses[0]
+    assert all(m["audio_hours_per_s"] > 0 and m["steps_per_s"] > 0 for m in metrics if "loss" in m)
+
+    best = load_checkpoint(run_dir / "best.ckpt")
+    assert best.metadata["metrics"]["dev_cer"] == min(m["dev_cer"] for m in dev[1:])
+    assert best.metadata["train_config"]["max_steps"] == 160
+    model = best.build_model()
+    assert float(model.feature_std.min()) > 0 and float(model.feature_mean.abs().sum()) > 0  # stats were computed
+    assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 160
+    transcript = Recognizer.from_checkpoint(run_dir / "best.ckpt").transcribe(torch.zeros(16000).numpy() + 1e-4, 16000)
+    assert isinstance(transcript.text, str)
+    assert (run_dir / "tensorboard").is_dir() and any((run_dir / "tensorboard").iterdir())
+
+
+def test_kill_9_then_resume_finishes_the_run(corpus: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "service.cli", "train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
+               "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir), "--no-progress",
+               "--set", "max_steps=120", "--set", "checkpoint_every=20", "--set", "eval_every=1000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _checkpointed_step(run_dir) >= 40:
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = _checkpointed_step(run_dir)
+    assert 40 <= killed_at < 120
+
+    resumed = subprocess.run([sys.executable, "-m", "service.cli", "train", "--resume", str(run_dir), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _checkpointed_step(run_dir) == 120
+    steps = [m["step"] for m in read_metrics(run_dir) if "loss" in m]
+    assert steps[-1] == 120
+    after_kill = [s for s in steps if s > killed_at]
+    assert after_kill and after_kill == sorted(after_kill)  # continued from the checkpoint, not from step 0
+    assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 120
+
+
+def test_new_run_refuses_a_directory_that_holds_one(corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "service.cli", "train", "--train", str(corpus / "train.jsonl"),
+                             "--dev", str(corpus / "dev.jsonl"), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0 and "--resume" in result.stderr
+
+
+def _checkpointed_step(run_dir: Path) -> int:
+    try:
+        return int(torch.load(run_dir / STATE_FILE, weights_only=True)["progress"]["step"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    config = load_train_config(None, ["max_steps=1000", "optim.warmup_steps=100", "optim.min_lr_ratio=0.1"])
+    factors = [learning_rate_factor(step, config) for step in range(1000)]
+    assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[99:], factors[100:]))
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_config_overrides_and_unknown_keys() -> None:
+    config = load_train_config(TINY, ["optim.lr=0.01", "model.hidden_size=32", "augment.speed_factors=[0.9, 1.1]"])
+    assert config.optim.lr == 0.01 and config.model.hidden_size == 32 and config.augment.speed_factors == (0.9, 1.1)
+    assert config.model.num_layers == 2  # from the file
+    with pytest.raises(ValueError, match="unknown OptimConfig setting"):
+        load_train_config(None, ["optim.learning_rate=1"])
