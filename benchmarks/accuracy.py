@@ -151,6 +151,13 @@ def run_speechlabel(
         raise Unavailable(f"{error} (train one, or pass --checkpoint runs/char/best.ckpt)") from error
     recognizer = Recognizer(loaded.config, loaded.build_model())
     load_seconds = time.perf_counter() - start
+    info = {  # read now: a training run may replace the file while we evaluate
+        "path": str(checkpoint),
+        "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+        "step": loaded.metadata.get("step"),
+        "train_hours": loaded.metadata.get("train_hours"),
+        "dev_metrics": loaded.metadata.get("metrics"),
+    }
     if recognizer.labels.kind != "char":
         raise Unavailable(f"{checkpoint} is a {recognizer.labels.kind} model; WER/CER need a char model")
     warm_up = load_audio(utterances[0].audio_filepath, target_rate=recognizer.sample_rate)
@@ -165,13 +172,6 @@ def run_speechlabel(
         decoder = "greedy" if beam_size <= 1 else f"beam {beam_size}"
         notes = f"{checkpoint.name}, {decoder}, BiGRU-CTC on MFCC, char labels, no LM"
         outcomes.append(Outcome(f"speechlabel char, {decoder}", notes, load_seconds, result.wall_seconds, rows))
-    info = {
-        "path": str(checkpoint),
-        "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
-        "step": loaded.metadata.get("step"),
-        "train_hours": loaded.metadata.get("train_hours"),
-        "dev_metrics": loaded.metadata.get("metrics"),
-    }
     return outcomes, info
 
 

@@ -1,1 +1,1 @@
-"""Everything users run: the ``speechlabel`` command, the batch transcription job (gRPC server to come)."""
+"""Everything users run: the ``speechlabel`` command, the transcription job, the gRPC server and client."""

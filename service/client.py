@@ -197,8 +197,9 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
 @_reporting_errors
 def _run_stream(args: argparse.Namespace) -> int:
     """Finals on their own lines; partials on one line that refreshes (on a terminal)."""
-    config = _config(args, interim_results=args.interim, beam_size=args.beam_size,
-                     endpoint_silence_ms=args.endpoint_silence_ms)
+    config = _config(
+        args, interim_results=args.interim, beam_size=args.beam_size, endpoint_silence_ms=args.endpoint_silence_ms
+    )
     refresh = sys.stdout.isatty() and not args.json
     pending_line = False
     for result in stream_file(args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast):

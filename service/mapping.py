@@ -109,29 +109,37 @@ def _at(offset_s: float, seconds: float) -> float:
 
 
 def word_infos(words: Iterable[Word], offset_s: float = 0.0) -> list[pb.WordInfo]:
-    return [pb.WordInfo(word=w.word, start_s=_at(offset_s, w.start_s), end_s=_at(offset_s, w.end_s),
-                        confidence=w.confidence) for w in words]
+    return [
+        pb.WordInfo(
+            word=w.word, start_s=_at(offset_s, w.start_s), end_s=_at(offset_s, w.end_s), confidence=w.confidence
+        )
+        for w in words
+    ]
 
 
 def label_segments(segments: Iterable[Segment], offset_s: float = 0.0) -> list[pb.LabelSegment]:
-    return [pb.LabelSegment(label=s.label, start_s=_at(offset_s, s.start_s), end_s=_at(offset_s, s.end_s),
-                            score=s.score) for s in segments]
+    return [
+        pb.LabelSegment(label=s.label, start_s=_at(offset_s, s.start_s), end_s=_at(offset_s, s.end_s), score=s.score)
+        for s in segments
+    ]
 
 
 def result(
-    transcript: Transcript, config: pb.RecognitionConfig, *, start_s: float = 0.0, end_s: float | None = None,
+    transcript: Transcript,
+    config: pb.RecognitionConfig,
+    *,
+    start_s: float = 0.0,
+    end_s: float | None = None,
     is_final: bool = True,
 ) -> pb.Result:
     """One result; words and labels (as the config asks) only on finals, times from ``start_s``."""
-    alternative = pb.Alternative(transcript=transcript.text, confidence=transcript.confidence)
+    words = word_infos(transcript.words, start_s) if is_final and config.word_time_offsets else []
     message = pb.Result(
-        alternatives=[alternative],
+        alternatives=[pb.Alternative(transcript=transcript.text, confidence=transcript.confidence, words=words)],
         is_final=is_final,
         start_s=round(start_s, 3),
         end_s=_at(start_s, transcript.duration_s) if end_s is None else round(end_s, 3),
     )
-    if is_final and config.word_time_offsets:
-        alternative.words.extend(word_infos(transcript.words, start_s))
     if is_final and config.frame_labels:
         message.segments.extend(label_segments(transcript.segments, start_s))
         message.frame_labels.extend(transcript.frame_labels)

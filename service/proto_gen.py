@@ -75,7 +75,9 @@ def check_current(gen_dir: Path = GEN_DIR) -> list[str]:
         expected = {p.relative_to(fresh) for p in fresh.rglob("*") if p.suffix in (".py", ".pyi")}
         actual = {p.relative_to(gen_dir) for p in gen_dir.rglob("*") if p.suffix in (".py", ".pyi")}
         differ = [
-            str(name) for name in sorted(expected & actual) if not filecmp.cmp(fresh / name, gen_dir / name, shallow=False)
+            str(name)
+            for name in sorted(expected & actual)
+            if not filecmp.cmp(fresh / name, gen_dir / name, shallow=False)
         ]
         return sorted({str(n) for n in expected ^ actual} | set(differ))
 

@@ -51,7 +51,9 @@ class ModelRegistry:
         self.default_name = default
 
     @classmethod
-    def load_dir(cls, directory: str | os.PathLike, default: str | None = None, **recognizer_kwargs: Any) -> "ModelRegistry":
+    def load_dir(
+        cls, directory: str | os.PathLike, default: str | None = None, **recognizer_kwargs: Any
+    ) -> ModelRegistry:
         """Load every ``*.ckpt`` in ``directory`` (raises ``CheckpointError`` on any bad file)."""
         paths = sorted(Path(directory).glob("*.ckpt"))
         if not paths:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -62,8 +63,13 @@ async def _statuses(context: grpc.aio.ServicerContext, method: str) -> AsyncIter
         code = grpc.StatusCode.CANCELLED
         raise
     finally:
-        log.info("rpc=%s peer=%s status=%s duration_ms=%.0f", method, context.peer(), code.name,
-                 1000 * (time.monotonic() - started))
+        log.info(
+            "rpc=%s peer=%s status=%s duration_ms=%.0f",
+            method,
+            context.peer(),
+            code.name,
+            1000 * (time.monotonic() - started),
+        )
 
 
 class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
@@ -104,7 +110,9 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
 
             return mapping.align_response(await self._run(align), entry.name)
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         async with _statuses(context, "ListModels"):
             return mapping.list_models_response(self._models)
 
@@ -163,12 +171,13 @@ async def start_server(
     *,
     host: str = "127.0.0.1",
     port: int = 50051,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     workers: int = 2,
     auth_token: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
     """Build, bind (port 0 picks a free one) and start the server on the running loop."""
+    limits = limits or Limits()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
     streams = StreamSlots(limits.max_streams)
     server = grpc.aio.server(
@@ -196,6 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="directory of *.ckpt files")
     parser.add_argument("--default-model", help="model for requests that name none (default: char, else the first)")
     parser.add_argument("--workers", type=int, default=2, help="inference threads")
+    parser.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per model call (0 = torch default)")
     parser.add_argument("--grace-s", type=float, default=10.0, help="shutdown grace period for open calls")
     parser.add_argument("--auth-token", help="require 'authorization: Bearer TOKEN' (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
@@ -211,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("--tls-cert and --tls-key go together")
         return 2
     limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     try:
         models = ModelRegistry.load_dir(args.models, default=args.default_model)
     except CheckpointError as error:
@@ -229,11 +241,22 @@ async def _serve(
     models: ModelRegistry, args: argparse.Namespace, limits: Limits, credentials: grpc.ServerCredentials | None
 ) -> None:
     running = await start_server(
-        models, host=args.host, port=args.port, limits=limits, workers=args.workers,
-        auth_token=token_from(args.auth_token), credentials=credentials,
+        models,
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        workers=args.workers,
+        auth_token=token_from(args.auth_token),
+        credentials=credentials,
     )
-    log.info("serving %s on %s:%d (models: %s; default %s)", SERVICE_NAME, args.host, running.port,
-             ", ".join(models.names), models.default_name)
+    log.info(
+        "serving %s on %s:%d (models: %s; default %s)",
+        SERVICE_NAME,
+        args.host,
+        running.port,
+        ", ".join(models.names),
+        models.default_name,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -9,8 +9,8 @@ Together this makes the final transcripts independent of how the client chunked 
 
 Endpointing is energy based: ``endpoint_silence_s`` of blocks below ``silence_dbfs`` after speech
 ends an utterance, and ``max_utterance_s`` cuts one that never pauses, so no utterance (and no
-interim re-recognition) grows without bound. Leading silence beyond ``endpoint_silence_s`` is
-dropped, so a long quiet stretch costs no memory either.
+interim re-recognition) grows without bound. Silence before an utterance's speech is dropped
+but for ``leading_silence_s``, so a long quiet stretch costs no memory either.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class StreamSettings:
     interim_results: bool = False
     beam_size: int = 1  # finals only; interims are greedy (cheap and re-run often)
     endpoint_silence_s: float = 0.8  # this much silence after speech ends an utterance
+    leading_silence_s: float = 0.3  # silence kept before speech (soft onsets fall below the energy threshold)
     max_utterance_s: float = 30.0
     max_stream_s: float = 3600.0
     silence_dbfs: float = -45.0  # block RMS at or below this level counts as silence
@@ -71,6 +72,7 @@ class Segmenter:
         self._bytes_per_sample = _BYTES_PER_SAMPLE[settings.encoding]
         self._block = max(1, round(BLOCK_S * rate))
         self._endpoint_blocks = max(1, round(settings.endpoint_silence_s / BLOCK_S))
+        self._leading_blocks = round(settings.leading_silence_s / BLOCK_S)
         self._interim_samples = round(INTERIM_INTERVAL_S * rate)
         self._max_utterance = round(settings.max_utterance_s * rate)
         self._max_stream = round(settings.max_stream_s * rate)
@@ -132,12 +134,12 @@ class Segmenter:
         speech = _is_speech(block, self.settings.silence_dbfs)
         self._append(block, speech)
         if not self._has_speech:
-            while len(self._blocks) > self._endpoint_blocks:  # keep only a little leading silence
+            while len(self._blocks) > self._leading_blocks:
                 dropped = self._blocks.popleft()
                 self._utterance_start += len(dropped)
                 self._utterance_length -= len(dropped)
             return []
-        if self._silence_run >= self._endpoint_blocks or self._utterance_length >= self._max_utterance:
+        if self._silence_run >= self._endpoint_blocks or self._utterance_length + self._block > self._max_utterance:
             return [self._cut()]
         if self.settings.interim_results and self._since_interim >= self._interim_samples:
             self._since_interim = 0
@@ -207,7 +209,9 @@ class StreamingSession:
                 continue
             self._last_interim = "" if utterance.is_final else transcript.text
             start_s = utterance.start_sample / rate
-            results.append(StreamResult(transcript, start_s, start_s + len(utterance.samples) / rate, utterance.is_final))
+            results.append(
+                StreamResult(transcript, start_s, start_s + len(utterance.samples) / rate, utterance.is_final)
+            )
         return results
 
 
@@ -243,7 +247,9 @@ async def read_requests(
         while True:
             read = asyncio.ensure_future(anext(requests, None))
             try:
-                done, _ = await asyncio.wait({read, stopped}, timeout=idle_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {read, stopped}, timeout=idle_timeout_s, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 if not read.done():
                     read.cancel()

@@ -18,10 +18,10 @@ from audiomodels.features import FeatureStats, Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
-from training.data import collate
 from service.limits import Limits
 from service.registry import ModelRegistry
 from tests.grpc_harness import LoopbackServer
+from training.data import collate
 from training.train import compute_loss
 
 # Small models run fastest single-threaded, and a second OpenMP thread spinning against other

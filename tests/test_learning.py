@@ -8,7 +8,6 @@ it too). Also covers the Recognizer API (batch == single, words and segments wit
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -17,7 +17,8 @@ from audiomodels.checkpoint import load_checkpoint
 from audiomodels.recognizer import Recognizer
 from training.config import load_train_config
 from training.corpus import synthesize_corpus
-from training.train import STATE_FILE, learning_rate_factor, train
+from service.cli import main as cli_main
+from training.train import STATE_FILE, learning_rate_factor
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
@@ -36,11 +37,19 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_training_lowers_dev_cer_and_writes_usable_checkpoints(corpus: Path, tmp_path: Path) -> None:
-    config = load_train_config(TINY, ["max_steps=160", "eval_every=80", "checkpoint_every=80"])
-    run_dir = tmp_path / "run"
-    train(config, corpus / "train.jsonl", corpus / "dev.jsonl", run_dir, show_progress=False)
+@pytest.fixture(scope="module")
+def trained_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 160-step run of the tiny config, made through the CLI as a user would."""
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    status = cli_main(["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
+                       "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir), "--no-progress",
+                       "--set", "max_steps=160", "--set", "eval_every=80", "--set", "checkpoint_every=80"])
+    assert status == 0
+    return run_dir
 
+
+def test_training_lowers_dev_cer_and_writes_usable_checkpoints(trained_run: Path) -> None:
+    run_dir = trained_run
     metrics = read_metrics(run_dir)
     dev = [m for m in metrics if "dev_cer" in m]
     assert [m["step"] for m in dev] == [0, 80, 160]
@@ -60,30 +69,44 @@ def test_training_lowers_dev_cer_and_writes_usable_checkpoints(corpus: Path, tmp
     assert (run_dir / "tensorboard").is_dir() and any((run_dir / "tensorboard").iterdir())
 
 
+def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, corpus: Path, tmp_path: Path) -> None:
+    status = cli_main(["export", "--run", str(trained_run), "--name", "tiny", "--dev", str(corpus / "dev.jsonl"),
+                       "--test", str(corpus / "test.jsonl"), "--models-dir", str(tmp_path)])
+    assert status == 0
+    shipped = load_checkpoint(tmp_path / "tiny.ckpt")
+    evaluation = shipped.metadata["evaluation"]
+    best_dev_cer = load_checkpoint(trained_run / "best.ckpt").metadata["metrics"]["dev_cer"]
+    assert evaluation["dev"]["greedy"]["rates"]["cer"] == pytest.approx(best_dev_cer)  # same scorer as training
+    assert 0 <= evaluation["test"]["beam8"]["rates"]["cer"] <= 1.5
+    assert evaluation["data"]["train"]["utterances"] >= 30
+    card = (tmp_path / "tiny.md").read_text()
+    assert "| test | greedy |" in card and "| dev | beam8 |" in card
+
+
 def test_kill_9_then_resume_finishes_the_run(corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "service.cli", "train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
                "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir), "--no-progress",
-               "--set", "max_steps=120", "--set", "checkpoint_every=20", "--set", "eval_every=1000"]
+               "--set", "max_steps=60", "--set", "checkpoint_every=10", "--set", "eval_every=1000"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _checkpointed_step(run_dir) >= 40:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not _checkpointed_step(run_dir) >= 20:
         assert process.poll() is None, process.stderr.read().decode()
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = _checkpointed_step(run_dir)
-    assert 40 <= killed_at < 120
+    assert 20 <= killed_at < 60
 
     resumed = subprocess.run([sys.executable, "-m", "service.cli", "train", "--resume", str(run_dir), "--no-progress"],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert _checkpointed_step(run_dir) == 120
+    assert _checkpointed_step(run_dir) == 60
     steps = [m["step"] for m in read_metrics(run_dir) if "loss" in m]
-    assert steps[-1] == 120
+    assert steps[-1] == 60
     after_kill = [s for s in steps if s > killed_at]
     assert after_kill and after_kill == sorted(after_kill)  # continued from the checkpoint, not from step 0
-    assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 120
+    assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 60
 
 
 def test_new_run_refuses_a_directory_that_holds_one(corpus: Path, tmp_path: Path) -> None:

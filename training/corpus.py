@@ -59,6 +59,7 @@ from tqdm import tqdm
 from audiomodels.audio import audio_duration, prepare_waveform
 from audiomodels.labels import LabelError, normalize_text, phonemize_batch
 from training.augment import Step, apply_augment, sample_augment
+from training.manifest import Utterance, write_manifest
 from training.voices import ENGINES, SynthParams, Voice, available_voices
 
 log = logging.getLogger(__name__)
@@ -356,23 +357,15 @@ def _track(results: Iterable[tuple[int, float]], bar: tqdm) -> None:
         bar.set_postfix(audio_h=f"{audio_s / 3600:.2f}")
 
 
-def _record(job: Job, duration: float, phones: str) -> dict:
-    return {
-        "audio_filepath": job.relpath,
-        "duration": round(duration, 4),
-        "text": job.sentence.text,
-        "phones": phones,
-        "voice": job.voice.name,
-        "speaker": job.voice.speaker,
-        **job.params.to_dict(),
-        "augment": job.augment,
-    }
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+def _utterance(job: Job, out: Path, phones: str) -> Utterance:
+    path = out / job.relpath
+    return Utterance(
+        audio_filepath=path,
+        duration=round(audio_duration(path), 4),
+        text=job.sentence.text,
+        phones=phones,
+        extra={"voice": job.voice.name, "speaker": job.voice.speaker, **job.params.to_dict(), "augment": job.augment},
+    )
 
 
 def _phonemes(texts: Sequence[str]) -> dict[str, str]:
@@ -397,13 +390,9 @@ def write_manifests(jobs: Sequence[Job], out: Path) -> dict[str, int]:
     present = [job for job in present if job.sentence.text in phones]
     counts = {}
     for split in SPLITS:
-        lines = [
-            json.dumps(_record(job, audio_duration(out / job.relpath), phones[job.sentence.text]), ensure_ascii=False)
-            for job in present
-            if job.split == split
-        ]
-        _write_text_atomic(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))
-        counts[split] = len(lines)
+        utterances = [_utterance(job, out, phones[job.sentence.text]) for job in present if job.split == split]
+        write_manifest(out / f"{split}.jsonl", utterances, relative_to=out)
+        counts[split] = len(utterances)
     missing = len(jobs) - len(present)
     if missing:
         log.warning("%d planned utterance(s) are not in the manifests (see warnings above)", missing)

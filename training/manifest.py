@@ -67,10 +67,10 @@ class Utterance:
     def to_record(self, relative_to: Path | None = None) -> dict[str, Any]:
         """JSON-ready dict; the audio path relative to ``relative_to`` when given."""
         path = os.path.relpath(self.audio_filepath, relative_to) if relative_to else str(self.audio_filepath)
-        record = {**self.extra, "audio_filepath": path, "duration": self.duration, "text": self.text}
+        record: dict[str, Any] = {"audio_filepath": path, "duration": self.duration, "text": self.text}
         if self.phones is not None:
             record["phones"] = self.phones
-        return record
+        return {**record, **{k: v for k, v in self.extra.items() if k not in record}}
 
     @classmethod
     def from_record(cls, record: dict[str, Any], base_dir: Path) -> Utterance:

@@ -1,0 +1,156 @@
+"""The client library and the ``speechlabel stream/recognize/align/health`` commands against the real server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import soundfile as sf
+
+from audiomodels.audio import load_audio
+from audiomodels.recognizer import Recognizer
+from service.cli import main as cli_main
+from service.client import Connection, align_file, check_health, file_request, recognize_file, stream_file
+from service.gen.speechlabel.v1 import speech_pb2 as pb
+from tests.grpc_harness import LoopbackServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def recognizer(model_dir: Path) -> Recognizer:
+    return Recognizer.from_checkpoint(model_dir / "tiny.ckpt")
+
+
+def offline_text(recognizer: Recognizer, path: Path) -> str:
+    samples, rate = sf.read(path, dtype="float32")
+    return recognizer.transcribe(samples, rate).text
+
+
+@pytest.fixture
+def closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_stream_command_prints_finals_as_json(grpc_server: LoopbackServer, speech_files, recognizer, capsys) -> None:
+    path = speech_files["the quick brown fox"]
+    status = cli_main(["stream", str(path), "--server", grpc_server.address, "--fast", "--json", "--chunk-ms", "37"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0
+    (final,) = lines
+    assert final["is_final"] and final["alternatives"][0]["transcript"] == offline_text(recognizer, path)
+    assert [w["word"] for w in final["alternatives"][0]["words"]] == ["the", "quick", "brown", "fox"]
+
+
+def test_stream_file_paces_in_real_time_with_interims_first(grpc_server: LoopbackServer, speech_files) -> None:
+    path = speech_files["hello world"]
+    duration = sf.info(str(path)).duration
+    started = time.monotonic()
+    config = pb.RecognitionConfig(interim_results=True)
+    results = list(stream_file(path, Connection(grpc_server.address), config, chunk_ms=100))
+    assert time.monotonic() - started >= 0.9 * duration
+    *interims, final = results
+    assert interims and not any(r.is_final for r in interims)
+    assert final.is_final and final.alternatives[0].transcript == "hello world"
+
+
+def test_stream_command_text_output(grpc_server: LoopbackServer, speech_files, capsys) -> None:
+    status = cli_main(
+        ["stream", str(speech_files["open the door"]), "--server", grpc_server.address, "--fast", "--interim"]
+    )
+    out = capsys.readouterr().out
+    assert status == 0 and out.endswith("open the door\n") and out.count("\n") == 1  # interims only on a terminal
+    assert out.startswith("[   0.00 - ")
+
+
+def test_recognize_and_align_commands(grpc_server: LoopbackServer, speech_files, capsys) -> None:
+    path = str(speech_files["seven green apples"])
+    assert cli_main(["recognize", path, "--server", grpc_server.address]) == 0
+    assert capsys.readouterr().out == "seven green apples\n"
+    assert cli_main(["align", path, "Seven green apples.", "--server", grpc_server.address]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [word for _, _, word in rows] == ["seven", "green", "apples"]
+    assert all(float(start) < float(end) for start, end, _ in rows)
+    assert cli_main(["recognize", path, "--server", grpc_server.address, "--json", "--labels"]) == 0
+    response = json.loads(capsys.readouterr().out)
+    assert response["model"] == "tiny" and response["results"][0]["segments"]
+
+
+def test_library_calls_send_containers_as_they_are(grpc_server: LoopbackServer, speech_files, tmp_path) -> None:
+    wav = speech_files["hello world"]
+    flac = tmp_path / "hello.flac"
+    sf.write(flac, load_audio(wav, target_rate=22050), 22050, subtype="PCM_16")
+    ogg = tmp_path / "hello.ogg"
+    sf.write(ogg, load_audio(wav, target_rate=22050), 22050, format="OGG", subtype="VORBIS")
+    connection = Connection(grpc_server.address)
+    assert file_request(wav, pb.RecognitionConfig())[0].encoding == pb.WAV
+    assert file_request(flac, pb.RecognitionConfig())[0].encoding == pb.FLAC
+    config, audio = file_request(ogg, pb.RecognitionConfig())
+    assert config.encoding == pb.FLOAT32 and config.sample_rate_hz == 22050 and len(audio) % 4 == 0
+    for path in (wav, flac):
+        assert recognize_file(path, connection).results[0].alternatives[0].transcript == "hello world"
+    assert [w.word for w in align_file(flac, "hello world", connection).words] == ["hello", "world"]
+
+
+def test_errors_exit_nonzero_with_the_servers_message(
+    grpc_server: LoopbackServer, speech_files, closed_port, capsys
+) -> None:
+    path = str(speech_files["hello world"])
+    for argv in (["recognize", path], ["stream", path, "--fast"]):
+        assert cli_main([*argv, "--server", grpc_server.address, "--model", "nope"]) == 1
+        assert "NOT_FOUND: model 'nope' is not loaded; available: tiny" in capsys.readouterr().err
+    assert cli_main(["align", path, "hello 世界", "--server", grpc_server.address]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+    assert cli_main(["recognize", path, "--server", closed_port, "--timeout", "5"]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
+    assert cli_main(["recognize", str(Path(path).with_name("missing.wav")), "--server", grpc_server.address]) == 1
+    assert "missing.wav" in capsys.readouterr().err
+
+
+def test_health_command(grpc_server: LoopbackServer, closed_port, capsys) -> None:
+    assert cli_main(["health", "--server", grpc_server.address]) == 0
+    assert capsys.readouterr().out == "SERVING\n"
+    assert cli_main(["health", "--server", grpc_server.address, "--service", "speechlabel.v1.SpeechLabeler"]) == 0
+    assert cli_main(["health", "--server", closed_port, "--timeout", "2"]) == 1
+
+
+def test_serve_command_serves_until_sigterm(model_dir: Path, speech_files, closed_port) -> None:
+    """The real ``speechlabel serve`` process: healthy, answers, and exits 0 on SIGTERM."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", closed_port.split(":")[1], "--models", str(model_dir),
+         "--workers", "1", "--torch-threads", "1", "--grace-s", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        connection = Connection(closed_port, timeout_s=2)
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.communicate()[0]
+            try:
+                if check_health(connection) == "SERVING":
+                    break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "server did not become healthy"
+                time.sleep(0.3)
+        assert recognize_file(speech_files["hello world"], connection).results[0].alternatives[0].transcript
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        log = server.communicate()[0]
+        assert "rpc=Recognize" in log and "status=OK" in log and "shutting down" in log
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_serve_command_refuses_a_directory_without_models(tmp_path: Path) -> None:
+    assert cli_main(["serve", "--models", str(tmp_path)]) == 2

@@ -1,0 +1,119 @@
+"""docker-compose.yml and the Dockerfile agree with the CLI and with the README (no docker engine needed).
+
+Every ``speechlabel`` invocation they contain must parse with the real argument parser, and the
+ports, volumes and profiles must be the ones the README's service section documents.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.cli import SUBCOMMANDS, build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+SHELL_SEPARATORS = {"&&", "||", ";", "|"}
+
+
+def invocations(command: list[str] | str) -> list[list[str]]:
+    """The argument lists after each ``speechlabel`` in a command (exec form, or a shell string)."""
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    if words[:1] in (["CMD"], ["CMD-SHELL"]):  # healthcheck test forms
+        words = words[1:] if words[0] == "CMD" else shlex.split(" ".join(words[1:]))
+    if words[:2] == ["sh", "-c"]:
+        words = shlex.split(words[2])
+    found = []
+    for index, word in enumerate(words):
+        if word == "speechlabel":
+            rest = words[index + 1 :]
+            end = next((i for i, w in enumerate(rest) if w in SHELL_SEPARATORS), len(rest))
+            found.append(rest[:end])
+    return found
+
+
+def all_commands() -> dict[str, list[str] | str]:
+    commands: dict[str, list[str] | str] = {}
+    for name, service in COMPOSE["services"].items():
+        for key in ("command", "entrypoint"):
+            if key in service:
+                commands[f"{name}.{key}"] = service[key]
+        if "healthcheck" in service:
+            commands[f"{name}.healthcheck"] = service["healthcheck"]["test"]
+    for match in re.finditer(r"^(CMD|HEALTHCHECK)\b[^[]*(\[.*\])\s*$", DOCKERFILE.replace("\\\n", " "), re.MULTILINE):
+        commands[f"Dockerfile {match[1]}"] = json.loads(match[2])  # exec form only
+    return commands
+
+
+def readme_service_section() -> str:
+    readme = (REPO / "README.md").read_text()
+    match = re.search(r"^## Service\b.*?(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
+    assert match, "README.md has no '## Service' section (the snippet from the gRPC service work documents compose)"
+    return match[0]
+
+
+def test_every_speechlabel_invocation_parses_with_the_real_cli() -> None:
+    commands = all_commands()
+    assert {
+        "server.command",
+        "server.healthcheck",
+        "batch.command",
+        "train.command",
+        "Dockerfile CMD",
+        "Dockerfile HEALTHCHECK",
+    } <= set(commands)
+    for where, command in commands.items():
+        found = invocations(command)
+        assert found, f"{where}: no speechlabel invocation in {command!r}"
+        for argv in found:
+            assert argv and argv[0] in SUBCOMMANDS, f"{where}: unknown subcommand in {argv}"
+            try:
+                build_parser(argv[0]).parse_args(argv)
+            except SystemExit:
+                pytest.fail(f"{where}: `speechlabel {shlex.join(argv)}` does not parse")
+
+
+def _option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_server_port_models_and_healthcheck_agree() -> None:
+    server = COMPOSE["services"]["server"]
+    (serve,) = invocations(server["command"])
+    (health,) = invocations(server["healthcheck"]["test"])
+    assert serve[0] == "serve" and health[0] == "health"
+    port = _option(serve, "--port")
+    assert server["ports"] == [f"{port}:{port}"]
+    assert _option(health, "--server") == f"localhost:{port}"
+    assert re.search(rf"^EXPOSE {port}$", DOCKERFILE, re.MULTILINE)
+    models = _option(serve, "--models")
+    assert f"./models:{models}:ro" in server["volumes"]
+    assert "download.pytorch.org/whl/cpu" in DOCKERFILE  # CPU torch, not the CUDA build
+    assert float(server["stop_grace_period"].rstrip("s")) > float(_option(serve, "--grace-s"))
+
+
+def test_jobs_are_opt_in_profiles_sharing_the_data_volume() -> None:
+    services = COMPOSE["services"]
+    assert "profiles" not in services["server"]
+    assert services["batch"]["profiles"] == ["batch"] and services["train"]["profiles"] == ["train"]
+    for name in ("batch", "corpus", "train"):
+        assert "data:/data" in services[name]["volumes"], name
+    named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith((".", "/"))}
+    assert named == set(COMPOSE["volumes"]) == {"data"}
+
+
+def test_readme_service_section_documents_the_same_ports_volumes_and_profiles() -> None:
+    section = readme_service_section()
+    server = COMPOSE["services"]["server"]
+    for mapping in server["ports"] + server["volumes"]:
+        assert mapping.removesuffix(":ro") in section, f"README service section does not mention {mapping}"
+    for profile in {p for s in COMPOSE["services"].values() for p in s.get("profiles", [])}:
+        assert f"--profile {profile}" in section, profile
+    for command in re.findall(r"speechlabel (\w[\w-]*)", section):
+        assert command in SUBCOMMANDS, f"README mentions unknown subcommand {command!r}"
