@@ -5,6 +5,10 @@ thread-pool executor, never on the event loop, so health checks, ListModels and 
 responsive while a model computes. The server also offers standard gRPC health checking
 (``grpc.health.v1``) and server reflection. On SIGTERM/SIGINT it reports NOT_SERVING, stops
 taking calls, lets open streams emit their last finals and waits up to ``--grace-s``.
+
+Concurrent Recognize calls are batched into one model call (``service.batcher``); every call is
+counted in Prometheus metrics (``service.metrics``, ``--metrics-port``) and logged once
+(``service.logs``, ``--log-format``).
 """
 
 from __future__ import annotations
@@ -18,21 +22,26 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import numpy as np
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from audiomodels.checkpoint import CheckpointError
-from service import mapping
+from service import logs, mapping
 from service.auth import BearerTokenInterceptor, token_from
+from service.batcher import Batcher, BatchSettings
+from service.calls import CallRecord, request_id, run_timed
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from service.limits import LimitExceeded, Limits, RequestError
-from service.registry import ModelRegistry
+from service.metrics import MetricsEndpoint, ServerMetrics
+from service.registry import ModelEntry, ModelRegistry
 from service.sessions import StreamingSession, StreamSlots, read_requests
 from service.transcribe import DEFAULT_CHECKPOINT
 
@@ -42,85 +51,107 @@ log = logging.getLogger("speechlabel.server")
 T = TypeVar("T")
 
 
-@asynccontextmanager
-async def _statuses(context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
-    """Turn request errors into their status codes and log one line per call.
-
-    Anything unexpected is logged with its traceback and reported as INTERNAL without details.
-    """
-    started = time.monotonic()
-    code = grpc.StatusCode.OK
-    try:
-        yield
-    except grpc.aio.AbortError:
-        raise
-    except Exception as error:
-        code = mapping.status_code(error) or grpc.StatusCode.INTERNAL
-        if code is grpc.StatusCode.INTERNAL:
-            log.exception("%s failed", method)
-        await context.abort(code, str(error) if code is not grpc.StatusCode.INTERNAL else "internal server error")
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED
-        raise
-    finally:
-        log.info(
-            "rpc=%s peer=%s status=%s duration_ms=%.0f",
-            method,
-            context.peer(),
-            code.name,
-            1000 * (time.monotonic() - started),
-        )
-
-
 class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
-    """Translates protobuf <-> domain; models, limits, executor and stream slots are injected."""
+    """Translates protobuf <-> domain; models, limits, executor, batcher, stream slots and metrics are injected."""
 
     def __init__(
-        self, models: ModelRegistry, limits: Limits, executor: ThreadPoolExecutor, streams: StreamSlots
+        self,
+        models: ModelRegistry,
+        limits: Limits,
+        executor: ThreadPoolExecutor,
+        streams: StreamSlots,
+        batcher: Batcher,
+        metrics: ServerMetrics,
     ) -> None:
         self._models = models
         self._limits = limits
         self._executor = executor
         self._streams = streams
+        self._batcher = batcher
+        self._metrics = metrics
 
-    async def _run(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    @asynccontextmanager
+    async def _observed(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[CallRecord]:
+        """Turn request errors into their status codes; count, time and log every call once.
+
+        The handler fills in the yielded record (model, audio, compute). Anything unexpected is
+        logged with its traceback and reported as INTERNAL without details.
+        """
+        call = CallRecord(method, context.peer(), request_id(context.invocation_metadata()))
+        started = time.monotonic()
+        try:
+            yield call
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            call.code = mapping.status_code(error) or grpc.StatusCode.INTERNAL
+            internal = call.code is grpc.StatusCode.INTERNAL
+            if internal:
+                log.exception("%s failed (request_id=%s)", method, call.request_id)
+            await context.abort(call.code, "internal server error" if internal else str(error))
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            call.duration_s = time.monotonic() - started
+            self._metrics.observe(call)
+            logs.log_call(log, call)
+
+    async def _run(self, call: CallRecord, work: Callable[[], T]) -> T:
+        """Run ``work`` on the model executor; its time there is the call's compute."""
+        result, seconds = await run_timed(self._executor, work)
+        call.compute_s += seconds
+        return result
+
+    def _model(self, call: CallRecord, name: str) -> ModelEntry:
+        entry = self._models.get(name)
+        call.model = entry.name
+        return entry
+
+    async def _waveform(
+        self, call: CallRecord, entry: ModelEntry, config: pb.RecognitionConfig, audio: bytes
+    ) -> np.ndarray:
+        """Request audio decoded, validated and resampled to the model's rate (on the executor)."""
+        recognizer = entry.recognizer
+        waveform = await self._run(
+            call, lambda: recognizer.prepare(*mapping.request_waveform(config, audio, self._limits))
+        )
+        call.audio_s = len(waveform) / recognizer.sample_rate
+        return waveform
 
     async def Recognize(self, request: pb.RecognizeRequest, context: grpc.aio.ServicerContext) -> pb.RecognizeResponse:
-        async with _statuses(context, "Recognize"):
+        async with self._observed(context, "Recognize") as call:
             config = request.config
-            entry = self._models.get(config.model)
+            entry = self._model(call, config.model)
             beam_size = mapping.beam_size(config, self._limits)
-
-            def recognize():
-                waveform, rate = mapping.request_waveform(config, request.audio, self._limits)
-                return entry.recognizer.transcribe(waveform, rate, beam_size=beam_size)
-
-            return mapping.recognize_response(await self._run(recognize), config, entry.name)
+            waveform = await self._waveform(call, entry, config, request.audio)
+            batched = await self._batcher.transcribe(entry, waveform, beam_size)
+            call.compute_s += batched.compute_s
+            return mapping.recognize_response(batched.transcript, config, entry.name)
 
     async def Align(self, request: pb.AlignRequest, context: grpc.aio.ServicerContext) -> pb.AlignResponse:
-        async with _statuses(context, "Align"):
-            entry = self._models.get(request.config.model)
+        async with self._observed(context, "Align") as call:
+            entry = self._model(call, request.config.model)
             if not request.transcript.strip():
                 raise RequestError("transcript is empty; Align needs the text spoken in the audio")
-
-            def align():
-                waveform, rate = mapping.request_waveform(request.config, request.audio, self._limits)
-                return entry.recognizer.align(waveform, rate, request.transcript)
-
-            return mapping.align_response(await self._run(align), entry.name)
+            waveform = await self._waveform(call, entry, request.config, request.audio)
+            recognizer = entry.recognizer
+            aligned = await self._run(
+                call, partial(recognizer.align, waveform, recognizer.sample_rate, request.transcript)
+            )
+            return mapping.align_response(aligned, entry.name)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        async with _statuses(context, "ListModels"):
+        async with self._observed(context, "ListModels"):
             return mapping.list_models_response(self._models)
 
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[pb.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamingRecognizeResponse]:
         limits = self._limits
-        async with _statuses(context, "StreamingRecognize"):
+        async with self._observed(context, "StreamingRecognize") as call:
             with self._streams.hold():
                 reader = read_requests(request_iterator, limits.stream_idle_timeout_s, self._streams.draining)
                 async with aclosing(reader) as requests:
@@ -130,22 +161,26 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
                     if first.WhichOneof("request") != "config":
                         raise RequestError("the first message of a stream must carry config, not audio")
                     config = first.config
-                    entry = self._models.get(config.model)
-                    session = StreamingSession(entry.recognizer, mapping.stream_settings(config, limits), self._run)
-                    async for request in requests:
-                        if request.WhichOneof("request") != "audio":
-                            raise RequestError("only the first message of a stream may carry config; send audio")
-                        if len(request.audio) > limits.max_chunk_bytes:
-                            raise LimitExceeded(
-                                f"audio message of {len(request.audio)} bytes is over the "
-                                f"{limits.max_chunk_bytes}-byte limit; send smaller chunks"
-                            )
-                        results = await session.accept(request.audio)
+                    entry = self._model(call, config.model)
+                    settings = mapping.stream_settings(config, limits)
+                    session = StreamingSession(entry.recognizer, settings, partial(self._run, call))
+                    try:
+                        async for request in requests:
+                            if request.WhichOneof("request") != "audio":
+                                raise RequestError("only the first message of a stream may carry config; send audio")
+                            if len(request.audio) > limits.max_chunk_bytes:
+                                raise LimitExceeded(
+                                    f"audio message of {len(request.audio)} bytes is over the "
+                                    f"{limits.max_chunk_bytes}-byte limit; send smaller chunks"
+                                )
+                            results = await session.accept(request.audio)
+                            if results:
+                                yield mapping.streaming_response(results, config)
+                        results = await session.finish()
                         if results:
                             yield mapping.streaming_response(results, config)
-                    results = await session.finish()
-                    if results:
-                        yield mapping.streaming_response(results, config)
+                    finally:
+                        call.audio_s = session.segmenter.num_samples / settings.sample_rate
 
 
 @dataclass
@@ -157,6 +192,8 @@ class RunningServer:
     health: health.aio.HealthServicer
     streams: StreamSlots
     executor: ThreadPoolExecutor
+    metrics: ServerMetrics
+    metrics_endpoint: MetricsEndpoint | None
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first (load balancers stop sending), then open streams finish their finals."""
@@ -164,6 +201,8 @@ class RunningServer:
         self.streams.draining.set()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.metrics_endpoint:
+            await self.metrics_endpoint.close()
 
 
 async def start_server(
@@ -175,16 +214,24 @@ async def start_server(
     workers: int = 2,
     auth_token: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    batching: BatchSettings = BatchSettings(),
+    metrics_port: int | None = None,
 ) -> RunningServer:
-    """Build, bind (port 0 picks a free one) and start the server on the running loop."""
+    """Build, bind (port 0 picks a free one) and start the server on the running loop.
+
+    ``metrics_port`` serves Prometheus metrics on ``host`` (``None``: not served; 0: a free port).
+    """
     limits = limits or Limits()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
     streams = StreamSlots(limits.max_streams)
+    metrics = ServerMetrics(active_streams=lambda: streams.active)
+    batcher = Batcher(partial(run_timed, executor), batching, metrics.observe_batch)
     server = grpc.aio.server(
         interceptors=[BearerTokenInterceptor(auth_token)] if auth_token else [],
         options=[("grpc.max_receive_message_length", limits.max_message_bytes)],
     )
-    pb_grpc.add_SpeechLabelerServicer_to_server(SpeechLabelerServicer(models, limits, executor, streams), server)
+    servicer = SpeechLabelerServicer(models, limits, executor, streams, batcher, metrics)
+    pb_grpc.add_SpeechLabelerServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -193,9 +240,10 @@ async def start_server(
     bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if not bound:
         raise OSError(f"could not bind {address}")
+    endpoint = None if metrics_port is None else MetricsEndpoint(metrics, host, metrics_port)
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, bound, health_servicer, streams, executor)
+    return RunningServer(server, bound, health_servicer, streams, executor, metrics, endpoint)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -210,13 +258,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth-token", help="require 'authorization: Bearer TOKEN' (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
     parser.add_argument("--tls-key", type=Path, help="PEM private key")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0 = off)")
+    parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default="text", help="json: one object per line")
+    batching = parser.add_argument_group("batching of concurrent Recognize calls")
+    batch_defaults = BatchSettings()
+    batching.add_argument("--batch-wait-ms", type=float, default=1000 * batch_defaults.wait_s,
+                          help="how long a request waits for others to share its model call")  # fmt: skip
+    batching.add_argument("--max-batch", type=int, default=batch_defaults.max_items, help="requests per call (1 = off)")
+    batching.add_argument("--max-batch-audio-s", type=float, default=batch_defaults.max_audio_s,
+                          help="padded audio per call: requests x the longest one")  # fmt: skip
     limits = parser.add_argument_group("limits")
     for name, value in vars(defaults).items():
         limits.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"(default {value})")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(args.log_format)
     if (args.tls_cert is None) != (args.tls_key is None):
         log.error("--tls-cert and --tls-key go together")
         return 2
@@ -248,6 +305,8 @@ async def _serve(
         workers=args.workers,
         auth_token=token_from(args.auth_token),
         credentials=credentials,
+        batching=BatchSettings(args.batch_wait_ms / 1000, args.max_batch, args.max_batch_audio_s),
+        metrics_port=args.metrics_port or None,
     )
     log.info(
         "serving %s on %s:%d (models: %s; default %s)",
@@ -257,6 +316,8 @@ async def _serve(
         ", ".join(models.names),
         models.default_name,
     )
+    if running.metrics_endpoint:
+        log.info("metrics on http://%s:%d/metrics", args.host, running.metrics_endpoint.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
