@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test demo bench clean
+.PHONY: install system-packages test demo bench bench-accuracy clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/features.py
+
+# Shipped char model vs PocketSphinx and Whisper tiny.en on the held-out test split of the seed-0 corpus.
+bench-accuracy: install
+	$(PY) -m pip install -q -e '.[bench]'
+	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 4 --seed 0
+	OMP_NUM_THREADS=1 $(PY) benchmarks/accuracy.py --manifest data/corpus/test.jsonl --checkpoint models/char.ckpt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -312,6 +312,19 @@ def test_state_dict_can_report_what_the_training_loop_consumed() -> None:
     assert list(resumed) == full[3:]
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_resume_through_a_dataloader_yields_only_the_remaining_batches(num_workers: int) -> None:
+    """DataLoader calls iter() on its batch sampler twice; the resume point must survive that."""
+    counts = list(range(10, 210))
+    full = list(FrameBudgetBatchSampler(counts, max_frames=600, seed=3))
+    resumed = FrameBudgetBatchSampler(counts, max_frames=600, seed=3)
+    resumed.load_state_dict({"epoch": 0, "batches_yielded": 4})
+    loader = torch.utils.data.DataLoader(
+        list(range(len(counts))), batch_sampler=resumed, collate_fn=list, num_workers=num_workers
+    )
+    assert list(loader) == full[4:]
+
+
 def test_sampler_orders_differ_between_epochs_and_seeds() -> None:
     counts = np.random.default_rng(0).integers(10, 500, 300).tolist()
     sampler = FrameBudgetBatchSampler(counts, 2000, pool_size=100)

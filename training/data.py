@@ -263,10 +263,12 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
         # Not a generator itself: the position resets when iteration is requested, not on first next().
         batches = self._epoch_batches()
         self._yielded = self._skip()
-        self._resume = None
         return self._counted(batches[self._yielded :])
 
     def _counted(self, batches: list[list[int]]) -> Iterator[list[int]]:
+        # The resume point is spent only once iteration really starts: DataLoader calls iter() on
+        # its batch sampler twice and uses only the second iterator.
+        self._resume = None
         for batch in batches:
             self._yielded += 1
             yield batch
