@@ -10,7 +10,7 @@ from typing import Any
 # subcommand -> (target, help). A target is a module with add_arguments/run, or "module:NAME" for an
 # object in it that has them. Modules are imported only when their subcommand runs (start-up stays fast).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "transcribe": ("service.transcribe", "transcribe audio files to JSON lines"),
+    "transcribe": ("service.transcribe", "batch-transcribe files, directories, globs and manifests"),
     "serve": ("service.server", "serve the SpeechLabeler gRPC service"),
     "stream": ("service.client:STREAM", "stream an audio file to a server, printing results as they come"),
     "recognize": ("service.client:RECOGNIZE", "transcribe an audio file on a server"),

@@ -15,7 +15,8 @@ import soundfile as sf
 
 from audiomodels.audio import prepare_waveform
 from audiomodels.recognizer import Recognizer
-from service.transcribe import DEFAULT_CHECKPOINT, transcribe_files
+from service.batch import LocalSettings, LocalTranscriber
+from service.transcribe import DEFAULT_CHECKPOINT
 from training.corpus import held_out_speakers, load_sentences, split_sentences
 from training.metrics import char_errors
 from training.voices import SynthParams, available_voices
@@ -52,7 +53,8 @@ def main() -> int:
         return 1
     recognizer = Recognizer.from_checkpoint(args.checkpoint)
     items = synthesize_demo_audio(args.out, args.count)
-    records = list(transcribe_files(recognizer, [str(path) for path, _, _ in items]))
+    transcribe = LocalTranscriber(recognizer, str(args.checkpoint), LocalSettings(workers=0))  # 4 files: decode here
+    records = list(transcribe([str(path) for path, _, _ in items]))
     (args.out / "transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     total = None
     for (path, reference, voice), record in zip(items, records):

@@ -1,88 +1,121 @@
-"""``speechlabel transcribe``: audio files in, one JSON line per file out.
+"""``speechlabel transcribe INPUT... --out OUT_DIR``: the command line of the batch job in :mod:`service.batch`.
 
-Files are decoded one by one (a bad file gets its ``error`` and the rest still run), then
-recognized in length-sorted batches through the shared :class:`Recognizer`.
+Exit status: 0 when every file was transcribed (or ``--allow-errors``), 1 when some failed, 2 when
+the job could not start (bad inputs or options, output directory in use).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import TypeVar
 
-import numpy as np
+import torch
 
-from audiomodels.audio import AudioError, load_audio
-from audiomodels.recognizer import Recognizer, Transcript
+from audiomodels.recognizer import Recognizer
+from service.auth import token_from
+from service.batch import JobError, JobOptions, LocalSettings, LocalTranscriber, RemoteTranscriber, Transcriber, run_job
+from service.client import Connection
+from service.formats import RENDERERS, parse_formats
+from service.inputs import InputError, parse_shard
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "char.ckpt"
-FILES_PER_BATCH = 16
-
-
-def transcript_record(audio: str, transcript: Transcript | None, error: str | None = None) -> dict[str, Any]:
-    """The per-file JSON line: audio, text, words, segments, duration_s, error."""
-    if transcript is None:
-        return {"audio": audio, "text": None, "words": [], "segments": [], "duration_s": None, "error": error}
-    return {
-        "audio": audio,
-        "text": transcript.text,
-        "words": [asdict(word) for word in transcript.words],
-        "segments": [asdict(segment) for segment in transcript.segments],
-        "duration_s": transcript.duration_s,
-        "error": None,
-    }
-
-
-def transcribe_files(
-    recognizer: Recognizer, paths: Iterable[str], *, beam_size: int = 1, files_per_batch: int = FILES_PER_BATCH
-) -> Iterator[dict[str, Any]]:
-    """Yield one record per path, in input order; decoding errors become the record's ``error``."""
-    pending: list[tuple[str, np.ndarray]] = []
-
-    def flush() -> Iterator[dict[str, Any]]:
-        transcripts = recognizer.transcribe_batch(
-            [(waveform, recognizer.sample_rate) for _, waveform in pending], beam_size=beam_size
-        )
-        yield from (transcript_record(path, t) for (path, _), t in zip(pending, transcripts))
-        pending.clear()
-
-    for path in paths:
-        try:
-            waveform = load_audio(path, target_rate=recognizer.sample_rate, max_duration_s=recognizer.max_duration_s)
-        except AudioError as error:
-            yield from flush()
-            yield transcript_record(path, None, str(error))
-            continue
-        pending.append((path, waveform))
-        if len(pending) >= files_per_batch:
-            yield from flush()
-    yield from flush()
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "char"
+DEFAULT_CHECKPOINT = MODELS_DIR / f"{DEFAULT_MODEL}.ckpt"
+T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG)")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="model checkpoint (default: shipped char model)")
-    parser.add_argument("--out", default="-", help="JSONL output file ('-' = stdout)")
-    parser.add_argument("--beam-size", type=int, default=1, help="CTC prefix beam width (1 = greedy)")
+    defaults = LocalSettings()
+    parser.add_argument("inputs", nargs="+", help="audio files, directories (recursive), globs, JSONL manifests")
+    parser.add_argument("--out", default="-", help="output directory, or '-' for JSON lines on stdout (default)")
+    parser.add_argument(
+        "--format",
+        type=_option(parse_formats),
+        default="",
+        help=f"per-file outputs, comma separated: {','.join(RENDERERS)}",
+    )
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model", help=f"model name: {MODELS_DIR}/NAME.ckpt, or the server's model with --server")
+    model.add_argument("--checkpoint", type=Path, help=f"model checkpoint file (default: {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--beam-size", type=int, default=defaults.beam_size, help="CTC prefix beam width (1 = greedy)")
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip files already in OUT_DIR/transcripts.jsonl (default); --no-resume starts it afresh",
+    )
+    parser.add_argument("--allow-errors", action="store_true", help="exit 0 even when some files failed")
+    parser.add_argument("--shard", type=_option(parse_shard), help="I/N: process this deterministic 1/N of the inputs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    local = parser.add_argument_group("local recognition")
+    local.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, min(4, (os.cpu_count() or 2) - 1)),
+        help="audio decoder processes (0 = decode in the main process)",
+    )
+    local.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
+    local.add_argument(
+        "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
+    )
+    local.add_argument(
+        "--batch-files", type=int, default=defaults.batch_files, help="most files recognized and written together"
+    )
+    local.add_argument(
+        "--max-segment-s",
+        type=float,
+        default=defaults.max_segment_s,
+        help="longer files are cut at pauses into pieces at most this long",
+    )
+    remote = parser.add_argument_group("server mode")
+    remote.add_argument("--server", help="HOST:PORT of a speechlabel server: recognize there instead of locally")
+    remote.add_argument("--concurrency", type=int, default=4, help="RPCs in flight")
+    remote.add_argument("--auth-token", help="bearer token (default: $SPEECHLABEL_AUTH_TOKEN)")
+    remote.add_argument("--tls-ca", type=Path, help="PEM root certificates: connect with TLS")
+    remote.add_argument("--timeout", type=float, help="seconds before one file's call is abandoned")
+
+
+def _option(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type that reports the parser's ``ValueError`` message as the usage error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def transcriber(args: argparse.Namespace) -> Transcriber:
+    """A :class:`RemoteTranscriber` with ``--server``, else a :class:`LocalTranscriber` on the chosen model."""
+    if args.server:
+        if args.checkpoint:
+            raise JobError("--checkpoint is for local recognition; with --server choose the model with --model")
+        connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
+        return RemoteTranscriber(connection, args.model or "", args.beam_size, args.concurrency)
+    model = str(args.checkpoint) if args.checkpoint else args.model or DEFAULT_MODEL
+    checkpoint = args.checkpoint or MODELS_DIR / f"{model}.ckpt"
+    if not checkpoint.is_file():
+        raise JobError(f"no model at {checkpoint}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = LocalSettings(args.beam_size, args.batch_seconds, args.batch_files, args.max_segment_s, args.workers)
+    return LocalTranscriber(Recognizer.from_checkpoint(checkpoint), model, settings)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit status 0 only when every file was transcribed."""
-    recognizer = Recognizer.from_checkpoint(args.checkpoint)
-    failures = 0
-    stream: IO[str] = sys.stdout if args.out == "-" else open(args.out, "w")  # noqa: SIM115 - closed below
     try:
-        for record in transcribe_files(recognizer, args.files, beam_size=args.beam_size):
-            failures += record["error"] is not None
-            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-            stream.flush()
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
-    if failures:
-        print(f"{failures} of {len(args.files)} files failed (see their 'error' field)", file=sys.stderr)
-    return 1 if failures else 0
+        options = JobOptions(args.out, args.format, args.resume, args.shard, not args.no_progress)
+        stats = run_job(args.inputs, transcriber(args), options)
+    except (InputError, JobError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(stats.summary(), file=sys.stderr)
+    for line in stats.errors:
+        print(f"  failed: {line}", file=sys.stderr)
+    return 0 if stats.failed == 0 or args.allow_errors else 1

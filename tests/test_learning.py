@@ -1,19 +1,16 @@
 """The whole path learns: real espeak-ng speech -> features -> BiGRU-CTC -> greedy decode recovers the text.
 
 The tiny model is trained by the session fixture ``trained`` in conftest.py (the gRPC tests serve
-it too). Also covers the Recognizer API (batch == single, words and segments with times) and the first
-``speechlabel transcribe`` command on the trained checkpoint.
+it too). Also covers the Recognizer API (batch == single, words and segments with times); the
+``speechlabel transcribe`` job is tested in test_batch.py.
 """
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from audiomodels.audio import load_audio
 from audiomodels.recognizer import Recognizer
-from service.cli import main as cli_main
 
 pytestmark = pytest.mark.slow
 
@@ -55,20 +52,3 @@ def test_batch_equals_single_and_align_a_given_transcript(trained, speech_files)
     aligned = recognizer.align(waveforms[0], 16000, "Hello, World!")  # normalized before alignment
     assert [w.word for w in aligned.words] == ["hello", "world"]
     assert aligned.words[0].end_s <= aligned.words[1].start_s
-
-
-def test_transcribe_command_writes_one_line_per_file_and_reports_bad_files(trained, speech_files, tmp_path) -> None:
-    corrupt = tmp_path / "corrupt.wav"
-    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    files = [str(p) for p in speech_files.values()]
-    out = tmp_path / "out.jsonl"
-    status = cli_main(["transcribe", files[0], str(corrupt), files[1], "--checkpoint", str(trained[0]), "--out", str(out)])
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert status == 1  # one file failed
-    assert [r["audio"] for r in records] == [files[0], str(corrupt), files[1]]
-    assert records[1]["error"] and "decode" in records[1]["error"] and records[1]["text"] is None
-    texts = list(speech_files)
-    assert records[0]["text"] == texts[0] and records[2]["text"] == texts[1]
-    assert records[0]["error"] is None and records[0]["duration_s"] > 0
-    assert set(records[0]["words"][0]) == {"word", "start_s", "end_s", "confidence"}
-    assert set(records[0]["segments"][0]) == {"label", "start_s", "end_s", "score"}

@@ -1,0 +1,177 @@
+"""Batch job speed: ``speechlabel transcribe`` on a generated corpus against the same files one at a time.
+
+Usage:
+    python benchmarks/batch_transcribe.py [--minutes 30] [--checkpoint models/char.ckpt] [--threads N]
+        [--workers 1] [--batch-seconds 300] [--batch-files 64] [--out benchmarks/results/batch_transcribe.json]
+
+The corpus is spoken by espeak-ng voices (random accent, speed, pitch) from the fortunes sentences,
+in three kinds of file so that batching and cutting both matter: single sentences, paragraphs of
+3-6 sentences and talks of 40-80 sentences (minutes long, cut at pauses by the job). It is cached
+under ``data/bench/`` per (minutes, seed).
+
+- batch: the job itself (:func:`service.batch.run_job` with decoder processes, grouping,
+  length-sorted model calls, stitching and the fsynced log), wall time from start to the last
+  line, decoder process start-up included;
+- one at a time: for each file ``load_audio`` then ``Recognizer.transcribe``, the same model
+  and thread count, whole files (no cutting).
+
+RTF = wall seconds / audio seconds. "Model" time is spent inside ``Recognizer.emissions``
+(features + network); decoding (CTC search, alignment, words) is counted separately; the rest
+(waiting for audio, stitching, writing) is "outside the recognizer".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from audiomodels.audio import load_audio
+from audiomodels.recognizer import Recognizer
+from service.batch import JobOptions, LocalSettings, LocalTranscriber, run_job
+from service.inputs import expand_inputs
+from training.corpus import load_sentences
+from training.voices import available_voices
+
+FILE_KINDS = {  # kind -> (share of the corpus audio, sentences per file)
+    "sentence": (0.5, (1, 1)),
+    "paragraph": (0.25, (3, 6)),
+    "talk": (0.25, (40, 80)),
+}
+
+
+def build_corpus(directory: Path, minutes: float, seed: int) -> list[Path]:
+    """Synthesize the corpus once; ``manifest.jsonl`` is written last, so its presence means complete."""
+    manifest = directory / "manifest.jsonl"
+    if manifest.exists():
+        return [directory / json.loads(line)["audio_filepath"] for line in manifest.read_text().splitlines()]
+    rng = np.random.default_rng(seed)
+    voices = available_voices(["espeak-ng"])
+    sentences = load_sentences()
+    directory.mkdir(parents=True, exist_ok=True)
+    records = []
+    for kind, (share, (low, high)) in FILE_KINDS.items():
+        seconds = 0.0
+        while seconds < share * minutes * 60:
+            picked = [sentences[i].spoken for i in rng.integers(0, len(sentences), rng.integers(low, high + 1))]
+            voice = voices[rng.integers(len(voices))]
+            (audio,) = voice.synthesize([" ".join(picked)], [voice.sample_params(rng)])
+            path = directory / f"{kind}-{len(records):05d}.wav"
+            sf.write(path, audio, voice.sample_rate, subtype="PCM_16")
+            seconds += len(audio) / voice.sample_rate
+            records.append({"audio_filepath": path.name, "duration": round(len(audio) / voice.sample_rate, 3)})
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return [directory / r["audio_filepath"] for r in records]
+
+
+class Stopwatch:
+    """Wraps a method of one object and sums the wall seconds spent in it."""
+
+    def __init__(self, owner: object, name: str) -> None:
+        self.seconds = 0.0
+        method = getattr(owner, name)
+
+        @wraps(method)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+
+def measure(recognizer: Recognizer, run: Callable[[], float]) -> dict[str, float]:
+    """Wall, model and decode seconds of ``run`` (which returns the audio seconds it covered)."""
+    model, recognize = Stopwatch(recognizer, "emissions"), Stopwatch(recognizer, "transcribe_batch")
+    started = time.perf_counter()
+    audio_s = run()
+    wall = time.perf_counter() - started
+    del recognizer.emissions, recognizer.transcribe_batch  # back to the class's methods
+    return {
+        "audio_s": round(audio_s, 1),
+        "wall_s": round(wall, 2),
+        "rtf": round(wall / audio_s, 5),
+        "x_real_time": round(audio_s / wall, 1),
+        "model_share": round(model.seconds / wall, 3),
+        "decode_share": round((recognize.seconds - model.seconds) / wall, 3),
+        "outside_recognizer_share": round(1 - recognize.seconds / wall, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30.0, help="corpus size (audio minutes)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path, default=Path("models/char.ckpt"))
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    defaults = LocalSettings()
+    parser.add_argument("--workers", type=int, default=1, help="decoder processes of the batch job")
+    parser.add_argument("--batch-seconds", type=float, default=defaults.batch_seconds)
+    parser.add_argument("--batch-files", type=int, default=defaults.batch_files)
+    parser.add_argument("--max-segment-s", type=float, default=defaults.max_segment_s)
+    parser.add_argument("--skip-baseline", action="store_true", help="only the batch job")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_transcribe.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    corpus = Path("data/bench") / f"{args.minutes:g}min-seed{args.seed}"
+    started = time.perf_counter()
+    files = build_corpus(corpus, args.minutes, args.seed)
+    print(f"corpus: {len(files)} files in {corpus} ({time.perf_counter() - started:.0f} s to make or find)")
+    recognizer = Recognizer.from_checkpoint(args.checkpoint)
+    settings = LocalSettings(
+        batch_seconds=args.batch_seconds,
+        batch_files=args.batch_files,
+        max_segment_s=args.max_segment_s,
+        workers=args.workers,
+    )
+    paths = expand_inputs([str(corpus)])
+
+    def batch_job() -> float:
+        with tempfile.TemporaryDirectory() as out:
+            stats = run_job(paths, LocalTranscriber(recognizer, "bench", settings), JobOptions(out, progress=False))
+        assert stats.failed == 0, stats.errors
+        return stats.audio_s
+
+    def one_at_a_time() -> float:
+        audio_s = 0.0
+        for path in paths:
+            waveform = load_audio(path, target_rate=recognizer.sample_rate)
+            audio_s += recognizer.transcribe(waveform, recognizer.sample_rate).duration_s
+        return audio_s
+
+    recognizer.transcribe(np.zeros(recognizer.sample_rate, dtype=np.float32), recognizer.sample_rate)  # warm-up
+    results: dict[str, Any] = {
+        "corpus": {"files": len(files), "minutes": args.minutes, "seed": args.seed, "kinds": list(FILE_KINDS)},
+        "checkpoint": str(args.checkpoint),
+        "settings": {**vars(settings), "torch_threads": torch.get_num_threads()},
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "batch": measure(recognizer, batch_job),
+    }
+    print(f"batch job      : {results['batch']}")
+    if not args.skip_baseline:
+        results["one_at_a_time"] = measure(recognizer, one_at_a_time)
+        results["speedup"] = round(results["one_at_a_time"]["wall_s"] / results["batch"]["wall_s"], 2)
+        print(f"one at a time  : {results['one_at_a_time']}")
+        print(f"speedup        : {results['speedup']}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
