@@ -39,12 +39,18 @@ class Connection:
     auth_token: str | None = None
     tls_ca: Path | None = None  # PEM roots; set to use TLS
     timeout_s: float | None = None  # per call (streams included)
+    tls_client_cert: Path | None = None  # PEM chain + key presented when the server verifies clients
+    tls_client_key: Path | None = None
 
     def channel(self) -> grpc.Channel:
         options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
         if self.tls_ca is None:
             return grpc.insecure_channel(self.server, options=options)
-        credentials = grpc.ssl_channel_credentials(root_certificates=self.tls_ca.read_bytes())
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.tls_ca.read_bytes(),
+            private_key=self.tls_client_key.read_bytes() if self.tls_client_key else None,
+            certificate_chain=self.tls_client_cert.read_bytes() if self.tls_client_cert else None,
+        )
         return grpc.secure_channel(self.server, credentials, options=options)
 
     @property
@@ -151,6 +157,8 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default="localhost:50051", help="HOST:PORT of a speechlabel server")
     parser.add_argument("--auth-token", help="bearer token (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-ca", type=Path, help="PEM root certificates: connect with TLS")
+    parser.add_argument("--tls-client-cert", type=Path, help="PEM client certificate (servers that verify clients)")
+    parser.add_argument("--tls-client-key", type=Path, help="PEM key of --tls-client-cert")
     parser.add_argument("--timeout", type=float, help="seconds before the call is abandoned")
 
 
@@ -161,7 +169,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _connection(args: argparse.Namespace) -> Connection:
-    return Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
+    return Connection(
+        args.server, token_from(args.auth_token), args.tls_ca, args.timeout, args.tls_client_cert, args.tls_client_key
+    )
 
 
 def _config(args: argparse.Namespace, **fields: object) -> pb.RecognitionConfig:

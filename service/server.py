@@ -228,7 +228,7 @@ async def start_server(
     batcher = Batcher(partial(run_timed, executor), batching, metrics.observe_batch)
     server = grpc.aio.server(
         interceptors=[BearerTokenInterceptor(auth_token)] if auth_token else [],
-        options=[("grpc.max_receive_message_length", limits.max_message_bytes)],
+        options=[("grpc.max_receive_message_length", limits.max_message_bytes), *KEEPALIVE_OPTIONS],
     )
     servicer = SpeechLabelerServicer(models, limits, executor, streams, batcher, metrics)
     pb_grpc.add_SpeechLabelerServicer_to_server(servicer, server)
@@ -246,6 +246,26 @@ async def start_server(
     return RunningServer(server, bound, health_servicer, streams, executor, metrics, endpoint)
 
 
+# Ping idle connections so dead peers (and their streams) are noticed behind NATs and load
+# balancers, and accept client keepalive pings down to every 10 s instead of answering GOAWAY.
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> grpc.ServerCredentials:
+    """TLS credentials; with ``client_ca`` every client must present a certificate it signed (mTLS)."""
+    return grpc.ssl_server_credentials(
+        [(key.read_bytes(), cert.read_bytes())],
+        root_certificates=client_ca.read_bytes() if client_ca else None,
+        require_client_auth=client_ca is not None,
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Limits()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in containers)")
@@ -258,6 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth-token", help="require 'authorization: Bearer TOKEN' (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
     parser.add_argument("--tls-key", type=Path, help="PEM private key")
+    parser.add_argument("--tls-client-ca", type=Path, help="PEM CA: require client certificates it signed (mTLS)")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0 = off)")
     parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default="text", help="json: one object per line")
     batching = parser.add_argument_group("batching of concurrent Recognize calls")
@@ -274,8 +295,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logs.configure(args.log_format)
-    if (args.tls_cert is None) != (args.tls_key is None):
-        log.error("--tls-cert and --tls-key go together")
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        log.error("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
         return 2
     limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
     if args.torch_threads > 0:
@@ -285,11 +306,7 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as error:
         log.error("cannot serve: %s", error)
         return 2
-    credentials = (
-        grpc.ssl_server_credentials([(args.tls_key.read_bytes(), args.tls_cert.read_bytes())])
-        if args.tls_cert
-        else None
-    )
+    credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     asyncio.run(_serve(models, args, limits, credentials))
     return 0
 

@@ -35,7 +35,7 @@ from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from service.proto_gen import check_current
 from service.registry import ModelRegistry
-from service.server import SERVICE_NAME
+from service.server import SERVICE_NAME, server_credentials
 from service.sessions import BLOCK_S, StreamingSession, StreamSettings
 from tests.grpc_harness import LoopbackServer
 
@@ -600,5 +600,30 @@ def test_tls(model_dir: Path, tmp_path: Path) -> None:
         with grpc.insecure_channel(server.address) as plain:  # a plaintext client cannot talk to it
             expect_error(partial(pb_grpc.SpeechLabelerStub(plain).ListModels, pb.ListModelsRequest(), timeout=5),
                          Code.UNAVAILABLE)  # fmt: skip
+    finally:
+        server.close()
+
+
+def test_mutual_tls_requires_a_client_certificate(model_dir: Path, tmp_path: Path) -> None:
+    def self_signed(name: str) -> tuple[Path, Path]:
+        key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+             "-subj", f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return key, cert
+
+    server_key, server_cert = self_signed("localhost")
+    client_key, client_cert = self_signed("client")
+    credentials = server_credentials(server_cert, server_key, client_ca=client_cert)
+    server = LoopbackServer(ModelRegistry.load_dir(model_dir), workers=1, credentials=credentials)
+    try:
+        trusted = Connection(server.address, tls_ca=server_cert, tls_client_cert=client_cert, tls_client_key=client_key)
+        assert check_health(trusted) == "SERVING"
+        anonymous = Connection(server.address, tls_ca=server_cert, timeout_s=5)
+        with pytest.raises(grpc.RpcError) as caught:
+            check_health(anonymous)
+        assert caught.value.code() == Code.UNAVAILABLE
     finally:
         server.close()
