@@ -52,6 +52,7 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
             torch.save(payload, stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; shipped models must be readable by a service user
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

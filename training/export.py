@@ -40,9 +40,10 @@ def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
     }
 
 
-def model_card(name: str, metadata: dict[str, Any], num_parameters: int, size_mb: float) -> str:
+def model_card(name: str, metadata: dict[str, Any], model_config: dict[str, Any], num_parameters: int, size_mb: float) -> str:
     """Markdown card: data, config, steps, held-out scores, speed."""
     evaluation = metadata["evaluation"]
+    train_config = {**metadata["train_config"], "model": model_config}  # sizes as built, not as typed
     lines = [
         f"# `{name}` — {metadata['label_kind']} BiGRU-CTC model",
         "",
@@ -50,7 +51,7 @@ def model_card(name: str, metadata: dict[str, Any], num_parameters: int, size_mb
         f"- training data: {json.dumps(evaluation['data']['train'])}",
         "- data: synthetic speech from `speechlabel corpus synth` (espeak-ng, flite, festival, Piper voices; "
         "Debian `fortunes` text); test = unseen sentences AND unseen voices, dev = unseen sentences",
-        f"- training config: `{json.dumps(metadata['train_config'], separators=(',', ':'))}`",
+        f"- training config: `{json.dumps(train_config, separators=(',', ':'))}`",
         "",
         "| split | decoder | " + " | ".join(evaluation["metric_names"]) + " | RTF (CPU) |",
         "|---|---|" + "---|" * len(evaluation["metric_names"]) + "---|",
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     target = args.models_dir / f"{args.name}.ckpt"
     save_checkpoint(target, checkpoint.config, model, metadata)
     size_mb = target.stat().st_size / 1e6
-    card = model_card(args.name, metadata, model.num_parameters(), size_mb)
+    card = model_card(args.name, metadata, checkpoint.config.to_dict()["model"], model.num_parameters(), size_mb)
     (args.models_dir / f"{args.name}.md").write_text(card)
     print(card)
     return 0
