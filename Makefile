@@ -33,6 +33,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/features.py
+	$(PY) benchmarks/batch_transcribe.py --minutes 30 --checkpoint models/char.ckpt
 
 # Shipped char model vs PocketSphinx and Whisper tiny.en on the held-out test split of the seed-0 corpus.
 bench-accuracy: install
