@@ -7,7 +7,6 @@ and read with ``torch.load(weights_only=True)`` so a model file cannot execute c
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from audiomodels.config import AcousticConfig
+from audiomodels.files import atomic_write
 from audiomodels.model import AcousticModel
 
 FORMAT_VERSION = 1
@@ -43,20 +43,8 @@ class Checkpoint:
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; shipped models must be readable by a service user
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """``torch.save`` that never leaves a half-written file behind (see :mod:`audiomodels.files`)."""
+    atomic_write(path, lambda stream: torch.save(payload, stream))
 
 
 def save_checkpoint(

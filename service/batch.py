@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from audiomodels.audio import AudioError, audio_duration, load_audio
+from audiomodels.files import atomic_write_text
 from audiomodels.recognizer import Recognizer, Transcript
 from service import formats, segmenter
 from service.client import Connection, file_request
@@ -413,7 +414,7 @@ class _DirectorySink:
             raise JobError(f"another transcribe job is writing to {self.directory}") from None
         log = self.directory / RESULTS_FILE
         kept = _load_log(log, self.identities, self.done) if self.resume else []
-        _replace_file(log, "".join(kept))
+        atomic_write_text(log, "".join(kept))
         for record in self.done.values():  # outputs asked for now but not by the earlier run
             self._write_outputs(record, only_missing=True)
         self._log = log.open("a", encoding="utf-8")
@@ -473,21 +474,6 @@ def _load_log(log: Path, identities: dict[str, tuple[int, int] | None], done: di
 def _identity(record: Record) -> tuple[int, int] | None:
     size, mtime_ns = record.get("size_bytes"), record.get("mtime_ns")
     return None if size is None or mtime_ns is None else (size, mtime_ns)
-
-
-def _replace_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically and durably (temporary file, fsync, rename, fsync the directory)."""
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _open_sink(options: JobOptions, identities: dict[str, tuple[int, int] | None]) -> _StdoutSink | _DirectorySink:

@@ -22,7 +22,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any, NamedTuple
 
 from audiomodels.audio import AudioError, audio_duration
 from audiomodels.config import FeatureConfig
+from audiomodels.files import atomic_write_text
 from audiomodels.labels import LabelError, LabelSet
 
 _REQUIRED_FIELDS = ("audio_filepath", "duration", "text")
@@ -114,20 +114,7 @@ def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance], rel
     it; :func:`read_manifest` resolves them against the manifest's directory.
     """
     lines = [json.dumps(u.to_record(relative_to), ensure_ascii=False) + "\n" for u in utterances]
-    _atomic_write_text(Path(path), "".join(lines))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
+    atomic_write_text(path, "".join(lines))
 
 
 class Problem(NamedTuple):
