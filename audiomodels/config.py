@@ -55,6 +55,23 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
+class Chunking:
+    """Latency control for streaming: ``chunk`` model frames per step, ``right_context`` of look-ahead."""
+
+    chunk: int
+    right_context: int
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1 or self.right_context < 0:
+            raise ValueError(f"chunking needs chunk >= 1 and right_context >= 0, got {self}")
+
+    @property
+    def latency_frames(self) -> int:
+        """Algorithmic latency in model frames: the chunk plus its look-ahead."""
+        return self.chunk + self.right_context
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """BiGRU-CTC acoustic model size."""
 
@@ -64,6 +81,13 @@ class ModelConfig:
     hidden_size: int = 256  # GRU units per direction
     num_layers: int = 3  # bidirectional GRU layers
     dropout: float = 0.1  # dropout between layers (training only)
+    stream_chunk: int = 20  # model frames per streaming step (20 x 30 ms = 600 ms)
+    stream_right_context: int = 10  # look-ahead frames per streaming step (300 ms)
+
+    @property
+    def streaming(self) -> Chunking:
+        """The chunking the server streams this model with."""
+        return Chunking(self.stream_chunk, self.stream_right_context)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 from audiomodels.alignment import LabelSpan, align_labels, group_words
 from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
-from audiomodels.config import AcousticConfig
+from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
@@ -72,8 +72,10 @@ class Recognizer:
         *,
         device: str | torch.device = "cpu",
         max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+        chunking: Chunking | None = None,
     ) -> None:
         self.config = config
+        self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
         self.labels = LabelSet.from_config(config.labels)
         self.featurizer = Featurizer(config.features)
         self.device = torch.device(device)
@@ -101,7 +103,7 @@ class Recognizer:
     def emissions(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prepared waveforms -> ``(log_probs (B, T, V) on CPU, lengths (B,))`` in one model call."""
         features, lengths = self.featurizer.batch(list(waveforms))
-        log_probs, out_lengths = self.model(features.to(self.device), lengths.to(self.device))
+        log_probs, out_lengths = self.model(features.to(self.device), lengths.to(self.device), self.chunking)
         return log_probs.float().cpu(), out_lengths.cpu()
 
     def transcribe(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, beam_size: int = 1) -> Transcript:

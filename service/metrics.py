@@ -17,6 +17,7 @@ from service.calls import CallRecord
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)  # streams run long
 RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+STREAM_BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServerMetrics:
@@ -44,6 +45,10 @@ class ServerMetrics:
             "speechlabel_batch_size", "Recognize requests per model call", ["model"],
             buckets=BATCH_SIZE_BUCKETS, registry=registry,
         )  # fmt: skip
+        self.stream_batch_size = Histogram(
+            "speechlabel_stream_batch_size", "Live-stream chunks per model call", ["model"],
+            buckets=STREAM_BATCH_SIZE_BUCKETS, registry=registry,
+        )  # fmt: skip
         Gauge("speechlabel_active_streams", "Open StreamingRecognize calls", registry=registry).set_function(
             active_streams
         )
@@ -62,6 +67,9 @@ class ServerMetrics:
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)
+
+    def observe_stream_batch(self, model: str, size: int) -> None:
+        self.stream_batch_size.labels(model).observe(size)
 
 
 class MetricsEndpoint:

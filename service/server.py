@@ -35,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 from audiomodels.checkpoint import CheckpointError
 from service import logs, mapping
 from service.auth import BearerTokenInterceptor, token_from
+from audiomodels.streaming import ChunkInput
 from service.batcher import Batcher, BatchSettings
 from service.calls import CallRecord, request_id, run_timed
 from service.gen.speechlabel.v1 import speech_pb2 as pb
@@ -43,6 +44,7 @@ from service.limits import LimitExceeded, Limits, RequestError
 from service.metrics import MetricsEndpoint, ServerMetrics
 from service.registry import ModelEntry, ModelRegistry
 from service.sessions import StreamingSession, StreamSlots, read_requests
+from service.stream_batcher import StreamBatcher, StreamBatchSettings
 from service.transcribe import DEFAULT_CHECKPOINT
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpeechLabeler"].full_name
@@ -61,6 +63,7 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
         executor: ThreadPoolExecutor,
         streams: StreamSlots,
         batcher: Batcher,
+        stream_batcher: StreamBatcher,
         metrics: ServerMetrics,
     ) -> None:
         self._models = models
@@ -68,6 +71,7 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
         self._executor = executor
         self._streams = streams
         self._batcher = batcher
+        self._stream_batcher = stream_batcher
         self._metrics = metrics
 
     @asynccontextmanager
@@ -102,6 +106,12 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
         result, seconds = await run_timed(self._executor, work)
         call.compute_s += seconds
         return result
+
+    async def _stream_step(self, call: CallRecord, entry: ModelEntry, chunk: ChunkInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """One model chunk of a stream, batched with the other streams' chunks."""
+        step = await self._stream_batcher.step(entry, chunk)
+        call.compute_s += step.compute_s
+        return step.log_probs, step.state
 
     def _model(self, call: CallRecord, name: str) -> ModelEntry:
         entry = self._models.get(name)
@@ -163,7 +173,9 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
                     config = first.config
                     entry = self._model(call, config.model)
                     settings = mapping.stream_settings(config, limits)
-                    session = StreamingSession(entry.recognizer, settings, partial(self._run, call))
+                    session = StreamingSession(
+                        entry.recognizer, settings, partial(self._stream_step, call, entry), partial(self._run, call)
+                    )
                     try:
                         async for request in requests:
                             if request.WhichOneof("request") != "audio":
@@ -180,7 +192,7 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
                         if results:
                             yield mapping.streaming_response(results, config)
                     finally:
-                        call.audio_s = session.segmenter.num_samples / settings.sample_rate
+                        call.audio_s = session.audio_s
 
 
 @dataclass
@@ -191,6 +203,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     streams: StreamSlots
+    stream_batcher: StreamBatcher
     executor: ThreadPoolExecutor
     metrics: ServerMetrics
     metrics_endpoint: MetricsEndpoint | None
@@ -200,6 +213,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         self.streams.draining.set()
         await self.server.stop(grace_s)
+        await self.stream_batcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.metrics_endpoint:
             await self.metrics_endpoint.close()
@@ -215,6 +229,7 @@ async def start_server(
     auth_token: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
     batching: BatchSettings = BatchSettings(),
+    stream_batching: StreamBatchSettings = StreamBatchSettings(),
     metrics_port: int | None = None,
 ) -> RunningServer:
     """Build, bind (port 0 picks a free one) and start the server on the running loop.
@@ -223,14 +238,15 @@ async def start_server(
     """
     limits = limits or Limits()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
-    streams = StreamSlots(limits.max_streams)
     metrics = ServerMetrics(active_streams=lambda: streams.active)
     batcher = Batcher(partial(run_timed, executor), batching, metrics.observe_batch)
+    stream_batcher = StreamBatcher(partial(run_timed, executor), stream_batching, metrics.observe_stream_batch)
+    streams = StreamSlots(limits.max_streams, stream_batcher.overloaded)
     server = grpc.aio.server(
         interceptors=[BearerTokenInterceptor(auth_token)] if auth_token else [],
         options=[("grpc.max_receive_message_length", limits.max_message_bytes), *KEEPALIVE_OPTIONS],
     )
-    servicer = SpeechLabelerServicer(models, limits, executor, streams, batcher, metrics)
+    servicer = SpeechLabelerServicer(models, limits, executor, streams, batcher, stream_batcher, metrics)
     pb_grpc.add_SpeechLabelerServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -243,7 +259,7 @@ async def start_server(
     endpoint = None if metrics_port is None else MetricsEndpoint(metrics, host, metrics_port)
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, bound, health_servicer, streams, executor, metrics, endpoint)
+    return RunningServer(server, bound, health_servicer, streams, stream_batcher, executor, metrics, endpoint)
 
 
 # Ping idle connections so dead peers (and their streams) are noticed behind NATs and load
@@ -288,6 +304,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batching.add_argument("--max-batch", type=int, default=batch_defaults.max_items, help="requests per call (1 = off)")
     batching.add_argument("--max-batch-audio-s", type=float, default=batch_defaults.max_audio_s,
                           help="padded audio per call: requests x the longest one")  # fmt: skip
+    stream_batching = parser.add_argument_group("batching of live streams (one model call per tick)")
+    stream_defaults = StreamBatchSettings()
+    stream_batching.add_argument("--stream-batch-max", type=int, default=stream_defaults.max_streams,
+                                 help="stream chunks per model call (1 = off)")  # fmt: skip
+    stream_batching.add_argument("--stream-batch-wait-ms", type=float, default=1000 * stream_defaults.wait_s,
+                                 help="how long a chunk waits for others to share its model call")  # fmt: skip
+    stream_batching.add_argument("--stream-max-lag-ms", type=float, default=1000 * stream_defaults.max_lag_s,
+                                 help="refuse new streams while queued chunks wait longer than this")  # fmt: skip
     limits = parser.add_argument_group("limits")
     for name, value in vars(defaults).items():
         limits.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"(default {value})")
@@ -323,6 +347,9 @@ async def _serve(
         auth_token=token_from(args.auth_token),
         credentials=credentials,
         batching=BatchSettings(args.batch_wait_ms / 1000, args.max_batch, args.max_batch_audio_s),
+        stream_batching=StreamBatchSettings(
+            args.stream_batch_max, args.stream_batch_wait_ms / 1000, args.stream_max_lag_ms / 1000
+        ),
         metrics_port=args.metrics_port or None,
     )
     log.info(

@@ -1,16 +1,19 @@
 """Per-stream state for StreamingRecognize, outside the servicer and free of protobuf.
 
-A :class:`Segmenter` turns raw bytes into utterances. Every decision it makes -- speech or
-silence, where an utterance ends, when an interim result is due -- is taken on fixed blocks of
-the *sample stream* (``BLOCK_S`` of input samples, counted from the stream start), never on
-message boundaries, and a byte remainder is carried across messages. Utterances are handed to
-the recognizer whole, at the input rate, so resampling happens per utterance as it does offline.
-Together this makes the final transcripts independent of how the client chunked its bytes.
+Audio flows through a stream once: bytes are decoded (a partial sample is carried to the next
+message), resampled to the model's rate by a streaming resampler, featurized and run through the
+latency-controlled model chunk by chunk (:mod:`audiomodels.streaming`), batched with every other
+live stream by the server's stream batcher. Each model chunk yields an interim result covering the
+audio up to its last frame; nothing is ever recomputed, so the cost of a stream grows linearly.
 
-Endpointing is energy based: ``endpoint_silence_s`` of blocks below ``silence_dbfs`` after speech
-ends an utterance, and ``max_utterance_s`` cuts one that never pauses, so no utterance (and no
-interim re-recognition) grows without bound. Silence before an utterance's speech is dropped
-but for ``leading_silence_s``, so a long quiet stretch costs no memory either.
+The sample stream is cut into fixed blocks (``BLOCK_S`` of input samples from the stream start)
+before anything else sees it, never on message boundaries. An :class:`Endpointer` decides on
+those blocks where utterances end:
+``endpoint_silence_s`` of blocks below ``silence_dbfs`` after speech ends an utterance and
+``max_utterance_s`` cuts one that never pauses. An utterance's final is decoded (greedy or beam,
+with word and label times) from the log-probs of its frames once the model has emitted them.
+Because the model runs over the whole stream and cuts are taken on the sample stream, finals do
+not depend on how the client chunked its bytes, and equal the offline chunked computation.
 """
 
 from __future__ import annotations
@@ -24,18 +27,21 @@ from functools import partial
 from typing import TypeVar
 
 import numpy as np
+import torch
 
 from audiomodels.audio import AudioError, decode_raw
+from audiomodels.decoding import greedy_decode
 from audiomodels.recognizer import Recognizer, Transcript
+from audiomodels.streaming import ChunkedStream, ChunkInput, StreamingResampler
 from service.limits import IdleTimeout, LimitExceeded, ShuttingDown
 
-BLOCK_S = 0.05  # decision granularity: speech/silence, endpoints and interim timing
-INTERIM_INTERVAL_S = 0.3  # at most one interim result per this much audio
+BLOCK_S = 0.05  # endpointing granularity: speech/silence decisions and cut positions
 MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recognition
 _BYTES_PER_SAMPLE = {"pcm16": 2, "float32": 4}
 
 Request = TypeVar("Request")
 Runner = Callable[[Callable[[], Transcript]], Awaitable[Transcript]]
+Stepper = Callable[[ChunkInput], Awaitable[tuple[torch.Tensor, torch.Tensor]]]  # -> (log_probs, state)
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class StreamSettings:
     encoding: str  # "pcm16" or "float32" (headerless little-endian mono)
     sample_rate: int  # Hz of the incoming samples
     interim_results: bool = False
-    beam_size: int = 1  # finals only; interims are greedy (cheap and re-run often)
+    beam_size: int = 1  # finals only; interims are greedy
     endpoint_silence_s: float = 0.8  # this much silence after speech ends an utterance
     leading_silence_s: float = 0.3  # silence kept before speech (soft onsets fall below the energy threshold)
     max_utterance_s: float = 30.0
@@ -53,113 +59,114 @@ class StreamSettings:
     silence_dbfs: float = -45.0  # block RMS at or below this level counts as silence
 
 
-@dataclass(frozen=True)
-class Utterance:
-    """Audio to recognize: the utterance so far (interim) or all of it (final)."""
-
-    samples: np.ndarray  # float32 at the input rate
-    start_sample: int  # from the start of the stream
-    is_final: bool
-
-
-class Segmenter:
-    """Raw bytes in any pieces -> utterances, decided on fixed sample blocks."""
+class SampleDecoder:
+    """Raw bytes in any pieces -> float32 samples; a partial sample waits for the next piece."""
 
     def __init__(self, settings: StreamSettings) -> None:
         decode_raw(b"", settings.encoding, settings.sample_rate)  # validates encoding and rate now
         self.settings = settings
-        rate = settings.sample_rate
         self._bytes_per_sample = _BYTES_PER_SAMPLE[settings.encoding]
-        self._block = max(1, round(BLOCK_S * rate))
-        self._endpoint_blocks = max(1, round(settings.endpoint_silence_s / BLOCK_S))
-        self._leading_blocks = round(settings.leading_silence_s / BLOCK_S)
-        self._interim_samples = round(INTERIM_INTERVAL_S * rate)
-        self._max_utterance = round(settings.max_utterance_s * rate)
-        self._max_stream = round(settings.max_stream_s * rate)
-        self._remainder = b""  # bytes of an incomplete sample
-        self._pending: list[np.ndarray] = []  # samples not yet filling a block
-        self._num_pending = 0
-        self.num_samples = 0  # decoded so far
-        self._blocks: deque[np.ndarray] = deque()  # the current utterance
-        self._utterance_start = 0
-        self._utterance_length = 0
-        self._has_speech = False
-        self._silence_run = 0  # silent blocks since the last speech block
-        self._since_interim = 0  # samples since the last interim
+        self._max_samples = round(settings.max_stream_s * settings.sample_rate)
+        self._remainder = b""
+        self.num_samples = 0
 
-    def push(self, data: bytes) -> list[Utterance]:
-        """Add bytes; return the utterances (interim or final) that became due.
-
-        When several interims fall due in one call only the newest is returned (the older ones
-        are already stale), and none that a final in the same call supersedes.
-        """
+    def decode(self, data: bytes) -> np.ndarray:
         data = self._remainder + data
         whole = len(data) - len(data) % self._bytes_per_sample
         self._remainder = data[whole:]
-        if not whole:
-            return []
         samples = decode_raw(data[:whole], self.settings.encoding, self.settings.sample_rate)
         if not np.isfinite(samples).all():
             raise AudioError("audio contains NaN or Inf samples")
         self.num_samples += len(samples)
-        if self.num_samples > self._max_stream:
+        if self.num_samples > self._max_samples:
             raise LimitExceeded(f"stream is longer than the server's {self.settings.max_stream_s:g} s limit")
-        self._pending.append(samples)
-        self._num_pending += len(samples)
-        if self._num_pending < self._block:
-            return []
-        flat = np.concatenate(self._pending)
-        num_blocks = len(flat) // self._block
-        rest = flat[num_blocks * self._block :]
-        self._pending, self._num_pending = [rest], len(rest)
-        events = [u for i in range(num_blocks) for u in self._on_block(flat[i * self._block : (i + 1) * self._block])]
-        return [u for i, u in enumerate(events) if u.is_final or i == len(events) - 1]
+        return samples
 
-    def finish(self) -> list[Utterance]:
-        """End of stream: the last utterance, including the incomplete final block."""
+    def finish(self) -> None:
         if self._remainder:
             raise AudioError(
                 f"stream ended inside a sample: {len(self._remainder)} trailing byte(s) of a "
                 f"{self._bytes_per_sample}-byte {self.settings.encoding} sample"
             )
-        if self._num_pending:
-            tail = np.concatenate(self._pending)
-            self._pending, self._num_pending = [], 0
-            self._append(tail, _is_speech(tail, self.settings.silence_dbfs))
-        if self._has_speech and self._utterance_length >= MIN_UTTERANCE_S * self.settings.sample_rate:
-            return [self._cut()]
-        return []
 
-    def _on_block(self, block: np.ndarray) -> list[Utterance]:
-        speech = _is_speech(block, self.settings.silence_dbfs)
-        self._append(block, speech)
-        if not self._has_speech:
-            while len(self._blocks) > self._leading_blocks:
-                dropped = self._blocks.popleft()
-                self._utterance_start += len(dropped)
-                self._utterance_length -= len(dropped)
-            return []
-        if self._silence_run >= self._endpoint_blocks or self._utterance_length + self._block > self._max_utterance:
-            return [self._cut()]
-        if self.settings.interim_results and self._since_interim >= self._interim_samples:
-            self._since_interim = 0
-            return [Utterance(np.concatenate(self._blocks), self._utterance_start, is_final=False)]
-        return []
 
-    def _append(self, samples: np.ndarray, speech: bool) -> None:
-        self._blocks.append(samples)
-        self._utterance_length += len(samples)
-        self._since_interim += len(samples)
-        self._has_speech |= speech
+@dataclass(frozen=True)
+class Cut:
+    """An utterance ended by the endpointer, in input samples from the stream start."""
+
+    start_sample: int
+    end_sample: int
+
+
+class BlockSplitter:
+    """Cuts the sample stream into fixed blocks counted from its start, carrying the remainder.
+
+    Everything downstream (endpointing, resampling, features, model chunks) sees the same blocks
+    however the client sized its messages, so results are identical bit for bit across chunkings.
+    """
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self._pending = np.zeros(0, np.float32)
+
+    def push(self, samples: np.ndarray) -> list[np.ndarray]:
+        flat = np.concatenate([self._pending, samples])
+        count = len(flat) // self.block
+        self._pending = flat[count * self.block :]
+        return [flat[i * self.block : (i + 1) * self.block] for i in range(count)]
+
+    def finish(self) -> np.ndarray:
+        tail, self._pending = self._pending, np.zeros(0, np.float32)
+        return tail
+
+
+class Endpointer:
+    """Energy endpointing, one block at a time -> utterance boundaries.
+
+    ``utterance_start`` trails the current position by ``leading_silence_s`` while no speech has
+    been heard, so silence between utterances belongs to none of them.
+    """
+
+    def __init__(self, settings: StreamSettings, block: int) -> None:
+        rate = settings.sample_rate
+        self.settings = settings
+        self._block = block
+        self._endpoint_blocks = max(1, round(settings.endpoint_silence_s / BLOCK_S))
+        self._leading = round(settings.leading_silence_s / BLOCK_S) * block
+        self._max_utterance = round(settings.max_utterance_s * rate)
+        self.position = 0  # samples decided so far
+        self.utterance_start = 0
+        self.has_speech = False
+        self._silence_run = 0  # silent blocks since the last speech block
+
+    def on_block(self, block: np.ndarray) -> Cut | None:
+        """One full block; returns the utterance it ended, if any."""
+        self._advance(block)
+        if not self.has_speech:
+            self.utterance_start = max(self.utterance_start, self.position - self._leading)
+            return None
+        long = self.position - self.utterance_start + self._block > self._max_utterance
+        if self._silence_run < self._endpoint_blocks and not long:
+            return None
+        cut = Cut(self.utterance_start, self.position)
+        self.utterance_start = self.position
+        self.has_speech, self._silence_run = False, 0
+        return cut
+
+    def finish(self, tail: np.ndarray) -> Cut | None:
+        """End of stream with the incomplete last block: the last utterance, if it holds speech."""
+        if len(tail):
+            self._advance(tail)
+        length = self.position - self.utterance_start
+        if self.has_speech and length >= MIN_UTTERANCE_S * self.settings.sample_rate:
+            return Cut(self.utterance_start, self.position)
+        return None
+
+    def _advance(self, samples: np.ndarray) -> None:
+        speech = _is_speech(samples, self.settings.silence_dbfs)
+        self.position += len(samples)
+        self.has_speech |= speech
         self._silence_run = 0 if speech else self._silence_run + 1
-
-    def _cut(self) -> Utterance:
-        utterance = Utterance(np.concatenate(self._blocks), self._utterance_start, is_final=True)
-        self._utterance_start += self._utterance_length
-        self._blocks.clear()
-        self._utterance_length = self._silence_run = self._since_interim = 0
-        self._has_speech = False
-        return utterance
 
 
 def _is_speech(samples: np.ndarray, silence_dbfs: float) -> bool:
@@ -173,53 +180,119 @@ class StreamResult:
 
     transcript: Transcript
     start_s: float  # seconds from the start of the stream
-    end_s: float
+    end_s: float  # interims: the end of the audio the model has labelled so far
     is_final: bool
 
 
 class StreamingSession:
-    """One stream: a segmenter plus the recognizer calls its utterances need.
+    """One stream: decoder, resampler, endpointer and the chunked model state.
 
-    ``run`` executes a recognizer call off the event loop (the server's one executor).
-    Interims whose text did not change since the previous interim are not repeated.
+    ``step`` runs one model chunk (the server batches it with other streams' chunks) and ``run``
+    executes decoding work off the event loop.
     """
 
-    def __init__(self, recognizer: Recognizer, settings: StreamSettings, run: Runner) -> None:
+    def __init__(self, recognizer: Recognizer, settings: StreamSettings, step: Stepper, run: Runner) -> None:
         self.recognizer = recognizer
         self.settings = settings
-        self.segmenter = Segmenter(settings)
+        self.decoder = SampleDecoder(settings)
+        block = max(1, round(BLOCK_S * settings.sample_rate))
+        self._blocks = BlockSplitter(block)
+        self.endpointer = Endpointer(settings, block)
+        rate, model_rate = settings.sample_rate, recognizer.sample_rate
+        self._resampler = StreamingResampler(rate, model_rate) if rate != model_rate else None
+        self._model_stream = ChunkedStream(recognizer.featurizer, recognizer.config.model.streaming)
+        self._frame_shift_s = recognizer.config.features.frame_shift_s
+        self._step = step
         self._run = run
-        self._last_interim = ""
+        self._cuts: deque[Cut] = deque()  # utterances ended whose frames are not all emitted yet
+        self._log_probs: list[torch.Tensor] = []  # emitted frames from _first_frame on
+        self._first_frame = 0
+
+    @property
+    def audio_s(self) -> float:
+        """Audio received so far."""
+        return self.decoder.num_samples / self.settings.sample_rate
 
     async def accept(self, data: bytes) -> list[StreamResult]:
-        return await self._recognize(self.segmenter.push(data))
+        for block in self._blocks.push(self.decoder.decode(data)):
+            cut = self.endpointer.on_block(block)
+            if cut is not None:
+                self._cuts.append(cut)
+            self._model_stream.accept(self._resampler.accept(block) if self._resampler else block)
+        return await self._advance()
 
     async def finish(self) -> list[StreamResult]:
-        return await self._recognize(self.segmenter.finish())
+        self.decoder.finish()
+        tail = self._blocks.finish()
+        last = self.endpointer.finish(tail)
+        if last is not None:
+            self._cuts.append(last)
+        if self._resampler is not None:
+            tail = np.concatenate([self._resampler.accept(tail), self._resampler.finish()])
+        self._model_stream.accept(tail)
+        self._model_stream.end()
+        return await self._advance()
 
-    async def _recognize(self, utterances: list[Utterance]) -> list[StreamResult]:
+    async def _advance(self) -> list[StreamResult]:
+        """Run every chunk that is ready, then report finals that became complete and one interim."""
+        stepped = False
+        while (chunk := self._model_stream.ready()) is not None:
+            log_probs, state = await self._step(chunk)
+            self._model_stream.advance(chunk, state)
+            self._log_probs.append(log_probs)
+            stepped = True
         results = []
-        rate = self.settings.sample_rate
-        for utterance in utterances:
-            beam_size = self.settings.beam_size if utterance.is_final else 1
-            transcript = await self._run(
-                partial(self.recognizer.transcribe, utterance.samples, rate, beam_size=beam_size)
-            )
-            if not utterance.is_final and transcript.text == self._last_interim:
-                continue
-            self._last_interim = "" if utterance.is_final else transcript.text
-            start_s = utterance.start_sample / rate
-            results.append(
-                StreamResult(transcript, start_s, start_s + len(utterance.samples) / rate, utterance.is_final)
-            )
+        emitted = self._model_stream.frames_emitted
+        while self._cuts and (self._frame(self._cuts[0].end_sample) <= emitted or self._model_stream.ended):
+            results.append(await self._final(self._cuts.popleft()))
+        if not self._cuts and not self.endpointer.has_speech:  # drop frames of silence no utterance needs
+            self._keep_from(self._frame(self.endpointer.utterance_start))
+        if stepped and self.settings.interim_results and not self._model_stream.ended:
+            results.append(self._interim())
         return results
+
+    def _frame(self, sample: int) -> int:
+        return round(sample / self.settings.sample_rate / self._frame_shift_s)
+
+    def _frames(self, start: int, end: int) -> torch.Tensor:
+        frames = torch.cat(self._log_probs) if self._log_probs else torch.zeros(0, len(self.recognizer.labels))
+        self._log_probs = [frames]
+        return frames[max(start - self._first_frame, 0) : max(end - self._first_frame, 0)]
+
+    def _keep_from(self, frame: int) -> None:
+        frame = min(frame, self._model_stream.frames_emitted)  # only frames already emitted can go
+        if frame > self._first_frame:
+            self._log_probs = [self._frames(frame, self._model_stream.frames_emitted)]
+            self._first_frame = frame
+
+    async def _final(self, cut: Cut) -> StreamResult:
+        start, end = self._frame(cut.start_sample), min(self._frame(cut.end_sample), self._model_stream.frames_emitted)
+        log_probs = self._frames(start, end)
+        start_s = cut.start_sample / self.settings.sample_rate
+        duration_s = cut.end_sample / self.settings.sample_rate - start_s
+        transcript = await self._run(
+            partial(self.recognizer.decode, log_probs, duration_s, beam_size=self.settings.beam_size)
+        )
+        self._keep_from(end)
+        return StreamResult(transcript, start_s, start_s + duration_s, is_final=True)
+
+    def _interim(self) -> StreamResult:
+        """Greedy text of the utterance in progress, up to the last emitted frame."""
+        start = self._frame(self._cuts[0].start_sample if self._cuts else self.endpointer.utterance_start)
+        emitted = self._model_stream.frames_emitted
+        labels = self.recognizer.labels
+        text = labels.decode(greedy_decode(self._frames(start, emitted), blank=labels.blank_id))
+        shift = self._frame_shift_s
+        transcript = Transcript(text, (), (), (), round((emitted - start) * shift, 3), shift)
+        return StreamResult(transcript, start * shift, emitted * shift, is_final=False)
 
 
 class StreamSlots:
-    """Counts open streams: refuses new ones past the cap or while the server drains."""
+    """Counts open streams: refuses new ones past the cap, while the model lags, or while the server drains."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, overloaded: Callable[[], bool] = lambda: False) -> None:
         self.limit = limit
+        self._overloaded = overloaded
         self.active = 0
         self.draining = asyncio.Event()  # set on shutdown: open streams finish early
 
@@ -230,6 +303,8 @@ class StreamSlots:
             raise ShuttingDown("server is shutting down; retry on another instance")
         if self.active >= self.limit:
             raise LimitExceeded(f"{self.limit} streams are already open on this server; retry later")
+        if self._overloaded():
+            raise LimitExceeded("the server is at its streaming capacity (the model is falling behind); retry later")
         self.active += 1
         try:
             yield

@@ -45,6 +45,10 @@ class TrainConfig:
     cache_features: bool = True  # cache un-augmented MFCCs under RUN_DIR/feature_cache
     amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16" or "off"
     seed: int = 0  # seeds model init, sampler order and augmentation
+    init_from: str = ""  # checkpoint whose weights (and normalization) start the run: fine-tuning
+    chunked_prob: float = 0.0  # share of batches trained in latency-controlled (streaming) mode
+    chunk_sizes: tuple[int, ...] = (10, 20, 40)  # C drawn per chunked batch, in model frames
+    right_contexts: tuple[int, ...] = (5, 10, 20)  # R drawn per chunked batch, in model frames
 
     @property
     def target_field(self) -> str:

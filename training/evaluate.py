@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError
+from audiomodels.config import Chunking
 from audiomodels.labels import LabelSet
 from audiomodels.recognizer import Recognizer
 from training.manifest import ManifestError, Utterance, read_manifest
@@ -215,6 +216,15 @@ def _readable(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def parse_chunking(text: str) -> Chunking:
+    """``"20,10"`` -> Chunking(20, 10) (argparse type)."""
+    try:
+        chunk, right = (int(part) for part in text.split(","))
+        return Chunking(chunk, right)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected C,R (two non-negative integers, C >= 1), got {text!r}") from error
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``speechlabel evaluate``."""
     parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint to score")
@@ -225,13 +235,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-seconds", type=float, default=120.0, help="audio per model call, bounds memory (default 120)"
     )
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    parser.add_argument(
+        "--chunked",
+        type=parse_chunking,
+        metavar="C,R",
+        help="score the streaming (latency-controlled) mode: C-frame chunks with R frames of look-ahead",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; exit 0 even when some utterances failed (they are listed and counted)."""
     try:
-        recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device)
+        recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device, chunking=args.chunked)
         utterances = read_manifest(args.manifest)
     except (CheckpointError, ManifestError, OSError) as error:
         raise SystemExit(f"speechlabel evaluate: {error}") from error

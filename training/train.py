@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from audiomodels.checkpoint import atomic_torch_save, save_checkpoint
-from audiomodels.config import AcousticConfig
+from audiomodels.checkpoint import load_checkpoint
+from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.model import AcousticModel
@@ -56,9 +57,9 @@ def build_acoustic_config(config: TrainConfig, labels: LabelSet) -> AcousticConf
     return AcousticConfig(features=config.features, labels=labels.to_config(), model=model)
 
 
-def compute_loss(model: AcousticModel, batch: Batch) -> torch.Tensor:
+def compute_loss(model: AcousticModel, batch: Batch, chunking: Chunking | None = None) -> torch.Tensor:
     """Mean per-utterance CTC loss, normalized by target length (as torch's 'mean' reduction)."""
-    log_probs, out_lengths = model(batch.features, batch.feature_lengths)  # (N, T, V)
+    log_probs, out_lengths = model(batch.features, batch.feature_lengths, chunking)  # (N, T, V)
     return torch.nn.functional.ctc_loss(
         log_probs.float().transpose(0, 1),  # (T, N, V) in fp32 even under autocast
         batch.targets,
@@ -68,6 +69,17 @@ def compute_loss(model: AcousticModel, batch: Batch) -> torch.Tensor:
         reduction="mean",
         zero_infinity=True,
     )
+
+
+def training_chunking(step: int, config: TrainConfig) -> Chunking | None:
+    """The mode of one step: full context, or chunked with a random (C, R) from the config.
+
+    Drawn from a generator seeded by (seed, step), so a resumed run repeats the same choices.
+    """
+    rng = random.Random(config.seed * 1_000_003 + step)
+    if rng.random() >= config.chunked_prob:
+        return None
+    return Chunking(rng.choice(config.chunk_sizes), rng.choice(config.right_contexts))
 
 
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
@@ -156,6 +168,24 @@ class TrainingRun:
             tqdm.write(f"{split} manifest: {report.summary()}")
         return report.kept
 
+    def initialize_weights(self) -> None:
+        """A fresh run: weights and normalization from ``init_from``, or statistics of the training data."""
+        if self.config.init_from:
+            self.load_initial_checkpoint(Path(self.config.init_from))
+        else:
+            self.initialize_normalization()
+
+    def load_initial_checkpoint(self, path: Path) -> None:
+        """Fine-tuning start: the checkpoint must have this run's labels and layer sizes."""
+        checkpoint = load_checkpoint(path)
+        mine, theirs = self.acoustic_config, checkpoint.config
+        if (mine.labels, mine.features) != (theirs.labels, theirs.features) or any(
+            getattr(mine.model, name) != getattr(theirs.model, name)
+            for name in ("input_dim", "num_labels", "proj_dim", "hidden_size", "num_layers")
+        ):
+            raise ValueError(f"{path} does not match this run's labels, features or model size; cannot start from it")
+        self.model.load_state_dict(checkpoint.state_dict)
+
     def initialize_normalization(self) -> None:
         """Global MFCC statistics over (a subset of) the training data, stored in the model."""
         mean, std = compute_feature_stats(self.dataset, max_utterances=self.config.stats_max_utterances)
@@ -228,7 +258,7 @@ class TrainingRun:
         self.model.train()
         batch = batch.to(self.device)
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            loss = compute_loss(self.model, batch)
+            loss = compute_loss(self.model, batch, training_chunking(self.progress.step, self.config))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
@@ -238,10 +268,16 @@ class TrainingRun:
 
     def evaluate_dev(self) -> dict[str, float]:
         """Dev scores with the same Recognizer/decoder the product serves with."""
-        recognizer = Recognizer(self.acoustic_config, self.model, device=self.device)
-        result = evaluate(recognizer, self.dev_utterances)
+        modes = {"dev": None}
+        if self.config.chunked_prob > 0:  # a streaming-trained model is scored as it will stream too
+            modes["dev_streaming"] = self.acoustic_config.model.streaming
+        scores = {}
+        for prefix, chunking in modes.items():
+            recognizer = Recognizer(self.acoustic_config, self.model, device=self.device, chunking=chunking)
+            result = evaluate(recognizer, self.dev_utterances)
+            scores.update({f"{prefix}_{name}": value for name, value in result.summary()["rates"].items()})
         self.model.train()
-        return {f"dev_{name}": value for name, value in result.summary()["rates"].items()}
+        return scores
 
     def primary_metric(self, scores: dict[str, float]) -> float:
         return scores["dev_per"] if self.labels.kind == "phone" else scores["dev_cer"]
@@ -324,7 +360,7 @@ def train(
     if resume and (run_dir / STATE_FILE).exists():
         run.load_state()
     else:
-        run.initialize_normalization()
+        run.initialize_weights()
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(train_config_to_dict(config), sort_keys=False))
     return run.run()
 

@@ -1,0 +1,139 @@
+"""Live streams through the latency-controlled model: per-stream state plus one batched step.
+
+A :class:`ChunkedStream` turns audio pieces of any size into model chunks: its features come from
+the streaming featurizer (identical to featurizing the whole signal), and a chunk of ``C`` frames
+is ready as soon as ``R`` frames of look-ahead follow it. The state that must survive between
+chunks is small and explicit -- the unconsumed feature frames and one forward GRU state per
+layer -- so any number of streams can be stepped together by :func:`step_streams`, one padded
+model call, and the log-probs equal the offline chunked computation of the same audio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchaudio
+
+from audiomodels.config import Chunking
+from audiomodels.features import Featurizer, StreamingFeaturizer
+from audiomodels.model import AcousticModel
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    """What one stream contributes to a batched model step."""
+
+    main: torch.Tensor  # (m, D) frames to emit, m <= C
+    context: torch.Tensor  # (r, D) look-ahead frames, r <= R (only with a full main chunk)
+    state: torch.Tensor | None  # (num_layers, H) forward states carried from the previous chunk
+
+
+class ChunkedStream:
+    """One stream's model-side state: pending feature frames and the carried GRU states."""
+
+    def __init__(self, featurizer: Featurizer, chunking: Chunking) -> None:
+        self.chunking = chunking
+        self._features = StreamingFeaturizer(featurizer)
+        self._pending = torch.zeros(0, featurizer.config.model_input_dim)
+        self._state: torch.Tensor | None = None
+        self.ended = False
+        self.frames_emitted = 0  # model frames whose log-probs have been produced
+
+    def accept(self, samples: np.ndarray) -> None:
+        """Audio at the model's rate, in pieces of any size."""
+        frames = self._features.accept(samples)
+        if len(frames):
+            self._pending = torch.cat([self._pending, frames])
+
+    def end(self) -> None:
+        """No more audio: the remaining frames become (shorter) chunks without full look-ahead."""
+        self.ended = True
+
+    def ready(self) -> ChunkInput | None:
+        """The next chunk when its look-ahead has arrived (or the stream ended), else None."""
+        chunk, right = self.chunking.chunk, self.chunking.right_context
+        available = len(self._pending)
+        if available >= chunk + right or (self.ended and available):
+            size = min(chunk, available)
+            return ChunkInput(self._pending[:size], self._pending[size : size + right], self._state)
+        return None
+
+    def advance(self, chunk: ChunkInput, state: torch.Tensor) -> None:
+        """Record a computed chunk: its main frames are consumed and its states carried."""
+        self._pending = self._pending[len(chunk.main) :]
+        self._state = state
+        self.frames_emitted += len(chunk.main)
+
+
+@torch.inference_mode()
+def step_streams(model: AcousticModel, chunks: list[ChunkInput]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One padded model call for many streams' chunks -> [(log_probs (m, V), state (L, H))]."""
+    device = model.feature_mean.device
+    main = torch.nn.utils.rnn.pad_sequence([c.main for c in chunks], batch_first=True)
+    context = torch.nn.utils.rnn.pad_sequence([c.context for c in chunks], batch_first=True)
+    if context.shape[1] and main.shape[1] < max(len(c.main) for c in chunks if len(c.context)):
+        raise ValueError("a chunk with look-ahead must have a full main part")
+    config = model.config
+    zeros = torch.zeros(config.num_layers, config.hidden_size)
+    states = torch.stack([zeros if c.state is None else c.state for c in chunks], dim=1)
+    log_probs, new_states = model.forward_chunk(
+        main.to(device),
+        torch.tensor([len(c.main) for c in chunks], device=device),
+        context.to(device),
+        torch.tensor([len(c.context) for c in chunks], device=device),
+        states.to(device),
+    )
+    log_probs, new_states = log_probs.float().cpu(), new_states.cpu()
+    return [(log_probs[i, : len(c.main)], new_states[:, i]) for i, c in enumerate(chunks)]
+
+
+class StreamingResampler:
+    """Resamples a stream piece by piece exactly as ``torchaudio.functional.resample`` would the whole.
+
+    The sinc resampler maps each block of ``o`` input samples (rates divided by their gcd) to ``n``
+    outputs from a window reaching ``width`` samples either side; a block is computed once its
+    right window has arrived, from a segment that keeps enough left history, so every output
+    sample sees the same inputs as in the whole-signal computation.
+    """
+
+    def __init__(self, orig_rate: int, new_rate: int) -> None:
+        divisor = math.gcd(orig_rate, new_rate)
+        self._in_block, self._out_block = orig_rate // divisor, new_rate // divisor
+        self._resample = torchaudio.transforms.Resample(orig_rate, new_rate)
+        width = int(self._resample.width)
+        self._history = math.ceil(width / self._in_block) * self._in_block  # left context kept, block-aligned
+        self._reach = width + self._in_block  # input needed past a block's start
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # absolute input index of _buffer[0] (block-aligned)
+        self._next_block = 0
+        self._total_in = 0
+
+    def accept(self, samples: np.ndarray) -> np.ndarray:
+        """New input samples -> the output samples that became computable."""
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        self._total_in += len(samples)
+        last_block = (self._total_in - self._reach) // self._in_block  # last block whose window is complete
+        return self._emit(last_block + 1, final_length=None)
+
+    def finish(self) -> np.ndarray:
+        """End of stream: the remaining outputs (the whole signal's right zero padding applies)."""
+        final_length = math.ceil(self._out_block * self._total_in / self._in_block)
+        return self._emit(math.ceil(final_length / self._out_block), final_length)
+
+    def _emit(self, end_block: int, final_length: int | None) -> np.ndarray:
+        if end_block <= self._next_block or not len(self._buffer):
+            return np.zeros(0, np.float32)
+        output = self._resample(torch.from_numpy(self._buffer)).numpy()
+        first = (self._next_block - self._buffer_start // self._in_block) * self._out_block
+        stop = first + (end_block - self._next_block) * self._out_block
+        if final_length is not None:
+            stop = min(stop, final_length - self._next_block * self._out_block + first)
+        emitted = output[first:stop]
+        self._next_block = end_block
+        keep_from = max(0, end_block * self._in_block - self._history)
+        self._buffer = self._buffer[keep_from - self._buffer_start :]
+        self._buffer_start = keep_from
+        return emitted
