@@ -1,0 +1,492 @@
+"""Streaming server under load: N concurrent real-time streams, with and without stream batching.
+
+Usage:
+    python benchmarks/stream_load.py [--streams 10,25,50,100,150] [--modes on,off]
+        [--manifest data/corpus/test.jsonl] [--model char] [--chunk-ms 100] [--server-threads 2]
+        [--realtime-bound-ms 1500] [--max-duration S] [--out benchmarks/results/stream_load.json]
+
+For every N and batching mode a fresh ``speechlabel serve`` runs in its own process on loopback
+(``--max-streams N``, ``--torch-threads`` and ``OMP_NUM_THREADS`` from ``--server-threads``);
+the clients run in ``--client-procs`` other processes, each an asyncio loop driving its share of
+the streams over grpc.aio with one connection per stream, so neither side shares a GIL with the
+other. Stream i sends utterance i of the manifest (cycling) as LINEAR16 in ``--chunk-ms`` pieces
+at real-time pace (chunk k at the stream's start + k x chunk), with interim results on, then
+half-closes and reads until the server ends the call. Streams start at random offsets within
+the first second (the same offsets for both modes).
+
+What is measured, and why:
+
+- chunk latency: for each chunk, the time from just before it is written to the arrival of the
+  first result (interim or final) whose ``end_s`` reaches the chunk's audio end (1 ms slack for
+  the 3-decimal times). It is how long the words in that chunk take to show up, so it includes
+  the server's interim cadence and its suppression of unchanged interims. Chunks no result ever
+  reaches (trailing silence after an endpoint, failed streams) are counted as uncovered and left
+  out of the percentiles.
+- final latency: from the half-close to the arrival of the stream's last final result (0 when
+  that final came before the audio ended), over streams without errors.
+- streams at real time: no error and the p95 of the stream's own chunk latencies at most
+  ``--realtime-bound-ms``: the ones a user would call live.
+- errors: calls that ended with a non-OK gRPC status, by code (RESOURCE_EXHAUSTED when the server
+  refuses a stream).
+- server CPU: user + system CPU seconds of the server process over the load (from the start of
+  the streams to the last one ending) per wall second, in percent of one core.
+- mismatched finals: streams without errors whose final texts, joined, differ (whitespace
+  aside) from the offline transcript of the same samples by the recognizer in the mode the
+  server streams with (the model config's ``streaming`` chunking; full context for configs
+  without one, noted in the output).
+- send lag p99: how late clients wrote chunks against their schedule; large values mean the
+  client side, not the server, was the bottleneck.
+
+The algorithmic latency printed with the table is the model's look-ahead: (chunk + right context
+frames) x frame shift, a floor no server implementation can go below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import numpy as np
+import soundfile as sf
+import torch
+
+from audiomodels.audio import decode_raw
+from audiomodels.checkpoint import load_checkpoint
+from audiomodels.recognizer import Recognizer
+from service.client import Connection, check_health
+from service.gen.speechlabel.v1 import speech_pb2 as pb
+from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
+from training.manifest import Utterance, read_manifest
+
+# Extra `speechlabel serve` flags per batching mode ("off" = at most one stream per model call).
+BATCHING_FLAGS: dict[str, tuple[str, ...]] = {"on": (), "off": ("--stream-batch-max", "1")}
+SERVER_COMMAND = (sys.executable, "-m", "service.cli", "serve")
+CORPUS_COMMAND = ".venv/bin/speechlabel corpus synth --out data/corpus --hours 4 --seed 0"
+HOST = "127.0.0.1"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpeechLabeler"].full_name  # its health status
+STAGGER_S = 1.0  # streams start at random offsets within this window
+COVER_SLACK_S = 0.001  # result times are rounded to 1 ms
+SETUP_TIMEOUT_S = 120.0  # server start (model load) and client start (imports, connections)
+STREAM_SLACK_S = 60.0  # a stream's deadline: its audio plus this
+STOP_TIMEOUT_S = 20.0  # SIGTERM, then SIGKILL after this (the server's grace period is 10 s)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What one client streams, and when it starts within the stagger window."""
+
+    index: int
+    path: str
+    duration_s: float  # from the manifest
+    delay_s: float
+
+
+@dataclass
+class StreamRecord:
+    """What one client saw; times are ``time.monotonic()`` (system-wide on Linux)."""
+
+    index: int
+    path: str
+    chunks: list[tuple[float, float, float]] = field(default_factory=list)  # (audio end s, scheduled, sent)
+    results: list[tuple[float, float, bool, str]] = field(default_factory=list)  # (arrived, end_s, final, text)
+    half_closed_at: float | None = None
+    error: str | None = None  # gRPC status code name of a failed call
+
+
+# --------------------------------------------------------------------------- audio and reference
+
+
+def load_pcm16(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    """A mono file's samples as little-endian int16 and its rate, cut to ``max_duration_s``."""
+    samples, rate = sf.read(path, dtype="int16")
+    if samples.ndim != 1:
+        raise ValueError(f"{path}: expected mono audio, got {samples.shape[1]} channels")
+    limit = len(samples) if max_duration_s is None else round(max_duration_s * rate)
+    return samples[:limit].astype("<i2"), rate
+
+
+def streaming_reference(checkpoint: Path) -> tuple[Recognizer, str, float | None]:
+    """The recognizer in the server's streaming mode, its description and algorithmic latency (s)."""
+    loaded = load_checkpoint(checkpoint)
+    config = loaded.config
+    chunking = getattr(config.model, "streaming", None)  # configs before streaming models have none
+    if chunking is None:
+        return Recognizer(config, loaded.build_model()), "full context (the model config has no streaming)", None
+    recognizer = Recognizer(config, loaded.build_model(), chunking=chunking)
+    description = f"chunked: {chunking.chunk} frames + {chunking.right_context} right context"
+    return recognizer, description, round(chunking.latency_frames * config.features.frame_shift_s, 6)
+
+
+def reference_texts(recognizer: Recognizer, paths: set[str], max_duration_s: float | None) -> dict[str, str]:
+    """Offline transcript of exactly the samples each stream sends (decoded as the server does)."""
+    texts = {}
+    for path in sorted(paths):
+        samples, rate = load_pcm16(path, max_duration_s)
+        texts[path] = recognizer.transcribe(decode_raw(samples.tobytes(), "pcm16", rate), rate).text
+    return texts
+
+
+# --------------------------------------------------------------------------- server process
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (psutil if installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _log_tail(log: IO[bytes], chars: int = 3000) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-chars:]
+
+
+def wait_serving(process: subprocess.Popen, address: str, log: IO[bytes]) -> None:
+    """Poll gRPC health until the SpeechLabeler service is SERVING; fail if the server exits first."""
+    deadline = time.monotonic() + SETUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with status {process.returncode}:\n{_log_tail(log)}")
+        try:
+            if check_health(Connection(address, timeout_s=1.0), SERVICE_NAME) == "SERVING":
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not SERVING after {SETUP_TIMEOUT_S:g} s:\n{_log_tail(log)}")
+
+
+@contextmanager
+def running_server(args: argparse.Namespace, mode: str, max_streams: int, port: int) -> Iterator[int]:
+    """A fresh server process for one run; yields its pid and always stops it (SIGTERM, then SIGKILL)."""
+    threads = str(args.server_threads)
+    command = [
+        *SERVER_COMMAND,
+        *("--host", HOST, "--port", str(port), "--models", str(args.models_dir), "--default-model", args.model),
+        *("--torch-threads", threads, "--max-streams", str(max_streams)),
+        *BATCHING_FLAGS[mode],
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_serving(process, f"{HOST}:{port}", log)
+            yield process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# --------------------------------------------------------------------------- client processes
+
+
+async def send_audio(
+    call: grpc.aio.StreamStreamCall, record: StreamRecord, config: pb.RecognitionConfig,
+    samples: np.ndarray, start_at: float, chunk_ms: float,
+) -> None:  # fmt: skip
+    """Config, then chunk k at ``start_at + k x chunk``; half-close at the end."""
+    rate = config.sample_rate_hz
+    step = max(1, round(rate * chunk_ms / 1000))
+    await call.write(pb.StreamingRecognizeRequest(config=config))
+    for offset in range(0, len(samples), step):
+        scheduled = start_at + offset / rate
+        await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+        chunk = samples[offset : offset + step]
+        record.chunks.append(((offset + len(chunk)) / rate, scheduled, time.monotonic()))
+        await call.write(pb.StreamingRecognizeRequest(audio=chunk.tobytes()))
+    await call.done_writing()
+    record.half_closed_at = time.monotonic()
+
+
+async def receive_results(call: grpc.aio.StreamStreamCall, record: StreamRecord) -> None:
+    while (response := await call.read()) is not grpc.aio.EOF:
+        arrived = time.monotonic()
+        for result in response.results:
+            text = result.alternatives[0].transcript if result.alternatives else ""
+            record.results.append((arrived, result.end_s, result.is_final, text))
+
+
+async def run_stream(
+    channel: grpc.aio.Channel, spec: StreamSpec, audio: tuple[np.ndarray, int], start_at: float,
+    model: str, chunk_ms: float,
+) -> StreamRecord:  # fmt: skip
+    """One client: wait for its start, stream in real time, record every chunk and result."""
+    samples, rate = audio
+    record = StreamRecord(spec.index, spec.path)
+    config = pb.RecognitionConfig(encoding=pb.LINEAR16, sample_rate_hz=rate, model=model, interim_results=True)
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    call = pb_grpc.SpeechLabelerStub(channel).StreamingRecognize(timeout=len(samples) / rate + STREAM_SLACK_S)
+    outcomes = await asyncio.gather(
+        send_audio(call, record, config, samples, start_at, chunk_ms),
+        receive_results(call, record),
+        return_exceptions=True,
+    )
+    code = await call.code()
+    if code != grpc.StatusCode.OK:
+        record.error = code.name  # the failed side's exception is this status
+    else:
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return record
+
+
+async def run_clients(
+    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, max_duration_s: float | None,
+    ready: Barrier,
+) -> list[StreamRecord]:  # fmt: skip
+    """Load audio and connect, meet the other processes at ``ready``, then run every stream."""
+    audio = {path: load_pcm16(path, max_duration_s) for path in {spec.path for spec in specs}}
+    options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per stream, as separate clients have
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in specs]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(channel.channel_ready() for channel in channels)), SETUP_TIMEOUT_S)
+        await asyncio.to_thread(ready.wait, SETUP_TIMEOUT_S)
+        started = time.monotonic()
+        return await asyncio.gather(
+            *(
+                run_stream(channel, spec, audio[spec.path], started + spec.delay_s, model, chunk_ms)
+                for channel, spec in zip(channels, specs)
+            )
+        )
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
+
+
+def client_process(
+    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, max_duration_s: float | None,
+    ready: Barrier, results: multiprocessing.Queue,
+) -> None:  # fmt: skip
+    results.put(asyncio.run(run_clients(address, specs, model, chunk_ms, max_duration_s, ready)))
+
+
+def run_load(
+    args: argparse.Namespace, address: str, server_pid: int, specs: list[StreamSpec]
+) -> tuple[list[StreamRecord], float, float]:
+    """All streams from ``--client-procs`` processes; returns records, wall seconds and server CPU seconds."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process that has used gRPC
+    procs = min(args.client_procs, len(specs))
+    ready = context.Barrier(procs + 1)
+    queue = context.Queue()
+    clients = [
+        context.Process(
+            target=client_process,
+            args=(address, specs[i::procs], args.model, args.chunk_ms, args.max_duration, ready, queue),
+        )
+        for i in range(procs)
+    ]
+    for client in clients:
+        client.start()
+    try:
+        ready.wait(SETUP_TIMEOUT_S)
+        started, cpu_started = time.monotonic(), process_cpu_s(server_pid)
+        last_end = max(spec.delay_s + min(spec.duration_s, args.max_duration or np.inf) for spec in specs)
+        records = [record for _ in clients for record in queue.get(timeout=last_end + STREAM_SLACK_S)]
+        return records, time.monotonic() - started, process_cpu_s(server_pid) - cpu_started
+    finally:
+        for client in clients:
+            client.join(5.0)
+            if client.is_alive():
+                client.kill()
+                client.join()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def chunk_latencies(record: StreamRecord) -> list[float | None]:
+    """Per chunk: seconds from its send to the first result reaching its audio end (None: never)."""
+    latencies = []
+    for audio_end_s, _, sent in record.chunks:
+        covering = (arrived for arrived, end_s, _, _ in record.results if end_s >= audio_end_s - COVER_SLACK_S)
+        arrived = next(covering, None)
+        latencies.append(None if arrived is None else arrived - sent)
+    return latencies
+
+
+def final_latency(record: StreamRecord) -> float | None:
+    """Half-close to the last final (0 if it came before the audio ended); None without a final."""
+    finals = [arrived for arrived, _, is_final, _ in record.results if is_final]
+    if record.half_closed_at is None or not finals:
+        return None
+    return max(0.0, finals[-1] - record.half_closed_at)
+
+
+def final_text(record: StreamRecord) -> str:
+    return " ".join(" ".join(text for _, _, is_final, text in record.results if is_final).split())
+
+
+def percentiles_ms(values: list[float], *quantiles: int) -> dict[str, float | None]:
+    return {f"p{q}": round(float(np.percentile(values, q)) * 1000, 1) if values else None for q in quantiles}
+
+
+def summarize(
+    records: list[StreamRecord], references: dict[str, str], bound_s: float, wall_s: float, cpu_s: float
+) -> dict[str, Any]:
+    per_stream = {record.index: chunk_latencies(record) for record in records}
+    covered = [latency for latencies in per_stream.values() for latency in latencies if latency is not None]
+    ok = [record for record in records if record.error is None]
+    realtime = 0
+    for record in ok:
+        own = [latency for latency in per_stream[record.index] if latency is not None]
+        realtime += bool(own) and float(np.percentile(own, 95)) <= bound_s
+    finals = [latency for latency in map(final_latency, ok) if latency is not None]
+    lags = [sent - scheduled for record in records for _, scheduled, sent in record.chunks]
+    errors = Counter(record.error for record in records if record.error)
+    return {
+        "streams": len(records),
+        "realtime_streams": realtime,
+        "errors": sum(errors.values()),
+        "error_codes": dict(errors),
+        "chunks": sum(len(latencies) for latencies in per_stream.values()),
+        "uncovered_chunks": sum(latency is None for latencies in per_stream.values() for latency in latencies),
+        "chunk_latency_ms": percentiles_ms(covered, 50, 95, 99, 100),
+        "final_latency_ms": percentiles_ms(finals, 50, 99),
+        "mismatched_finals": sum(final_text(record) != " ".join(references[record.path].split()) for record in ok),
+        "server_cpu_percent": round(100 * cpu_s / wall_s, 1),
+        "wall_s": round(wall_s, 2),
+        "send_lag_ms": percentiles_ms(lags, 99),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("real time", lambda r: r["realtime_streams"]),
+    ("chunk p50 ms", lambda r: r["chunk_latency_ms"]["p50"]),
+    ("chunk p95 ms", lambda r: r["chunk_latency_ms"]["p95"]),
+    ("chunk p99 ms", lambda r: r["chunk_latency_ms"]["p99"]),
+    ("uncovered", lambda r: r["uncovered_chunks"]),
+    ("final p50 ms", lambda r: r["final_latency_ms"]["p50"]),
+    ("final p99 ms", lambda r: r["final_latency_ms"]["p99"]),
+    ("server CPU %", lambda r: r["server_cpu_percent"]),
+    ("errors", lambda r: r["errors"]),
+    ("mismatched", lambda r: r["mismatched_finals"]),
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if isinstance(value, float) else str(value)
+
+
+def print_table(runs: dict[str, dict[int, dict[str, Any]]], counts: list[int], modes: list[str]) -> None:
+    """One row per N; each cell holds the modes' values side by side."""
+    header = ["N", *(name for name, _ in COLUMNS)]
+    rows = [
+        [str(n), *(" / ".join(_cell(pick(runs[mode][n])) for mode in modes) for _, pick in COLUMNS)] for n in counts
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    print(f"cells: {' / '.join(f'batching {mode}' for mode in modes)}")
+    for row in [header, *rows]:
+        print(" | ".join(text.rjust(width) for text, width in zip(row, widths)))
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+def _mode_list(text: str) -> list[str]:
+    modes = text.split(",")
+    unknown = set(modes) - set(BATCHING_FLAGS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {', '.join(sorted(unknown))}; choose from on, off")
+    return modes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=_int_list, default=[10, 25, 50, 100, 150], help="concurrent stream counts")
+    parser.add_argument("--modes", type=_mode_list, default=["on", "off"], help="stream batching modes")
+    parser.add_argument("--manifest", type=Path, default=Path("data/corpus/test.jsonl"))
+    parser.add_argument("--models-dir", type=Path, default=Path("models"), help="directory the server serves")
+    parser.add_argument("--model", default="char", help="model name (checkpoint MODELS_DIR/MODEL.ckpt)")
+    parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
+    parser.add_argument("--port", type=int, default=0, help="server port (0 = a free one per run)")
+    parser.add_argument("--server-threads", type=int, default=2, help="torch/OMP threads of the server")
+    parser.add_argument("--client-procs", type=int, default=2, help="client processes sharing the streams")
+    parser.add_argument("--realtime-bound-ms", type=float, default=1500.0, help="p95 chunk latency of a live stream")
+    parser.add_argument("--max-duration", type=float, help="cut each stream's audio to this many seconds")
+    parser.add_argument("--seed", type=int, default=0, help="stream start offsets")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stream_load.json"))
+    args = parser.parse_args()
+    if not args.manifest.exists():
+        parser.exit(2, f"{args.manifest} does not exist; make the corpus with:\n  {CORPUS_COMMAND}\n")
+    torch.set_num_threads(args.server_threads)
+
+    utterances: list[Utterance] = read_manifest(args.manifest)
+    cycled = [utterances[i % len(utterances)] for i in range(max(args.streams))]
+    paths = [str(utterance.audio_filepath) for utterance in cycled]
+    recognizer, reference_mode, algorithmic_s = streaming_reference(args.models_dir / f"{args.model}.ckpt")
+    references = reference_texts(recognizer, set(paths), args.max_duration)
+    latency = "unknown (no streaming in the config)" if algorithmic_s is None else f"{1000 * algorithmic_s:.0f} ms"
+    print(f"reference finals: {reference_mode}; algorithmic latency: {latency}")
+    load_average = os.getloadavg()
+
+    runs: dict[str, dict[int, dict[str, Any]]] = {mode: {} for mode in args.modes}
+    for n in args.streams:
+        rng = random.Random(args.seed * 1_000_003 + n)
+        specs = [StreamSpec(i, paths[i], cycled[i].duration, rng.uniform(0.0, STAGGER_S)) for i in range(n)]
+        for mode in args.modes:
+            port = args.port or free_port()
+            with running_server(args, mode, n, port) as pid:
+                records, wall_s, cpu_s = run_load(args, f"{HOST}:{port}", pid, specs)
+            runs[mode][n] = summarize(records, references, args.realtime_bound_ms / 1000, wall_s, cpu_s)
+            print(f"N={n} batching {mode}: {runs[mode][n]}", flush=True)
+    print_table(runs, args.streams, args.modes)
+
+    results = {
+        "args": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_start": load_average,
+        },
+        "reference_finals": reference_mode,
+        "algorithmic_latency_s": algorithmic_s,
+        "server_flags": {mode: list(BATCHING_FLAGS[mode]) for mode in args.modes},
+        "runs": {mode: {str(n): summary for n, summary in by_n.items()} for mode, by_n in runs.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

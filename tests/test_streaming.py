@@ -1,0 +1,179 @@
+"""Latency-controlled (chunked) BiGRU: semantics, latency bound, streaming == offline, resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchaudio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audiomodels.config import AcousticConfig, Chunking, FeatureConfig, ModelConfig
+from audiomodels.model import AcousticModel
+from audiomodels.recognizer import Recognizer
+from audiomodels.streaming import ChunkedStream, StreamingResampler, step_streams
+from tests.test_features import chirp_with_noise
+from training.config import TrainConfig
+from training.train import training_chunking
+
+
+@pytest.fixture(scope="module")
+def model() -> AcousticModel:
+    torch.manual_seed(0)
+    return AcousticModel(ModelConfig(input_dim=12, num_labels=7, proj_dim=16, hidden_size=8, num_layers=3)).eval()
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    """A random small model behind the real featurizer (exactness does not need a trained one)."""
+    torch.manual_seed(1)
+    config = AcousticConfig(model=ModelConfig(proj_dim=32, hidden_size=16, num_layers=2, num_labels=29))
+    return Recognizer(config, AcousticModel(config.model))
+
+
+def reference_chunked(model: AcousticModel, features: torch.Tensor, chunking: Chunking) -> torch.Tensor:
+    """LC-BiGRU written out chunk by chunk and layer by layer, one utterance (T, D) -> (T, V)."""
+    chunk, right = chunking.chunk, chunking.right_context
+    frames = features.shape[0]
+    states = [None] * len(model.layers)
+    outputs = []
+    for start in range(0, frames, chunk):
+        main_end = min(start + chunk, frames)
+        hidden = model.input_projection((features[start : min(main_end + right, frames)] - model.feature_mean) / model.feature_std)
+        for index, layer in enumerate(model.layers):
+            forward, _ = layer.forward_gru(hidden[None], states[index])
+            states[index] = forward[:, main_end - start - 1][None].contiguous()  # carried from the chunk's last main frame
+            backward, _ = layer.backward_gru(hidden.flip(0)[None])
+            hidden = torch.cat([forward[0], backward[0].flip(0)], dim=-1)
+        outputs.append(model.output_projection(hidden[: main_end - start]).log_softmax(-1))
+    return torch.cat(outputs)
+
+
+@pytest.mark.parametrize("chunking", [Chunking(1, 0), Chunking(4, 2), Chunking(5, 0), Chunking(7, 9), Chunking(40, 3)])
+def test_batched_chunked_forward_equals_the_chunk_by_chunk_definition(model: AcousticModel, chunking: Chunking) -> None:
+    lengths = [23, 8, 1, 16]
+    items = [torch.randn(n, 12) for n in lengths]
+    padded = torch.nn.utils.rnn.pad_sequence(items, batch_first=True, padding_value=50.0)  # loud padding
+    with torch.no_grad():
+        batch_out, _ = model(padded, torch.tensor(lengths), chunking)
+        for row, item in enumerate(items):
+            assert torch.allclose(batch_out[row, : len(item)], reference_chunked(model, item, chunking), atol=1e-5)
+
+
+def test_one_chunk_without_look_ahead_is_full_context(model: AcousticModel) -> None:
+    features = torch.randn(2, 30, 12)
+    lengths = torch.tensor([30, 21])
+    with torch.no_grad():
+        full, _ = model(features, lengths)
+        chunked, _ = model(features, lengths, Chunking(30, 0))
+        small, _ = model(features, lengths, Chunking(10, 5))
+    assert torch.allclose(full[0], chunked[0], atol=1e-6) and torch.allclose(full[1, :21], chunked[1, :21], atol=1e-6)
+    assert not torch.allclose(full[0], small[0], atol=1e-3)  # smaller chunks really do see less
+
+
+def test_outputs_never_depend_on_audio_past_the_latency_bound(model: AcousticModel) -> None:
+    chunking = Chunking(6, 3)
+    features = torch.randn(1, 40, 12)
+    with torch.no_grad():
+        before, _ = model(features, torch.tensor([40]), chunking)
+        for frame in range(0, 40, 5):
+            horizon = (frame // 6 + 1) * 6 + 3  # the frame's chunk end plus look-ahead
+            changed = features.clone()
+            changed[0, horizon:] += 10.0
+            after, _ = model(changed, torch.tensor([40]), chunking)
+            assert torch.allclose(after[0, : frame + 1], before[0, : frame + 1], atol=1e-6), frame
+
+
+def test_checkpoints_with_one_bidirectional_gru_per_layer_still_load(model: AcousticModel) -> None:
+    legacy = {}
+    for name, tensor in model.state_dict().items():
+        name = name.replace("forward_gru.", "").replace("backward_gru.weight_ih_l0", "weight_ih_l0_reverse")
+        name = name.replace("backward_gru.weight_hh_l0", "weight_hh_l0_reverse")
+        name = name.replace("backward_gru.bias_ih_l0", "bias_ih_l0_reverse").replace("backward_gru.bias_hh_l0", "bias_hh_l0_reverse")
+        legacy[name] = tensor
+    assert "layers.0.weight_ih_l0_reverse" in legacy
+    reloaded = AcousticModel(model.config).eval()
+    reloaded.load_state_dict(legacy)
+    features = torch.randn(1, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(reloaded(features, torch.tensor([12]))[0], model(features, torch.tensor([12]))[0])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    split_points=st.lists(st.integers(0, 32000), max_size=15),
+    chunk=st.integers(1, 25),
+    right=st.integers(0, 12),
+    seconds=st.floats(0.1, 2.0),
+)
+def test_a_stream_fed_in_any_pieces_equals_the_offline_chunked_computation(
+    recognizer: Recognizer, split_points: list[int], chunk: int, right: int, seconds: float
+) -> None:
+    chunking = Chunking(chunk, right)
+    audio = chirp_with_noise(seconds, seed=chunk)
+    offline = Recognizer(recognizer.config, recognizer.model, chunking=chunking)
+    expected, lengths = offline.emissions([audio])
+    stream = ChunkedStream(recognizer.featurizer, chunking)
+    emitted = []
+
+    def drain() -> None:
+        while (ready := stream.ready()) is not None:
+            ((log_probs, state),) = step_streams(recognizer.model, [ready])
+            stream.advance(ready, state)
+            emitted.append(log_probs)
+
+    bounds = [0, *sorted(p for p in split_points if p < len(audio)), len(audio)]
+    for start, end in zip(bounds, bounds[1:]):
+        stream.accept(audio[start:end])
+        drain()
+    stream.end()
+    drain()
+    streamed = torch.cat(emitted) if emitted else torch.zeros(0, 29)
+    assert streamed.shape[0] == int(lengths[0]) == stream.frames_emitted
+    assert torch.allclose(streamed, expected[0, : lengths[0]], atol=1e-5)
+
+
+def test_one_batched_step_equals_each_stream_stepped_alone(recognizer: Recognizer) -> None:
+    chunking = Chunking(8, 4)
+    streams = [ChunkedStream(recognizer.featurizer, chunking) for _ in range(4)]
+    for index, (stream, seconds) in enumerate(zip(streams, (0.6, 0.5, 1.3, 0.95))):
+        stream.accept(chirp_with_noise(seconds, seed=index))
+        if index % 2:
+            stream.end()  # ended streams bring short chunks without look-ahead
+        for _ in range(index):  # and streams are at different positions with different states
+            ready = stream.ready()
+            stream.advance(ready, step_streams(recognizer.model, [ready])[0][1])
+    chunks = [stream.ready() for stream in streams]
+    assert all(chunk is not None for chunk in chunks) and len({len(c.main) for c in chunks}) > 1
+    batched = step_streams(recognizer.model, chunks)
+    for chunk, (log_probs, state) in zip(chunks, batched):
+        ((alone_log_probs, alone_state),) = step_streams(recognizer.model, [chunk])
+        assert torch.allclose(log_probs, alone_log_probs, atol=1e-5) and torch.allclose(state, alone_state, atol=1e-5)
+
+
+@pytest.mark.parametrize("orig_rate", [8000, 22050, 44100, 48000])
+def test_streaming_resampler_equals_resampling_the_whole_signal(orig_rate: int) -> None:
+    rng = np.random.default_rng(orig_rate)
+    signal = rng.standard_normal(orig_rate + 777).astype(np.float32) * 0.3
+    whole = torchaudio.functional.resample(torch.from_numpy(signal), orig_rate, 16000).numpy()
+    resampler = StreamingResampler(orig_rate, 16000)
+    pieces, start = [], 0
+    while start < len(signal):
+        size = int(rng.integers(1, 3000))
+        pieces.append(resampler.accept(signal[start : start + size]))
+        start += size
+    pieces.append(resampler.finish())
+    streamed = np.concatenate(pieces)
+    assert streamed.shape == whole.shape
+    assert np.abs(streamed - whole).max() < 1e-4
+
+
+def test_training_chunking_is_seeded_per_step_and_follows_the_config() -> None:
+    config = TrainConfig(chunked_prob=0.5, chunk_sizes=(10, 20), right_contexts=(0, 5))
+    modes = [training_chunking(step, config) for step in range(400)]
+    assert modes == [training_chunking(step, config) for step in range(400)]  # a resumed run repeats them
+    chunked = [m for m in modes if m is not None]
+    assert 150 < len(chunked) < 250
+    assert {(m.chunk, m.right_context) for m in chunked} == {(10, 0), (10, 5), (20, 0), (20, 5)}
+    assert all(training_chunking(step, TrainConfig()) is None for step in range(50))
