@@ -35,7 +35,7 @@ from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.streaming import ChunkedStream, ChunkInput, StreamingResampler
 from service.limits import IdleTimeout, LimitExceeded, ShuttingDown
 
-BLOCK_S = 0.05  # endpointing granularity: speech/silence decisions and cut positions
+BLOCK_S = 0.1  # processing granularity: speech/silence decisions, cut positions, feature updates
 MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recognition
 _BYTES_PER_SAMPLE = {"pcm16": 2, "float32": 4}
 

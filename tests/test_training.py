@@ -83,6 +83,31 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     assert "| test | greedy |" in card and "| dev | beam8 |" in card
 
 
+def test_streaming_fine_tune_starts_from_a_checkpoint_and_learns_the_chunked_mode(
+    trained_run: Path, corpus: Path, tmp_path: Path
+) -> None:
+    source = trained_run / "best.ckpt"
+    run_dir = tmp_path / "streaming"
+    status = cli_main(["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
+                       "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir), "--no-progress",
+                       "--set", f"init_from={source}", "--set", "chunked_prob=1.0", "--set", "optim.warmup_steps=10",
+                       "--set", "max_steps=60", "--set", "eval_every=60", "--set", "checkpoint_every=60"])
+    assert status == 0
+    metrics = read_metrics(run_dir)
+    dev = [m for m in metrics if "dev_cer" in m]
+    assert dev[0]["dev_cer"] == load_checkpoint(source).metadata["metrics"]["dev_cer"]  # the source's weights
+    assert "dev_streaming_cer" in dev[-1]  # a streaming run is scored as it will stream too
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert losses[-1] < 0.9 * losses[0], losses  # every step chunked: the CTC loss of the chunked mode falls
+
+
+def test_fine_tuning_refuses_a_checkpoint_of_another_shape(trained_run: Path, corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        cli_main(["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
+                  "--dev", str(corpus / "dev.jsonl"), "--out", str(tmp_path / "run"), "--no-progress",
+                  "--set", f"init_from={trained_run / 'best.ckpt'}", "--set", "model.hidden_size=24"])
+
+
 def test_kill_9_then_resume_finishes_the_run(corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "service.cli", "train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
