@@ -33,9 +33,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from audiomodels.checkpoint import CheckpointError
+from audiomodels.streaming import ChunkInput
 from service import logs, mapping
 from service.auth import BearerTokenInterceptor, token_from
-from audiomodels.streaming import ChunkInput
 from service.batcher import Batcher, BatchSettings
 from service.calls import CallRecord, request_id, run_timed
 from service.gen.speechlabel.v1 import speech_pb2 as pb

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torchaudio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiomodels.config import AcousticConfig, Chunking, FeatureConfig, ModelConfig
+from audiomodels.config import AcousticConfig, Chunking, ModelConfig
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
 from audiomodels.streaming import ChunkedStream, StreamingResampler, step_streams
@@ -124,7 +126,7 @@ def test_a_stream_fed_in_any_pieces_equals_the_offline_chunked_computation(
             emitted.append(log_probs)
 
     bounds = [0, *sorted(p for p in split_points if p < len(audio)), len(audio)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         stream.accept(audio[start:end])
         drain()
     stream.end()

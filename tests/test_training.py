@@ -15,9 +15,9 @@ import torch
 
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.recognizer import Recognizer
+from service.cli import main as cli_main
 from training.config import load_train_config
 from training.corpus import synthesize_corpus
-from service.cli import main as cli_main
 from training.train import STATE_FILE, learning_rate_factor
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from audiomodels.checkpoint import atomic_torch_save, save_checkpoint
-from audiomodels.checkpoint import load_checkpoint
+from audiomodels.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
