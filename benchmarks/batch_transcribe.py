@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/batch_transcribe.py [--minutes 30] [--checkpoint models/char.ckpt] [--threads N]
-        [--workers 1] [--batch-seconds 300] [--batch-files 64] [--out benchmarks/results/batch_transcribe.json]
+        [--workers 1] [--model-procs 2] [--batch-seconds 300] [--batch-files 64]
+        [--out benchmarks/results/batch_transcribe.json]
 
 The corpus is spoken by espeak-ng voices (random accent, speed, pitch) from the fortunes sentences,
 in three kinds of file so that batching and cutting both matter: single sentences, paragraphs of
@@ -12,6 +13,9 @@ under ``data/bench/`` per (minutes, seed).
 - batch: the job itself (:func:`service.batch.run_job` with decoder processes, grouping,
   length-sorted model calls, stitching and the fsynced log), wall time from start to the last
   line, decoder process start-up included;
+- batch, N model processes: the same job with ``--model-procs N`` (single-threaded model
+  processes on different groups of files); their model time is spent in the children, so only
+  the wall time is reported;
 - one at a time: for each file ``load_audio`` then ``Recognizer.transcribe``, the same model
   and thread count, whole files (no cutting).
 
@@ -29,7 +33,8 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from functools import wraps
+from dataclasses import replace
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +127,7 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=defaults.batch_seconds)
     parser.add_argument("--batch-files", type=int, default=defaults.batch_files)
     parser.add_argument("--max-segment-s", type=float, default=defaults.max_segment_s)
+    parser.add_argument("--model-procs", type=int, default=2, help="model processes of the second batch run (1 = skip it)")
     parser.add_argument("--skip-baseline", action="store_true", help="only the batch job")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_transcribe.json"))
     args = parser.parse_args()
@@ -141,7 +147,7 @@ def main() -> None:
     )
     paths = expand_inputs([str(corpus)])
 
-    def batch_job() -> float:
+    def batch_job(settings: LocalSettings) -> float:
         with tempfile.TemporaryDirectory() as out:
             stats = run_job(paths, LocalTranscriber(recognizer, "bench", settings), JobOptions(out, progress=False))
         assert stats.failed == 0, stats.errors
@@ -160,14 +166,26 @@ def main() -> None:
         "checkpoint": str(args.checkpoint),
         "settings": {**vars(settings), "torch_threads": torch.get_num_threads()},
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-        "batch": measure(recognizer, batch_job),
+        "batch": measure(recognizer, partial(batch_job, settings)),
     }
     print(f"batch job      : {results['batch']}")
+    if args.model_procs > 1:
+        with_procs = replace(settings, model_procs=args.model_procs)
+        wall = measure(recognizer, partial(batch_job, with_procs))
+        results["batch_model_procs"] = {
+            "model_procs": args.model_procs,
+            **{key: wall[key] for key in ("audio_s", "wall_s", "rtf", "x_real_time")},
+        }
+        print(f"batch job, {args.model_procs} model processes: {results['batch_model_procs']}")
     if not args.skip_baseline:
         results["one_at_a_time"] = measure(recognizer, one_at_a_time)
-        results["speedup"] = round(results["one_at_a_time"]["wall_s"] / results["batch"]["wall_s"], 2)
+        baseline = results["one_at_a_time"]["wall_s"]
+        results["speedup"] = round(baseline / results["batch"]["wall_s"], 2)
         print(f"one at a time  : {results['one_at_a_time']}")
         print(f"speedup        : {results['speedup']}x")
+        if "batch_model_procs" in results:
+            results["speedup_model_procs"] = round(baseline / results["batch_model_procs"]["wall_s"], 2)
+            print(f"speedup, {args.model_procs} model processes: {results['speedup_model_procs']}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

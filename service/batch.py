@@ -126,6 +126,7 @@ class LocalSettings:
     batch_files: int = 64  # most files recognized (and written) together; 1 = write each file when done
     max_segment_s: float = 15.0  # longer files are cut at pauses into pieces at most this long (about training length)
     workers: int = 1  # audio decoder processes; 0 = decode in this process
+    model_procs: int = 1  # processes running the model on different groups, one torch thread each; 1 = this process
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,21 @@ class LocalTranscriber:
     def __call__(self, paths: Sequence[str]) -> Iterator[Record]:
         """One record per path, in order."""
         group_samples = GROUP_BATCHES * self.settings.batch_seconds * self.recognizer.sample_rate
-        for group in _groups(self._decoded(paths, group_samples), self.settings.batch_files, group_samples):
-            yield from self._recognize(group)
+        groups = _groups(self._decoded(paths, group_samples), self.settings.batch_files, group_samples)
+        procs = self.settings.model_procs
+        if procs <= 1:
+            for group in groups:
+                yield from self._recognize(group)
+            return
+        # A recurrent model uses a second core poorly within one call (each time step is a small
+        # matrix product); separate single-threaded processes on separate groups use it fully.
+        context = multiprocessing.get_context(DECODER_START)
+        pool = ProcessPoolExecutor(procs, mp_context=context, initializer=_init_model_worker, initargs=(self,))
+        try:
+            for records in ordered_map(pool, _recognize_in_worker, groups, lambda: procs):
+                yield from records
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _decoded(self, paths: Sequence[str], budget_samples: float) -> Iterator[DecodedFile]:
         """Decoded files in order; decoder processes keep about one group ahead of the model."""
@@ -224,6 +238,20 @@ class LocalTranscriber:
                 [(start, next(transcripts)) for start, _ in item.pieces], item.num_samples, rate, self.recognizer.labels
             )
             yield transcript_record(item.path, self.model, stitched)
+
+
+_WORKER_TRANSCRIBER: LocalTranscriber | None = None  # set in each model process by _init_model_worker
+
+
+def _init_model_worker(transcriber: LocalTranscriber) -> None:
+    global _WORKER_TRANSCRIBER
+    torch.set_num_threads(1)
+    _WORKER_TRANSCRIBER = transcriber
+
+
+def _recognize_in_worker(group: list[DecodedFile]) -> list[Record]:
+    assert _WORKER_TRANSCRIBER is not None, "model process started without _init_model_worker"
+    return list(_WORKER_TRANSCRIBER._recognize(group))
 
 
 def _groups(decoded: Iterable[DecodedFile], max_files: int, max_samples: float) -> Iterator[list[DecodedFile]]:

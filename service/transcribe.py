@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     local.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
     local.add_argument(
+        "--model-procs",
+        type=int,
+        default=defaults.model_procs,
+        help="model processes working on different groups of files, one thread each (default 1: this process)",
+    )
+    local.add_argument(
         "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
     )
     local.add_argument(
@@ -104,7 +110,9 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
         raise JobError(f"no model at {checkpoint}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = LocalSettings(args.beam_size, args.batch_seconds, args.batch_files, args.max_segment_s, args.workers)
+    settings = LocalSettings(
+        args.beam_size, args.batch_seconds, args.batch_files, args.max_segment_s, args.workers, args.model_procs
+    )
     return LocalTranscriber(Recognizer.from_checkpoint(checkpoint), model, settings)
 
 

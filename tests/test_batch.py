@@ -215,6 +215,19 @@ def test_stdout_mode_streams_one_json_line_per_input_in_order(checkpoint: str, s
     )  # formats need a directory
 
 
+def test_model_processes_give_the_in_process_results_in_input_order(
+    checkpoint: str, speech_files, mixed: dict, tmp_path
+) -> None:
+    inputs = [*speech_files.values(), mixed["corrupt"], *speech_files.values()]
+    common = ["--checkpoint", checkpoint, "--workers", "1", "--batch-files", "1"]  # one group per file
+    assert transcribe(*inputs, "--out", tmp_path / "procs", *common, "--model-procs", "2") == 1
+    assert transcribe(*inputs, "--out", tmp_path / "here", *common, "--no-resume") == 1
+    procs, here = read_log(tmp_path / "procs"), read_log(tmp_path / "here")
+    assert [r["audio"] for r in procs] == [r["audio"] for r in here] == [str(p) for p in dict.fromkeys(inputs)]
+    assert procs == here  # words, times, confidences and errors alike
+    assert [r["text"] for r in procs] == [*TEXTS, None]
+
+
 def test_killed_job_resumes_and_every_input_appears_exactly_once(checkpoint: str, speech_files, tmp_path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
