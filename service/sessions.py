@@ -278,8 +278,9 @@ class StreamingSession:
 
     def _interim(self) -> StreamResult:
         """Greedy text of the utterance in progress, up to the last emitted frame."""
-        start = self._frame(self._cuts[0].start_sample if self._cuts else self.endpointer.utterance_start)
         emitted = self._model_stream.frames_emitted
+        start = self._frame(self._cuts[0].start_sample if self._cuts else self.endpointer.utterance_start)
+        start = min(start, emitted)  # in silence the endpointer runs ahead of the model's output
         labels = self.recognizer.labels
         text = labels.decode(greedy_decode(self._frames(start, emitted), blank=labels.blank_id))
         shift = self._frame_shift_s

@@ -68,7 +68,8 @@ class SpeechLabelerServicer:
 
     def StreamingRecognize(self, request_iterator, context):
         """First message: config; then raw audio chunks of any size. Interim results while audio
-        streams in (if asked), a final result at each utterance end and at the end of the stream.
+        streams in (if asked; one per model chunk, whose end_s is how far the labelled audio
+        reaches), a final result at each utterance end and at the end of the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
