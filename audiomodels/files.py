@@ -1,4 +1,4 @@
-"""Atomic, durable file replacement shared by checkpoints, manifests and the batch job's log.
+"""Atomic, durable file replacement shared by checkpoints, manifests, the batch job's log and reports.
 
 Readers see either the old file or the complete new one, never a torn write, even after a crash:
 write a temporary file in the same directory, fsync it, rename it over the target, fsync the
@@ -7,6 +7,7 @@ directory so the rename itself survives power loss.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,3 +40,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` with UTF-8 ``text``."""
     atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def write_json(path: str | os.PathLike, data: object) -> None:
+    """Replace ``path`` with ``data`` as indented UTF-8 JSON (benchmark results, reports)."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import sys
@@ -46,6 +45,7 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
+from audiomodels.files import write_json
 from audiomodels.labels import LabelError, normalize_text
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
@@ -354,8 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skipped": skipped,
         "systems": summaries,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(args.out, report)
 
     audio_minutes = max((s["audio_seconds"] for s in summaries), default=0.0) / 60
     print(f"\n{len(utterances)} utterances ({audio_minutes:.1f} min) of {args.manifest}, {args.threads} thread(s)\n")

@@ -43,6 +43,7 @@ import soundfile as sf
 import torch
 
 from audiomodels.audio import load_audio
+from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
 from service.batch import JobOptions, LocalSettings, LocalTranscriber, run_job
 from service.inputs import expand_inputs
@@ -186,8 +187,7 @@ def main() -> None:
         if "batch_model_procs" in results:
             results["speedup_model_procs"] = round(baseline / results["batch_model_procs"]["wall_s"], 2)
             print(f"speedup, {args.model_procs} model processes: {results['speedup_model_procs']}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}")
 
 

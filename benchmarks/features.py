@@ -7,7 +7,6 @@ RTF = compute seconds / audio seconds (lower is faster); "x real time" is its in
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -20,6 +19,7 @@ import torch
 
 from audiomodels.config import FeatureConfig
 from audiomodels.features import Featurizer, StreamingFeaturizer
+from audiomodels.files import write_json
 
 
 def timed(function: Callable[[], object], repeats: int) -> list[float]:
@@ -70,8 +70,7 @@ def main() -> None:
         median = statistics.median(times)
         results[name] = {"median_s": median, "rtf": median / args.seconds, "x_real_time": args.seconds / median}
         print(f"{name:28s} {median:10.3f} {median / args.seconds:10.5f} {args.seconds / median:12.0f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}")
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import platform
@@ -70,6 +69,7 @@ import torch
 
 from audiomodels.audio import decode_raw
 from audiomodels.checkpoint import load_checkpoint
+from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
 from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
@@ -492,8 +492,7 @@ def main() -> None:
         "server_flags": {mode: list(BATCHING_FLAGS[mode]) for mode in args.modes},
         "runs": {mode: {str(n): summary for n, summary in by_n.items()} for mode, by_n in runs.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}")
 
 

@@ -15,7 +15,6 @@ rate is CER for char models and PER for phone models.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from audiomodels.config import Chunking
+from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate, parse_chunking
 from training.manifest import read_manifest
@@ -88,8 +88,7 @@ def main() -> None:
         "results": results,
     }
     print_table(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
 
 
