@@ -99,6 +99,14 @@ class StreamingFeaturizer:
         self._samples = torch.zeros(0)
         self._pending_mfcc = torch.zeros(0, featurizer.config.n_mfcc)
 
+    def samples_needed(self, frames: int) -> int:
+        """How many more samples make ``accept`` return ``frames`` more model frames (0: already can)."""
+        config = self.featurizer.config
+        mfcc_needed = frames * config.stack - len(self._pending_mfcc)
+        if mfcc_needed <= 0:
+            return 0
+        return max(0, config.win_length + (mfcc_needed - 1) * config.hop_length - len(self._samples))
+
     def accept(self, samples: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Append samples; return the new model frames (k, D), possibly k = 0."""
         config = self.featurizer.config

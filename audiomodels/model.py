@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from audiomodels.config import Chunking, ModelConfig
 
@@ -50,7 +51,7 @@ class BiGRULayer(nn.Module):
         batch, num_chunks, right, _ = context.shape
         chunk = main.shape[1] // num_chunks
         h0 = None if state is None else state.unsqueeze(0).contiguous()
-        forward_main, _ = self.forward_gru(main, h0)  # (B, N*C, H); padding only trails, so it is harmless
+        forward_main = _run_gru(self.forward_gru, main, main_lengths, h0)  # (B, N*C, H)
         hidden = forward_main.shape[-1]
         last = (main_lengths - 1).clamp(min=0).view(batch, 1, 1).expand(batch, 1, hidden)
         final_state = forward_main.gather(1, last).squeeze(1)
@@ -60,8 +61,11 @@ class BiGRULayer(nn.Module):
             chunk_ends = torch.arange(1, num_chunks + 1, device=main.device) * chunk
             ends = torch.minimum(chunk_ends.unsqueeze(0), main_lengths.unsqueeze(1)).clamp(min=1) - 1  # (B, N)
             starts = forward_main.gather(1, ends.unsqueeze(-1).expand(batch, num_chunks, hidden))
-            forward_context, _ = self.forward_gru(
-                context.reshape(batch * num_chunks, right, -1), starts.reshape(1, batch * num_chunks, hidden)
+            forward_context = _run_gru(
+                self.forward_gru,
+                context.reshape(batch * num_chunks, right, -1),
+                context_lengths.reshape(-1),
+                starts.reshape(1, batch * num_chunks, hidden),
             )
             forward_context = forward_context.view(batch, num_chunks, right, hidden)
         else:
@@ -71,8 +75,9 @@ class BiGRULayer(nn.Module):
         chunk_lengths = (main_lengths.unsqueeze(1) - torch.arange(num_chunks, device=main.device) * chunk).clamp(0, chunk)
         segments = torch.cat([main.view(batch, num_chunks, chunk, -1), context], dim=2)
         segments = segments.reshape(batch * num_chunks, chunk + right, -1)
-        flip = _reversal_index((chunk_lengths + context_lengths).reshape(-1), chunk + right)
-        backward, _ = self.backward_gru(_take_frames(segments, flip))
+        segment_lengths = (chunk_lengths + context_lengths).reshape(-1)
+        flip = _reversal_index(segment_lengths, chunk + right)
+        backward = _run_gru(self.backward_gru, _take_frames(segments, flip), segment_lengths, None)
         backward = _take_frames(backward, flip).view(batch, num_chunks, chunk + right, hidden)
         backward_main = backward[:, :, :chunk].reshape(batch, num_chunks * chunk, hidden)
 
@@ -87,6 +92,20 @@ class BiGRULayer(nn.Module):
                 if prefix + legacy in state_dict:
                     state_dict[f"{prefix}{current}.{name}_l0"] = state_dict.pop(prefix + legacy)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+
+
+def _run_gru(gru: nn.GRU, frames: torch.Tensor, lengths: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """Outputs (S, T, H) of a batch-first GRU over items of ``lengths`` valid frames.
+
+    Items shorter than T are packed so their padding costs no compute (a length-sorted batch of
+    files still varies); outputs past an item's length are zeros and must be ignored.
+    """
+    total = frames.shape[1]
+    if not total or bool((lengths == total).all()):
+        return gru(frames, h0)[0]
+    packed = pack_padded_sequence(frames, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+    output, _ = gru(packed, h0)
+    return pad_packed_sequence(output, batch_first=True, total_length=total)[0]
 
 
 def _reversal_index(lengths: torch.Tensor, total: int) -> torch.Tensor:

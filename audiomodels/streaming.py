@@ -37,20 +37,33 @@ class ChunkedStream:
     def __init__(self, featurizer: Featurizer, chunking: Chunking) -> None:
         self.chunking = chunking
         self._features = StreamingFeaturizer(featurizer)
+        self._audio: list[np.ndarray] = []  # samples not featurized yet: MFCC runs once per chunk, not per piece
+        self._audio_length = 0
         self._pending = torch.zeros(0, featurizer.config.model_input_dim)
         self._state: torch.Tensor | None = None
         self.ended = False
         self.frames_emitted = 0  # model frames whose log-probs have been produced
 
     def accept(self, samples: np.ndarray) -> None:
-        """Audio at the model's rate, in pieces of any size."""
-        frames = self._features.accept(samples)
-        if len(frames):
-            self._pending = torch.cat([self._pending, frames])
+        """Audio at the model's rate, in pieces of any size; featurized once the next chunk can be."""
+        self._audio.append(samples)
+        self._audio_length += len(samples)
+        missing = self.chunking.latency_frames - len(self._pending)
+        if self._audio_length >= self._features.samples_needed(missing):
+            self._featurize()
 
     def end(self) -> None:
         """No more audio: the remaining frames become (shorter) chunks without full look-ahead."""
+        self._featurize()
         self.ended = True
+
+    def _featurize(self) -> None:
+        if not self._audio:
+            return
+        frames = self._features.accept(np.concatenate(self._audio))
+        self._audio, self._audio_length = [], 0
+        if len(frames):
+            self._pending = torch.cat([self._pending, frames])
 
     def ready(self) -> ChunkInput | None:
         """The next chunk when its look-ahead has arrived (or the stream ended), else None."""

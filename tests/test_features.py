@@ -99,3 +99,17 @@ def test_feature_stats_match_numpy(featurizer: Featurizer) -> None:
     assert stats.count == everything.shape[0]
     with pytest.raises(ValueError, match="no frames"):
         FeatureStats(40).mean_std()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=5000), st.integers(min_value=1, max_value=30))
+def test_samples_needed_is_exactly_what_the_next_frames_take(already: int, frames: int) -> None:
+    y = chirp_with_noise(2.0, seed=4)
+    stream = StreamingFeaturizer(Featurizer(FeatureConfig()))
+    stream.accept(y[:already])
+    needed = stream.samples_needed(frames)
+    if needed:
+        shorter = StreamingFeaturizer(Featurizer(FeatureConfig()))
+        shorter.accept(y[:already])
+        assert shorter.accept(y[already : already + needed - 1]).shape[0] < frames
+    assert stream.accept(y[already : already + needed]).shape[0] >= frames
