@@ -16,10 +16,12 @@ flight and a rerun finishes exactly the files that are missing.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -53,6 +55,7 @@ LOCK_FILE = ".transcribe.lock"
 # fork starts a decoder in milliseconds; spawn re-imports torch in it (seconds per job). Like torch's
 # DataLoader workers, forked decoders run torch single-threaded (see _init_decoder).
 DECODER_START = "fork" if sys.platform == "linux" else "spawn"
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): signal this process when its parent dies
 GROUP_BATCHES = 4  # a group holds this many model calls' worth of audio: enough to length-sort into full batches
 
 
@@ -159,7 +162,22 @@ def read_file(spec: ReadSpec, path: str) -> DecodedFile:
     return DecodedFile(path, len(waveform), pieces)
 
 
+def _die_with_parent() -> None:
+    """Make a helper process end when the job dies, even by SIGKILL.
+
+    Forked helpers inherit the job's output lock; an orphan would hold it (and a core) forever and
+    refuse the rerun that resumes the job. Linux delivers SIGKILL to them when the parent goes.
+    """
+    if sys.platform != "linux":
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _init_decoder() -> None:
+    _die_with_parent()
     torch.set_num_threads(1)  # resampling is the only torch work; the model process needs the cores
 
 
@@ -245,6 +263,7 @@ _WORKER_TRANSCRIBER: LocalTranscriber | None = None  # set in each model process
 
 def _init_model_worker(transcriber: LocalTranscriber) -> None:
     global _WORKER_TRANSCRIBER
+    _die_with_parent()
     torch.set_num_threads(1)
     _WORKER_TRANSCRIBER = transcriber
 

@@ -62,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     local.add_argument(
         "--model-procs",
         type=int,
-        default=defaults.model_procs,
-        help="model processes working on different groups of files, one thread each (default 1: this process)",
+        default=min(4, os.cpu_count() or 1),
+        help="model processes working on different groups of files, one thread each (default: one per core, "
+        "at most 4; 1 = the model runs in this process with --threads)",
     )
     local.add_argument(
         "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
