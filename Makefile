@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test demo bench bench-accuracy clean
+.PHONY: install system-packages test demo bench bench-accuracy bench-streaming clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ bench-accuracy: install
 	$(PY) -m pip install -q -e '.[bench]'
 	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 4 --seed 0
 	OMP_NUM_THREADS=1 $(PY) benchmarks/accuracy.py --manifest data/corpus/test.jsonl --checkpoint models/char.ckpt
+
+# Live streams under load (batching on vs off), and accuracy in full-context vs chunked streaming mode.
+bench-streaming: install
+	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 4 --seed 0
+	$(PY) benchmarks/stream_load.py --streams 10,25,50,75,100,125,150 --modes on,off
+	$(PY) benchmarks/streaming_accuracy.py --checkpoints models/char.ckpt models/phone.ckpt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
