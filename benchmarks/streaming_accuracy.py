@@ -55,14 +55,16 @@ def score(checkpoint: Path, splits: dict[str, Path], modes: list[Chunking | None
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print("| model | mode | latency | " + " | ".join(f"{split} {rate}" for split, rate in report["columns"]) + " |")
-    print("|---|---|---|" + "---|" * len(report["columns"]))
+    """A markdown table per model (char models have CER/WER, phone models PER)."""
     for model, by_split in report["results"].items():
+        columns = [(split, rate) for split in by_split for rate in by_split[split][report["modes"][0]]["rates"]]
+        print(f"\n| {model} | latency | " + " | ".join(f"{split} {rate}" for split, rate in columns) + " |")
+        print("|---|---|" + "---|" * len(columns))
         for mode in report["modes"]:
-            first = by_split[report["columns"][0][0]][mode]
-            latency = "whole utterance" if first["latency_ms"] is None else f"{first['latency_ms']} ms"
-            cells = [f"{100 * by_split[split][mode]['rates'][rate]:.1f}%" for split, rate in report["columns"]]
-            print(f"| {model} | {mode} | {latency} | " + " | ".join(cells) + " |")
+            latency_ms = by_split[columns[0][0]][mode]["latency_ms"]
+            latency = "whole utterance" if latency_ms is None else f"{latency_ms} ms"
+            cells = [f"{100 * by_split[split][mode]['rates'][rate]:.1f}%" for split, rate in columns]
+            print(f"| {mode} | {latency} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -78,13 +80,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     splits = {"dev": args.dev, "test": args.test}
     results = {str(path): score(path, splits, args.modes) for path in args.checkpoints}
-    modes = [mode_name(m) for m in args.modes]
-    rates = list(next(iter(results.values()))["dev"][modes[0]]["rates"])  # cer, wer (char) or per (phone)
     report = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
         "threads": args.threads,
-        "modes": modes,
-        "columns": [(split, rate) for split in splits for rate in rates],
+        "modes": [mode_name(m) for m in args.modes],
         "results": results,
     }
     print_table(report)
