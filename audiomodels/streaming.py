@@ -87,7 +87,7 @@ def step_streams(model: AcousticModel, chunks: list[ChunkInput]) -> list[tuple[t
     device = model.feature_mean.device
     main = torch.nn.utils.rnn.pad_sequence([c.main for c in chunks], batch_first=True)
     context = torch.nn.utils.rnn.pad_sequence([c.context for c in chunks], batch_first=True)
-    if context.shape[1] and main.shape[1] < max(len(c.main) for c in chunks if len(c.context)):
+    if any(len(c.context) and len(c.main) < main.shape[1] for c in chunks):  # its look-ahead would not follow it
         raise ValueError("a chunk with look-ahead must have a full main part")
     config = model.config
     zeros = torch.zeros(config.num_layers, config.hidden_size)

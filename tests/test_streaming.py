@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from audiomodels.config import AcousticConfig, Chunking, ModelConfig
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
-from audiomodels.streaming import ChunkedStream, StreamingResampler, step_streams
+from audiomodels.streaming import ChunkedStream, ChunkInput, StreamingResampler, step_streams
 from tests.test_features import chirp_with_noise
 from training.config import TrainConfig
 from training.train import training_chunking
@@ -152,6 +152,13 @@ def test_one_batched_step_equals_each_stream_stepped_alone(recognizer: Recognize
     for chunk, (log_probs, state) in zip(chunks, batched):
         ((alone_log_probs, alone_state),) = step_streams(recognizer.model, [chunk])
         assert torch.allclose(log_probs, alone_log_probs, atol=1e-5) and torch.allclose(state, alone_state, atol=1e-5)
+
+
+def test_a_short_chunk_with_look_ahead_is_refused(recognizer: Recognizer) -> None:
+    full = ChunkInput(torch.randn(8, 120), torch.randn(4, 120), None)
+    short = ChunkInput(torch.randn(5, 120), torch.randn(2, 120), None)
+    with pytest.raises(ValueError, match="full main part"):
+        step_streams(recognizer.model, [full, short])
 
 
 @pytest.mark.parametrize("orig_rate", [8000, 22050, 44100, 48000])
