@@ -25,17 +25,14 @@ class Featurizer:
 
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
-        self._mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=config.sample_rate,
-            n_fft=config.win_length,
-            win_length=config.win_length,
-            hop_length=config.hop_length,
+        self._window = torch.hann_window(config.win_length)  # periodic, like librosa's "hann"
+        # (n_freqs, n_mels) Slaney-style mel filters: librosa.filters.mel's defaults.
+        self._mel = torchaudio.functional.melscale_fbanks(
+            n_freqs=config.win_length // 2 + 1,
             f_min=config.f_min,
-            f_max=config.f_max,
+            f_max=config.f_max if config.f_max is not None else config.sample_rate / 2,
             n_mels=config.n_mels,
-            window_fn=torch.hann_window,
-            power=2.0,
-            center=False,
+            sample_rate=config.sample_rate,
             norm="slaney",
             mel_scale="slaney",
         )
@@ -56,9 +53,20 @@ class Featurizer:
         """(..., num_samples) -> (..., num_frames, n_mfcc) MFCC, librosa-compatible."""
         if waveforms.shape[-1] < self.config.win_length:
             return waveforms.new_zeros((*waveforms.shape[:-1], 0, self.config.n_mfcc))
-        power = self._mel(waveforms.float())  # (..., n_mels, frames)
-        log_mel = 10.0 * torch.log10(torch.clamp(power, min=_LOG_FLOOR))
-        return torch.matmul(log_mel.transpose(-1, -2), self._dct)  # (..., frames, n_mfcc)
+        shape = waveforms.shape
+        spectrum = torch.stft(
+            waveforms.float().reshape(-1, shape[-1]),
+            n_fft=self.config.win_length,
+            hop_length=self.config.hop_length,
+            window=self._window,
+            center=False,
+            return_complex=True,
+        ).transpose(-1, -2)  # (batch, frames, n_freqs)
+        power = spectrum.real.square() + spectrum.imag.square()  # |X|^2 without abs()'s square root: faster
+        mel = torch.matmul(power, self._mel)  # (batch, frames, n_mels)
+        log_mel = 10.0 * torch.log10(torch.clamp(mel, min=_LOG_FLOOR))
+        mfcc = torch.matmul(log_mel, self._dct)  # (batch, frames, n_mfcc)
+        return mfcc.reshape(*shape[:-1], *mfcc.shape[-2:])
 
     def stack(self, mfcc: torch.Tensor) -> torch.Tensor:
         """(..., T, F) -> (..., T // stack, F * stack): concatenate and subsample; the remainder drops."""

@@ -6,6 +6,7 @@ featurizer and one decoder in the product. Results are plain frozen dataclasses.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,27 @@ from audiomodels.labels import LabelSet
 from audiomodels.model import AcousticModel
 
 DEFAULT_MAX_DURATION_S = 3600.0
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def native_bfloat16(device: str | torch.device = "cpu") -> bool:
+    """Whether bfloat16 matrix products run in hardware on ``device`` (else they are emulated, and slower).
+
+    CPUs with AVX512-BF16 or AMX (through oneDNN) and CUDA GPUs of compute capability 8 and up.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``auto`` -> ``bfloat16`` where the hardware has it, else ``float32``; names are checked."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose auto, {', '.join(PRECISIONS)}")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -73,13 +95,21 @@ class Recognizer:
         device: str | torch.device = "cpu",
         max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
         chunking: Chunking | None = None,
+        precision: str = "float32",
     ) -> None:
+        """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
+        CPUs with native support and changes transcripts very little (see the batch benchmark);
+        single utterances are faster in ``float32``. Features, search and alignment stay float32.
+        """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
         self.labels = LabelSet.from_config(config.labels)
         self.featurizer = Featurizer(config.features)
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.dtype = PRECISIONS[resolve_precision(precision, self.device)]
+        if next(model.parameters()).dtype != self.dtype:
+            model = copy.deepcopy(model)  # the caller's model (shared by other recognizers) keeps its dtype
+        self.model = model.to(self.device, self.dtype).eval()
         self.max_duration_s = max_duration_s
 
     @classmethod
@@ -103,7 +133,8 @@ class Recognizer:
     def emissions(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prepared waveforms -> ``(log_probs (B, T, V) on CPU, lengths (B,))`` in one model call."""
         features, lengths = self.featurizer.batch(list(waveforms))
-        log_probs, out_lengths = self.model(features.to(self.device), lengths.to(self.device), self.chunking)
+        features = features.to(self.device, self.dtype)
+        log_probs, out_lengths = self.model(features, lengths.to(self.device), self.chunking)
         return log_probs.float().cpu(), out_lengths.cpu()
 
     def transcribe(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, beam_size: int = 1) -> Transcript:

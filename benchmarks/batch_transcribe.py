@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/batch_transcribe.py [--minutes 30] [--checkpoint models/char.ckpt] [--threads N]
-        [--workers 1] [--model-procs 2] [--batch-seconds 300] [--batch-files 64]
+        [--workers 1] [--model-procs 2] [--precision auto] [--batch-seconds 300] [--batch-files 64]
         [--out benchmarks/results/batch_transcribe.json]
 
 The corpus is spoken by espeak-ng voices (random accent, speed, pitch) from the fortunes sentences,
@@ -10,14 +10,20 @@ in three kinds of file so that batching and cutting both matter: single sentence
 3-6 sentences and talks of 40-80 sentences (minutes long, cut at pauses by the job). It is cached
 under ``data/bench/`` per (minutes, seed).
 
-- batch: the job itself (:func:`service.batch.run_job` with decoder processes, grouping,
-  length-sorted model calls, stitching and the fsynced log), wall time from start to the last
-  line, decoder process start-up included;
-- batch, N model processes: the same job with ``--model-procs N`` (single-threaded model
-  processes on different groups of files); their model time is spent in the children, so only
-  the wall time is reported;
-- one at a time: for each file ``load_audio`` then ``Recognizer.transcribe``, the same model
-  and thread count, whole files (no cutting).
+- batch: the job as ``speechlabel transcribe`` runs it by default (:func:`service.batch.run_job`
+  with a decoder process, grouping, ``--model-procs`` single-threaded model processes on different
+  groups, length-sorted model calls, stitching and the fsynced log; precision ``auto`` = bfloat16
+  where the CPU has it), wall time from start to the last line, process start-up included. Model
+  time is spent in the children, so only the wall time is reported;
+- batch_float32: the same job in float32;
+- batch_in_process: the same job with the model in this process (``--model-procs 1``), where the
+  model, decode and outside shares of the wall time can be measured;
+- one at a time: for each file ``load_audio`` then ``Recognizer.transcribe``, the same checkpoint
+  and thread count, whole files (no cutting), float32 (faster than bfloat16 for one file).
+
+Each batch run's transcripts are compared with the one-at-a-time ones (character error rate of one
+against the other): cutting long files at pauses and bfloat16 arithmetic both change a few
+characters, and this shows how many.
 
 RTF = wall seconds / audio seconds. "Model" time is spent inside ``Recognizer.emissions``
 (features + network); decoding (CTC search, alignment, words) is counted separately; the rest
@@ -44,10 +50,11 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.files import write_json
-from audiomodels.recognizer import Recognizer
-from service.batch import JobOptions, LocalSettings, LocalTranscriber, run_job
+from audiomodels.recognizer import Recognizer, resolve_precision
+from service.batch import RESULTS_FILE, JobOptions, LocalSettings, LocalTranscriber, run_job
 from service.inputs import expand_inputs
 from training.corpus import load_sentences
+from training.metrics import ErrorCounts, char_errors
 from training.voices import available_voices
 
 FILE_KINDS = {  # kind -> (share of the corpus audio, sentences per file)
@@ -100,21 +107,32 @@ class Stopwatch:
 
 
 def measure(recognizer: Recognizer, run: Callable[[], float]) -> dict[str, float]:
-    """Wall, model and decode seconds of ``run`` (which returns the audio seconds it covered)."""
+    """Wall, model and decode seconds of ``run`` (which returns the audio seconds it covered).
+
+    Model and decode time are only seen when the model runs in this process.
+    """
     model, recognize = Stopwatch(recognizer, "emissions"), Stopwatch(recognizer, "transcribe_batch")
     started = time.perf_counter()
     audio_s = run()
     wall = time.perf_counter() - started
     del recognizer.emissions, recognizer.transcribe_batch  # back to the class's methods
-    return {
+    result = {
         "audio_s": round(audio_s, 1),
         "wall_s": round(wall, 2),
         "rtf": round(wall / audio_s, 5),
         "x_real_time": round(audio_s / wall, 1),
-        "model_share": round(model.seconds / wall, 3),
-        "decode_share": round((recognize.seconds - model.seconds) / wall, 3),
-        "outside_recognizer_share": round(1 - recognize.seconds / wall, 3),
     }
+    if recognize.seconds:
+        result["model_share"] = round(model.seconds / wall, 3)
+        result["decode_share"] = round((recognize.seconds - model.seconds) / wall, 3)
+        result["outside_recognizer_share"] = round(1 - recognize.seconds / wall, 3)
+    return result
+
+
+def disagreement(reference: dict[str, str], hypothesis: dict[str, str]) -> float:
+    """Character error rate of one run's transcripts against another's (0 = identical text)."""
+    counts = sum((char_errors(reference[path], hypothesis[path]) for path in reference), ErrorCounts())
+    return round(counts.rate, 5)
 
 
 def main() -> None:
@@ -122,13 +140,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="corpus size (audio minutes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, default=Path("models/char.ckpt"))
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch threads in this process (default: torch's choice)")
     defaults = LocalSettings()
     parser.add_argument("--workers", type=int, default=1, help="decoder processes of the batch job")
+    parser.add_argument("--model-procs", type=int, default=2, help="model processes of the batch job")
+    parser.add_argument("--precision", default="auto", help="the batch job's model arithmetic (auto, float32, bfloat16)")
     parser.add_argument("--batch-seconds", type=float, default=defaults.batch_seconds)
     parser.add_argument("--batch-files", type=int, default=defaults.batch_files)
     parser.add_argument("--max-segment-s", type=float, default=defaults.max_segment_s)
-    parser.add_argument("--model-procs", type=int, default=2, help="model processes of the second batch run (1 = skip it)")
     parser.add_argument("--skip-baseline", action="store_true", help="only the batch job")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_transcribe.json"))
     args = parser.parse_args()
@@ -139,54 +158,65 @@ def main() -> None:
     started = time.perf_counter()
     files = build_corpus(corpus, args.minutes, args.seed)
     print(f"corpus: {len(files)} files in {corpus} ({time.perf_counter() - started:.0f} s to make or find)")
-    recognizer = Recognizer.from_checkpoint(args.checkpoint)
+    precision = resolve_precision(args.precision)
+    recognizers = {name: Recognizer.from_checkpoint(args.checkpoint, precision=name) for name in {precision, "float32"}}
     settings = LocalSettings(
         batch_seconds=args.batch_seconds,
         batch_files=args.batch_files,
         max_segment_s=args.max_segment_s,
         workers=args.workers,
+        model_procs=args.model_procs,
     )
     paths = expand_inputs([str(corpus)])
+    texts: dict[str, dict[str, str]] = {}
 
-    def batch_job(settings: LocalSettings) -> float:
+    def batch_job(name: str, recognizer: Recognizer, settings: LocalSettings) -> float:
         with tempfile.TemporaryDirectory() as out:
             stats = run_job(paths, LocalTranscriber(recognizer, "bench", settings), JobOptions(out, progress=False))
+            records = [json.loads(line) for line in (Path(out) / RESULTS_FILE).read_text().splitlines()]
         assert stats.failed == 0, stats.errors
+        texts[name] = {record["audio"]: record["text"] for record in records}
         return stats.audio_s
 
-    def one_at_a_time() -> float:
+    def one_at_a_time(recognizer: Recognizer) -> float:
         audio_s = 0.0
+        texts["one_at_a_time"] = {}
         for path in paths:
             waveform = load_audio(path, target_rate=recognizer.sample_rate)
-            audio_s += recognizer.transcribe(waveform, recognizer.sample_rate).duration_s
+            transcript = recognizer.transcribe(waveform, recognizer.sample_rate)
+            texts["one_at_a_time"][path] = transcript.text
+            audio_s += transcript.duration_s
         return audio_s
 
-    recognizer.transcribe(np.zeros(recognizer.sample_rate, dtype=np.float32), recognizer.sample_rate)  # warm-up
+    for recognizer in recognizers.values():  # warm-up
+        recognizer.transcribe(np.zeros(recognizer.sample_rate, dtype=np.float32), recognizer.sample_rate)
+    runs = {  # name -> (recognizer, settings)
+        "batch": (recognizers[precision], settings),
+        "batch_float32": (recognizers["float32"], settings),
+        "batch_in_process": (recognizers[precision], replace(settings, model_procs=1)),
+    }
     results: dict[str, Any] = {
         "corpus": {"files": len(files), "minutes": args.minutes, "seed": args.seed, "kinds": list(FILE_KINDS)},
         "checkpoint": str(args.checkpoint),
-        "settings": {**vars(settings), "torch_threads": torch.get_num_threads()},
+        "settings": {**vars(settings), "precision": precision, "torch_threads": torch.get_num_threads()},
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-        "batch": measure(recognizer, partial(batch_job, settings)),
     }
-    print(f"batch job      : {results['batch']}")
-    if args.model_procs > 1:
-        with_procs = replace(settings, model_procs=args.model_procs)
-        wall = measure(recognizer, partial(batch_job, with_procs))
-        results["batch_model_procs"] = {
-            "model_procs": args.model_procs,
-            **{key: wall[key] for key in ("audio_s", "wall_s", "rtf", "x_real_time")},
-        }
-        print(f"batch job, {args.model_procs} model processes: {results['batch_model_procs']}")
+    for name, (recognizer, run_settings) in runs.items():
+        if name == "batch_float32" and precision == "float32":
+            continue
+        results[name] = measure(recognizer, partial(batch_job, name, recognizer, run_settings))
+        print(f"{name:17s}: {results[name]}")
     if not args.skip_baseline:
-        results["one_at_a_time"] = measure(recognizer, one_at_a_time)
+        # float32: one file at a time is faster in float32 than in bfloat16 (no batch to fill the wide units).
+        results["one_at_a_time"] = measure(recognizers["float32"], partial(one_at_a_time, recognizers["float32"]))
+        print(f"one at a time    : {results['one_at_a_time']}")
         baseline = results["one_at_a_time"]["wall_s"]
-        results["speedup"] = round(baseline / results["batch"]["wall_s"], 2)
-        print(f"one at a time  : {results['one_at_a_time']}")
-        print(f"speedup        : {results['speedup']}x")
-        if "batch_model_procs" in results:
-            results["speedup_model_procs"] = round(baseline / results["batch_model_procs"]["wall_s"], 2)
-            print(f"speedup, {args.model_procs} model processes: {results['speedup_model_procs']}x")
+        results["speedup"] = {name: round(baseline / results[name]["wall_s"], 2) for name in runs if name in results}
+        results["transcript_cer_vs_one_at_a_time"] = {
+            name: disagreement(texts["one_at_a_time"], texts[name]) for name in runs if name in texts
+        }
+        print(f"speedup over one at a time: {results['speedup']}")
+        print(f"transcripts vs one at a time (CER): {results['transcript_cer_vs_one_at_a_time']}")
     write_json(args.out, results)
     print(f"wrote {args.out}")
 

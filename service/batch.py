@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, Protocol, Self, TypeVar
@@ -56,7 +56,6 @@ LOCK_FILE = ".transcribe.lock"
 # DataLoader workers, forked decoders run torch single-threaded (see _init_decoder).
 DECODER_START = "fork" if sys.platform == "linux" else "spawn"
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): signal this process when its parent dies
-GROUP_BATCHES = 4  # a group holds this many model calls' worth of audio: enough to length-sort into full batches
 
 
 def make_record(
@@ -86,8 +85,8 @@ def transcript_record(audio: str, model: str, transcript: Transcript) -> Record:
         audio,
         model,
         text=transcript.text,
-        words=[asdict(word) for word in transcript.words],
-        segments=[asdict(segment) for segment in transcript.segments],
+        words=[vars(word).copy() for word in transcript.words],  # flat dataclasses: much cheaper than asdict
+        segments=[vars(segment).copy() for segment in transcript.segments],
         duration_s=transcript.duration_s,
     )
 
@@ -198,7 +197,9 @@ class LocalTranscriber:
 
     def __call__(self, paths: Sequence[str]) -> Iterator[Record]:
         """One record per path, in order."""
-        group_samples = GROUP_BATCHES * self.settings.batch_seconds * self.recognizer.sample_rate
+        # A group is about one model call's worth of audio: small groups keep several model processes
+        # evenly busy to the end of the job, and a killed job loses little.
+        group_samples = self.settings.batch_seconds * self.recognizer.sample_rate
         groups = _groups(self._decoded(paths, group_samples), self.settings.batch_files, group_samples)
         procs = self.settings.model_procs
         if procs <= 1:
@@ -210,7 +211,9 @@ class LocalTranscriber:
         context = multiprocessing.get_context(DECODER_START)
         pool = ProcessPoolExecutor(procs, mp_context=context, initializer=_init_model_worker, initargs=(self,))
         try:
-            for records in ordered_map(pool, _recognize_in_worker, groups, lambda: procs):
+            # Two groups per process in flight: a process that finishes early starts the next group
+            # while an earlier, longer one is still running elsewhere.
+            for records in ordered_map(pool, _recognize_in_worker, groups, lambda: 2 * procs):
                 yield from records
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -274,15 +277,15 @@ def _recognize_in_worker(group: list[DecodedFile]) -> list[Record]:
 
 
 def _groups(decoded: Iterable[DecodedFile], max_files: int, max_samples: float) -> Iterator[list[DecodedFile]]:
-    """Consecutive files, closed at ``max_files`` files or ``max_samples`` of audio."""
+    """Consecutive files, at most ``max_files`` and at most ``max_samples`` of audio unless one file alone is longer."""
     group: list[DecodedFile] = []
     samples = 0
     for item in decoded:
-        group.append(item)
-        samples += item.num_samples
-        if len(group) >= max_files or samples >= max_samples:
+        if group and (len(group) >= max_files or samples + item.num_samples > max_samples):
             yield group
             group, samples = [], 0
+        group.append(item)
+        samples += item.num_samples
     if group:
         yield group
 

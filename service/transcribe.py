@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import torch
 
-from audiomodels.recognizer import Recognizer
+from audiomodels.recognizer import PRECISIONS, Recognizer
 from service.auth import token_from
 from service.batch import JobError, JobOptions, LocalSettings, LocalTranscriber, RemoteTranscriber, Transcriber, run_job
 from service.client import Connection
@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audio decoder processes (0 = decode in the main process)",
     )
     local.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
+    local.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default="auto",
+        help="model arithmetic: auto (default) = bfloat16 where the CPU has it natively (about 1.7x faster "
+        "batches, transcripts within a fraction of a percent), else float32",
+    )
     local.add_argument(
         "--model-procs",
         type=int,
@@ -114,7 +121,7 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
     settings = LocalSettings(
         args.beam_size, args.batch_seconds, args.batch_files, args.max_segment_s, args.workers, args.model_procs
     )
-    return LocalTranscriber(Recognizer.from_checkpoint(checkpoint), model, settings)
+    return LocalTranscriber(Recognizer.from_checkpoint(checkpoint, precision=args.precision), model, settings)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from praatio import textgrid
 from audiomodels.audio import load_audio, prepare_waveform
 from audiomodels.recognizer import Recognizer
 from service import segmenter
-from service.batch import LOCK_FILE, RESULTS_FILE
+from service.batch import LOCK_FILE, RESULTS_FILE, DecodedFile, _groups
 from service.cli import main as cli_main
 from service.inputs import InputError, expand_inputs, output_stem, shard_inputs
 from tests.test_formats import assert_monotonic_cues, parse_srt
@@ -134,6 +134,15 @@ def test_cuts_land_in_pauses_on_the_frame_grid_within_bounds() -> None:
         assert cut % grid == 0
         assert any(low <= cut <= high for low, high in gaps), f"cut at {cut / rate:.2f} s is inside speech"
     assert segmenter.cut_points(waveform[: 8 * rate], max_samples=8 * rate, grid=grid, sample_rate=rate) == [0]
+
+
+def test_groups_stay_within_the_audio_budget_unless_one_file_is_longer() -> None:
+    lengths = [50, 40, 30, 500, 20, 20, 20, 20, 90, 10]
+    decoded = [DecodedFile(f"{i}.wav", n, [(0, np.zeros(n, np.float32))]) for i, n in enumerate(lengths)]
+    groups = list(_groups(decoded, max_files=3, max_samples=100))
+    assert [[item.num_samples for item in group] for group in groups] == [
+        [50, 40], [30], [500], [20, 20, 20], [20], [90, 10]
+    ]
 
 
 def test_long_file_is_cut_at_pauses_and_stitched_in_file_time(checkpoint: str, speech_files, tmp_path: Path) -> None:
@@ -320,7 +329,9 @@ def test_server_mode_gives_the_local_results(grpc_server, checkpoint: str, speec
         )
         == 1
     )
-    assert transcribe(*inputs, "--out", local, "--checkpoint", checkpoint, "--workers", "0") == 1
+    # The server computes in float32; the local job's default (bfloat16 where the CPU has it) differs in the last digits.
+    local_options = ["--checkpoint", checkpoint, "--workers", "0", "--precision", "float32"]
+    assert transcribe(*inputs, "--out", local, *local_options) == 1
     remote_records, local_records = read_log(remote), read_log(local)
     assert [r["audio"] for r in remote_records] == [str(p) for p in inputs]
     assert [r["text"] for r in remote_records] == [r["text"] for r in local_records] == [*TEXTS, None]

@@ -30,7 +30,7 @@ from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.config import Chunking
 from audiomodels.labels import LabelSet
-from audiomodels.recognizer import Recognizer
+from audiomodels.recognizer import PRECISIONS, Recognizer
 from training.manifest import ManifestError, Utterance, read_manifest
 from training.metrics import ErrorCounts, align_tokens, char_errors, phone_errors, word_errors
 
@@ -241,13 +241,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="C,R",
         help="score the streaming (latency-controlled) mode: C-frame chunks with R frames of look-ahead",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default="float32",
+        help="model arithmetic (default float32; auto = bfloat16 where the hardware has it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; exit 0 even when some utterances failed (they are listed and counted)."""
     try:
-        recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device, chunking=args.chunked)
+        recognizer = Recognizer.from_checkpoint(
+            args.checkpoint, device=args.device, chunking=args.chunked, precision=args.precision
+        )
         utterances = read_manifest(args.manifest)
     except (CheckpointError, ManifestError, OSError) as error:
         raise SystemExit(f"speechlabel evaluate: {error}") from error
