@@ -13,6 +13,8 @@ import math
 import numpy as np
 import torch
 
+from audiomodels.lm import NgramLM
+
 # A label whose frame probability is below 1e-4 cannot start a prefix that survives a beam
 # of useful width on a calibrated model, and skipping it is most of the speed-up.
 DEFAULT_TOKEN_PRUNE_LOGPROB = math.log(1e-4)
@@ -55,8 +57,11 @@ def prefix_beam_search(
     blank: int = 0,
     token_prune_logprob: float = DEFAULT_TOKEN_PRUNE_LOGPROB,
     token_top_k: int | None = None,
+    lm: NgramLM | None = None,
+    lm_weight: float = 0.5,
+    length_bonus: float = 0.0,
 ) -> list[int]:
-    """CTC prefix beam search without a language model (Hannun et al., 2014), in log space.
+    """CTC prefix beam search (Hannun et al., 2014) in log space, optionally with a label LM.
 
     Each prefix keeps two scores: ``p_blank`` (its paths so far end in blank) and
     ``p_nonblank`` (they end in its last label). The split is what makes repeats right:
@@ -83,6 +88,11 @@ def prefix_beam_search(
     nodes of a trie, so extending or hashing one is O(1) whatever its length; the trie holds
     O(T * beam_size * K) nodes.
 
+    With ``lm`` (shallow fusion) prefixes are ranked by acoustic log-probability +
+    ``lm_weight`` x LM log-probability (end of sentence included for the final choice) +
+    ``length_bonus`` per label, which offsets the LM's cost of every label it adds; the LM
+    score of a prefix is computed once, when its trie node is made.
+
     Returns the most probable surviving prefix as label ids (blank never included).
     """
     _check_matrix(log_probs)
@@ -102,6 +112,12 @@ def prefix_beam_search(
     last_labels = [-1]
     children: dict[tuple[int, int], int] = {}
     beams: dict[int, tuple[float, float]] = {0: (0.0, _NEG_INF)}  # node -> (p_blank, p_nonblank)
+    lm_scores = [0.0]  # node -> weighted LM log-probability + length bonus of its prefix
+    lm_states = [lm.initial_state() if lm is not None else ()]
+
+    def rank(item: tuple[int, list[float] | tuple[float, float]]) -> float:
+        node, (pb, pnb) = item
+        return _logaddexp(pb, pnb) + lm_scores[node]
 
     for t in range(num_frames):
         row = lp[t].tolist()
@@ -122,15 +138,22 @@ def prefix_beam_search(
                     child = children[(node, c)] = len(parents)
                     parents.append(node)
                     last_labels.append(c)
+                    if lm is not None:
+                        state = lm_states[node]
+                        lm_scores.append(lm_scores[node] + lm_weight * lm.log_prob(state, c) + length_bonus)
+                        lm_states.append(lm.advance(state, c))
+                    else:
+                        lm_scores.append(0.0)
                 entry = scores.setdefault(child, [_NEG_INF, _NEG_INF])
                 entry[1] = _logaddexp(entry[1], (pb if c == last else total) + row[c])
 
-        best = heapq.nlargest(
-            beam_size, scores.items(), key=lambda item: _logaddexp(item[1][0], item[1][1])
-        )
+        best = heapq.nlargest(beam_size, scores.items(), key=rank)
         beams = {node: (pb, pnb) for node, (pb, pnb) in best}
 
-    node = best[0][0]  # nlargest sorts best first
+    if lm is None:
+        node = best[0][0]  # nlargest sorts best first
+    else:
+        node = max(beams, key=lambda n: rank((n, beams[n])) + lm_weight * lm.log_prob(lm_states[n], lm.eos))
     labels: list[int] = []
     while node > 0:
         labels.append(last_labels[node])

@@ -73,7 +73,9 @@ class BiGRULayer(nn.Module):
 
         # The backward direction restarts on every chunk + look-ahead segment.
         chunk_lengths = (main_lengths.unsqueeze(1) - torch.arange(num_chunks, device=main.device) * chunk).clamp(0, chunk)
-        segments = torch.cat([main.view(batch, num_chunks, chunk, -1), context], dim=2)
+        segments = main.view(batch, num_chunks, chunk, -1)
+        if right:  # (a cat with the empty look-ahead would copy the whole batch for nothing)
+            segments = torch.cat([segments, context], dim=2)
         segments = segments.reshape(batch * num_chunks, chunk + right, -1)
         segment_lengths = (chunk_lengths + context_lengths).reshape(-1)
         flip = _reversal_index(segment_lengths, chunk + right)
@@ -115,8 +117,14 @@ def _reversal_index(lengths: torch.Tensor, total: int) -> torch.Tensor:
 
 
 def _take_frames(frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """frames (S, T, D) gathered along time by index (S, T)."""
-    return frames.gather(1, index.unsqueeze(-1).expand(-1, -1, frames.shape[-1]))
+    """frames (S, T, D) gathered along time by index (S, T).
+
+    As whole-row copies of the flattened frames: ``gather`` with an index expanded over D reads an
+    index per element and is several times slower.
+    """
+    items, steps, dim = frames.shape
+    rows = index + torch.arange(items, device=index.device).unsqueeze(1) * steps
+    return frames.reshape(items * steps, dim).index_select(0, rows.reshape(-1)).view(items, steps, dim)
 
 
 def _context_lengths(lengths: torch.Tensor, num_chunks: int, chunking: Chunking) -> torch.Tensor:

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.evaluate", "score a checkpoint on a manifest (CER/WER/PER, RTF)"),
     "corpus": ("training.corpus", "synthesize an offline speech corpus"),
     "manifest": ("training.manifest", "import and validate JSONL manifests"),
+    "lm": ("training.lm", "build a label n-gram language model for beam search"),
     "export": ("training.export", "ship a run's best checkpoint to models/ with a model card"),
 }
 

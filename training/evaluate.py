@@ -30,6 +30,7 @@ from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.config import Chunking
 from audiomodels.labels import LabelSet
+from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
 from training.manifest import ManifestError, Utterance, read_manifest
 from training.metrics import ErrorCounts, align_tokens, char_errors, phone_errors, word_errors
@@ -247,6 +248,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="model arithmetic (default float32; auto = bfloat16 where the hardware has it)",
     )
+    add_fusion_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
 
@@ -254,10 +256,14 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate; exit 0 even when some utterances failed (they are listed and counted)."""
     try:
         recognizer = Recognizer.from_checkpoint(
-            args.checkpoint, device=args.device, chunking=args.chunked, precision=args.precision
+            args.checkpoint,
+            device=args.device,
+            chunking=args.chunked,
+            precision=args.precision,
+            fusion=fusion_from_args(args),
         )
         utterances = read_manifest(args.manifest)
-    except (CheckpointError, ManifestError, OSError) as error:
+    except (CheckpointError, ManifestError, LMError, OSError) as error:
         raise SystemExit(f"speechlabel evaluate: {error}") from error
     result = evaluate(
         recognizer,

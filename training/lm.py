@@ -1,0 +1,171 @@
+"""``speechlabel lm``: build a label n-gram language model (:class:`audiomodels.lm.NgramLM`).
+
+Interpolated Kneser-Ney (Chen & Goodman, 1998) with one discount per order estimated from the
+count-of-counts, D = n1 / (n1 + 2 n2). Lower orders use continuation counts (in how many contexts
+a label sequence appears), except sequences that start at the sentence start, which have no left
+context and keep their raw counts.
+
+Text sources, in the acoustic model's labels (phone models get espeak-ng's phones of the text):
+``--text`` files (one sentence per line), ``--manifest`` files (their ``text``, or ``phones`` for
+phone models), and ``--fortunes-split`` (the sentence pool of one split of ``speechlabel corpus
+synth``'s text, e.g. ``train``: disjoint from the dev and test sentences of the same seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from audiomodels.checkpoint import CheckpointError, load_checkpoint
+from audiomodels.labels import LabelError, LabelSet, phonemize_batch
+from audiomodels.lm import BOS, NgramLM, pack
+from training.manifest import ManifestError, read_manifest
+
+Ngram = tuple[int, ...]
+
+
+def build_lm(sentences: Iterable[Sequence[int]], labels: LabelSet, order: int) -> NgramLM:
+    """Interpolated Kneser-Ney over label-id sentences (ids 1..len(labels)-1; blank 0 never occurs)."""
+    if order < 1:
+        raise ValueError(f"order must be >= 1, got {order}")
+    num_labels = len(labels)
+    eos = num_labels
+    top: Counter[Ngram] = Counter()
+    for ids in sentences:
+        padded = [BOS] * (order - 1) + list(ids) + [eos]
+        for end in range(order - 1, len(padded)):
+            top[tuple(padded[end - order + 1 : end + 1])] += 1
+    if not top:
+        raise ValueError("no text to build a language model from")
+    counts = _adjusted_counts(top, order)
+    vocabulary = range(1, num_labels + 1)  # every label and EOS gets a unigram, seen or not
+    base = num_labels + 2
+    log_probs: dict[int, float] = {}
+    backoffs: dict[int, float] = {}
+    lower: dict[Ngram, float] = {(): 1.0 / len(vocabulary)}  # order 0: uniform
+    for k in range(1, order + 1):
+        discount = _discount(counts[k])
+        totals: defaultdict[Ngram, int] = defaultdict(int)
+        types: defaultdict[Ngram, int] = defaultdict(int)
+        for ngram, count in counts[k].items():
+            totals[ngram[:-1]] += count
+            types[ngram[:-1]] += 1
+        current: dict[Ngram, float] = {}
+        for ngram in [(label,) for label in vocabulary] if k == 1 else counts[k]:
+            history = ngram[:-1]
+            gamma = discount * types[history] / totals[history]
+            seen = max(counts[k].get(ngram, 0) - discount, 0.0) / totals[history]
+            # A seen k-gram's suffix was seen at order k-1 (counts are suffix sums), so it is in `lower`.
+            current[ngram] = seen + gamma * lower[ngram[1:] if k > 1 else ()]
+            log_probs[pack(ngram, base)] = math.log(current[ngram])
+        for history in totals:
+            backoffs[pack(history, base)] = math.log(discount * types[history] / totals[history])
+        lower = current
+    symbols = tuple(labels.label(i) for i in range(num_labels))
+    return NgramLM(order, num_labels, symbols, log_probs, backoffs)
+
+
+def _adjusted_counts(top: Counter[Ngram], order: int) -> dict[int, Counter[Ngram]]:
+    """Raw counts at the top order; below it continuation counts (distinct left neighbours), except
+    for grams that start with sentence-start padding, whose only left neighbour is more padding."""
+    counts = {order: top}
+    for k in range(order - 1, 0, -1):
+        raw: Counter[Ngram] = Counter()
+        continuation: Counter[Ngram] = Counter()
+        for ngram, count in _raw_counts(top, k).items():
+            raw[ngram] = count
+        for ngram in counts[k + 1]:
+            continuation[ngram[1:]] += 1
+        counts[k] = Counter({g: raw[g] if g[0] == BOS else continuation[g] for g in raw})
+    return counts
+
+
+def _raw_counts(top: Counter[Ngram], k: int) -> Counter[Ngram]:
+    """Occurrences of each k-gram: every position has one top-order gram ending there."""
+    raw: Counter[Ngram] = Counter()
+    for ngram, count in top.items():
+        raw[ngram[-k:]] += count
+    return raw
+
+
+def _discount(counts: Counter[Ngram]) -> float:
+    """D = n1 / (n1 + 2 n2), clamped to [0.1, 0.9] for tiny or odd count distributions."""
+    of_counts = Counter(count for count in counts.values() if count <= 2)
+    n1, n2 = of_counts[1], of_counts[2]
+    return min(max(n1 / (n1 + 2 * n2), 0.1), 0.9) if n1 + n2 else 0.5
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def read_sentences(args: argparse.Namespace, labels: LabelSet) -> list[str]:
+    """The text of every source, in the label set's form (phone strings for phone models)."""
+    texts: list[str] = []
+    for path in args.text:
+        texts += [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.fortunes_split:
+        from training.corpus import load_sentences, split_sentences
+
+        texts += [s.text for s in split_sentences(load_sentences(), args.seed)[args.fortunes_split]]
+    if labels.kind == "phone" and texts:
+        texts = phonemize_batch(texts)
+    for path in args.manifest:
+        field = "phones" if labels.kind == "phone" else "text"
+        texts += [u.target(field) or "" for u in read_manifest(path)]
+    return texts
+
+
+def encode_all(texts: Iterable[str], labels: LabelSet) -> tuple[list[list[int]], int]:
+    """Label ids of each text; texts with symbols outside the label set are skipped and counted."""
+    encoded, skipped = [], 0
+    for text in texts:
+        try:
+            ids = labels.encode(labels.normalize(text))
+        except LabelError:
+            skipped += 1
+            continue
+        if ids:
+            encoded.append(ids)
+    return encoded, skipped
+
+
+def perplexity(lm: NgramLM, sentences: Sequence[Sequence[int]]) -> float:
+    """Per-label perplexity (EOS counted), the usual measure of how well an LM predicts held-out text."""
+    total = sum(lm.sentence_log_prob(ids) for ids in sentences)
+    return math.exp(-total / sum(len(ids) + 1 for ids in sentences))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="acoustic model whose label set the LM uses")
+    parser.add_argument("--out", type=Path, required=True, help="output file (.npz)")
+    parser.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
+    parser.add_argument("--text", action="append", default=[], help="plain text file, one sentence per line")
+    parser.add_argument("--manifest", action="append", default=[], help="JSONL manifest (text or phones)")
+    parser.add_argument("--fortunes-split", choices=["train", "dev", "test"], help="a split of the corpus text pool")
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed of --fortunes-split (default 0)")
+    parser.add_argument("--dev", type=Path, help="manifest to report the LM's perplexity on")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        labels = LabelSet.from_config(load_checkpoint(args.checkpoint).config.labels)
+        texts = read_sentences(args, labels)
+        encoded, skipped = encode_all(texts, labels)
+        lm = build_lm(encoded, labels, args.order)
+    except (CheckpointError, ManifestError, OSError, ValueError) as error:
+        print(f"speechlabel lm: {error}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    lm.save(args.out)
+    print(
+        f"{len(encoded)} sentences ({sum(map(len, encoded))} labels, {skipped} skipped), order {args.order}: "
+        f"{len(lm.log_probs)} n-grams -> {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)"
+    )
+    if args.dev:
+        dev, _ = encode_all(read_sentences(argparse.Namespace(text=[], fortunes_split=None, manifest=[args.dev]), labels), labels)
+        print(f"perplexity on {args.dev}: {perplexity(lm, dev):.2f} per label (uniform: {len(labels):d})")
+    return 0
