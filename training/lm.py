@@ -23,6 +23,7 @@ from pathlib import Path
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.labels import LabelError, LabelSet, phonemize_batch
 from audiomodels.lm import BOS, NgramLM, pack
+from training.corpus import load_sentences, split_sentences
 from training.manifest import ManifestError, read_manifest
 
 Ngram = tuple[int, ...]
@@ -102,18 +103,22 @@ def _discount(counts: Counter[Ngram]) -> float:
 # --------------------------------------------------------------------------- command line
 
 
-def read_sentences(args: argparse.Namespace, labels: LabelSet) -> list[str]:
+def read_sentences(
+    labels: LabelSet,
+    text_files: Sequence[Path] = (),
+    manifests: Sequence[Path] = (),
+    fortunes_split: str | None = None,
+    seed: int = 0,
+) -> list[str]:
     """The text of every source, in the label set's form (phone strings for phone models)."""
     texts: list[str] = []
-    for path in args.text:
+    for path in text_files:
         texts += [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if args.fortunes_split:
-        from training.corpus import load_sentences, split_sentences
-
-        texts += [s.text for s in split_sentences(load_sentences(), args.seed)[args.fortunes_split]]
+    if fortunes_split:
+        texts += [s.text for s in split_sentences(load_sentences(), seed)[fortunes_split]]
     if labels.kind == "phone" and texts:
         texts = phonemize_batch(texts)
-    for path in args.manifest:
+    for path in manifests:
         field = "phones" if labels.kind == "phone" else "text"
         texts += [u.target(field) or "" for u in read_manifest(path)]
     return texts
@@ -143,8 +148,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="acoustic model whose label set the LM uses")
     parser.add_argument("--out", type=Path, required=True, help="output file (.npz)")
     parser.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
-    parser.add_argument("--text", action="append", default=[], help="plain text file, one sentence per line")
-    parser.add_argument("--manifest", action="append", default=[], help="JSONL manifest (text or phones)")
+    parser.add_argument("--text", type=Path, action="append", default=[], help="plain text file, one sentence per line")
+    parser.add_argument("--manifest", type=Path, action="append", default=[], help="JSONL manifest (text or phones)")
     parser.add_argument("--fortunes-split", choices=["train", "dev", "test"], help="a split of the corpus text pool")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed of --fortunes-split (default 0)")
     parser.add_argument("--dev", type=Path, help="manifest to report the LM's perplexity on")
@@ -153,7 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         labels = LabelSet.from_config(load_checkpoint(args.checkpoint).config.labels)
-        texts = read_sentences(args, labels)
+        texts = read_sentences(labels, args.text, args.manifest, args.fortunes_split, args.seed)
         encoded, skipped = encode_all(texts, labels)
         lm = build_lm(encoded, labels, args.order)
     except (CheckpointError, ManifestError, OSError, ValueError) as error:
@@ -166,6 +171,6 @@ def run(args: argparse.Namespace) -> int:
         f"{len(lm.log_probs)} n-grams -> {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)"
     )
     if args.dev:
-        dev, _ = encode_all(read_sentences(argparse.Namespace(text=[], fortunes_split=None, manifest=[args.dev]), labels), labels)
+        dev, _ = encode_all(read_sentences(labels, manifests=[args.dev]), labels)
         print(f"perplexity on {args.dev}: {perplexity(lm, dev):.2f} per label (uniform: {len(labels):d})")
     return 0

@@ -1,0 +1,120 @@
+"""Label n-gram LM: Kneser-Ney distributions, held-out perplexity, shallow fusion, files and CLIs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiomodels.decoding import prefix_beam_search
+from audiomodels.labels import LabelSet
+from audiomodels.lm import Fusion, LMError, NgramLM
+from audiomodels.recognizer import Recognizer
+from service.cli import main as cli_main
+from tests.test_evaluate import save_tiny_model
+from training import evaluate
+from training.lm import build_lm, encode_all, perplexity
+from training.manifest import Utterance, write_manifest
+
+CHARS = LabelSet.char()
+TEXT = [
+    "the cat sat on the mat",
+    "the dog ate the bone",
+    "then they went there together",
+    "the weather is other than the last time",
+    "three thin thieves thought that through",
+    "she sells sea shells on the sea shore",
+]
+
+
+def char_lm(order: int) -> NgramLM:
+    return build_lm(encode_all(TEXT, CHARS)[0], CHARS, order)
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_every_history_gets_a_proper_distribution(order: int) -> None:
+    lm = char_lm(order)
+    rng = random.Random(order)
+    vocabulary = range(1, lm.num_labels + 1)  # labels and end of sentence
+    histories = [lm.initial_state(), *(tuple(rng.choice(vocabulary[:-1]) for _ in range(order - 1)) for _ in range(20))]
+    histories.append(lm.advance(lm.advance(lm.initial_state(), CHARS.encode("t")[0]), CHARS.encode("h")[0]))
+    for history in histories:
+        total = sum(math.exp(lm.log_prob(history, label)) for label in vocabulary)
+        assert total == pytest.approx(1.0, abs=1e-9), history
+
+
+def test_higher_orders_predict_held_out_english_better_and_scrambled_text_worse() -> None:
+    held_out = encode_all(["the cat ate the other bone", "they sat there on the shore"], CHARS)[0]
+    scrambled = [random.Random(0).sample(ids, len(ids)) for ids in held_out]
+    unigram, fourgram = char_lm(1), char_lm(4)
+    assert perplexity(fourgram, held_out) < perplexity(unigram, held_out) < len(CHARS)
+    assert perplexity(fourgram, scrambled) > 2 * perplexity(fourgram, held_out)
+
+
+def one_hot_frames(frames: list[dict[str, float]]) -> torch.Tensor:
+    """(T, V) log-probs from per-frame label -> probability (the rest of the mass on blank)."""
+    probs = torch.full((len(frames), len(CHARS)), 1e-6)
+    for t, frame in enumerate(frames):
+        for symbol, p in frame.items():
+            probs[t, CHARS.encode(symbol)[0]] = p
+        probs[t, CHARS.blank_id] = max(1.0 - sum(frame.values()), 1e-6)
+    return probs.log()
+
+
+def test_fusion_fixes_a_spelling_the_acoustics_alone_get_wrong() -> None:
+    # "teh" by a hair for the acoustics; the text says "the".
+    log_probs = one_hot_frames([{"t": 0.95}, {}, {"e": 0.55, "h": 0.43}, {}, {"h": 0.55, "e": 0.43}, {}])
+    plain = CHARS.decode(prefix_beam_search(log_probs, beam_size=8))
+    fused = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, lm=char_lm(3), lm_weight=0.8, length_bonus=1.0))
+    assert (plain, fused) == ("teh", "the")
+
+
+def test_saved_model_loads_identically_and_refuses_another_label_set(tmp_path: Path) -> None:
+    lm = char_lm(3)
+    lm.save(tmp_path / "char.npz")
+    loaded = NgramLM.load(tmp_path / "char.npz")
+    assert (loaded.order, loaded.labels) == (lm.order, lm.labels)
+    assert loaded.log_probs.keys() == lm.log_probs.keys() and loaded.backoffs.keys() == lm.backoffs.keys()
+    state = loaded.advance(loaded.initial_state(), CHARS.encode("t")[0])
+    assert loaded.log_prob(state, CHARS.encode("h")[0]) == pytest.approx(lm.log_prob(state, CHARS.encode("h")[0]))
+    with pytest.raises(LMError, match="different label set"):
+        loaded.check_labels([LabelSet.phone().label(i) for i in range(len(LabelSet.phone()))])
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(LMError, match="not a speechlabel language model"):
+        NgramLM.load(tmp_path / "junk.npz")
+    with pytest.raises(LMError, match="no language model"):
+        NgramLM.load(tmp_path / "missing.npz")
+
+
+def test_lm_command_builds_from_a_manifest_and_evaluate_decodes_with_it(
+    speech_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = save_tiny_model(tmp_path / "char.ckpt", CHARS)
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, [Utterance(path, 1.0, text) for text, path in speech_files.items()])
+    text_file = tmp_path / "more.txt"
+    text_file.write_text("\n".join(TEXT) + "\n", encoding="utf-8")
+    out = tmp_path / "lm.npz"
+    argv = ["lm", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--text", str(text_file)]
+    assert cli_main([*argv, "--order", "3", "--out", str(out), "--dev", str(manifest)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(speech_files) + len(TEXT)} sentences" in printed and "perplexity" in printed
+    assert NgramLM.load(out).order == 3
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    common = ["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--lm", str(out)]
+    assert evaluate.run(parser.parse_args([*common, "--beam-size", "4", "--json"])) == 0
+    with pytest.raises(SystemExit, match="--lm is used by beam search"):
+        evaluate.run(parser.parse_args(common))
+
+
+def test_recognizer_refuses_an_lm_of_another_label_set(tmp_path: Path) -> None:
+    phones = LabelSet.phone()
+    checkpoint = save_tiny_model(tmp_path / "phone.ckpt", phones)
+    with pytest.raises(LMError, match="different label set"):
+        Recognizer.from_checkpoint(checkpoint, fusion=Fusion(char_lm(2)))
