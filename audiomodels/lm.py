@@ -120,22 +120,39 @@ class Fusion:
     length_bonus: float = 1.5
 
 
-def add_fusion_arguments(parser: argparse.ArgumentParser) -> None:
+def lm_beside(checkpoint: str | os.PathLike) -> Path:
+    """Where a model's own LM lives: ``NAME.lm.npz`` beside ``NAME.ckpt`` (used by beam search by default)."""
+    return Path(checkpoint).with_suffix(".lm.npz")
+
+
+def add_fusion_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--lm``, ``--lm-weight``, ``--length-bonus``: the options of every command that decodes."""
     defaults = Fusion.__dataclass_fields__
-    parser.add_argument("--lm", type=Path, help="label language model (.npz from `speechlabel lm`) for beam search")
+    parser.add_argument(
+        "--lm",
+        help="label language model (.npz from `speechlabel lm`) for beam search; default: NAME.lm.npz beside the "
+        "checkpoint when there is one; 'none' = no LM",
+    )
     parser.add_argument(
         "--lm-weight", type=float, default=defaults["weight"].default, help="weight of the LM log-probability"
     )
     parser.add_argument(
-        "--length-bonus", type=float, default=defaults["length_bonus"].default, help="score added per label with --lm"
+        "--length-bonus", type=float, default=defaults["length_bonus"].default, help="score added per label with an LM"
     )
 
 
-def fusion_from_args(args: argparse.Namespace) -> Fusion | None:
-    """The :class:`Fusion` the options ask for (None without ``--lm``); raises :class:`LMError`."""
-    if args.lm is None:
+def fusion_from_args(args: argparse.Namespace, checkpoint: str | os.PathLike) -> Fusion | None:
+    """The :class:`Fusion` the options ask for: the model's own LM for beam search unless ``--lm``
+    names another or ``none``; never for greedy decoding. Raises :class:`LMError`."""
+    if args.lm == "none":
         return None
+    if args.lm is None:
+        beside = lm_beside(checkpoint)
+        return (
+            Fusion(NgramLM.load(beside), args.lm_weight, args.length_bonus)
+            if args.beam_size > 1 and beside.is_file()
+            else None
+        )
     if args.beam_size <= 1:
         raise LMError("--lm is used by beam search: give --beam-size > 1 (e.g. 8)")
     return Fusion(NgramLM.load(args.lm), args.lm_weight, args.length_bonus)

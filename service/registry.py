@@ -1,5 +1,8 @@
 """The models a server offers: every ``*.ckpt`` in one directory, named by file stem.
 
+A ``NAME.lm.npz`` beside ``NAME.ckpt`` is that model's label language model: requests with
+``beam_size`` > 1 decode with it.
+
 Checkpoints are read with ``load_checkpoint`` (``weights_only=True``: a model file cannot run
 code) and wrapped in a :class:`Recognizer`, the only object that touches the model. A bad file
 stops start-up with its ``CheckpointError`` rather than leaving a silently missing model.
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
+from audiomodels.lm import Fusion, LMError, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
 from service.limits import ModelNotFound
 
@@ -78,7 +82,12 @@ class ModelRegistry:
 def load_entry(path: Path, **recognizer_kwargs: Any) -> ModelEntry:
     """One checkpoint file -> a ready recognizer plus its ListModels facts."""
     checkpoint = load_checkpoint(path)
-    recognizer = Recognizer(checkpoint.config, checkpoint.build_model(), **recognizer_kwargs)
+    lm_path = lm_beside(path)
+    try:  # beam search requests (beam_size > 1) use the model's own LM when one ships beside it
+        fusion = Fusion(NgramLM.load(lm_path)) if lm_path.is_file() else None
+        recognizer = Recognizer(checkpoint.config, checkpoint.build_model(), fusion=fusion, **recognizer_kwargs)
+    except LMError as error:
+        raise CheckpointError(f"{lm_path}: {error}") from None
     card = path.with_suffix(".md")
     return ModelEntry(
         name=path.stem,

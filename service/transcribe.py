@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import torch
 
+from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
 from service.auth import token_from
 from service.batch import JobError, JobOptions, LocalSettings, LocalTranscriber, RemoteTranscriber, Transcriber, run_job
@@ -73,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model processes working on different groups of files, one thread each (default: one per core, "
         "at most 4; 1 = the model runs in this process with --threads)",
     )
+    add_fusion_arguments(local)
     local.add_argument(
         "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
     )
@@ -108,8 +110,11 @@ def _option(parse: Callable[[str], T]) -> Callable[[str], T]:
 def transcriber(args: argparse.Namespace) -> Transcriber:
     """A :class:`RemoteTranscriber` with ``--server``, else a :class:`LocalTranscriber` on the chosen model."""
     if args.server:
-        if args.checkpoint:
-            raise JobError("--checkpoint is for local recognition; with --server choose the model with --model")
+        if args.checkpoint or args.lm:
+            raise JobError(
+                "--checkpoint and --lm are for local recognition; with --server choose the model with --model "
+                "(the server uses the LM it ships beside the model for beam search)"
+            )
         connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
         return RemoteTranscriber(connection, args.model or "", args.beam_size, args.concurrency)
     model = str(args.checkpoint) if args.checkpoint else args.model or DEFAULT_MODEL
@@ -121,7 +126,12 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
     settings = LocalSettings(
         args.beam_size, args.batch_seconds, args.batch_files, args.max_segment_s, args.workers, args.model_procs
     )
-    return LocalTranscriber(Recognizer.from_checkpoint(checkpoint, precision=args.precision), model, settings)
+    try:
+        fusion = fusion_from_args(args, checkpoint)
+    except LMError as error:
+        raise JobError(str(error)) from None
+    recognizer = Recognizer.from_checkpoint(checkpoint, precision=args.precision, fusion=fusion)
+    return LocalTranscriber(recognizer, model, settings)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,9 +12,11 @@ import torch
 
 from audiomodels.decoding import prefix_beam_search
 from audiomodels.labels import LabelSet
-from audiomodels.lm import Fusion, LMError, NgramLM
+from audiomodels.checkpoint import CheckpointError
+from audiomodels.lm import Fusion, LMError, NgramLM, add_fusion_arguments, fusion_from_args, lm_beside
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
+from service.registry import load_entry
 from tests.test_evaluate import save_tiny_model
 from training import evaluate
 from training.lm import build_lm, encode_all, perplexity
@@ -118,3 +120,22 @@ def test_recognizer_refuses_an_lm_of_another_label_set(tmp_path: Path) -> None:
     checkpoint = save_tiny_model(tmp_path / "phone.ckpt", phones)
     with pytest.raises(LMError, match="different label set"):
         Recognizer.from_checkpoint(checkpoint, fusion=Fusion(char_lm(2)))
+
+
+def test_a_models_own_lm_is_used_for_beam_search_by_every_command(tmp_path: Path) -> None:
+    checkpoint = save_tiny_model(tmp_path / "char.ckpt", CHARS)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--beam-size", type=int, default=1)
+    add_fusion_arguments(parser)
+    assert fusion_from_args(parser.parse_args(["--beam-size", "8"]), checkpoint) is None  # no LM beside it yet
+
+    char_lm(3).save(lm_beside(checkpoint))
+    fusion = fusion_from_args(parser.parse_args(["--beam-size", "8"]), checkpoint)
+    assert fusion is not None and fusion.lm.order == 3 and fusion.weight == Fusion.weight
+    assert fusion_from_args(parser.parse_args([]), checkpoint) is None  # greedy decoding ignores it
+    assert fusion_from_args(parser.parse_args(["--beam-size", "8", "--lm", "none"]), checkpoint) is None
+    assert load_entry(checkpoint).recognizer.fusion is not None  # the server pairs it too
+
+    lm_beside(checkpoint).write_bytes(b"corrupt")
+    with pytest.raises(CheckpointError, match="char.lm.npz: .* not a speechlabel language model"):
+        load_entry(checkpoint)

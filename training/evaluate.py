@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             chunking=args.chunked,
             precision=args.precision,
-            fusion=fusion_from_args(args),
+            fusion=fusion_from_args(args, args.checkpoint),
         )
         utterances = read_manifest(args.manifest)
     except (CheckpointError, ManifestError, LMError, OSError) as error:
