@@ -47,6 +47,7 @@ class NgramLM:
     labels: tuple[str, ...]  # the label set's symbols, to refuse use with a different label set
     log_probs: dict[int, float]  # packed n-gram -> natural-log P(last | rest), interpolated
     backoffs: dict[int, float]  # packed history -> natural-log backoff weight
+    source: str = ""  # what text it was built from (for model cards)
 
     @property
     def eos(self) -> int:
@@ -82,7 +83,12 @@ class NgramLM:
         return total
 
     def save(self, path: str | os.PathLike) -> None:
-        header = {"order": self.order, "num_labels": self.num_labels, "labels": list(self.labels)}
+        header = {
+            "order": self.order,
+            "num_labels": self.num_labels,
+            "labels": list(self.labels),
+            "source": self.source,
+        }
         np.savez_compressed(
             path,
             header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
@@ -103,7 +109,8 @@ class NgramLM:
             raise LMError(f"no language model at {path}") from None
         except (OSError, ValueError, KeyError) as error:
             raise LMError(f"{path} is not a speechlabel language model: {error}") from None
-        return cls(header["order"], header["num_labels"], tuple(header["labels"]), log_probs, backoffs)
+        labels = tuple(header["labels"])
+        return cls(header["order"], header["num_labels"], labels, log_probs, backoffs, header.get("source", ""))
 
     def check_labels(self, labels: Sequence[str]) -> None:
         """Refuse a model built for another label set (ids would mean other symbols)."""

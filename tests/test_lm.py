@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiomodels.checkpoint import CheckpointError
 from audiomodels.decoding import prefix_beam_search
 from audiomodels.labels import LabelSet
-from audiomodels.checkpoint import CheckpointError
 from audiomodels.lm import Fusion, LMError, NgramLM, add_fusion_arguments, fusion_from_args, lm_beside
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main

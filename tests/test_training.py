@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from audiomodels.checkpoint import load_checkpoint
+from audiomodels.lm import NgramLM
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from training.config import load_train_config
@@ -70,9 +71,13 @@ def test_training_lowers_dev_cer_and_writes_usable_checkpoints(trained_run: Path
 
 
 def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, corpus: Path, tmp_path: Path) -> None:
+    lm = tmp_path / "built.npz"
+    assert cli_main(["lm", "--checkpoint", str(trained_run / "best.ckpt"), "--manifest", str(corpus / "train.jsonl"),
+                     "--order", "4", "--out", str(lm)]) == 0
     status = cli_main(["export", "--run", str(trained_run), "--name", "tiny", "--dev", str(corpus / "dev.jsonl"),
-                       "--test", str(corpus / "test.jsonl"), "--models-dir", str(tmp_path)])
+                       "--test", str(corpus / "test.jsonl"), "--models-dir", str(tmp_path), "--lm", str(lm)])
     assert status == 0
+    assert NgramLM.load(tmp_path / "tiny.lm.npz").order == 4  # shipped beside the model, used by its beam search
     shipped = load_checkpoint(tmp_path / "tiny.ckpt")
     evaluation = shipped.metadata["evaluation"]
     best_dev_cer = load_checkpoint(trained_run / "best.ckpt").metadata["metrics"]["dev_cer"]
@@ -80,7 +85,8 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     assert 0 <= evaluation["test"]["beam8"]["rates"]["cer"] <= 1.5
     assert evaluation["data"]["train"]["utterances"] >= 30
     card = (tmp_path / "tiny.md").read_text()
-    assert "| test | greedy |" in card and "| dev | beam8 |" in card
+    assert "| test | greedy |" in card and "| dev | beam8 |" in card and "| test | beam8 + LM |" in card
+    assert "order 4" in card and "manifest train.jsonl" in card
 
 
 def test_streaming_fine_tune_starts_from_a_checkpoint_and_learns_the_chunked_mode(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from audiomodels.checkpoint import load_checkpoint, save_checkpoint
+from audiomodels.lm import Fusion, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
@@ -20,12 +21,16 @@ from training.manifest import Utterance, read_manifest
 BEAM_SIZE = 8
 
 
-def score(recognizer: Recognizer, utterances: list[Utterance]) -> dict[str, Any]:
-    """Greedy and beam summaries on one split."""
-    return {
+def score(recognizer: Recognizer, utterances: list[Utterance], fusion: Fusion | None) -> dict[str, Any]:
+    """Greedy, beam and (with an LM) beam + LM summaries on one split."""
+    scores = {
         decoder: evaluate(recognizer, utterances, beam_size=beam).summary()
         for decoder, beam in (("greedy", 1), (f"beam{BEAM_SIZE}", BEAM_SIZE))
     }
+    if fusion is not None:
+        with_lm = Recognizer(recognizer.config, recognizer.model, fusion=fusion)
+        scores[f"beam{BEAM_SIZE} + LM"] = evaluate(with_lm, utterances, beam_size=BEAM_SIZE).summary()
+    return scores
 
 
 def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
@@ -40,7 +45,9 @@ def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
     }
 
 
-def model_card(name: str, metadata: dict[str, Any], model_config: dict[str, Any], num_parameters: int, size_mb: float) -> str:
+def model_card(
+    name: str, metadata: dict[str, Any], model_config: dict[str, Any], num_parameters: int, size_mb: float
+) -> str:
     """Markdown card: data, config, steps, held-out scores, speed."""
     evaluation = metadata["evaluation"]
     train_config = {**metadata["train_config"], "model": model_config}  # sizes as built, not as typed
@@ -52,6 +59,14 @@ def model_card(name: str, metadata: dict[str, Any], model_config: dict[str, Any]
         "- data: synthetic speech from `speechlabel corpus synth` (espeak-ng, flite, festival, Piper voices; "
         "Debian `fortunes` text); test = unseen sentences AND unseen voices, dev = unseen sentences",
         f"- training config: `{json.dumps(train_config, separators=(',', ':'))}`",
+        *(
+            [
+                f"- LM (`{name}.lm.npz`, used by beam search): order {lm['order']}, {lm['ngrams']:,} n-grams from "
+                f"{lm['source']}; weight {lm['weight']}, length bonus {lm['length_bonus']}"
+            ]
+            if (lm := metadata.get("lm"))
+            else []
+        ),
         "",
         "| split | decoder | " + " | ".join(evaluation["metric_names"]) + " | RTF (CPU) |",
         "|---|---|" + "---|" * len(evaluation["metric_names"]) + "---|",
@@ -69,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev", type=Path, required=True, help="dev manifest")
     parser.add_argument("--test", type=Path, required=True, help="held-out test manifest")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--lm", type=Path, help="label LM (`speechlabel lm`) to ship beside the model as NAME.lm.npz")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,9 +95,18 @@ def run(args: argparse.Namespace) -> int:
     metadata = dict(checkpoint.metadata)
     metadata["label_kind"] = checkpoint.config.labels.kind
     dev, test = read_manifest(args.dev), read_manifest(args.test)
+    fusion = Fusion(NgramLM.load(args.lm)) if args.lm else None
+    if fusion is not None:
+        metadata["lm"] = {
+            "order": fusion.lm.order,
+            "ngrams": len(fusion.lm.log_probs),
+            "source": fusion.lm.source,
+            "weight": fusion.weight,
+            "length_bonus": fusion.length_bonus,
+        }
     metadata["evaluation"] = {
-        "dev": score(recognizer, dev),
-        "test": score(recognizer, test),
+        "dev": score(recognizer, dev, fusion),
+        "test": score(recognizer, test, fusion),
         "metric_names": ["per"] if checkpoint.config.labels.kind == "phone" else ["cer", "wer"],
         "data": {"train": corpus_description(read_manifest(run_info["train"])), "test": corpus_description(test)},
     }
@@ -89,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     save_checkpoint(target, checkpoint.config, model, metadata)
     size_mb = target.stat().st_size / 1e6
     card = model_card(args.name, metadata, checkpoint.config.to_dict()["model"], model.num_parameters(), size_mb)
+    if fusion is not None:
+        fusion.lm.save(lm_beside(target))
     (args.models_dir / f"{args.name}.md").write_text(card)
     print(card)
     return 0

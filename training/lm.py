@@ -29,7 +29,7 @@ from training.manifest import ManifestError, read_manifest
 Ngram = tuple[int, ...]
 
 
-def build_lm(sentences: Iterable[Sequence[int]], labels: LabelSet, order: int) -> NgramLM:
+def build_lm(sentences: Iterable[Sequence[int]], labels: LabelSet, order: int, source: str = "") -> NgramLM:
     """Interpolated Kneser-Ney over label-id sentences (ids 1..len(labels)-1; blank 0 never occurs)."""
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
@@ -67,7 +67,7 @@ def build_lm(sentences: Iterable[Sequence[int]], labels: LabelSet, order: int) -
             backoffs[pack(history, base)] = math.log(discount * types[history] / totals[history])
         lower = current
     symbols = tuple(labels.label(i) for i in range(num_labels))
-    return NgramLM(order, num_labels, symbols, log_probs, backoffs)
+    return NgramLM(order, num_labels, symbols, log_probs, backoffs, source)
 
 
 def _adjusted_counts(top: Counter[Ngram], order: int) -> dict[int, Counter[Ngram]]:
@@ -138,6 +138,14 @@ def encode_all(texts: Iterable[str], labels: LabelSet) -> tuple[list[list[int]],
     return encoded, skipped
 
 
+def describe_sources(args: argparse.Namespace, sentences: int) -> str:
+    """One line for model cards: which texts, how many sentences."""
+    sources = [f"text file {Path(p).name}" for p in args.text] + [f"manifest {Path(p).name}" for p in args.manifest]
+    if args.fortunes_split:
+        sources.append(f"the corpus's fortunes {args.fortunes_split} sentences (seed {args.seed})")
+    return f"{', '.join(sources)}: {sentences} sentences"
+
+
 def perplexity(lm: NgramLM, sentences: Sequence[Sequence[int]]) -> float:
     """Per-label perplexity (EOS counted), the usual measure of how well an LM predicts held-out text."""
     total = sum(lm.sentence_log_prob(ids) for ids in sentences)
@@ -160,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         labels = LabelSet.from_config(load_checkpoint(args.checkpoint).config.labels)
         texts = read_sentences(labels, args.text, args.manifest, args.fortunes_split, args.seed)
         encoded, skipped = encode_all(texts, labels)
-        lm = build_lm(encoded, labels, args.order)
+        lm = build_lm(encoded, labels, args.order, describe_sources(args, len(encoded)))
     except (CheckpointError, ManifestError, OSError, ValueError) as error:
         print(f"speechlabel lm: {error}", file=sys.stderr)
         return 2
