@@ -47,6 +47,7 @@ from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.files import write_json
 from audiomodels.labels import LabelError, normalize_text
+from audiomodels.lm import Fusion, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
@@ -161,16 +162,23 @@ def run_speechlabel(
     if recognizer.labels.kind != "char":
         raise Unavailable(f"{checkpoint} is a {recognizer.labels.kind} model; WER/CER need a char model")
     warm_up = load_audio(utterances[0].audio_filepath, target_rate=recognizer.sample_rate)
+    lm_path = lm_beside(checkpoint)
+    runs = [(recognizer, beam_size, "no LM") for beam_size in beam_sizes]
+    if lm_path.is_file() and max(beam_sizes) > 1:  # the model's own LM, as `speechlabel transcribe` uses it
+        lm = NgramLM.load(lm_path)
+        with_lm = Recognizer(loaded.config, recognizer.model, fusion=Fusion(lm))
+        runs.append((with_lm, max(beam_sizes), f"{lm.order}-gram char LM ({lm_path.name})"))
+        info["lm"] = {"path": str(lm_path), "order": lm.order, "source": lm.source}
     outcomes = []
-    for beam_size in beam_sizes:
-        recognizer.transcribe(warm_up, recognizer.sample_rate, beam_size=beam_size)
-        result = evaluate(recognizer, utterances, beam_size=beam_size, batch_seconds=batch_seconds)
+    for runner, beam_size, lm_note in runs:
+        runner.transcribe(warm_up, runner.sample_rate, beam_size=beam_size)
+        result = evaluate(runner, utterances, beam_size=beam_size, batch_seconds=batch_seconds)
         rows = [
             row if "error" in row else score_row(row["audio"], row["duration"], row["reference"], row["hypothesis"])
             for row in result.per_utterance
         ]
-        decoder = "greedy" if beam_size <= 1 else f"beam {beam_size}"
-        notes = f"{checkpoint.name}, {decoder}, BiGRU-CTC on MFCC, char labels, no LM"
+        decoder = "greedy" if beam_size <= 1 else f"beam {beam_size}" + (" + LM" if runner.fusion else "")
+        notes = f"{checkpoint.name}, {decoder}, BiGRU-CTC on MFCC, char labels, {lm_note}"
         outcomes.append(Outcome(f"speechlabel char, {decoder}", notes, load_seconds, result.wall_seconds, rows))
     return outcomes, info
 
