@@ -7,6 +7,7 @@ the same tree).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,6 +70,17 @@ class Chunking:
     def latency_frames(self) -> int:
         """Algorithmic latency in model frames: the chunk plus its look-ahead."""
         return self.chunk + self.right_context
+
+    @classmethod
+    def for_latency(cls, latency_s: float, frame_s: float) -> Chunking:
+        """The chunking whose chunk + look-ahead fills ``latency_s``, a third of it look-ahead (as trained).
+
+        ``for_latency(0.9, 0.03)`` is (20, 10); raises ``ValueError`` below two frames.
+        """
+        frames = math.floor(latency_s / frame_s + 1e-9)
+        if frames < 2:
+            raise ValueError(f"a latency of {latency_s * 1000:g} ms is under two model frames ({2 * frame_s * 1000:g} ms)")
+        return cls(frames - frames // 3, frames // 3)
 
 
 @dataclass(frozen=True)

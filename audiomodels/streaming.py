@@ -29,6 +29,7 @@ class ChunkInput:
     main: torch.Tensor  # (m, D) frames to emit, m <= C
     context: torch.Tensor  # (r, D) look-ahead frames, r <= R (only with a full main chunk)
     state: torch.Tensor | None  # (num_layers, H) forward states carried from the previous chunk
+    chunking: Chunking  # the stream's; only chunks of one chunking are stepped together
 
 
 class ChunkedStream:
@@ -71,7 +72,7 @@ class ChunkedStream:
         available = len(self._pending)
         if available >= chunk + right or (self.ended and available):
             size = min(chunk, available)
-            return ChunkInput(self._pending[:size], self._pending[size : size + right], self._state)
+            return ChunkInput(self._pending[:size], self._pending[size : size + right], self._state, self.chunking)
         return None
 
     def advance(self, chunk: ChunkInput, state: torch.Tensor) -> None:

@@ -202,13 +202,20 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
     parser.add_argument("--beam-size", type=int, default=0)
     parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")
+    parser.add_argument(
+        "--latency-ms", type=int, default=0, help="algorithmic latency of the streaming model (0 = the model's default)"
+    )
 
 
 @_reporting_errors
 def _run_stream(args: argparse.Namespace) -> int:
     """Finals on their own lines; partials on one line that refreshes (on a terminal)."""
     config = _config(
-        args, interim_results=args.interim, beam_size=args.beam_size, endpoint_silence_ms=args.endpoint_silence_ms
+        args,
+        interim_results=args.interim,
+        beam_size=args.beam_size,
+        endpoint_silence_ms=args.endpoint_silence_ms,
+        stream_latency_ms=args.latency_ms,
     )
     refresh = sys.stdout.isatty() and not args.json
     pending_line = False

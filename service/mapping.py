@@ -92,6 +92,11 @@ def stream_settings(config: pb.RecognitionConfig, limits: Limits) -> StreamSetti
         raise RequestError(f"endpoint_silence_ms must not be negative, got {config.endpoint_silence_ms}")
     if not 0 <= config.max_utterance_s <= limits.max_utterance_s:
         raise RequestError(f"max_utterance_s must be 0-{limits.max_utterance_s:g} (0 = server default)")
+    if not 0 <= config.stream_latency_ms <= limits.max_utterance_s * 1000:
+        raise RequestError(
+            f"stream_latency_ms must be 0-{limits.max_utterance_s * 1000:g} (0 = the model's default), "
+            f"got {config.stream_latency_ms}"
+        )
     defaults = StreamSettings(encoding="pcm16", sample_rate=16000)
     return StreamSettings(
         encoding=RAW_ENCODINGS[config.encoding],
@@ -101,6 +106,7 @@ def stream_settings(config: pb.RecognitionConfig, limits: Limits) -> StreamSetti
         endpoint_silence_s=config.endpoint_silence_ms / 1000 or defaults.endpoint_silence_s,
         max_utterance_s=config.max_utterance_s or limits.max_utterance_s,
         max_stream_s=limits.max_stream_s,
+        latency_s=config.stream_latency_ms / 1000,
     )
 
 
@@ -181,6 +187,9 @@ def model_info(entry: ModelEntry, default_name: str) -> pb.ModelInfo:
         frame_shift_s=recognizer.config.features.frame_shift_s,
         training_steps=int(entry.metadata.get("step", entry.metadata.get("steps", 0))),
         training_hours=float(entry.metadata.get("train_hours", 0.0)),
+        stream_latency_ms=round(
+            recognizer.config.model.streaming.latency_frames * recognizer.config.features.frame_shift_s * 1000
+        ),
     )
 
 

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 from audiomodels.audio import AudioError, decode_raw
+from audiomodels.config import Chunking
 from audiomodels.decoding import greedy_decode
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.streaming import ChunkedStream, ChunkInput, StreamingResampler
-from service.limits import IdleTimeout, LimitExceeded, ShuttingDown
+from service.limits import IdleTimeout, LimitExceeded, RequestError, ShuttingDown
 
 BLOCK_S = 0.1  # processing granularity: speech/silence decisions, cut positions, feature updates
 MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recognition
@@ -57,6 +58,7 @@ class StreamSettings:
     max_utterance_s: float = 30.0
     max_stream_s: float = 3600.0
     silence_dbfs: float = -45.0  # block RMS at or below this level counts as silence
+    latency_s: float = 0.0  # chunk + look-ahead of the model; 0 = the model's own streaming chunking
 
 
 class SampleDecoder:
@@ -184,6 +186,16 @@ class StreamResult:
     is_final: bool
 
 
+def stream_chunking(recognizer: Recognizer, latency_s: float) -> Chunking:
+    """The model's own streaming chunking, or the one a client's latency asks for (``RequestError`` if too small)."""
+    if not latency_s:
+        return recognizer.config.model.streaming
+    try:
+        return Chunking.for_latency(latency_s, recognizer.config.features.frame_shift_s)
+    except ValueError as error:
+        raise RequestError(f"stream_latency_ms: {error}") from None
+
+
 class StreamingSession:
     """One stream: decoder, resampler, endpointer and the chunked model state.
 
@@ -200,7 +212,7 @@ class StreamingSession:
         self.endpointer = Endpointer(settings, block)
         rate, model_rate = settings.sample_rate, recognizer.sample_rate
         self._resampler = StreamingResampler(rate, model_rate) if rate != model_rate else None
-        self._model_stream = ChunkedStream(recognizer.featurizer, recognizer.config.model.streaming)
+        self._model_stream = ChunkedStream(recognizer.featurizer, stream_chunking(recognizer, settings.latency_s))
         self._frame_shift_s = recognizer.config.features.frame_shift_s
         self._step = step
         self._run = run

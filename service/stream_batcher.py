@@ -1,7 +1,7 @@
 """Dynamic batching of live streams: one model call per tick for the ready chunks of all streams.
 
 Each stream has at most one chunk in flight (its next chunk needs the state this one produces).
-Per model, a single worker loop takes up to ``max_streams`` queued chunks -- waiting at most
+Per model and chunking (streams may ask for their own latency), a single worker loop takes up to ``max_streams`` queued chunks -- waiting at most
 ``wait_s`` for more after the first arrives -- and runs them as one padded
 ``audiomodels.streaming.step_streams`` call on the model executor; the carried GRU states are
 gathered into the batch and scattered back. While a call runs, new chunks queue up, so the batch
@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from audiomodels.config import Chunking
 from audiomodels.streaming import ChunkInput, step_streams
 from service.batcher import TimedRunner
 from service.registry import ModelEntry
@@ -35,6 +36,9 @@ class StreamBatchSettings:
     max_streams: int = 128  # chunks per model call
     wait_s: float = 0.005  # how long the first queued chunk waits for company
     max_lag_s: float = 0.5  # queueing delay beyond which new streams are refused
+
+
+_Key = tuple[str, Chunking]  # (model name, chunking): the chunks one model call can take together
 
 
 class StepResult(NamedTuple):
@@ -57,20 +61,20 @@ class StreamBatcher:
         self._run = run
         self._settings = settings
         self._on_batch = on_batch
-        self._queues: dict[str, list[_Queued]] = {}
-        self._wakeups: dict[str, asyncio.Event] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._queues: dict[_Key, list[_Queued]] = {}
+        self._wakeups: dict[_Key, asyncio.Event] = {}
+        self._workers: dict[_Key, asyncio.Task[None]] = {}
 
     async def step(self, entry: ModelEntry, chunk: ChunkInput) -> StepResult:
         """Compute one chunk of one stream: its log-probs (m, V), the state to carry, its compute share."""
-        name = entry.name
-        if name not in self._workers:
-            self._queues[name] = []
-            self._wakeups[name] = asyncio.Event()
-            self._workers[name] = asyncio.create_task(self._work(entry))
+        key = (entry.name, chunk.chunking)
+        if key not in self._workers:
+            self._queues[key] = []
+            self._wakeups[key] = asyncio.Event()
+            self._workers[key] = asyncio.create_task(self._work(entry, key))
         future: asyncio.Future[StepResult] = asyncio.get_running_loop().create_future()
-        self._queues[name].append(_Queued(chunk, future))
-        self._wakeups[name].set()
+        self._queues[key].append(_Queued(chunk, future))
+        self._wakeups[key].set()
         return await future
 
     def overloaded(self) -> bool:
@@ -83,8 +87,8 @@ class StreamBatcher:
             worker.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
 
-    async def _work(self, entry: ModelEntry) -> None:
-        queue, wakeup, settings = self._queues[entry.name], self._wakeups[entry.name], self._settings
+    async def _work(self, entry: ModelEntry, key: _Key) -> None:
+        queue, wakeup, settings = self._queues[key], self._wakeups[key], self._settings
         while True:
             await wakeup.wait()
             wakeup.clear()

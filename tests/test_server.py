@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from audiomodels.audio import decode_raw
+from audiomodels.checkpoint import load_checkpoint
+from audiomodels.config import Chunking
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.streaming import ChunkInput, step_streams
 from service import mapping
@@ -171,6 +174,8 @@ def test_list_models_reports_checkpoint_facts(stub: pb_grpc.SpeechLabelerStub, m
     assert dict(model.metrics) == {"dev_cer": 0.0} and model.training_steps > 0
     assert model.model_card.startswith("# tiny") and model.labels[0] == "<blank>"
     assert model.frame_shift_s == pytest.approx(0.03)
+    streaming = load_checkpoint(model_dir / "tiny.ckpt").config.model.streaming
+    assert model.stream_latency_ms == round(streaming.latency_frames * 30)
 
 
 # --------------------------------------------------------------------------- unary calls
@@ -345,6 +350,26 @@ def test_streamed_final_equals_the_offline_chunked_transcript(stub, streaming, p
     grpc_server.wait_for_no_streams()
 
 
+def test_streams_choose_their_latency_and_each_equals_its_offline_twin(stub, recognizer, pcm, grpc_server) -> None:
+    data = pcm["the quick brown fox"]
+    latencies = {300: Chunking(7, 3), 2000: Chunking(44, 22)}  # the default (0) is every other streaming test's
+    with ThreadPoolExecutor(len(latencies)) as pool:  # concurrent streams of different chunkings batch apart
+        runs = {
+            ms: pool.submit(stream, stub, raw_config(interim_results=True, stream_latency_ms=ms), chunks(data, [2205]))
+            for ms in latencies
+        }
+        results = {ms: run.result() for ms, run in runs.items()}
+    for ms, chunking in latencies.items():
+        twin = Recognizer(recognizer.config, recognizer.model, chunking=chunking)
+        (final,) = finals(results[ms])
+        assert final.alternatives[0].transcript == offline(twin, data).text, ms
+        interims = [r for r in results[ms] if not r.is_final]
+        frames = round(len(data) / 2 / RATE / 0.03)
+        assert len(interims) >= frames // chunking.chunk - 1, (ms, len(interims))  # one per model chunk
+    assert len([r for r in results[300] if not r.is_final]) > 2 * len([r for r in results[2000] if not r.is_final])
+    grpc_server.wait_for_no_streams()
+
+
 def test_interim_results_come_before_each_final(stub, two_utterances, grpc_server) -> None:
     config = raw_config(interim_results=True, endpoint_silence_ms=500)
     results = stream(stub, config, chunks(two_utterances, [2205]))  # 50 ms messages
@@ -466,6 +491,12 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             "sample_rate_hz",
         ),
         "negative endpoint": ([request(config=raw_config(endpoint_silence_ms=-1))], Code.INVALID_ARGUMENT, "endpoint"),
+        "latency of one frame": (
+            [request(config=raw_config(stream_latency_ms=59)), request(audio=speech[:4000])],
+            Code.INVALID_ARGUMENT,
+            "under two model frames",
+        ),
+        "negative latency": ([request(config=raw_config(stream_latency_ms=-5))], Code.INVALID_ARGUMENT, "stream_latency_ms"),
         "utterance cap over limit": ([request(config=raw_config(max_utterance_s=99))], Code.INVALID_ARGUMENT, "10"),
         "trailing odd byte": (
             [request(config=raw_config()), request(audio=speech[:4001])],

@@ -155,8 +155,8 @@ def test_one_batched_step_equals_each_stream_stepped_alone(recognizer: Recognize
 
 
 def test_a_short_chunk_with_look_ahead_is_refused(recognizer: Recognizer) -> None:
-    full = ChunkInput(torch.randn(8, 120), torch.randn(4, 120), None)
-    short = ChunkInput(torch.randn(5, 120), torch.randn(2, 120), None)
+    full = ChunkInput(torch.randn(8, 120), torch.randn(4, 120), None, Chunking(8, 4))
+    short = ChunkInput(torch.randn(5, 120), torch.randn(2, 120), None, Chunking(8, 4))
     with pytest.raises(ValueError, match="full main part"):
         step_streams(recognizer.model, [full, short])
 
@@ -186,3 +186,12 @@ def test_training_chunking_is_seeded_per_step_and_follows_the_config() -> None:
     assert 150 < len(chunked) < 250
     assert {(m.chunk, m.right_context) for m in chunked} == {(10, 0), (10, 5), (20, 0), (20, 5)}
     assert all(training_chunking(step, TrainConfig()) is None for step in range(50))
+
+
+def test_a_latency_becomes_chunk_plus_a_third_of_look_ahead() -> None:
+    assert Chunking.for_latency(0.9, 0.03) == Chunking(20, 10)  # the shipped models' streaming mode
+    assert Chunking.for_latency(0.45, 0.03) == Chunking(10, 5)
+    assert Chunking.for_latency(0.31, 0.03) == Chunking(7, 3)  # whole frames only
+    assert Chunking.for_latency(0.06, 0.03) == Chunking(2, 0)
+    with pytest.raises(ValueError, match="under two model frames"):
+        Chunking.for_latency(0.059, 0.03)

@@ -21,7 +21,7 @@ WAV: AudioEncoding
 FLAC: AudioEncoding
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hz", "model", "interim_results", "word_time_offsets", "frame_labels", "beam_size", "endpoint_silence_ms", "max_utterance_s")
+    __slots__ = ("encoding", "sample_rate_hz", "model", "interim_results", "word_time_offsets", "frame_labels", "beam_size", "endpoint_silence_ms", "max_utterance_s", "stream_latency_ms")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class RecognitionConfig(_message.Message):
     BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_UTTERANCE_S_FIELD_NUMBER: _ClassVar[int]
+    STREAM_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     encoding: AudioEncoding
     sample_rate_hz: int
     model: str
@@ -40,7 +41,8 @@ class RecognitionConfig(_message.Message):
     beam_size: int
     endpoint_silence_ms: int
     max_utterance_s: float
-    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., model: _Optional[str] = ..., interim_results: _Optional[bool] = ..., word_time_offsets: _Optional[bool] = ..., frame_labels: _Optional[bool] = ..., beam_size: _Optional[int] = ..., endpoint_silence_ms: _Optional[int] = ..., max_utterance_s: _Optional[float] = ...) -> None: ...
+    stream_latency_ms: int
+    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., model: _Optional[str] = ..., interim_results: _Optional[bool] = ..., word_time_offsets: _Optional[bool] = ..., frame_labels: _Optional[bool] = ..., beam_size: _Optional[int] = ..., endpoint_silence_ms: _Optional[int] = ..., max_utterance_s: _Optional[float] = ..., stream_latency_ms: _Optional[int] = ...) -> None: ...
 
 class RecognizeRequest(_message.Message):
     __slots__ = ("config", "audio")
@@ -151,7 +153,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "label_type", "sample_rate_hz", "num_parameters", "size_bytes", "metrics", "model_card", "is_default", "labels", "frame_shift_s", "training_steps", "training_hours")
+    __slots__ = ("name", "label_type", "sample_rate_hz", "num_parameters", "size_bytes", "metrics", "model_card", "is_default", "labels", "frame_shift_s", "training_steps", "training_hours", "stream_latency_ms")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +173,7 @@ class ModelInfo(_message.Message):
     FRAME_SHIFT_S_FIELD_NUMBER: _ClassVar[int]
     TRAINING_STEPS_FIELD_NUMBER: _ClassVar[int]
     TRAINING_HOURS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     label_type: str
     sample_rate_hz: int
@@ -183,7 +186,8 @@ class ModelInfo(_message.Message):
     frame_shift_s: float
     training_steps: int
     training_hours: float
-    def __init__(self, name: _Optional[str] = ..., label_type: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., num_parameters: _Optional[int] = ..., size_bytes: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_card: _Optional[str] = ..., is_default: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., frame_shift_s: _Optional[float] = ..., training_steps: _Optional[int] = ..., training_hours: _Optional[float] = ...) -> None: ...
+    stream_latency_ms: int
+    def __init__(self, name: _Optional[str] = ..., label_type: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., num_parameters: _Optional[int] = ..., size_bytes: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_card: _Optional[str] = ..., is_default: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., frame_shift_s: _Optional[float] = ..., training_steps: _Optional[int] = ..., training_hours: _Optional[float] = ..., stream_latency_ms: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "default_model")
