@@ -75,10 +75,8 @@ def _adjusted_counts(top: Counter[Ngram], order: int) -> dict[int, Counter[Ngram
     for grams that start with sentence-start padding, whose only left neighbour is more padding."""
     counts = {order: top}
     for k in range(order - 1, 0, -1):
-        raw: Counter[Ngram] = Counter()
+        raw = _raw_counts(top, k)
         continuation: Counter[Ngram] = Counter()
-        for ngram, count in _raw_counts(top, k).items():
-            raw[ngram] = count
         for ngram in counts[k + 1]:
             continuation[ngram[1:]] += 1
         counts[k] = Counter({g: raw[g] if g[0] == BOS else continuation[g] for g in raw})
