@@ -14,11 +14,12 @@ from pathlib import Path
 import soundfile as sf
 
 from audiomodels.audio import prepare_waveform
+from audiomodels.lm import Fusion, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
 from service.batch import LocalSettings, LocalTranscriber
 from service.transcribe import DEFAULT_CHECKPOINT
 from training.corpus import held_out_speakers, load_sentences, split_sentences
-from training.metrics import char_errors
+from training.metrics import ErrorCounts, char_errors
 from training.voices import SynthParams, available_voices
 
 CORPUS_SEED = 0
@@ -51,20 +52,29 @@ def main() -> int:
     if not args.checkpoint.is_file():
         print(f"no model at {args.checkpoint}; train one: see README 'Retraining'")
         return 1
-    recognizer = Recognizer.from_checkpoint(args.checkpoint)
+    lm = lm_beside(args.checkpoint)
+    fusion = Fusion(NgramLM.load(lm)) if lm.is_file() else None
+    recognizer = Recognizer.from_checkpoint(args.checkpoint, fusion=fusion)
     items = synthesize_demo_audio(args.out, args.count)
-    transcribe = LocalTranscriber(recognizer, str(args.checkpoint), LocalSettings(workers=0))  # 4 files: decode here
-    records = list(transcribe([str(path) for path, _, _ in items]))
-    (args.out / "transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    total = None
-    for (path, reference, voice), record in zip(items, records):
-        errors = char_errors(reference, record["text"] or "")
-        total = errors if total is None else total + errors
-        print(f"\n{path.name}  voice {voice}  ({record['duration_s']:.1f} s)")
+    paths = [str(path) for path, _, _ in items]
+    name = str(args.checkpoint)  # 4 files: decoded in this process
+    greedy = list(LocalTranscriber(recognizer, name, LocalSettings(workers=0))(paths))
+    beam = list(LocalTranscriber(recognizer, name, LocalSettings(beam_size=8, workers=0))(paths))
+    (args.out / "transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in beam))
+    totals = {"greedy": ErrorCounts(), "beam": ErrorCounts()}
+    beam_name = f"beam 8 + {lm.name}" if fusion else "beam 8"
+    for (path, reference, voice), fast, best in zip(items, greedy, beam, strict=True):
+        print(f"\n{path.name}  voice {voice}  ({best['duration_s']:.1f} s)")
         print(f"  reference : {reference}")
-        print(f"  recognized: {record['text']}   (CER {errors.rate:.1%})")
-        print("  words     : " + " ".join(f"{w['word']}[{w['start_s']:.2f}-{w['end_s']:.2f}]" for w in record["words"]))
-    print(f"\noverall CER {total.rate:.1%} on {len(items)} held-out sentences and voices; JSON lines in {args.out}/transcripts.jsonl")
+        for name, record in (("greedy", fast), ("beam", best)):
+            errors = char_errors(reference, record["text"] or "")
+            totals[name] += errors
+            print(f"  {name:10s}: {record['text']}   (CER {errors.rate:.1%})")
+        print("  words     : " + " ".join(f"{w['word']}[{w['start_s']:.2f}-{w['end_s']:.2f}]" for w in best["words"]))
+    print(
+        f"\noverall CER on {len(items)} held-out sentences and voices: greedy {totals['greedy'].rate:.1%}, "
+        f"{beam_name} {totals['beam'].rate:.1%}; JSON lines ({beam_name}) in {args.out}/transcripts.jsonl"
+    )
     return 0
 
 
