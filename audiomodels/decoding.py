@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from audiomodels.lm import NgramLM
+from audiomodels.lm import Fusion
 
 # A label whose frame probability is below 1e-4 cannot start a prefix that survives a beam
 # of useful width on a calibrated model, and skipping it is most of the speed-up.
@@ -57,9 +57,7 @@ def prefix_beam_search(
     blank: int = 0,
     token_prune_logprob: float = DEFAULT_TOKEN_PRUNE_LOGPROB,
     token_top_k: int | None = None,
-    lm: NgramLM | None = None,
-    lm_weight: float = 0.5,
-    length_bonus: float = 0.0,
+    fusion: Fusion | None = None,
 ) -> list[int]:
     """CTC prefix beam search (Hannun et al., 2014) in log space, optionally with a label LM.
 
@@ -88,10 +86,10 @@ def prefix_beam_search(
     nodes of a trie, so extending or hashing one is O(1) whatever its length; the trie holds
     O(T * beam_size * K) nodes.
 
-    With ``lm`` (shallow fusion) prefixes are ranked by acoustic log-probability +
-    ``lm_weight`` x LM log-probability (end of sentence included for the final choice) +
-    ``length_bonus`` per label, which offsets the LM's cost of every label it adds; the LM
-    score of a prefix is computed once, when its trie node is made.
+    With ``fusion`` (shallow fusion of a label LM) prefixes are ranked by acoustic
+    log-probability + ``weight`` x LM log-probability (end of sentence included for the final
+    choice) + ``length_bonus`` per label, which offsets the LM's cost of every label it adds; the
+    LM score of a prefix is computed once, when its trie node is made.
 
     Returns the most probable surviving prefix as label ids (blank never included).
     """
@@ -113,7 +111,7 @@ def prefix_beam_search(
     children: dict[tuple[int, int], int] = {}
     beams: dict[int, tuple[float, float]] = {0: (0.0, _NEG_INF)}  # node -> (p_blank, p_nonblank)
     lm_scores = [0.0]  # node -> weighted LM log-probability + length bonus of its prefix
-    lm_states = [lm.initial_state() if lm is not None else ()]
+    lm_states = [fusion.lm.initial_state() if fusion is not None else ()]
 
     def rank(item: tuple[int, list[float] | tuple[float, float]]) -> float:
         node, (pb, pnb) = item
@@ -138,9 +136,9 @@ def prefix_beam_search(
                     child = children[(node, c)] = len(parents)
                     parents.append(node)
                     last_labels.append(c)
-                    if lm is not None:
-                        state = lm_states[node]
-                        lm_scores.append(lm_scores[node] + lm_weight * lm.log_prob(state, c) + length_bonus)
+                    if fusion is not None:
+                        state, lm = lm_states[node], fusion.lm
+                        lm_scores.append(lm_scores[node] + fusion.weight * lm.log_prob(state, c) + fusion.length_bonus)
                         lm_states.append(lm.advance(state, c))
                     else:
                         lm_scores.append(0.0)
@@ -150,10 +148,11 @@ def prefix_beam_search(
         best = heapq.nlargest(beam_size, scores.items(), key=rank)
         beams = {node: (pb, pnb) for node, (pb, pnb) in best}
 
-    if lm is None:
+    if fusion is None:
         node = best[0][0]  # nlargest sorts best first
     else:
-        node = max(beams, key=lambda n: rank((n, beams[n])) + lm_weight * lm.log_prob(lm_states[n], lm.eos))
+        end = fusion.lm.eos
+        node = max(beams, key=lambda n: rank((n, beams[n])) + fusion.weight * fusion.lm.log_prob(lm_states[n], end))
     labels: list[int] = []
     while node > 0:
         labels.append(last_labels[node])

@@ -173,10 +173,8 @@ class Recognizer:
         if beam_size <= 1:
             label_ids = greedy_decode(log_probs, blank=self.labels.blank_id)
         else:
-            lm = {}
-            if self.fusion is not None:
-                lm = {"lm": self.fusion.lm, "lm_weight": self.fusion.weight, "length_bonus": self.fusion.length_bonus}
-            label_ids = prefix_beam_search(log_probs, beam_size=beam_size, blank=self.labels.blank_id, **lm)
+            blank = self.labels.blank_id
+            label_ids = prefix_beam_search(log_probs, beam_size=beam_size, blank=blank, fusion=self.fusion)
         spans = align_labels(log_probs, label_ids, blank=self.labels.blank_id)
         return self._transcript(log_probs, spans, duration_s)
 

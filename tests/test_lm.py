@@ -71,7 +71,7 @@ def test_fusion_fixes_a_spelling_the_acoustics_alone_get_wrong() -> None:
     # "teh" by a hair for the acoustics; the text says "the".
     log_probs = one_hot_frames([{"t": 0.95}, {}, {"e": 0.55, "h": 0.43}, {}, {"h": 0.55, "e": 0.43}, {}])
     plain = CHARS.decode(prefix_beam_search(log_probs, beam_size=8))
-    fused = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, lm=char_lm(3), lm_weight=0.8, length_bonus=1.0))
+    fused = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, fusion=Fusion(char_lm(3), 0.8, 1.0)))
     assert (plain, fused) == ("teh", "the")
 
 
