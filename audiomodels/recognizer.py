@@ -115,7 +115,7 @@ class Recognizer:
         self.model = model.to(self.device, self.dtype).eval()
         self.max_duration_s = max_duration_s
         if fusion is not None:
-            fusion.lm.check_labels([self.labels.label(i) for i in range(len(self.labels))])
+            fusion.lm.check_labels(self.labels.symbols)
         self.fusion = fusion
 
     @classmethod

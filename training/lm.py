@@ -66,8 +66,7 @@ def build_lm(sentences: Iterable[Sequence[int]], labels: LabelSet, order: int, s
         for history in totals:
             backoffs[pack(history, base)] = math.log(discount * types[history] / totals[history])
         lower = current
-    symbols = tuple(labels.label(i) for i in range(num_labels))
-    return NgramLM(order, num_labels, symbols, log_probs, backoffs, source)
+    return NgramLM(order, num_labels, labels.symbols, log_probs, backoffs, source)
 
 
 def _adjusted_counts(top: Counter[Ngram], order: int) -> dict[int, Counter[Ngram]]:
