@@ -79,7 +79,8 @@ class Chunking:
         """
         frames = math.floor(latency_s / frame_s + 1e-9)
         if frames < 2:
-            raise ValueError(f"a latency of {latency_s * 1000:g} ms is under two model frames ({2 * frame_s * 1000:g} ms)")
+            two_frames_ms = 2 * frame_s * 1000
+            raise ValueError(f"a latency of {latency_s * 1000:g} ms is under two model frames ({two_frames_ms:g} ms)")
         return cls(frames - frames // 3, frames // 3)
 
 

@@ -132,6 +132,12 @@ def lm_beside(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_suffix(".lm.npz")
 
 
+def own_fusion(checkpoint: str | os.PathLike, **weights: float) -> Fusion | None:
+    """The model's own LM (:func:`lm_beside`) with default or given ``weight``/``length_bonus``; None without one."""
+    path = lm_beside(checkpoint)
+    return Fusion(NgramLM.load(path), **weights) if path.is_file() else None
+
+
 def add_fusion_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--lm``, ``--lm-weight``, ``--length-bonus``: the options of every command that decodes."""
     defaults = Fusion.__dataclass_fields__
@@ -153,13 +159,9 @@ def fusion_from_args(args: argparse.Namespace, checkpoint: str | os.PathLike) ->
     names another or ``none``; never for greedy decoding. Raises :class:`LMError`."""
     if args.lm == "none":
         return None
+    weights = {"weight": args.lm_weight, "length_bonus": args.length_bonus}
     if args.lm is None:
-        beside = lm_beside(checkpoint)
-        return (
-            Fusion(NgramLM.load(beside), args.lm_weight, args.length_bonus)
-            if args.beam_size > 1 and beside.is_file()
-            else None
-        )
+        return own_fusion(checkpoint, **weights) if args.beam_size > 1 else None
     if args.beam_size <= 1:
         raise LMError("--lm is used by beam search: give --beam-size > 1 (e.g. 8)")
-    return Fusion(NgramLM.load(args.lm), args.lm_weight, args.length_bonus)
+    return Fusion(NgramLM.load(args.lm), **weights)

@@ -47,7 +47,7 @@ from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.files import write_json
 from audiomodels.labels import LabelError, normalize_text
-from audiomodels.lm import Fusion, NgramLM, lm_beside
+from audiomodels.lm import lm_beside, own_fusion
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
@@ -162,11 +162,11 @@ def run_speechlabel(
     if recognizer.labels.kind != "char":
         raise Unavailable(f"{checkpoint} is a {recognizer.labels.kind} model; WER/CER need a char model")
     warm_up = load_audio(utterances[0].audio_filepath, target_rate=recognizer.sample_rate)
-    lm_path = lm_beside(checkpoint)
     runs = [(recognizer, beam_size, "no LM") for beam_size in beam_sizes]
-    if lm_path.is_file() and max(beam_sizes) > 1:  # the model's own LM, as `speechlabel transcribe` uses it
-        lm = NgramLM.load(lm_path)
-        with_lm = Recognizer(loaded.config, recognizer.model, fusion=Fusion(lm))
+    fusion = own_fusion(checkpoint)  # as `speechlabel transcribe` uses it with beam search
+    if fusion is not None and max(beam_sizes) > 1:
+        lm, lm_path = fusion.lm, lm_beside(checkpoint)
+        with_lm = Recognizer(loaded.config, recognizer.model, fusion=fusion)
         runs.append((with_lm, max(beam_sizes), f"{lm.order}-gram char LM ({lm_path.name})"))
         info["lm"] = {"path": str(lm_path), "order": lm.order, "source": lm.source}
     outcomes = []

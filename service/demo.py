@@ -14,7 +14,7 @@ from pathlib import Path
 import soundfile as sf
 
 from audiomodels.audio import prepare_waveform
-from audiomodels.lm import Fusion, NgramLM, lm_beside
+from audiomodels.lm import lm_beside, own_fusion
 from audiomodels.recognizer import Recognizer
 from service.batch import LocalSettings, LocalTranscriber
 from service.transcribe import DEFAULT_CHECKPOINT
@@ -52,8 +52,7 @@ def main() -> int:
     if not args.checkpoint.is_file():
         print(f"no model at {args.checkpoint}; train one: see README 'Retraining'")
         return 1
-    lm = lm_beside(args.checkpoint)
-    fusion = Fusion(NgramLM.load(lm)) if lm.is_file() else None
+    fusion = own_fusion(args.checkpoint)
     recognizer = Recognizer.from_checkpoint(args.checkpoint, fusion=fusion)
     items = synthesize_demo_audio(args.out, args.count)
     paths = [str(path) for path, _, _ in items]
@@ -62,7 +61,7 @@ def main() -> int:
     beam = list(LocalTranscriber(recognizer, name, LocalSettings(beam_size=8, workers=0))(paths))
     (args.out / "transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in beam))
     totals = {"greedy": ErrorCounts(), "beam": ErrorCounts()}
-    beam_name = f"beam 8 + {lm.name}" if fusion else "beam 8"
+    beam_name = f"beam 8 + {lm_beside(args.checkpoint).name}" if fusion else "beam 8"
     for (path, reference, voice), fast, best in zip(items, greedy, beam, strict=True):
         print(f"\n{path.name}  voice {voice}  ({best['duration_s']:.1f} s)")
         print(f"  reference : {reference}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
-from audiomodels.lm import Fusion, LMError, NgramLM, lm_beside
+from audiomodels.lm import LMError, lm_beside, own_fusion
 from audiomodels.recognizer import Recognizer
 from service.limits import ModelNotFound
 
@@ -82,12 +82,11 @@ class ModelRegistry:
 def load_entry(path: Path, **recognizer_kwargs: Any) -> ModelEntry:
     """One checkpoint file -> a ready recognizer plus its ListModels facts."""
     checkpoint = load_checkpoint(path)
-    lm_path = lm_beside(path)
     try:  # beam search requests (beam_size > 1) use the model's own LM when one ships beside it
-        fusion = Fusion(NgramLM.load(lm_path)) if lm_path.is_file() else None
+        fusion = own_fusion(path)
         recognizer = Recognizer(checkpoint.config, checkpoint.build_model(), fusion=fusion, **recognizer_kwargs)
     except LMError as error:
-        raise CheckpointError(f"{lm_path}: {error}") from None
+        raise CheckpointError(f"{lm_beside(path)}: {error}") from None
     card = path.with_suffix(".md")
     return ModelEntry(
         name=path.stem,
