@@ -15,11 +15,11 @@ import torch
 
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.lm import NgramLM
-from audiomodels.recognizer import Recognizer
+from audiomodels.recognizer import Recognizer, native_bfloat16
 from service.cli import main as cli_main
 from training.config import load_train_config
 from training.corpus import synthesize_corpus
-from training.train import STATE_FILE, learning_rate_factor
+from training.train import STATE_FILE, autocast_dtype, learning_rate_factor
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
@@ -86,7 +86,7 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     assert evaluation["data"]["train"]["utterances"] >= 30
     card = (tmp_path / "tiny.md").read_text()
     assert "| test | greedy |" in card and "| dev | beam8 |" in card and "| test | beam8 + LM |" in card
-    assert "order 4" in card and "manifest train.jsonl" in card
+    assert "order 4" in card and "manifest train.jsonl" in card and "word 3-gram over" in card
 
 
 def test_streaming_fine_tune_starts_from_a_checkpoint_and_learns_the_chunked_mode(
@@ -168,3 +168,14 @@ def test_config_overrides_and_unknown_keys() -> None:
     assert config.model.num_layers == 2  # from the file
     with pytest.raises(ValueError, match="unknown OptimConfig setting"):
         load_train_config(None, ["optim.learning_rate=1"])
+
+
+def test_mixed_precision_auto_follows_the_hardware_and_explicit_choices_win() -> None:
+    cpu = torch.device("cpu")
+    auto = load_train_config(None, [])
+    assert autocast_dtype(auto, cpu) == (torch.bfloat16 if native_bfloat16(cpu) else None)
+    assert autocast_dtype(load_train_config(None, ["amp=off"]), cpu) is None
+    assert autocast_dtype(load_train_config(None, ["amp=bf16"]), cpu) == torch.bfloat16
+    assert autocast_dtype(load_train_config(None, ["amp=fp16"]), cpu) == torch.float16
+    with pytest.raises(ValueError, match="amp must be one of"):
+        load_train_config(None, ["amp=bfloat16"])

@@ -14,6 +14,9 @@ from audiomodels.config import FeatureConfig, ModelConfig
 from training.data import AugmentConfig
 
 
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warmup then cosine decay."""
@@ -43,12 +46,18 @@ class TrainConfig:
     num_workers: int = 2  # DataLoader worker processes (0 = load in the training process)
     torch_threads: int = 0  # intra-op CPU threads for the model (0 = torch's default, one per core)
     cache_features: bool = True  # cache un-augmented MFCCs under RUN_DIR/feature_cache
-    amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16" or "off"
+    amp: str = "auto"  # "auto" (bf16 where native: recent CUDA GPUs, AVX512-BF16/AMX CPUs), "bf16", "fp16" or "off"
     seed: int = 0  # seeds model init, sampler order and augmentation
     init_from: str = ""  # checkpoint whose weights (and normalization) start the run: fine-tuning
     chunked_prob: float = 0.0  # share of batches trained in latency-controlled (streaming) mode
     chunk_sizes: tuple[int, ...] = (10, 20, 40)  # C drawn per chunked batch, in model frames
     right_contexts: tuple[int, ...] = (5, 10, 20)  # R drawn per chunked batch, in model frames
+
+    def __post_init__(self) -> None:
+        if self.amp is False:  # YAML 1.1 reads a bare `off` as false
+            object.__setattr__(self, "amp", "off")
+        if self.amp not in AMP_CHOICES:  # a typo would otherwise train in a precision nobody chose
+            raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
 
     @property
     def target_field(self) -> str:
