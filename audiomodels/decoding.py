@@ -86,10 +86,10 @@ def prefix_beam_search(
     nodes of a trie, so extending or hashing one is O(1) whatever its length; the trie holds
     O(T * beam_size * K) nodes.
 
-    With ``fusion`` (shallow fusion of a label LM) prefixes are ranked by acoustic
-    log-probability + ``weight`` x LM log-probability (end of sentence included for the final
-    choice) + ``length_bonus`` per label, which offsets the LM's cost of every label it adds; the
-    LM score of a prefix is computed once, when its trie node is made.
+    With ``fusion`` (shallow fusion of a label LM, and of a word LM at each completed word)
+    prefixes are ranked by acoustic log-probability + the fused LM score (:class:`Fusion`; end of
+    sentence included for the final choice); the LM score of a prefix is computed once, when its
+    trie node is made.
 
     Returns the most probable surviving prefix as label ids (blank never included).
     """
@@ -110,8 +110,8 @@ def prefix_beam_search(
     last_labels = [-1]
     children: dict[tuple[int, int], int] = {}
     beams: dict[int, tuple[float, float]] = {0: (0.0, _NEG_INF)}  # node -> (p_blank, p_nonblank)
-    lm_scores = [0.0]  # node -> weighted LM log-probability + length bonus of its prefix
-    lm_states = [fusion.lm.initial_state() if fusion is not None else ()]
+    lm_scores = [0.0]  # node -> weighted LM score of its prefix (length and word bonuses included)
+    lm_states = [fusion.initial_state() if fusion is not None else None]
 
     def rank(item: tuple[int, list[float] | tuple[float, float]]) -> float:
         node, (pb, pnb) = item
@@ -137,11 +137,12 @@ def prefix_beam_search(
                     parents.append(node)
                     last_labels.append(c)
                     if fusion is not None:
-                        state, lm = lm_states[node], fusion.lm
-                        lm_scores.append(lm_scores[node] + fusion.weight * lm.log_prob(state, c) + fusion.length_bonus)
-                        lm_states.append(lm.advance(state, c))
+                        gained, state = fusion.extend(lm_states[node], c)
+                        lm_scores.append(lm_scores[node] + gained)
+                        lm_states.append(state)
                     else:
                         lm_scores.append(0.0)
+                        lm_states.append(None)
                 entry = scores.setdefault(child, [_NEG_INF, _NEG_INF])
                 entry[1] = _logaddexp(entry[1], (pb if c == last else total) + row[c])
 
@@ -151,8 +152,7 @@ def prefix_beam_search(
     if fusion is None:
         node = best[0][0]  # nlargest sorts best first
     else:
-        end = fusion.lm.eos
-        node = max(beams, key=lambda n: rank((n, beams[n])) + fusion.weight * fusion.lm.log_prob(lm_states[n], end))
+        node = max(beams, key=lambda n: rank((n, beams[n])) + fusion.finish(lm_states[n]))
     labels: list[int] = []
     while node > 0:
         labels.append(last_labels[node])

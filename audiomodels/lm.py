@@ -9,6 +9,9 @@ class serves char and phone models. Stored in ARPA's backoff form: the interpola
 of every n-gram seen in training, and a backoff weight per history, so a query is a few dict
 lookups. N-grams are packed into integers (one base-``num_labels + 2`` digit per label), which keeps
 the file a compact ``.npz`` and the lookups fast. Built by ``speechlabel lm`` (:mod:`training.lm`).
+
+The same file may carry a word n-gram (:class:`WordNgram`) over the label set's words, scored
+whenever a prefix completes a word: characters alone cannot tell "your" from "you're".
 """
 
 from __future__ import annotations
@@ -40,14 +43,19 @@ def pack(ngram: Sequence[int], base: int) -> int:
 
 @dataclass
 class NgramLM:
-    """Backoff n-gram model over label ids ``1..num_labels-1``, plus end of sentence (``num_labels``)."""
+    """Backoff n-gram model over ids ``1..num_labels-1``, plus end of sentence (``num_labels``).
+
+    A label LM's ids are the label set's; ``words``, when present, is a word-level model over the
+    same label set's words, which beam search consults each time a word is complete.
+    """
 
     order: int
-    num_labels: int  # the label set's size (blank included); EOS = num_labels
+    num_labels: int  # vocabulary size with id 0 (blank / sentence start) included; EOS = num_labels
     labels: tuple[str, ...]  # the label set's symbols, to refuse use with a different label set
     log_probs: dict[int, float]  # packed n-gram -> natural-log P(last | rest), interpolated
     backoffs: dict[int, float]  # packed history -> natural-log backoff weight
     source: str = ""  # what text it was built from (for model cards)
+    words: WordNgram | None = None
 
     @property
     def eos(self) -> int:
@@ -83,34 +91,49 @@ class NgramLM:
         return total
 
     def save(self, path: str | os.PathLike) -> None:
-        header = {
-            "order": self.order,
-            "num_labels": self.num_labels,
-            "labels": list(self.labels),
-            "source": self.source,
+        header: dict = {"order": self.order, "num_labels": self.num_labels, "labels": list(self.labels), "source": self.source}
+        arrays = self._arrays("")
+        if self.words is not None:
+            words = self.words
+            header["words"] = {"order": words.ngrams.order, "num_words": words.ngrams.num_labels, "separator": words.separator}
+            arrays |= words.ngrams._arrays("word_")
+            arrays["word_spellings"] = np.fromiter((label for word in words.vocabulary for label in word), dtype=np.int32)
+            arrays["word_lengths"] = np.fromiter(map(len, words.vocabulary), dtype=np.int32, count=len(words.vocabulary))
+        np.savez_compressed(path, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+
+    def _arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        count, histories = len(self.log_probs), len(self.backoffs)
+        return {
+            f"{prefix}ngrams": np.fromiter(self.log_probs, dtype=np.int64, count=count),
+            f"{prefix}log_probs": np.fromiter(self.log_probs.values(), dtype=np.float32, count=count),
+            f"{prefix}histories": np.fromiter(self.backoffs, dtype=np.int64, count=histories),
+            f"{prefix}backoffs": np.fromiter(self.backoffs.values(), dtype=np.float32, count=histories),
         }
-        np.savez_compressed(
-            path,
-            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-            ngrams=np.fromiter(self.log_probs, dtype=np.int64, count=len(self.log_probs)),
-            log_probs=np.fromiter(self.log_probs.values(), dtype=np.float32, count=len(self.log_probs)),
-            histories=np.fromiter(self.backoffs, dtype=np.int64, count=len(self.backoffs)),
-            backoffs=np.fromiter(self.backoffs.values(), dtype=np.float32, count=len(self.backoffs)),
-        )
+
+    @staticmethod
+    def _tables(data: np.lib.npyio.NpzFile, prefix: str) -> tuple[dict[int, float], dict[int, float]]:
+        log_probs = dict(zip(data[f"{prefix}ngrams"].tolist(), data[f"{prefix}log_probs"].tolist(), strict=True))
+        backoffs = dict(zip(data[f"{prefix}histories"].tolist(), data[f"{prefix}backoffs"].tolist(), strict=True))
+        return log_probs, backoffs
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NgramLM:
         try:
             with np.load(path) as data:
                 header = json.loads(data["header"].tobytes().decode())
-                log_probs = dict(zip(data["ngrams"].tolist(), data["log_probs"].tolist(), strict=True))
-                backoffs = dict(zip(data["histories"].tolist(), data["backoffs"].tolist(), strict=True))
+                words = None
+                if spec := header.get("words"):
+                    ends = np.cumsum(data["word_lengths"]).tolist()
+                    flat = data["word_spellings"].tolist()
+                    vocabulary = tuple(tuple(flat[end - length : end]) for end, length in zip(ends, data["word_lengths"].tolist()))
+                    ngrams = cls(spec["order"], spec["num_words"], (), *cls._tables(data, "word_"))
+                    words = WordNgram(ngrams, spec["separator"], vocabulary)
+                lm = cls(header["order"], header["num_labels"], tuple(header["labels"]), *cls._tables(data, ""), header.get("source", ""), words)
         except FileNotFoundError:
             raise LMError(f"no language model at {path}") from None
         except (OSError, ValueError, KeyError) as error:
             raise LMError(f"{path} is not a speechlabel language model: {error}") from None
-        labels = tuple(header["labels"])
-        return cls(header["order"], header["num_labels"], labels, log_probs, backoffs, header.get("source", ""))
+        return lm
 
     def check_labels(self, labels: Sequence[str]) -> None:
         """Refuse a model built for another label set (ids would mean other symbols)."""
@@ -118,13 +141,76 @@ class NgramLM:
             raise LMError("the language model was built for a different label set than the acoustic model's")
 
 
+UNKNOWN_WORD = 1  # word id of every word outside the vocabulary (0 is sentence start, as for labels)
+
+
+@dataclass
+class WordNgram:
+    """Word n-gram over a label set's words: the label sequences between its word separators.
+
+    Char models spell words, so a word model tells "your local" from "you're local", which a
+    6-gram over characters cannot see; for phone models a word is its pronunciation.
+    """
+
+    ngrams: NgramLM  # over word ids: 1 = unknown word, 2.. = ``vocabulary``
+    separator: int  # the label id between words
+    vocabulary: tuple[tuple[int, ...], ...]  # label ids of word id 2, 3, ...
+
+    def __post_init__(self) -> None:
+        self._ids = {spelling: index + 2 for index, spelling in enumerate(self.vocabulary)}
+
+    def word_id(self, spelling: tuple[int, ...]) -> int:
+        return self._ids.get(spelling, UNKNOWN_WORD)
+
+
+FusionState = tuple[LMState, LMState, tuple[int, ...]]  # label LM state, word LM state, word so far
+
+
 @dataclass(frozen=True)
 class Fusion:
-    """How beam search weighs an LM: score = acoustic + ``weight`` x LM + ``length_bonus`` x labels."""
+    """How beam search weighs an LM: score = acoustic + ``weight`` x LM + ``length_bonus`` x labels,
+    and with a word model, + ``word_weight`` x word LM + ``word_bonus`` per word (at each word's end)."""
 
     lm: NgramLM
     weight: float = 0.8  # tuned on the corpus's dev split with the shipped char model (README)
     length_bonus: float = 1.5
+    word_weight: float = 0.2  # tuned with the char model and its word trigram on dev (README)
+    word_bonus: float = 0.0
+
+    def initial_state(self) -> FusionState:
+        words = self.lm.words
+        return self.lm.initial_state(), words.ngrams.initial_state() if words else (), ()
+
+    def extend(self, state: FusionState, label: int) -> tuple[float, FusionState]:
+        """The score a prefix gains by ``label``, and the prefix's new state."""
+        labels, words, spelling = state
+        score = self.weight * self.lm.log_prob(labels, label) + self.length_bonus
+        labels = self.lm.advance(labels, label)
+        if self.lm.words is None:
+            return score, (labels, words, spelling)
+        if label != self.lm.words.separator:
+            return score, (labels, words, (*spelling, label))
+        if spelling:
+            gained, words = self._word(words, spelling)
+            score += gained
+        return score, (labels, words, ())
+
+    def finish(self, state: FusionState) -> float:
+        """The score of ending the sentence here (the last word, if unfinished, included)."""
+        labels, words, spelling = state
+        score = self.weight * self.lm.log_prob(labels, self.lm.eos)
+        if self.lm.words is not None:
+            if spelling:
+                gained, words = self._word(words, spelling)
+                score += gained
+            score += self.word_weight * self.lm.words.ngrams.log_prob(words, self.lm.words.ngrams.eos)
+        return score
+
+    def _word(self, state: LMState, spelling: tuple[int, ...]) -> tuple[float, LMState]:
+        words = self.lm.words
+        word = words.word_id(spelling)
+        gained = self.word_weight * words.ngrams.log_prob(state, word) + self.word_bonus
+        return gained, words.ngrams.advance(state, word)
 
 
 def lm_beside(checkpoint: str | os.PathLike) -> Path:
@@ -133,24 +219,31 @@ def lm_beside(checkpoint: str | os.PathLike) -> Path:
 
 
 def own_fusion(checkpoint: str | os.PathLike, **weights: float) -> Fusion | None:
-    """The model's own LM (:func:`lm_beside`) with default or given ``weight``/``length_bonus``; None without one."""
+    """The model's own LM (:func:`lm_beside`) with default or given :class:`Fusion` weights; None without one."""
     path = lm_beside(checkpoint)
     return Fusion(NgramLM.load(path), **weights) if path.is_file() else None
 
 
 def add_fusion_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--lm``, ``--lm-weight``, ``--length-bonus``: the options of every command that decodes."""
-    defaults = Fusion.__dataclass_fields__
+    defaults = {name: field.default for name, field in Fusion.__dataclass_fields__.items()}
     parser.add_argument(
         "--lm",
         help="label language model (.npz from `speechlabel lm`) for beam search; default: NAME.lm.npz beside the "
         "checkpoint when there is one; 'none' = no LM",
     )
     parser.add_argument(
-        "--lm-weight", type=float, default=defaults["weight"].default, help="weight of the LM log-probability"
+        "--lm-weight", type=float, default=defaults["weight"], help="weight of the LM log-probability"
     )
     parser.add_argument(
-        "--length-bonus", type=float, default=defaults["length_bonus"].default, help="score added per label with an LM"
+        "--length-bonus", type=float, default=defaults["length_bonus"], help="score added per label with an LM"
+    )
+    parser.add_argument(
+        "--word-weight", type=float, default=defaults["word_weight"],
+        help="weight of the word LM log-probability (LM files built with --word-order)",
+    )
+    parser.add_argument(
+        "--word-bonus", type=float, default=defaults["word_bonus"], help="score added per word with a word LM"
     )
 
 
@@ -159,7 +252,10 @@ def fusion_from_args(args: argparse.Namespace, checkpoint: str | os.PathLike) ->
     names another or ``none``; never for greedy decoding. Raises :class:`LMError`."""
     if args.lm == "none":
         return None
-    weights = {"weight": args.lm_weight, "length_bonus": args.length_bonus}
+    weights = {
+        "weight": args.lm_weight, "length_bonus": args.length_bonus,
+        "word_weight": args.word_weight, "word_bonus": args.word_bonus,
+    }
     if args.lm is None:
         return own_fusion(checkpoint, **weights) if args.beam_size > 1 else None
     if args.beam_size <= 1:

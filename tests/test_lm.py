@@ -13,13 +13,22 @@ import torch
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.decoding import prefix_beam_search
 from audiomodels.labels import LabelSet
-from audiomodels.lm import Fusion, LMError, NgramLM, add_fusion_arguments, fusion_from_args, lm_beside
+from audiomodels.lm import (
+    UNKNOWN_WORD,
+    Fusion,
+    LMError,
+    NgramLM,
+    WordNgram,
+    add_fusion_arguments,
+    fusion_from_args,
+    lm_beside,
+)
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from service.registry import load_entry
 from tests.test_evaluate import save_tiny_model
 from training import evaluate
-from training.lm import build_lm, encode_all, perplexity
+from training.lm import build_lm, build_word_lm, encode_all, perplexity
 from training.manifest import Utterance, write_manifest
 
 CHARS = LabelSet.char()
@@ -34,7 +43,15 @@ TEXT = [
 
 
 def char_lm(order: int) -> NgramLM:
-    return build_lm(encode_all(TEXT, CHARS)[0], CHARS, order)
+    return build_lm(encode_all(TEXT, CHARS)[0], len(CHARS), order, CHARS.symbols)
+
+
+def word_lm(order: int, min_count: int = 2) -> WordNgram:
+    return build_word_lm(encode_all(TEXT, CHARS)[0], CHARS.symbols.index(" "), order, min_count)
+
+
+def spelled(word: str) -> tuple[int, ...]:
+    return tuple(CHARS.encode(word))
 
 
 @pytest.mark.parametrize("order", [1, 2, 4])
@@ -47,6 +64,19 @@ def test_every_history_gets_a_proper_distribution(order: int) -> None:
     for history in histories:
         total = sum(math.exp(lm.log_prob(history, label)) for label in vocabulary)
         assert total == pytest.approx(1.0, abs=1e-9), history
+
+
+def test_word_model_keeps_repeated_words_and_gives_the_rest_to_the_unknown_word() -> None:
+    words = word_lm(2)
+    assert {CHARS.decode(word) for word in words.vocabulary} == {"the", "on", "sea"}  # each seen 2+ times
+    assert words.word_id(spelled("cat")) == words.word_id(spelled("zebra")) == UNKNOWN_WORD
+    ngrams = words.ngrams
+    the = words.word_id(spelled("the"))
+    for history in (ngrams.initial_state(), (the,), (UNKNOWN_WORD,)):
+        total = sum(math.exp(ngrams.log_prob(history, word)) for word in range(1, ngrams.num_labels + 1))
+        assert total == pytest.approx(1.0, abs=1e-9), history
+    # Most words of this text occur once, so after "the" an unknown word is likelier than "sea".
+    assert ngrams.log_prob((the,), UNKNOWN_WORD) > ngrams.log_prob((the,), words.word_id(spelled("sea")))
 
 
 def test_higher_orders_predict_held_out_english_better_and_scrambled_text_worse() -> None:
@@ -75,12 +105,27 @@ def test_fusion_fixes_a_spelling_the_acoustics_alone_get_wrong() -> None:
     assert (plain, fused) == ("teh", "the")
 
 
+def test_word_model_fixes_a_word_the_label_model_misses() -> None:
+    # "see shore" by a hair for the acoustics; a character bigram cannot see that the text says "sea shore".
+    spelling = [{"s": 0.95}, {"e": 0.95}, {"e": 0.53, "a": 0.45}, {" ": 0.95}, *({c: 0.95} for c in "shore")]
+    log_probs = one_hot_frames([frame for symbol in spelling for frame in (symbol, {})])
+    lm = char_lm(2)
+    labels_only = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, fusion=Fusion(lm, 0.8, 1.0)))
+    lm.words = word_lm(2, min_count=1)
+    with_words = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, fusion=Fusion(lm, 0.8, 1.0, 0.5, 0.0)))
+    assert (labels_only, with_words) == ("see shore", "sea shore")
+
+
 def test_saved_model_loads_identically_and_refuses_another_label_set(tmp_path: Path) -> None:
     lm = char_lm(3)
+    lm.words = word_lm(2, min_count=1)
     lm.save(tmp_path / "char.npz")
     loaded = NgramLM.load(tmp_path / "char.npz")
     assert (loaded.order, loaded.labels) == (lm.order, lm.labels)
     assert loaded.log_probs.keys() == lm.log_probs.keys() and loaded.backoffs.keys() == lm.backoffs.keys()
+    assert loaded.words is not None and loaded.words.vocabulary == lm.words.vocabulary
+    assert loaded.words.ngrams.log_probs == pytest.approx(lm.words.ngrams.log_probs)
+    assert loaded.words.word_id(spelled("shore")) == lm.words.word_id(spelled("shore")) != UNKNOWN_WORD
     state = loaded.advance(loaded.initial_state(), CHARS.encode("t")[0])
     assert loaded.log_prob(state, CHARS.encode("h")[0]) == pytest.approx(lm.log_prob(state, CHARS.encode("h")[0]))
     with pytest.raises(LMError, match="different label set"):
@@ -105,7 +150,9 @@ def test_lm_command_builds_from_a_manifest_and_evaluate_decodes_with_it(
     assert cli_main([*argv, "--order", "3", "--out", str(out), "--dev", str(manifest)]) == 0
     printed = capsys.readouterr().out
     assert f"{len(speech_files) + len(TEXT)} sentences" in printed and "perplexity" in printed
-    assert NgramLM.load(out).order == 3
+    assert "word perplexity" in printed
+    loaded = NgramLM.load(out)
+    assert loaded.order == 3 and loaded.words is not None and loaded.words.ngrams.order == 3
 
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
@@ -130,8 +177,9 @@ def test_a_models_own_lm_is_used_for_beam_search_by_every_command(tmp_path: Path
     assert fusion_from_args(parser.parse_args(["--beam-size", "8"]), checkpoint) is None  # no LM beside it yet
 
     char_lm(3).save(lm_beside(checkpoint))
-    fusion = fusion_from_args(parser.parse_args(["--beam-size", "8"]), checkpoint)
+    fusion = fusion_from_args(parser.parse_args(["--beam-size", "8", "--word-weight", "0.4"]), checkpoint)
     assert fusion is not None and fusion.lm.order == 3 and fusion.weight == Fusion.weight
+    assert (fusion.word_weight, fusion.word_bonus) == (0.4, Fusion.word_bonus)
     assert fusion_from_args(parser.parse_args([]), checkpoint) is None  # greedy decoding ignores it
     assert fusion_from_args(parser.parse_args(["--beam-size", "8", "--lm", "none"]), checkpoint) is None
     assert load_entry(checkpoint).recognizer.fusion is not None  # the server pairs it too

@@ -63,6 +63,12 @@ def model_card(
             [
                 f"- LM (`{name}.lm.npz`, used by beam search): order {lm['order']}, {lm['ngrams']:,} n-grams from "
                 f"{lm['source']}; weight {lm['weight']}, length bonus {lm['length_bonus']}"
+                + (
+                    f"; word {words['order']}-gram over {words['vocabulary']:,} words ({words['ngrams']:,} n-grams), "
+                    f"weight {words['weight']}, word bonus {words['bonus']}"
+                    if (words := lm.get("words"))
+                    else ""
+                )
             ]
             if (lm := metadata.get("lm"))
             else []
@@ -104,6 +110,14 @@ def run(args: argparse.Namespace) -> int:
             "weight": fusion.weight,
             "length_bonus": fusion.length_bonus,
         }
+        if (words := fusion.lm.words) is not None:
+            metadata["lm"]["words"] = {
+                "order": words.ngrams.order,
+                "vocabulary": len(words.vocabulary),
+                "ngrams": len(words.ngrams.log_probs),
+                "weight": fusion.word_weight,
+                "bonus": fusion.word_bonus,
+            }
     metadata["evaluation"] = {
         "dev": score(recognizer, dev, fusion),
         "test": score(recognizer, test, fusion),

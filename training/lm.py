@@ -22,18 +22,19 @@ from pathlib import Path
 
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.labels import LabelError, LabelSet, phonemize_batch
-from audiomodels.lm import BOS, NgramLM, pack
+from audiomodels.lm import BOS, UNKNOWN_WORD, NgramLM, WordNgram, pack
 from training.corpus import load_sentences, split_sentences
 from training.manifest import ManifestError, read_manifest
 
 Ngram = tuple[int, ...]
 
 
-def build_lm(sentences: Iterable[Sequence[int]], labels: LabelSet, order: int, source: str = "") -> NgramLM:
-    """Interpolated Kneser-Ney over label-id sentences (ids 1..len(labels)-1; blank 0 never occurs)."""
+def build_lm(
+    sentences: Iterable[Sequence[int]], num_labels: int, order: int, labels: tuple[str, ...] = (), source: str = ""
+) -> NgramLM:
+    """Interpolated Kneser-Ney over id sentences (ids 1..num_labels-1; id 0, the blank, never occurs)."""
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
-    num_labels = len(labels)
     eos = num_labels
     top: Counter[Ngram] = Counter()
     for ids in sentences:
@@ -66,7 +67,30 @@ def build_lm(sentences: Iterable[Sequence[int]], labels: LabelSet, order: int, s
         for history in totals:
             backoffs[pack(history, base)] = math.log(discount * types[history] / totals[history])
         lower = current
-    return NgramLM(order, num_labels, labels.symbols, log_probs, backoffs, source)
+    return NgramLM(order, num_labels, labels, log_probs, backoffs, source)
+
+
+def build_word_lm(sentences: Sequence[Sequence[int]], separator: int, order: int, min_count: int = 2) -> WordNgram:
+    """Kneser-Ney over the words of label-id sentences. Words seen fewer than ``min_count`` times
+    become the unknown word, whose probability thereby stands for every word the text never had."""
+    spelled = [split_words(ids, separator) for ids in sentences]
+    counts = Counter(word for words in spelled for word in words)
+    vocabulary = tuple(sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)))
+    ids = {word: index + 2 for index, word in enumerate(vocabulary)}
+    word_sentences = [[ids.get(word, UNKNOWN_WORD) for word in words] for words in spelled]
+    return WordNgram(build_lm(word_sentences, len(vocabulary) + 2, order), separator, vocabulary)
+
+
+def split_words(ids: Sequence[int], separator: int) -> list[tuple[int, ...]]:
+    """Label ids -> words (tuples of label ids), split at the separator."""
+    words, current = [], []
+    for label in ids:
+        if label != separator:
+            current.append(label)
+        elif current:
+            words.append(tuple(current))
+            current = []
+    return [*words, tuple(current)] if current else words
 
 
 def _adjusted_counts(top: Counter[Ngram], order: int) -> dict[int, Counter[Ngram]]:
@@ -158,6 +182,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fortunes-split", choices=["train", "dev", "test"], help="a split of the corpus text pool")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed of --fortunes-split (default 0)")
     parser.add_argument("--dev", type=Path, help="manifest to report the LM's perplexity on")
+    parser.add_argument(
+        "--word-order", type=int, default=3, help="order of the word n-gram stored with it (default 3; 0 = none)"
+    )
+    parser.add_argument(
+        "--word-min-count", type=int, default=2, help="rarer words share the unknown word's probability (default 2)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,7 +195,10 @@ def run(args: argparse.Namespace) -> int:
         labels = LabelSet.from_config(load_checkpoint(args.checkpoint).config.labels)
         texts = read_sentences(labels, args.text, args.manifest, args.fortunes_split, args.seed)
         encoded, skipped = encode_all(texts, labels)
-        lm = build_lm(encoded, labels, args.order, describe_sources(args, len(encoded)))
+        lm = build_lm(encoded, len(labels), args.order, labels.symbols, describe_sources(args, len(encoded)))
+        if args.word_order > 0 and labels.word_separator:
+            separator = labels.symbols.index(labels.word_separator)
+            lm.words = build_word_lm(encoded, separator, args.word_order, args.word_min_count)
     except (CheckpointError, ManifestError, OSError, ValueError) as error:
         print(f"speechlabel lm: {error}", file=sys.stderr)
         return 2
@@ -175,7 +208,14 @@ def run(args: argparse.Namespace) -> int:
         f"{len(encoded)} sentences ({sum(map(len, encoded))} labels, {skipped} skipped), order {args.order}: "
         f"{len(lm.log_probs)} n-grams -> {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)"
     )
+    if lm.words is not None:
+        print(f"words: order {args.word_order}, {len(lm.words.vocabulary)} in the vocabulary, "
+              f"{len(lm.words.ngrams.log_probs)} n-grams")
     if args.dev:
         dev, _ = encode_all(read_sentences(labels, manifests=[args.dev]), labels)
         print(f"perplexity on {args.dev}: {perplexity(lm, dev):.2f} per label (uniform: {len(labels):d})")
+        if lm.words is not None:
+            words = [[lm.words.word_id(w) for w in split_words(ids, lm.words.separator)] for ids in dev]
+            unknown = sum(word == UNKNOWN_WORD for sentence in words for word in sentence) / sum(map(len, words))
+            print(f"word perplexity {perplexity(lm.words.ngrams, words):.1f} per word, {unknown:.1%} unknown words")
     return 0
