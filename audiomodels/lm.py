@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,17 +91,15 @@ class NgramLM:
         return total
 
     def save(self, path: str | os.PathLike) -> None:
-        header: dict = {"order": self.order, "num_labels": self.num_labels, "labels": list(self.labels), "source": self.source}
-        arrays = self._arrays("")
+        header = {"order": self.order, "num_labels": self.num_labels, "labels": list(self.labels), "source": self.source}
+        arrays = self.arrays("")
         if self.words is not None:
-            words = self.words
-            header["words"] = {"order": words.ngrams.order, "num_words": words.ngrams.num_labels, "separator": words.separator}
-            arrays |= words.ngrams._arrays("word_")
-            arrays["word_spellings"] = np.fromiter((label for word in words.vocabulary for label in word), dtype=np.int32)
-            arrays["word_lengths"] = np.fromiter(map(len, words.vocabulary), dtype=np.int32, count=len(words.vocabulary))
+            header["words"] = self.words.header()
+            arrays |= self.words.arrays()
         np.savez_compressed(path, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
 
-    def _arrays(self, prefix: str) -> dict[str, np.ndarray]:
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The n-gram and backoff tables as the file stores them (names start with ``prefix``)."""
         count, histories = len(self.log_probs), len(self.backoffs)
         return {
             f"{prefix}ngrams": np.fromiter(self.log_probs, dtype=np.int64, count=count),
@@ -111,7 +109,8 @@ class NgramLM:
         }
 
     @staticmethod
-    def _tables(data: np.lib.npyio.NpzFile, prefix: str) -> tuple[dict[int, float], dict[int, float]]:
+    def tables(data: Mapping[str, np.ndarray], prefix: str) -> tuple[dict[int, float], dict[int, float]]:
+        """Inverse of :meth:`arrays`: (log_probs, backoffs)."""
         log_probs = dict(zip(data[f"{prefix}ngrams"].tolist(), data[f"{prefix}log_probs"].tolist(), strict=True))
         backoffs = dict(zip(data[f"{prefix}histories"].tolist(), data[f"{prefix}backoffs"].tolist(), strict=True))
         return log_probs, backoffs
@@ -121,19 +120,14 @@ class NgramLM:
         try:
             with np.load(path) as data:
                 header = json.loads(data["header"].tobytes().decode())
-                words = None
-                if spec := header.get("words"):
-                    ends = np.cumsum(data["word_lengths"]).tolist()
-                    flat = data["word_spellings"].tolist()
-                    vocabulary = tuple(tuple(flat[end - length : end]) for end, length in zip(ends, data["word_lengths"].tolist()))
-                    ngrams = cls(spec["order"], spec["num_words"], (), *cls._tables(data, "word_"))
-                    words = WordNgram(ngrams, spec["separator"], vocabulary)
-                lm = cls(header["order"], header["num_labels"], tuple(header["labels"]), *cls._tables(data, ""), header.get("source", ""), words)
+                words = WordNgram.from_file(header["words"], data) if "words" in header else None
+                tables = cls.tables(data, "")
         except FileNotFoundError:
             raise LMError(f"no language model at {path}") from None
         except (OSError, ValueError, KeyError) as error:
             raise LMError(f"{path} is not a speechlabel language model: {error}") from None
-        return lm
+        labels = tuple(header["labels"])
+        return cls(header["order"], header["num_labels"], labels, *tables, header.get("source", ""), words)
 
     def check_labels(self, labels: Sequence[str]) -> None:
         """Refuse a model built for another label set (ids would mean other symbols)."""
@@ -161,6 +155,24 @@ class WordNgram:
 
     def word_id(self, spelling: tuple[int, ...]) -> int:
         return self._ids.get(spelling, UNKNOWN_WORD)
+
+    def header(self) -> dict[str, int]:
+        return {"order": self.ngrams.order, "num_words": self.ngrams.num_labels, "separator": self.separator}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The word tables, and the vocabulary as all spellings end to end plus each one's length."""
+        lengths = np.fromiter(map(len, self.vocabulary), dtype=np.int32, count=len(self.vocabulary))
+        spellings = np.fromiter((label for word in self.vocabulary for label in word), dtype=np.int32)
+        return {**self.ngrams.arrays("word_"), "word_spellings": spellings, "word_lengths": lengths}
+
+    @classmethod
+    def from_file(cls, header: dict[str, int], data: Mapping[str, np.ndarray]) -> WordNgram:
+        """Inverse of :meth:`header` and :meth:`arrays`."""
+        flat, lengths = data["word_spellings"].tolist(), data["word_lengths"].tolist()
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist() if lengths else []
+        vocabulary = tuple(tuple(flat[start : start + length]) for start, length in zip(starts, lengths, strict=True))
+        ngrams = NgramLM(header["order"], header["num_words"], (), *NgramLM.tables(data, "word_"))
+        return cls(ngrams, header["separator"], vocabulary)
 
 
 FusionState = tuple[LMState, LMState, tuple[int, ...]]  # label LM state, word LM state, word so far

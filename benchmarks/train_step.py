@@ -79,7 +79,8 @@ def main() -> None:
     audio_h = float(batch.feature_lengths.sum()) * config.features.frame_shift_s / 3600
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), native bf16: {native_bfloat16()}")
     print(f"batch: {len(batch.feature_lengths)} utterances, {audio_h * 60:.1f} min of audio ({args.config.name})")
-    print(f"{'mode':12s} {'precision':9s} {'s/step':>7s} {'steps/s':>8s} {'audio h/s':>9s} {'speed-up':>8s} {'loss vs fp32':>12s}")
+    columns = ("s/step", "steps/s", "audio h/s", "speed-up", "loss vs fp32")
+    print(f"{'mode':12s} {'precision':9s} " + " ".join(f"{name:>{width}s}" for name, width in zip(columns, (7, 8, 9, 8, 12))))
     rows = []
     for mode, chunking in (("full", None), ("chunked", config.model.streaming)):
         reference: dict[str, float] = {}

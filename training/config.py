@@ -13,7 +13,6 @@ import yaml
 from audiomodels.config import FeatureConfig, ModelConfig
 from training.data import AugmentConfig
 
-
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
