@@ -237,7 +237,7 @@ def own_fusion(checkpoint: str | os.PathLike, **weights: float) -> Fusion | None
 
 
 def add_fusion_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--lm``, ``--lm-weight``, ``--length-bonus``: the options of every command that decodes."""
+    """``--lm`` and the :class:`Fusion` weights: the options of every command that decodes."""
     defaults = {name: field.default for name, field in Fusion.__dataclass_fields__.items()}
     parser.add_argument(
         "--lm",
