@@ -59,7 +59,7 @@ def time_steps(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
         if index == 0:
-            first_loss = float(loss)
+            first_loss = float(loss.detach())
         else:
             times.append(time.perf_counter() - start)
     return times, first_loss
