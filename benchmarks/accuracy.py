@@ -167,7 +167,8 @@ def run_speechlabel(
     if fusion is not None and max(beam_sizes) > 1:
         lm, lm_path = fusion.lm, lm_beside(checkpoint)
         with_lm = Recognizer(loaded.config, recognizer.model, fusion=fusion)
-        runs.append((with_lm, max(beam_sizes), f"{lm.order}-gram char LM ({lm_path.name})"))
+        words = f" + word {lm.words.ngrams.order}-gram" if lm.words is not None else ""
+        runs.append((with_lm, max(beam_sizes), f"{lm.order}-gram char LM{words} ({lm_path.name})"))
         info["lm"] = {"path": str(lm_path), "order": lm.order, "source": lm.source}
     outcomes = []
     for runner, beam_size, lm_note in runs:
