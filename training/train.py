@@ -94,7 +94,7 @@ def learning_rate_factor(step: int, config: TrainConfig) -> float:
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The forward pass's mixed precision; ``auto`` = bf16 where the hardware has it natively.
 
-    That includes CPUs with AVX512-BF16 or AMX, where a 3x256 BiGRU step measured 1.4x faster
+    That includes CPUs with AVX512-BF16 or AMX, where a 3x256 BiGRU step measured 1.4-1.9x faster
     (``benchmarks/train_step.py``); elsewhere bf16 is emulated and slower, so fp32. Weights, the
     optimizer and the CTC loss stay fp32 either way.
     """
