@@ -1,13 +1,16 @@
-# Newcomer entry points: make install | make test | make demo | make bench
+# Newcomer entry points: make install | make test | make demo | make bench (| make voices: more corpus voices)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # espeak-ng/flite/festival(+voices) speak the synthetic corpus; fortunes is its text source.
 SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
+# RHVoice and SVOX Pico (Debian non-free): the corpus's female and accented English voices.
+VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils
+NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test demo bench bench-accuracy bench-streaming clean
+.PHONY: install system-packages voices test demo bench bench-accuracy bench-streaming clean
 
 install: $(STAMP)
 
@@ -16,6 +19,17 @@ system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# Opt-in: adds Debian's contrib/non-free components (in a sources file of their own) for the voice packages.
+voices:
+	@missing=$$(for p in $(VOICE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing voice packages (Debian non-free): $$missing"; \
+		codename=$$(. /etc/os-release && echo $$VERSION_CODENAME); \
+		printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+			"$$codename" | $(SUDO) tee $(NONFREE_SOURCES) >/dev/null; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 

@@ -18,7 +18,9 @@ from training.corpus import (
     SPLITS,
     load_sentences,
     main,
+    held_out_speakers,
     plan_corpus,
+    split_voices,
 )
 from training.voices import ENGINES, SynthParams, available_voices
 
@@ -88,12 +90,15 @@ def test_splits_are_disjoint_by_text_and_test_speakers_are_held_out(corpus: Path
     assert not train_speakers & {record["speaker"] for record in manifests["test"]}
 
 
-def test_rerun_with_the_same_seed_is_a_no_op(corpus: Path) -> None:
+def test_rerun_with_the_same_seed_is_a_no_op(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = {path: path.stat().st_mtime_ns for path in corpus.rglob("*.wav")}
     manifests = {split: (corpus / f"{split}.jsonl").read_bytes() for split in SPLITS}
     assert synth(corpus) == 0
     assert {path: path.stat().st_mtime_ns for path in corpus.rglob("*.wav")} == before
     assert {split: (corpus / f"{split}.jsonl").read_bytes() for split in SPLITS} == manifests
+    printed = capsys.readouterr().out.splitlines()[-1]  # what a second corpus passes to --hold-out
+    test_speakers = sorted({record["speaker"] for record in read_manifests(corpus)["test"]})
+    assert printed.startswith("test speakers") and printed.split(": ")[-1] == ",".join(test_speakers)
 
 
 def test_interrupted_run_resumes_with_identical_audio(corpus: Path) -> None:
@@ -114,6 +119,10 @@ def test_speechlabel_cli_reaches_corpus_synth(tmp_path: Path) -> None:
 
     args = build_parser("corpus").parse_args(["corpus", "synth", "--out", str(tmp_path), "--engines", "flite"])
     assert (args.corpus_action, args.out, args.engines, args.seed) == ("synth", tmp_path, ["flite"], 0)
+    assert (args.hold_out, args.sentence_offset) == ([], 0)
+    args = build_parser("corpus").parse_args(["corpus", "synth", "--out", str(tmp_path), "--engines", "rhvoice,pico",
+                                              "--hold-out", "cmu-slt, pico-kh0", "--sentence-offset", "9000"])
+    assert (args.engines, args.hold_out, args.sentence_offset) == (["rhvoice", "pico"], ["cmu-slt", "pico-kh0"], 9000)
 
 
 # --- plan -----------------------------------------------------------------------------------
@@ -151,6 +160,34 @@ def test_larger_plan_holds_out_text_and_speakers(voices: list) -> None:
     assert speakers["test"] and not speakers["test"] & (speakers["train"] | speakers["dev"])
     espeak_share = sum(job.voice.engine == "espeak-ng" for job in by_split["train"]) / len(by_split["train"])
     assert 0.15 < espeak_share < 0.5  # engine weights, not voice counts, decide how often an engine speaks
+
+
+def test_hold_out_sends_a_speaker_to_test_in_every_engine_it_speaks_in(voices: list) -> None:
+    """The second-corpus case: a speaker the seed put in train is forced out of train and dev."""
+    plan = plan_corpus(0.5, 0, voices, load_sentences(), augment_probability=0.5)
+    speaker = next(job.voice.speaker for job in plan if job.split == "train")
+    pools = split_voices(voices, 0, forced=[speaker])
+    assert [voice for voice in voices if voice.speaker == speaker] == [v for v in pools["test"] if v.speaker == speaker]
+    assert all(voice.speaker != speaker for voice in pools["train"] + pools["dev"])
+    held = plan_corpus(0.5, 0, voices, load_sentences(), augment_probability=0.5, hold_out=[speaker])
+    assert speaker not in {job.voice.speaker for job in held if job.split != "test"}
+    forced = held_out_speakers(voices, 0, forced=[speaker, "no-such-speaker"])
+    assert speaker in forced and "no-such-speaker" not in forced
+    assert len(forced) == len(held_out_speakers(voices, 0))  # a forced speaker counts towards its engine's share
+
+
+def test_sentence_offset_continues_each_split_s_sentence_order(voices: list) -> None:
+    """Same seed, same text split: the offset plan speaks the sentences the first plan reaches later."""
+    offset = 7
+    first = plan_corpus(0.3, 0, voices, load_sentences(), augment_probability=0.5)
+    second = plan_corpus(0.3, 0, voices, load_sentences(), augment_probability=0.5, sentence_offset=offset)
+    for split in SPLITS:
+        before = [job for job in first if job.split == split]
+        after = [job for job in second if job.split == split]
+        overlap = min(len(before) - offset, len(after))
+        assert overlap > 0
+        assert [job.sentence for job in after[:overlap]] == [job.sentence for job in before[offset : offset + overlap]]
+        assert [job.voice for job in after[:overlap]] == [job.voice for job in before[:overlap]]  # only text moves
 
 
 # --- text source ----------------------------------------------------------------------------

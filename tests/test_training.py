@@ -140,6 +140,23 @@ def test_kill_9_then_resume_finishes_the_run(corpus: Path, tmp_path: Path) -> No
     assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 60
 
 
+def test_training_reads_several_manifests_as_one_and_resume_keeps_them(corpus: Path, tmp_path: Path) -> None:
+    lines = (corpus / "train.jsonl").read_text().splitlines(keepends=True)
+    halves = [corpus / "train-first-half.jsonl", corpus / "train-second-half.jsonl"]  # beside the WAVs they name
+    halves[0].write_text("".join(lines[: len(lines) // 2]))
+    halves[1].write_text("".join(lines[len(lines) // 2 :]))
+    run_dir = tmp_path / "run"
+    arguments = ["--no-progress", "--set", "eval_every=1000", "--set", "checkpoint_every=1"]
+    assert cli_main(["train", "--config", str(TINY), "--train", *map(str, halves), "--dev", str(corpus / "dev.jsonl"),
+                     "--out", str(run_dir), "--set", "max_steps=1", *arguments]) == 0
+    assert json.loads((run_dir / "run.json").read_text())["train"] == [str(path) for path in halves]
+    assert (run_dir / "data_report_train.txt").read_text().startswith(f"kept {len(lines)} of {len(lines)} utterances")
+    (run_dir / "data_report_train.txt").unlink()
+    assert cli_main(["train", "--resume", str(run_dir), "--set", "max_steps=2", *arguments]) == 0
+    assert (run_dir / "data_report_train.txt").read_text().startswith(f"kept {len(lines)} of")
+    assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 2
+
+
 def test_new_run_refuses_a_directory_that_holds_one(corpus: Path, tmp_path: Path) -> None:
     (tmp_path / STATE_FILE).write_bytes(b"")
     result = subprocess.run([sys.executable, "-m", "service.cli", "train", "--train", str(corpus / "train.jsonl"),

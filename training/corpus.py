@@ -27,7 +27,12 @@ text never occurs in train. Speakers (a voice identity shared across engines, e.
 flite and festival, or one espeak-ng variant across all accents) are held out for test: about
 15% of each engine's speakers, at least one for engines with two or more. Test uses only those
 speakers; train and dev share the rest, so dev measures new text and test new text *and* new
-voices. Piper ships one speaker, so it appears in train/dev only.
+voices. Piper ships one speaker, so it appears in train/dev only. ``--hold-out`` names speakers
+that go to test whatever the seed draws: a second corpus of other engines that will be trained on
+beside a first one passes the first one's test speakers (printed by every run), so a speaker both
+corpora share (CMU slt speaks in flite, festival and RHVoice) never reaches train.
+``--sentence-offset`` lets that second corpus (same seed, so the same text split) speak the
+sentences the first one has not reached yet instead of repeating its first ones.
 
 Reproducibility and resume: the whole corpus is planned up front as a list of utterance jobs
 drawn from the seed (job i's choices depend only on seed, split and i, so more ``--hours``
@@ -59,7 +64,7 @@ from tqdm import tqdm
 from audiomodels.audio import audio_duration, prepare_waveform
 from audiomodels.labels import LabelError, normalize_text, phonemize_batch
 from training.augment import Step, apply_augment, sample_augment
-from training.manifest import Utterance, write_manifest
+from training.manifest import Utterance, read_manifest, write_manifest
 from training.voices import ENGINES, SynthParams, Voice, available_voices
 
 log = logging.getLogger(__name__)
@@ -75,7 +80,7 @@ HOURS_SHARE = {"train": 0.9, "dev": 0.05, "test": 0.05}  # of --hours
 TEST_SPEAKER_SHARE = 0.15  # of each engine's speakers
 # How often each engine speaks (renormalized over installed ones): the natural-sounding engines
 # get most of the time even though espeak-ng has hundreds of voices.
-ENGINE_WEIGHTS = {"espeak-ng": 0.3, "flite": 0.25, "festival": 0.2, "piper": 0.25}
+ENGINE_WEIGHTS = {"espeak-ng": 0.3, "flite": 0.25, "festival": 0.2, "piper": 0.25, "rhvoice": 0.3, "pico": 0.2}
 BATCH_SIZE = 16  # utterances per worker task: amortizes festival/Piper start-up, keeps progress smooth
 
 PEAK_LEVEL = 0.5  # every utterance is scaled to this peak before augmentation (gain varies it later)
@@ -202,10 +207,11 @@ def split_sentences(sentences: Sequence[Sentence], seed: int) -> dict[str, list[
     return {"test": pick[:test_end], "dev": pick[test_end:dev_end], "train": pick[dev_end:]}
 
 
-def held_out_speakers(voices: Sequence[Voice], seed: int) -> set[str]:
-    """Test speakers: a seeded share of each engine's speakers, never an engine's last one."""
+def held_out_speakers(voices: Sequence[Voice], seed: int, forced: Iterable[str] = ()) -> set[str]:
+    """Test speakers: ``forced`` ones, then a seeded share of each engine's speakers (counting the
+    forced ones it has), never an engine's last one."""
     rng = np.random.default_rng([seed, _STREAM_SPEAKERS])
-    held: set[str] = set()
+    held = {voice.speaker for voice in voices if voice.speaker in set(forced)}
     for engine in sorted({voice.engine for voice in voices}):
         speakers = sorted({voice.speaker for voice in voices if voice.engine == engine})
         wanted = max(1, round(TEST_SPEAKER_SHARE * len(speakers))) if len(speakers) > 1 else 0
@@ -216,9 +222,9 @@ def held_out_speakers(voices: Sequence[Voice], seed: int) -> set[str]:
     return held
 
 
-def split_voices(voices: Sequence[Voice], seed: int) -> dict[str, list[Voice]]:
+def split_voices(voices: Sequence[Voice], seed: int, forced: Iterable[str] = ()) -> dict[str, list[Voice]]:
     """Test gets the held-out speakers' voices; train and dev share all the others."""
-    held = held_out_speakers(voices, seed)
+    held = held_out_speakers(voices, seed, forced)
     seen = [voice for voice in voices if voice.speaker not in held]
     return {"train": seen, "dev": seen, "test": [voice for voice in voices if voice.speaker in held]}
 
@@ -253,8 +259,11 @@ def plan_split(
     voices: Sequence[Voice],
     seed: int,
     augment_probability: float,
+    sentence_offset: int = 0,
 ) -> list[Job]:
-    """Jobs until the estimated audio reaches ``budget_s``; job i depends only on (seed, split, i)."""
+    """Jobs until the estimated audio reaches ``budget_s``; job i depends only on (seed, split, i).
+
+    Job i speaks sentence ``sentence_offset + i`` of the split's seeded sentence order."""
     if not voices or not sentences:
         log.warning("split %s has no %s; it stays empty", split, "voices" if not voices else "sentences")
         return []
@@ -271,23 +280,35 @@ def plan_split(
         voice = candidates[rng.integers(len(candidates))]
         params = voice.sample_params(rng)
         augment = sample_augment(rng, augment_probability)
-        job = Job(index, split, order[index], voice, params, augment, int(rng.integers(2**63)))
+        job = Job(index, split, order[sentence_offset + index], voice, params, augment, int(rng.integers(2**63)))
         jobs.append(job)
         total += estimate_duration(job)
     return jobs
 
 
 def plan_corpus(
-    hours: float, seed: int, voices: Sequence[Voice], sentences: Sequence[Sentence], augment_probability: float
+    hours: float,
+    seed: int,
+    voices: Sequence[Voice],
+    sentences: Sequence[Sentence],
+    augment_probability: float,
+    hold_out: Iterable[str] = (),
+    sentence_offset: int = 0,
 ) -> list[Job]:
     """The whole corpus as a deterministic job list (no audio is made here)."""
     text_pools = split_sentences(sentences, seed)
-    voice_pools = split_voices(voices, seed)
+    voice_pools = split_voices(voices, seed, hold_out)
     return [
         job
         for split in SPLITS
         for job in plan_split(
-            split, hours * 3600 * HOURS_SHARE[split], text_pools[split], voice_pools[split], seed, augment_probability
+            split,
+            hours * 3600 * HOURS_SHARE[split],
+            text_pools[split],
+            voice_pools[split],
+            seed,
+            augment_probability,
+            sentence_offset,
         )
     ]
 
@@ -406,12 +427,14 @@ def synthesize_corpus(
     workers: int = 1,
     augment_probability: float = 0.5,
     engines: Iterable[str] = ENGINES,
+    hold_out: Iterable[str] = (),
+    sentence_offset: int = 0,
 ) -> dict[str, int]:
     """Plan, synthesize what is missing, write manifests. Returns utterances per split."""
     voices = available_voices(engines)
     if not voices:
-        raise RuntimeError("no TTS voice is installed (make install brings espeak-ng, flite, festival, piper)")
-    jobs = plan_corpus(hours, seed, voices, load_sentences(), augment_probability)
+        raise RuntimeError("no TTS voice is installed (`make install voices` brings every engine)")
+    jobs = plan_corpus(hours, seed, voices, load_sentences(), augment_probability, hold_out, sentence_offset)
     out.mkdir(parents=True, exist_ok=True)
     synthesize_jobs(jobs, out, workers)
     return write_manifests(jobs, out)
@@ -423,6 +446,10 @@ def _engine_list(value: str) -> list[str]:
     if unknown or not engines:
         raise argparse.ArgumentTypeError(f"unknown engine(s) {unknown}; choose from {','.join(ENGINES)}")
     return engines
+
+
+def _speaker_list(value: str) -> list[str]:
+    return [speaker.strip() for speaker in value.split(",") if speaker.strip()]
 
 
 def _positive_hours(value: str) -> float:
@@ -448,6 +475,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(ENGINES),
         help=f"comma-separated TTS engines (default: every installed one of {','.join(ENGINES)})",
     )
+    synth.add_argument(
+        "--hold-out",
+        type=_speaker_list,
+        default=[],
+        metavar="SPEAKERS",
+        help="comma-separated speakers that go to test whatever the seed draws (e.g. another corpus's test speakers)",
+    )
+    synth.add_argument(
+        "--sentence-offset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start each split's sentence order N utterances in: a second corpus with the same seed (the same "
+        "text split) then speaks the sentences a first one of N utterances per split has not used",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -459,8 +501,13 @@ def run(args: argparse.Namespace) -> int:
         workers=args.jobs,
         augment_probability=args.augment_prob,
         engines=args.engines,
+        hold_out=args.hold_out,
+        sentence_offset=args.sentence_offset,
     )
     print(f"{args.out}: " + ", ".join(f"{split} {count} utterances" for split, count in counts.items()))
+    test_speakers = sorted({utterance.extra["speaker"] for utterance in read_manifest(args.out / "test.jsonl")})
+    print(f"test speakers (held out of train and dev; pass to --hold-out of a corpus trained beside this one): "
+          f"{','.join(test_speakers)}")
     return 0
 
 

@@ -16,7 +16,8 @@ from audiomodels.checkpoint import load_checkpoint, save_checkpoint
 from audiomodels.lm import Fusion, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
-from training.manifest import Utterance, read_manifest
+from training.manifest import Utterance, read_manifest, read_manifests
+from training.train import run_train_manifests
 
 BEAM_SIZE = 8
 
@@ -122,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
         "dev": score(recognizer, dev, fusion),
         "test": score(recognizer, test, fusion),
         "metric_names": ["per"] if checkpoint.config.labels.kind == "phone" else ["cer", "wer"],
-        "data": {"train": corpus_description(read_manifest(run_info["train"])), "test": corpus_description(test)},
+        "data": {
+            "train": corpus_description(read_manifests(run_train_manifests(run_info))),
+            "test": corpus_description(test),
+        },
     }
     target = args.models_dir / f"{args.name}.ckpt"
     save_checkpoint(target, checkpoint.config, model, metadata)

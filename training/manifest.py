@@ -107,6 +107,11 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     return utterances
 
 
+def read_manifests(paths: Iterable[str | os.PathLike]) -> list[Utterance]:
+    """Several manifests as one list, in order (e.g. two corpora trained on together)."""
+    return [utterance for path in paths for utterance in read_manifest(path)]
+
+
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance], relative_to: Path | None = None) -> None:
     """Write a JSONL manifest atomically, so a crash never leaves a half-written one behind.
 

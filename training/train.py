@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from audiomodels.recognizer import Recognizer, native_bfloat16
 from training.config import TrainConfig, load_train_config, train_config_to_dict
 from training.data import Batch, FrameBudgetBatchSampler, SpeechDataset, collate, compute_feature_stats
 from training.evaluate import evaluate
-from training.manifest import Utterance, read_manifest, validate_manifest
+from training.manifest import Utterance, read_manifest, read_manifests, validate_manifest
 
 STATE_FILE = "last_state.pt"
 CONFIG_FILE = "train_config.yaml"
@@ -340,7 +340,7 @@ def _tensorboard_writer(directory: Path) -> Any:
 
 def train(
     config: TrainConfig,
-    train_manifest: Path,
+    train_manifests: Sequence[Path],
     dev_manifest: Path,
     run_dir: Path,
     *,
@@ -355,7 +355,7 @@ def train(
     chosen_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run = TrainingRun(
         config,
-        read_manifest(train_manifest),
+        read_manifests(train_manifests),
         read_manifest(dev_manifest),
         run_dir,
         device=chosen_device,
@@ -369,9 +369,15 @@ def train(
     return run.run()
 
 
+def run_train_manifests(run_info: dict[str, Any]) -> list[Path]:
+    """The training manifests a run's run.json names (runs before multi-manifest training name one)."""
+    train = run_info["train"]
+    return [Path(path) for path in ([train] if isinstance(train, str) else train)]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML training config (see training/configs/)")
-    parser.add_argument("--train", type=Path, help="training manifest (JSONL)")
+    parser.add_argument("--train", type=Path, nargs="+", help="training manifest(s) (JSONL), trained on as one")
     parser.add_argument("--dev", type=Path, help="dev manifest (JSONL)")
     parser.add_argument("--out", type=Path, help="run directory (checkpoints, metrics, TensorBoard)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
@@ -386,19 +392,21 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
         saved = json.loads((run_dir / "run.json").read_text())
         config = load_train_config(run_dir / CONFIG_FILE, args.set)
-        train_manifest, dev_manifest = Path(saved["train"]), Path(saved["dev"])
+        train_manifests, dev_manifest = run_train_manifests(saved), Path(saved["dev"])
     else:
         if not (args.train and args.dev and args.out):
             raise SystemExit("speechlabel train: --train, --dev and --out are required (or --resume RUN_DIR)")
-        run_dir, train_manifest, dev_manifest = args.out, args.train.resolve(), args.dev.resolve()
+        run_dir, dev_manifest = args.out, args.dev.resolve()
+        train_manifests = [path.resolve() for path in args.train]
         if (run_dir / STATE_FILE).exists():
             raise SystemExit(f"speechlabel train: {run_dir} already holds a run; continue it with --resume {run_dir}")
         config = load_train_config(args.config, args.set)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "run.json").write_text(json.dumps({"train": str(train_manifest), "dev": str(dev_manifest)}))
+        run_info = {"train": [str(path) for path in train_manifests], "dev": str(dev_manifest)}
+        (run_dir / "run.json").write_text(json.dumps(run_info))
     try:
         scores = train(
-            config, train_manifest, dev_manifest, run_dir,
+            config, train_manifests, dev_manifest, run_dir,
             resume=args.resume is not None, device=args.device, show_progress=not args.no_progress,
         )
     except KeyboardInterrupt:

