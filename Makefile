@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # espeak-ng/flite/festival(+voices) speak the synthetic corpus; fortunes is its text source.
 SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
-# RHVoice and SVOX Pico (Debian non-free): the corpus's female and accented English voices.
-VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils
+# RHVoice, SVOX Pico and MBROLA (Debian contrib/non-free): the corpus's female and accented English voices.
+VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -75,7 +75,8 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     assert cli_main(["lm", "--checkpoint", str(trained_run / "best.ckpt"), "--manifest", str(corpus / "train.jsonl"),
                      "--order", "4", "--out", str(lm)]) == 0
     status = cli_main(["export", "--run", str(trained_run), "--name", "tiny", "--dev", str(corpus / "dev.jsonl"),
-                       "--test", str(corpus / "test.jsonl"), "--models-dir", str(tmp_path), "--lm", str(lm)])
+                       "--test", str(corpus / "test.jsonl"), "--models-dir", str(tmp_path), "--lm", str(lm),
+                       "--extra-test", f"again={corpus / 'dev.jsonl'}"])
     assert status == 0
     assert NgramLM.load(tmp_path / "tiny.lm.npz").order == 4  # shipped beside the model, used by its beam search
     shipped = load_checkpoint(tmp_path / "tiny.ckpt")
@@ -84,8 +85,12 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     assert evaluation["dev"]["greedy"]["rates"]["cer"] == pytest.approx(best_dev_cer)  # same scorer as training
     assert 0 <= evaluation["test"]["beam8"]["rates"]["cer"] <= 1.5
     assert evaluation["data"]["train"]["utterances"] >= 30
+    again = evaluation["test:again"]  # an extra test set: here the dev manifest, so its scores must equal dev's
+    assert {d: v["rates"] for d, v in again.items()} == {d: v["rates"] for d, v in evaluation["dev"].items()}
+    assert evaluation["data"]["test:again"]["utterances"] == len((corpus / "dev.jsonl").read_text().splitlines())
     card = (tmp_path / "tiny.md").read_text()
     assert "| test | greedy |" in card and "| dev | beam8 |" in card and "| test | beam8 + LM |" in card
+    assert "| test:again | beam8 + LM |" in card and "; test:again = {" in card
     assert "order 4" in card and "manifest train.jsonl" in card and "word 3-gram over" in card
 
 

