@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from audiomodels.config import AcousticConfig, FeatureConfig, LabelConfig, Model
 from audiomodels.labels import LabelSet
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
-from training.evaluate import EvaluationResult, add_arguments, evaluate, run
+from training.evaluate import EvaluationResult, add_arguments, breakdown, evaluate, run
 from training.manifest import Utterance, write_manifest
 from training.metrics import ErrorCounts, char_errors, word_errors
 
@@ -149,3 +150,31 @@ def test_cli_reports_a_bad_checkpoint_without_a_traceback(tmp_path: Path) -> Non
     manifest.write_text("")
     with pytest.raises(SystemExit, match="speechlabel evaluate: checkpoint .* does not exist"):
         run(parse(["--checkpoint", str(tmp_path / "none.ckpt"), "--manifest", str(manifest)]))
+
+
+def test_breakdown_scores_each_speaker_from_its_own_rows(
+    checkpoint: Path, utterances: list[Utterance], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    speakers = ["ann", "bob", "ann", "bob", "cid"]  # bob has the missing and the corrupt file
+    tagged = [replace(u, extra={"speaker": s}) for u, s in zip(utterances, speakers, strict=True)]
+    result = evaluate(Recognizer.from_checkpoint(checkpoint), tagged)
+    groups = breakdown(result, tagged, "speaker")
+    assert set(groups) == {"ann", "bob", "cid"}
+    assert [groups[s]["utterances"] for s in ("ann", "bob", "cid")] == [2, 2, 1]
+    assert [groups[s]["failed"] for s in ("ann", "bob", "cid")] == [0, 2, 0]
+    for speaker, group in groups.items():
+        rows = [row for row, s in zip(result.per_utterance, speakers, strict=True) if s == speaker and "error" not in row]
+        for name in ("cer", "wer"):
+            assert group["rates"][name] == sum((counts_of(row[name]) for row in rows), ErrorCounts()).rate
+    rates = [group["rates"]["cer"] for group in groups.values()]
+    assert rates == sorted(rates, reverse=True)  # worst first
+    assert breakdown(result, tagged, "accent").keys() == {"?"}  # a field no utterance has
+
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, tagged, relative_to=tmp_path)
+    argv = ["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--by", "speaker"]
+    assert run(parse([*argv, "--json"])) == 0
+    assert json.loads(capsys.readouterr().out)["by"]["speaker"] == groups
+    assert run(parse(argv)) == 0
+    text = capsys.readouterr().out
+    assert "by speaker:" in text and "(2 failed)" in text and text.count(" utt  CER") == 3

@@ -37,6 +37,7 @@ from training.metrics import ErrorCounts, align_tokens, char_errors, phone_error
 
 Scorer = Callable[[str, str], ErrorCounts]
 _MAX_LISTED_FAILURES = 5  # failures named in the readable summary (all are in --out)
+_COUNT_FIELDS = ("substitutions", "insertions", "deletions", "reference_length")  # ErrorCounts' fields
 
 
 @dataclass
@@ -137,6 +138,44 @@ def evaluate(
         wall_seconds=time.perf_counter() - start,
         per_utterance=rows,
     )
+
+
+def breakdown(result: EvaluationResult, utterances: Sequence[Utterance], field: str) -> dict[str, dict[str, Any]]:
+    """Scores per value of a manifest field (e.g. ``speaker``): where a corpus's errors come from.
+
+    Counts are summed within each group as for the totals; utterances without the field are
+    grouped under "?". Groups come in descending order of their first metric's rate.
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    for utterance, row in zip(utterances, result.per_utterance, strict=True):
+        value = str(utterance.extra.get(field, getattr(utterance, field, "?")))
+        group = groups.setdefault(value, {"utterances": 0, "failed": 0, **dict.fromkeys(result.metrics, ErrorCounts())})
+        group["utterances"] += 1
+        if "error" in row:
+            group["failed"] += 1
+            continue
+        for name in result.metrics:
+            group[name] += ErrorCounts(*(row[name][key] for key in _COUNT_FIELDS))
+    first = next(iter(result.metrics))
+    ordered = sorted(groups.items(), key=lambda item: -item[1][first].rate)
+    return {
+        value: {
+            "utterances": group["utterances"],
+            "failed": group["failed"],
+            "rates": {name: group[name].rate for name in result.metrics},
+        }
+        for value, group in ordered
+    }
+
+
+def _readable_breakdown(field: str, groups: dict[str, dict[str, Any]]) -> str:
+    width = max(len(value) for value in groups)
+    lines = [f"by {field}:"]
+    for value, group in groups.items():
+        rates = "  ".join(f"{name.upper()} {100 * rate:6.2f}%" for name, rate in group["rates"].items())
+        failed = f" ({group['failed']} failed)" if group["failed"] else ""
+        lines.append(f"    {value:<{width}}  {group['utterances']:5d} utt  {rates}{failed}")
+    return "\n".join(lines)
 
 
 def _scorers(labels: LabelSet) -> dict[str, Scorer]:
@@ -249,6 +288,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model arithmetic (default float32; auto = bfloat16 where the hardware has it)",
     )
     add_fusion_arguments(parser)
+    parser.add_argument(
+        "--by",
+        metavar="FIELD",
+        help="also score each value of this manifest field separately, e.g. --by speaker or --by voice",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
 
@@ -276,5 +320,9 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", encoding="utf-8") as stream:
             stream.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.per_utterance)
-    print(json.dumps(result.summary(), indent=2) if args.json else _readable(result))
+    groups = breakdown(result, utterances, args.by) if args.by else None
+    if args.json:
+        print(json.dumps({**result.summary(), **({"by": {args.by: groups}} if groups else {})}, indent=2))
+    else:
+        print(_readable(result) + (f"\n{_readable_breakdown(args.by, groups)}" if groups else ""))
     return 0
