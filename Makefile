@@ -53,12 +53,12 @@ bench: install
 # (its first 174 utterances, 11.7 min: the test split of the 4-hour plan; the peers run at 3-4x real time).
 bench-accuracy: install
 	$(PY) -m pip install -q -e '.[bench]'
-	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0
+	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper
 	OMP_NUM_THREADS=1 $(PY) benchmarks/accuracy.py --manifest data/corpus/test.jsonl --limit 174 --checkpoint models/char.ckpt
 
 # Live streams under load (batching on vs off), and accuracy in full-context vs chunked streaming mode.
 bench-streaming: install
-	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0
+	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper
 	$(PY) benchmarks/stream_load.py --streams 10,25,50,75,100,125,150 --modes on,off
 	$(PY) benchmarks/streaming_accuracy.py --checkpoints models/char.ckpt models/phone.ckpt
 

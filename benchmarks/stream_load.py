@@ -79,7 +79,7 @@ from training.manifest import Utterance, read_manifest
 # Extra `speechlabel serve` flags per batching mode ("off" = at most one stream per model call).
 BATCHING_FLAGS: dict[str, tuple[str, ...]] = {"on": (), "off": ("--stream-batch-max", "1")}
 SERVER_COMMAND = (sys.executable, "-m", "service.cli", "serve")
-CORPUS_COMMAND = ".venv/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0"
+CORPUS_COMMAND = ".venv/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper"
 HOST = "127.0.0.1"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpeechLabeler"].full_name  # its health status
 STAGGER_S = 1.0  # streams start at random offsets within this window
