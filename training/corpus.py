@@ -80,7 +80,9 @@ HOURS_SHARE = {"train": 0.9, "dev": 0.05, "test": 0.05}  # of --hours
 TEST_SPEAKER_SHARE = 0.15  # of each engine's speakers
 # How often each engine speaks (renormalized over installed ones): the natural-sounding engines
 # get most of the time even though espeak-ng has hundreds of voices.
-ENGINE_WEIGHTS = {"espeak-ng": 0.3, "flite": 0.25, "festival": 0.2, "piper": 0.25, "rhvoice": 0.3, "pico": 0.2, "mbrola": 0.2}
+ENGINE_WEIGHTS = {
+    "espeak-ng": 0.3, "flite": 0.25, "festival": 0.2, "piper": 0.25, "rhvoice": 0.3, "pico": 0.2, "mbrola": 0.2,
+}  # fmt: skip
 BATCH_SIZE = 16  # utterances per worker task: amortizes festival/Piper start-up, keeps progress smooth
 
 PEAK_LEVEL = 0.5  # every utterance is scaled to this peak before augmentation (gain varies it later)

@@ -5,9 +5,8 @@ Every voice here runs without a network: espeak-ng (accents x variants), flite a
 and, from Debian's contrib/non-free sections (``make voices``), RHVoice's six English HTS voices,
 SVOX Pico's two and the four English MBROLA diphone voices (spoken through espeak-ng). These bring
 what the others lack: female voices (RHVoice clb, slt, lyubov; Pico en-US, en-GB; MBROLA us1)
-and accented English. :func:`available_voices` lists the ones installed on
-this machine and logs a warning for each missing engine, so a partial install still yields a
-(smaller) corpus.
+and accented English. :func:`available_voices` lists the ones installed on this machine and logs
+a warning for each missing engine, so a partial install still yields a (smaller) corpus.
 
 Each voice draws its own random :class:`SynthParams` (so every engine is varied with the knobs
 it really has) and synthesizes a *batch* of texts, because process or model start-up dominates
@@ -149,13 +148,15 @@ def _run(command: Sequence[str], stdin: str | None = None) -> None:
         raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()}")
 
 
-def _synthesize_to_files(texts: Sequence[str], command_for: Callable[[int, str, Path], list[str]]) -> list[np.ndarray]:
+def _synthesize_to_files(
+    texts: Sequence[str], command_for: Callable[[int, str, Path], list[str]], text_on_stdin: bool = False
+) -> list[np.ndarray]:
     """One engine process per text, each writing a WAV that is read back."""
     with tempfile.TemporaryDirectory(prefix="speechlabel-tts-") as tmp:
         outputs = []
         for index, text in enumerate(texts):
             path = Path(tmp) / f"{index}.wav"
-            _run(command_for(index, text, path))
+            _run(command_for(index, text, path), stdin=text if text_on_stdin else None)
             outputs.append(_read_wav(path))
         return outputs
 
@@ -305,17 +306,14 @@ class RHVoiceVoice(Voice):
     voice_id: str  # RHVoice-test -p profile, e.g. "clb"
 
     def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
-        with tempfile.TemporaryDirectory(prefix="speechlabel-rhvoice-") as tmp:
-            outputs = []
-            for text, p in zip(texts, params, strict=True):
-                path = Path(tmp) / "out.wav"
-                command = [
-                    "RHVoice-test", "-p", self.voice_id, "-o", str(path),
-                    "-r", str(round(100 * p.speed)), "-t", str(round(100 * p.pitch)),
-                ]  # fmt: skip
-                _run(command, stdin=text)  # it reads the text from standard input
-                outputs.append(_read_wav(path))
-            return outputs
+        def command(index: int, text: str, path: Path) -> list[str]:
+            p = params[index]
+            return [
+                "RHVoice-test", "-p", self.voice_id, "-o", str(path),
+                "-r", str(round(100 * p.speed)), "-t", str(round(100 * p.pitch)),
+            ]  # fmt: skip
+
+        return _synthesize_to_files(texts, command, text_on_stdin=True)  # RHVoice-test reads standard input
 
 
 @dataclass(frozen=True)
