@@ -213,7 +213,8 @@ def held_out_speakers(voices: Sequence[Voice], seed: int, forced: Iterable[str] 
     """Test speakers: ``forced`` ones, then a seeded share of each engine's speakers (counting the
     forced ones it has), never an engine's last one."""
     rng = np.random.default_rng([seed, _STREAM_SPEAKERS])
-    held = {voice.speaker for voice in voices if voice.speaker in set(forced)}
+    forced = set(forced)
+    held = {voice.speaker for voice in voices if voice.speaker in forced}
     for engine in sorted({voice.engine for voice in voices}):
         speakers = sorted({voice.speaker for voice in voices if voice.engine == engine})
         wanted = max(1, round(TEST_SPEAKER_SHARE * len(speakers))) if len(speakers) > 1 else 0
