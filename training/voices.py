@@ -366,8 +366,8 @@ def _mbrola_voices() -> list[Voice]:
     return voices
 
 
-def _wav_rate_of(command: Sequence[str], path: Path) -> int:
-    _run(command)
+def _wav_rate_of(command: Sequence[str], path: Path, stdin: str | None = None) -> int:
+    _run(command, stdin)
     return sf.info(path).samplerate
 
 
@@ -419,8 +419,7 @@ def _rhvoice_voices() -> list[Voice]:
     with tempfile.TemporaryDirectory() as tmp:
         for voice_id in sorted(installed & _RHVOICE_SPEAKERS.keys()):
             path = Path(tmp) / f"{voice_id}.wav"
-            _run(["RHVoice-test", "-p", voice_id, "-o", str(path)], stdin="a")
-            rate = sf.info(path).samplerate
+            rate = _wav_rate_of(["RHVoice-test", "-p", voice_id, "-o", str(path)], path, stdin="a")
             voices.append(RHVoiceVoice(f"rhvoice:{voice_id}", "rhvoice", _RHVOICE_SPEAKERS[voice_id], rate, voice_id))
     return voices
 
