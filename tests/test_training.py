@@ -19,6 +19,8 @@ from audiomodels.recognizer import Recognizer, native_bfloat16
 from service.cli import main as cli_main
 from training.config import load_train_config
 from training.corpus import synthesize_corpus
+from training.export import corpus_description
+from training.manifest import read_manifests
 from training.train import STATE_FILE, autocast_dtype, learning_rate_factor
 
 pytestmark = pytest.mark.slow
@@ -160,6 +162,15 @@ def test_training_reads_several_manifests_as_one_and_resume_keeps_them(corpus: P
     assert cli_main(["train", "--resume", str(run_dir), "--set", "max_steps=2", *arguments]) == 0
     assert (run_dir / "data_report_train.txt").read_text().startswith(f"kept {len(lines)} of")
     assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 2
+
+
+def test_card_describes_an_oversampled_training_set_with_its_distinct_audio(corpus: Path) -> None:
+    train = corpus / "train.jsonl"
+    once = corpus_description(read_manifests([train]))
+    twice = corpus_description(read_manifests([train, train]))
+    assert "distinct_utterances" not in once
+    assert twice["utterances"] == 2 * once["utterances"] == 2 * twice["distinct_utterances"]
+    assert twice["distinct_hours"] == once["hours"] and twice["hours"] == pytest.approx(2 * once["hours"], abs=0.002)
 
 
 def test_new_run_refuses_a_directory_that_holds_one(corpus: Path, tmp_path: Path) -> None:

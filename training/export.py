@@ -36,15 +36,28 @@ def score(recognizer: Recognizer, utterances: list[Utterance], fusion: Fusion | 
 
 
 def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
-    """Size and voice diversity of a manifest (for the card)."""
+    """Size and voice diversity of a manifest (for the card).
+
+    A training set that names a manifest twice (oversampling) is described as trained on, with the
+    distinct audio beside it so the card does not overstate how much data there was.
+    """
     voices = {u.extra.get("voice", "?") for u in utterances}
     engines = sorted({voice.split(":")[0] for voice in voices})
-    return {
+    description: dict[str, Any] = {
         "utterances": len(utterances),
-        "hours": round(sum(u.duration for u in utterances) / 3600, 3),
+        "hours": _hours(utterances),
         "voices": len(voices),
         "engines": engines,
     }
+    distinct = list({u.audio_filepath: u for u in utterances}.values())
+    if len(distinct) < len(utterances):
+        description["distinct_utterances"] = len(distinct)
+        description["distinct_hours"] = _hours(distinct)
+    return description
+
+
+def _hours(utterances: list[Utterance]) -> float:
+    return round(sum(u.duration for u in utterances) / 3600, 3)
 
 
 def _extra_tests(evaluation: dict[str, Any]) -> list[str]:
