@@ -27,9 +27,7 @@ RUN useradd --create-home --uid 10001 speechlabel && mkdir -p /data && chown spe
 FROM base AS trainer
 # The Makefile's SYSTEM_PACKAGES and VOICE_PACKAGES (tests/test_compose.py keeps the lists equal):
 # Debian main's engines and the `fortunes` text, then contrib/non-free's RHVoice, Pico and MBROLA.
-RUN . /etc/os-release \
-    && printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-        "$VERSION_CODENAME" > /etc/apt/sources.list.d/speechlabel-nonfree.sources \
+RUN sh training/debian-nonfree-sources.sh \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
         espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes \

@@ -27,9 +27,7 @@ voices:
 	@missing=$$(for p in $(VOICE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing voice packages (Debian non-free): $$missing"; \
-		codename=$$(. /etc/os-release && echo $$VERSION_CODENAME); \
-		printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-			"$$codename" | $(SUDO) tee $(NONFREE_SOURCES) >/dev/null; \
+		$(SUDO) sh training/debian-nonfree-sources.sh $(NONFREE_SOURCES); \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 

