@@ -30,8 +30,8 @@ FROM base AS trainer
 RUN sh training/debian-nonfree-sources.sh \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
-        espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes \
-        rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
+        espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don fortunes \
+        rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1 \
     && rm -rf /var/lib/apt/lists/*
 # TensorBoard and the Piper voice (the `train` extra).
 RUN pip install '.[train]'

