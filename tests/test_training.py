@@ -92,7 +92,8 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     assert evaluation["data"]["test:again"]["utterances"] == len((corpus / "dev.jsonl").read_text().splitlines())
     card = (tmp_path / "tiny.md").read_text()
     assert "| test | greedy |" in card and "| dev | beam8 |" in card and "| test | beam8 + LM |" in card
-    assert "| test:again | beam8 + LM |" in card and "; test:again = {" in card
+    assert "| test:again | beam8 + LM |" in card and "| test:again | beam32 + LM |" in card
+    assert "; test:again = {" in card
     assert "order 4" in card and "manifest train.jsonl" in card and "word 3-gram over" in card
 
 
