@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audiomodels.config import ModelConfig
+from audiomodels.config import Chunking, ModelConfig
 from audiomodels.model import AcousticModel
 
 
@@ -23,14 +23,19 @@ def test_output_shapes_and_log_probabilities(model: AcousticModel) -> None:
     assert torch.allclose(log_probs[0].exp().sum(-1), torch.ones(20), atol=1e-5)
 
 
-def test_batch_gives_the_same_outputs_as_each_item_alone(model: AcousticModel) -> None:
+@pytest.mark.parametrize("grad", [True, False], ids=["padded-under-autograd", "packed-forward-only"])
+@pytest.mark.parametrize("chunking", [None, Chunking(4, 3)], ids=["full", "chunked"])
+def test_batch_gives_the_same_outputs_as_each_item_alone(
+    model: AcousticModel, grad: bool, chunking: Chunking | None
+) -> None:
     lengths = [17, 4, 30, 9]
     items = [torch.randn(n, 12) for n in lengths]
     padded = torch.nn.utils.rnn.pad_sequence(items, batch_first=True, padding_value=123.0)  # loud padding
-    batch_out, _ = model(padded, torch.tensor(lengths))
-    for row, item in enumerate(items):
-        alone, _ = model(item[None], torch.tensor([len(item)]))
-        assert torch.allclose(batch_out[row, : len(item)], alone[0], atol=1e-5)
+    with torch.set_grad_enabled(grad):
+        batch_out, _ = model(padded, torch.tensor(lengths), chunking)
+        for row, item in enumerate(items):
+            alone, _ = model(item[None], torch.tensor([len(item)]), chunking)
+            assert torch.allclose(batch_out[row, : len(item)], alone[0], atol=1e-5)
 
 
 def test_normalization_buffers_are_applied_and_saved(model: AcousticModel) -> None:

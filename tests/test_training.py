@@ -204,6 +204,18 @@ def test_config_overrides_and_unknown_keys() -> None:
         load_train_config(None, ["optim.learning_rate=1"])
 
 
+def test_number_settings_are_coerced_or_rejected_by_name() -> None:
+    config = load_train_config(None, ["optim.lr=5e-4", "max_steps=1e3", "optim.grad_clip=1"])  # YAML: "5e-4" is a str
+    assert config.optim.lr == 5e-4 and config.max_steps == 1000 and isinstance(config.max_steps, int)
+    assert isinstance(config.optim.grad_clip, float)
+    with pytest.raises(ValueError, match="OptimConfig.lr must be a number, got 'fast'"):
+        load_train_config(None, ["optim.lr=fast"])
+    with pytest.raises(ValueError, match="TrainConfig.max_steps must be a whole number"):
+        load_train_config(None, ["max_steps=10.5"])
+    with pytest.raises(ValueError, match="TrainConfig.eval_every must be a number, got True"):
+        load_train_config(None, ["eval_every=yes"])
+
+
 def test_mixed_precision_auto_follows_the_hardware_and_explicit_choices_win() -> None:
     cpu = torch.device("cpu")
     auto = load_train_config(None, [])

@@ -78,8 +78,31 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             value = _build(nested, value)
         elif isinstance(value, list):
             value = tuple(value)
+        else:
+            value = _scalar(f"{cls.__name__}.{name}", field_type, value)
         values[name] = value
     return cls(**values)
+
+
+def _scalar(name: str, field_type: str, value: Any) -> Any:
+    """A number field's value as its type, or a ValueError that names the field.
+
+    YAML 1.1 reads ``5e-4`` (no dot) as a string, which would otherwise reach the optimizer and
+    fail there far from the setting that caused it.
+    """
+    if field_type not in ("int", "float"):
+        return value
+    try:
+        if isinstance(value, bool):  # float(True) would pass as 1.0
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if field_type == "float":
+        return number
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
 
 
 def _set_path(data: dict[str, Any], dotted: str, raw_value: str) -> None:
