@@ -145,6 +145,21 @@ def test_cli_writes_rows_and_json_summary(
     assert "3 of 5 utterances scored" in text and "CER" in text and "missing.wav" in text
 
 
+def test_cli_fails_when_no_utterance_could_be_scored(
+    checkpoint: Path, utterances: list[Utterance], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "bad.jsonl"
+    write_manifest(manifest, [utterances[1], utterances[3]], relative_to=tmp_path)  # missing + corrupt
+    assert run(parse(["--checkpoint", str(checkpoint), "--manifest", str(manifest)])) == 1
+    captured = capsys.readouterr()
+    assert "0 of 2 utterances scored" in captured.out and "CER" not in captured.out
+    assert "missing.wav" in captured.out and "no utterance of" in captured.err
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert run(parse(["--checkpoint", str(checkpoint), "--manifest", str(empty)])) == 1
+
+
 def test_cli_reports_a_bad_checkpoint_without_a_traceback(tmp_path: Path) -> None:
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("")

@@ -238,7 +238,7 @@ def _readable(result: EvaluationResult) -> str:
     """Human summary: one line per metric, speed, and the first few failures."""
     scored = result.num_utterances - result.num_failed
     lines = [f"{scored} of {result.num_utterances} utterances scored ({result.kind} model)"]
-    for name, counts in result.metrics.items():
+    for name, counts in result.metrics.items() if scored else ():  # no rates from nothing
         lines.append(
             f"{name.upper()} {100 * counts.rate:6.2f}%  ({counts.errors} errors = S {counts.substitutions}"
             f" + I {counts.insertions} + D {counts.deletions}, reference length {counts.reference_length})"
@@ -297,7 +297,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate; exit 0 even when some utterances failed (they are listed and counted)."""
+    """Evaluate; exit 0 when some utterances failed (they are listed and counted), 1 when none
+    could be scored: a script gating on the rates must not read "0.00%" as a perfect score."""
     try:
         recognizer = Recognizer.from_checkpoint(
             args.checkpoint,
@@ -325,4 +326,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**result.summary(), **({"by": {args.by: groups}} if groups else {})}, indent=2))
     else:
         print(_readable(result) + (f"\n{_readable_breakdown(args.by, groups)}" if groups else ""))
+    if result.num_failed == result.num_utterances:
+        print(
+            f"speechlabel evaluate: no utterance of {args.manifest} could be scored ({result.num_utterances} in it)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
