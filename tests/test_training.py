@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,8 @@ from service.cli import main as cli_main
 from training.config import load_train_config
 from training.corpus import synthesize_corpus
 from training.export import corpus_description
-from training.manifest import read_manifests
-from training.train import STATE_FILE, autocast_dtype, learning_rate_factor
+from training.manifest import read_manifest, read_manifests
+from training.train import STATE_FILE, TrainingRun, autocast_dtype, learning_rate_factor
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
@@ -172,6 +174,20 @@ def test_card_describes_an_oversampled_training_set_with_its_distinct_audio(corp
     assert "distinct_utterances" not in once
     assert twice["utterances"] == 2 * once["utterances"] == 2 * twice["distinct_utterances"]
     assert twice["distinct_hours"] == once["hours"] and twice["hours"] == pytest.approx(2 * once["hours"], abs=0.002)
+
+
+def test_dev_scoring_stops_the_run_when_no_dev_utterance_can_be_read(corpus: Path, tmp_path: Path) -> None:
+    dev = [replace(u, audio_filepath=tmp_path / u.audio_filepath.name) for u in read_manifest(corpus / "dev.jsonl")]
+    for original, copy in zip(read_manifest(corpus / "dev.jsonl"), dev, strict=True):
+        shutil.copy(original.audio_filepath, copy.audio_filepath)
+    (tmp_path / "run").mkdir()
+    run = TrainingRun(load_train_config(TINY), read_manifest(corpus / "train.jsonl"), dev, tmp_path / "run",
+                      device=torch.device("cpu"), show_progress=False)
+    for utterance in dev:  # gone after validation, e.g. a dev disk unmounted mid-run
+        utterance.audio_filepath.unlink()
+    with pytest.raises(RuntimeError, match="no dev utterance could be scored at step 0 .* does not exist"):
+        run.evaluate_dev()
+    assert not (tmp_path / "run" / "best.ckpt").exists()
 
 
 def test_new_run_refuses_a_directory_that_holds_one(corpus: Path, tmp_path: Path) -> None:

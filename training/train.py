@@ -279,6 +279,12 @@ class TrainingRun:
         for prefix, chunking in modes.items():
             recognizer = Recognizer(self.acoustic_config, self.model, device=self.device, chunking=chunking)
             result = evaluate(recognizer, self.dev_utterances)
+            if result.num_failed == result.num_utterances:  # rates of nothing would read as a perfect "best"
+                first = result.per_utterance[0]
+                raise RuntimeError(
+                    f"no dev utterance could be scored at step {self.progress.step} "
+                    f"(first: {first['audio']}: {first['error']}); fix the dev set, then --resume"
+                )
             scores.update({f"{prefix}_{name}": value for name, value in result.summary()["rates"].items()})
         self.model.train()
         return scores
