@@ -177,8 +177,9 @@ def test_card_describes_an_oversampled_training_set_with_its_distinct_audio(corp
 
 
 def test_dev_scoring_stops_the_run_when_no_dev_utterance_can_be_read(corpus: Path, tmp_path: Path) -> None:
-    dev = [replace(u, audio_filepath=tmp_path / u.audio_filepath.name) for u in read_manifest(corpus / "dev.jsonl")]
-    for original, copy in zip(read_manifest(corpus / "dev.jsonl"), dev, strict=True):
+    originals = read_manifest(corpus / "dev.jsonl")
+    dev = [replace(u, audio_filepath=tmp_path / u.audio_filepath.name) for u in originals]
+    for original, copy in zip(originals, dev, strict=True):
         shutil.copy(original.audio_filepath, copy.audio_filepath)
     (tmp_path / "run").mkdir()
     run = TrainingRun(load_train_config(TINY), read_manifest(corpus / "train.jsonl"), dev, tmp_path / "run",

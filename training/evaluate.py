@@ -59,6 +59,11 @@ class EvaluationResult:
     per_utterance: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def num_scored(self) -> int:
+        """Utterances that count in the rates; with none, the rates mean nothing."""
+        return self.num_utterances - self.num_failed
+
+    @property
     def metrics(self) -> dict[str, ErrorCounts]:
         """The metrics this kind of model has, by name."""
         named = {"cer": self.cer, "wer": self.wer, "per": self.per}
@@ -236,9 +241,8 @@ def _counts_record(counts: ErrorCounts) -> dict[str, Any]:
 
 def _readable(result: EvaluationResult) -> str:
     """Human summary: one line per metric, speed, and the first few failures."""
-    scored = result.num_utterances - result.num_failed
-    lines = [f"{scored} of {result.num_utterances} utterances scored ({result.kind} model)"]
-    for name, counts in result.metrics.items() if scored else ():  # no rates from nothing
+    lines = [f"{result.num_scored} of {result.num_utterances} utterances scored ({result.kind} model)"]
+    for name, counts in result.metrics.items() if result.num_scored else ():  # no rates from nothing
         lines.append(
             f"{name.upper()} {100 * counts.rate:6.2f}%  ({counts.errors} errors = S {counts.substitutions}"
             f" + I {counts.insertions} + D {counts.deletions}, reference length {counts.reference_length})"
@@ -326,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**result.summary(), **({"by": {args.by: groups}} if groups else {})}, indent=2))
     else:
         print(_readable(result) + (f"\n{_readable_breakdown(args.by, groups)}" if groups else ""))
-    if result.num_failed == result.num_utterances:
+    if not result.num_scored:
         print(
             f"speechlabel evaluate: no utterance of {args.manifest} could be scored ({result.num_utterances} in it)",
             file=sys.stderr,

@@ -279,7 +279,7 @@ class TrainingRun:
         for prefix, chunking in modes.items():
             recognizer = Recognizer(self.acoustic_config, self.model, device=self.device, chunking=chunking)
             result = evaluate(recognizer, self.dev_utterances)
-            if result.num_failed == result.num_utterances:  # rates of nothing would read as a perfect "best"
+            if not result.num_scored:  # rates of nothing would read as a perfect "best"
                 first = result.per_utterance[0]
                 raise RuntimeError(
                     f"no dev utterance could be scored at step {self.progress.step} "
