@@ -24,11 +24,13 @@ from audiomodels.checkpoint import atomic_torch_save
 from audiomodels.features import FeatureStats, Featurizer
 from audiomodels.labels import LabelSet
 from training.manifest import Utterance
+from training.warp import warp_features, warp_matrix
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation (SpecAugment on model frames, Kaldi-style speed perturbation)."""
+    """Training-time augmentation (SpecAugment on model frames, Kaldi-style speed perturbation,
+    vocal tract length perturbation)."""
 
     spec_time_masks: int = 2  # time masks per utterance
     spec_time_mask_max: int = 10  # widest time mask, in model frames (30 ms each by default)
@@ -36,6 +38,8 @@ class AugmentConfig:
     spec_freq_mask_max: int = 8  # widest coefficient mask, in MFCC coefficients (same band in every stacked copy)
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)  # speed-up factors drawn uniformly when perturbing
     speed_prob: float = 0.0  # probability that an utterance is speed-perturbed at all
+    vtlp_prob: float = 0.0  # probability that an utterance's frequency axis is warped (training/warp.py)
+    vtlp_range: tuple[float, float] = (0.87, 1.15)  # warp factors, drawn log-uniformly (>1: shorter vocal tract)
 
 
 class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -47,8 +51,8 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     With ``cache_dir`` the un-augmented features are stored per utterance, keyed by a hash of the
     audio path, size, mtime and feature config, so epochs after the first skip decoding and MFCC.
     The key does not cover the featurizer *code*: clear the cache when that changes.
-    Speed-perturbed items are computed afresh (their features differ every draw); SpecAugment is
-    applied after the cache.
+    Speed-perturbed items are computed afresh (their features differ every draw); VTLP and
+    SpecAugment are applied after the cache.
 
     Call :meth:`set_epoch` every epoch to vary augmentation. With ``persistent_workers=True`` a
     DataLoader's workers keep their copy of the dataset, so the epoch would not reach them.
@@ -100,6 +104,10 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         generator = torch.Generator().manual_seed(_item_seed(self.seed, self.epoch, index))
         speed = _draw_speed(self.augment, generator)
         features = self.features(index) if speed == 1.0 else self._compute_features(index, speed)
+        if self.augment.vtlp_prob > 0:  # no draw otherwise: runs without VTLP keep their augmentation streams
+            alpha = _draw_warp(self.augment, generator)
+            if alpha != 1.0:
+                features = warp_features(features, warp_matrix(self.featurizer.config, alpha))
         n_mfcc = self.featurizer.config.n_mfcc
         return spec_augment(features, self.augment, generator, n_mfcc), self._targets[index]
 
@@ -153,6 +161,14 @@ def _draw_speed(config: AugmentConfig, generator: torch.Generator) -> float:
     perturb = torch.rand((), generator=generator).item() < config.speed_prob
     choice = int(torch.randint(len(config.speed_factors), (), generator=generator))
     return config.speed_factors[choice] if perturb else 1.0
+
+
+def _draw_warp(config: AugmentConfig, generator: torch.Generator) -> float:
+    """The VTLP factor for one item: 1.0 unless it is warped (probability ``vtlp_prob``)."""
+    perturb = torch.rand((), generator=generator).item() < config.vtlp_prob
+    low, high = np.log(config.vtlp_range[0]), np.log(config.vtlp_range[1])
+    alpha = float(np.exp(low + (high - low) * torch.rand((), generator=generator).item()))
+    return alpha if perturb else 1.0
 
 
 def spec_augment(
