@@ -48,7 +48,8 @@ def trained_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
     status = cli_main(["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
                        "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir), "--no-progress",
-                       "--set", "max_steps=160", "--set", "eval_every=80", "--set", "checkpoint_every=80"])
+                       "--set", "max_steps=160", "--set", "eval_every=80", "--set", "checkpoint_every=80",
+                       "--set", "keep_checkpoints=1"])
     assert status == 0
     return run_dir
 
@@ -97,6 +98,24 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     assert "| test:again | beam8 + LM |" in card and "| test:again | beam32 + LM |" in card
     assert "; test:again = {" in card
     assert "order 4" in card and "manifest train.jsonl" in card and "word 3-gram over" in card
+
+
+def test_kept_checkpoints_average_and_export(trained_run: Path, corpus: Path, tmp_path: Path) -> None:
+    """``keep_checkpoints: 1`` leaves only the last evaluation's model; it averages with best.ckpt
+    and ``export --checkpoint`` ships the average with its sources in the metadata."""
+    kept = sorted((trained_run / "checkpoints").iterdir())
+    assert [path.name for path in kept] == ["step-0000160.ckpt"]  # step 80's was removed
+    last_dev = [m for m in read_metrics(trained_run) if "dev_cer" in m][-1]
+    assert load_checkpoint(kept[0]).metadata["metrics"]["dev_cer"] == last_dev["dev_cer"]
+    averaged = tmp_path / "avg.ckpt"
+    assert cli_main(["average", str(trained_run / "best.ckpt"), str(kept[0]), "--out", str(averaged)]) == 0
+    assert cli_main(["export", "--run", str(trained_run), "--checkpoint", str(averaged), "--name", "avg",
+                     "--dev", str(corpus / "dev.jsonl"), "--test", str(corpus / "test.jsonl"),
+                     "--models-dir", str(tmp_path / "models")]) == 0
+    shipped = load_checkpoint(tmp_path / "models" / "avg.ckpt").metadata
+    best_step = load_checkpoint(trained_run / "best.ckpt").metadata["step"]
+    assert [source["step"] for source in shipped["averaged_from"]] == [best_step, 160]
+    assert 0 <= shipped["evaluation"]["test"]["greedy"]["rates"]["cer"] <= 1.5
 
 
 def test_streaming_fine_tune_starts_from_a_checkpoint_and_learns_the_chunked_mode(

@@ -40,6 +40,7 @@ class TrainConfig:
     batch_frames: int = 12000  # padded model frames per batch (batch size x longest item)
     eval_every: int = 500  # steps between dev evaluations (and "best" checkpoint decisions)
     checkpoint_every: int = 250  # steps between "last" checkpoints (bounds work lost to a crash)
+    keep_checkpoints: int = 0  # models of the last N evaluations kept as checkpoints/step-N.ckpt (`speechlabel average`)
     dev_max_utterances: int = 400  # dev subset scored at each evaluation (keeps evaluation cheap)
     stats_max_utterances: int = 2000  # utterances used for the global normalization statistics
     num_workers: int = 2  # DataLoader worker processes (0 = load in the training process)

@@ -1,6 +1,7 @@
 """``speechlabel export``: turn a training run's best checkpoint into a shipped model with a card.
 
-The shipped checkpoint is the run's ``best.ckpt`` with its held-out scores (dev and test, greedy
+The shipped checkpoint is the run's ``best.ckpt`` (or ``--checkpoint``, e.g. an average of the
+run's last checkpoints from ``speechlabel average``) with its held-out scores (dev and test, greedy
 and beam) added to the metadata, so ``ListModels`` and anyone holding the file can see how good
 it is; ``NAME.md`` beside it is the human-readable model card.
 """
@@ -108,7 +109,12 @@ def model_card(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", type=Path, required=True, help="training run directory (uses best.ckpt)")
+    parser.add_argument("--run", type=Path, required=True, help="training run directory (its data go into the card)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the checkpoint to ship (default: RUN/best.ckpt), e.g. from `speechlabel average`",
+    )
     parser.add_argument("--name", required=True, help="model name (file stem under --models-dir)")
     parser.add_argument("--dev", type=Path, required=True, help="dev manifest")
     parser.add_argument("--test", type=Path, required=True, help="held-out test manifest")
@@ -132,7 +138,7 @@ def _named_manifest(value: str) -> tuple[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.run / "best.ckpt")
+    checkpoint = load_checkpoint(args.checkpoint or args.run / "best.ckpt")
     model = checkpoint.build_model()
     recognizer = Recognizer(checkpoint.config, model)
     run_info = json.loads((args.run / "run.json").read_text())

@@ -36,6 +36,7 @@ from training.manifest import Utterance, read_manifest, read_manifests, validate
 
 STATE_FILE = "last_state.pt"
 CONFIG_FILE = "train_config.yaml"
+KEPT_DIR = "checkpoints"
 LOG_EVERY = 10
 
 
@@ -228,6 +229,14 @@ class TrainingRun:
         }
         save_checkpoint(self.run_dir / name, self.acoustic_config, self.model, metadata)
 
+    def keep_checkpoint(self, scores: dict[str, float]) -> None:
+        """This evaluation's model as ``checkpoints/step-N.ckpt``; older ones beyond ``keep_checkpoints`` go."""
+        kept = self.run_dir / KEPT_DIR
+        kept.mkdir(exist_ok=True)
+        self.save_model(f"{KEPT_DIR}/step-{self.progress.step:07d}.ckpt", scores)
+        for old in sorted(kept.glob("step-*.ckpt"))[: -self.config.keep_checkpoints]:
+            old.unlink()
+
     def log(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
@@ -329,6 +338,8 @@ class TrainingRun:
                 if self.primary_metric(scores) < progress.best_metric:
                     progress.best_metric = self.primary_metric(scores)
                     self.save_model("best.ckpt", scores)
+                if config.keep_checkpoints:
+                    self.keep_checkpoint(scores)
             if progress.step % config.checkpoint_every == 0 or progress.step == config.max_steps:
                 self.save_state()
         bar.close()

@@ -1,0 +1,61 @@
+"""``speechlabel average``: one checkpoint whose weights are the mean of several of the same run.
+
+The weights at any one step carry the noise of the last updates; the mean of the models of the
+last few evaluations (a run with ``keep_checkpoints: N`` keeps them) lies nearer the middle of the
+region SGD was moving through, and usually scores better than any of them (README, Retraining).
+Only checkpoints of one run can be averaged: the same config and the same feature normalization.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from audiomodels.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+
+NORMALIZATION_BUFFERS = ("feature_mean", "feature_std")
+
+
+def average_checkpoints(paths: Sequence[Path]) -> Checkpoint:
+    """The mean of the checkpoints' floating-point weights (computed in float64), with the config
+    of the first and the metadata of the last plus ``averaged_from`` (each path and step)."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    checkpoints = [load_checkpoint(path) for path in paths]
+    first = checkpoints[0]
+    for path, other in zip(paths[1:], checkpoints[1:], strict=True):
+        if other.config.to_dict() != first.config.to_dict():
+            raise CheckpointError(f"{path} was built with another config than {paths[0]}: not one run")
+        for name in NORMALIZATION_BUFFERS:
+            if not torch.equal(other.state_dict[name], first.state_dict[name]):
+                raise CheckpointError(f"{path} normalizes features differently from {paths[0]} ({name}): not one run")
+    state_dict = {}
+    for name, tensor in first.state_dict.items():
+        if not tensor.is_floating_point():
+            state_dict[name] = tensor
+            continue
+        total = torch.stack([checkpoint.state_dict[name].double() for checkpoint in checkpoints]).mean(dim=0)
+        state_dict[name] = total.to(tensor.dtype)
+    sources = [{"path": str(path), "step": c.metadata.get("step")} for path, c in zip(paths, checkpoints, strict=True)]
+    return Checkpoint(first.config, state_dict, {**checkpoints[-1].metadata, "averaged_from": sources})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoints", nargs="+", type=Path, help="checkpoints of one run, e.g. RUN_DIR/checkpoints/step-*.ckpt"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where to write the averaged checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        averaged = average_checkpoints(args.checkpoints)
+        save_checkpoint(args.out, averaged.config, averaged.build_model(), averaged.metadata)
+    except CheckpointError as error:
+        raise SystemExit(f"speechlabel average: {error}") from error
+    steps = ", ".join(str(source["step"]) for source in averaged.metadata["averaged_from"])
+    print(f"averaged {len(args.checkpoints)} checkpoints (steps {steps}) into {args.out}")
+    return 0
