@@ -118,6 +118,19 @@ def test_kept_checkpoints_average_and_export(trained_run: Path, corpus: Path, tm
     assert 0 <= shipped["evaluation"]["test"]["greedy"]["rates"]["cer"] <= 1.5
 
 
+def test_export_names_an_input_it_cannot_read_before_scoring(trained_run: Path, corpus: Path, tmp_path: Path) -> None:
+    arguments = ["export", "--name", "x", "--dev", str(corpus / "dev.jsonl"), "--test", str(corpus / "test.jsonl"),
+                 "--models-dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"speechlabel export: checkpoint .*missing\.ckpt does not exist"):
+        cli_main([*arguments, "--run", str(trained_run), "--checkpoint", str(tmp_path / "missing.ckpt")])
+    shutil.copy(trained_run / "best.ckpt", tmp_path / "best.ckpt")  # a run directory without its run.json
+    with pytest.raises(SystemExit, match=r"speechlabel export: .*run\.json"):
+        cli_main([*arguments, "--run", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"speechlabel export: .*nope\.jsonl"):
+        cli_main([*arguments, "--run", str(trained_run), "--extra-test", f"more={tmp_path / 'nope.jsonl'}"])
+    assert not list(tmp_path.glob("x.*"))
+
+
 def test_streaming_fine_tune_starts_from_a_checkpoint_and_learns_the_chunked_mode(
     trained_run: Path, corpus: Path, tmp_path: Path
 ) -> None:

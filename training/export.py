@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audiomodels.checkpoint import load_checkpoint, save_checkpoint
-from audiomodels.lm import Fusion, NgramLM, lm_beside
+from audiomodels.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from audiomodels.lm import Fusion, LMError, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
-from training.manifest import Utterance, read_manifest, read_manifests
+from training.manifest import ManifestError, Utterance, read_manifest, read_manifests
 from training.train import run_train_manifests
 
 BEAM_SIZE = 8
@@ -138,14 +138,19 @@ def _named_manifest(value: str) -> tuple[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.checkpoint or args.run / "best.ckpt")
-    model = checkpoint.build_model()
+    """Score and ship; an input that cannot be read stops it with its name, before any scoring."""
+    try:
+        checkpoint = load_checkpoint(args.checkpoint or args.run / "best.ckpt")
+        model = checkpoint.build_model()
+        train = read_manifests(run_train_manifests(json.loads((args.run / "run.json").read_text())))
+        dev, test = read_manifest(args.dev), read_manifest(args.test)
+        extra_tests = {f"{EXTRA_TEST_PREFIX}{name}": read_manifest(path) for name, path in args.extra_test}
+        fusion = Fusion(NgramLM.load(args.lm)) if args.lm else None
+    except (CheckpointError, ManifestError, LMError, OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"speechlabel export: {error}") from error
     recognizer = Recognizer(checkpoint.config, model)
-    run_info = json.loads((args.run / "run.json").read_text())
     metadata = dict(checkpoint.metadata)
     metadata["label_kind"] = checkpoint.config.labels.kind
-    dev, test = read_manifest(args.dev), read_manifest(args.test)
-    fusion = Fusion(NgramLM.load(args.lm)) if args.lm else None
     if fusion is not None:
         metadata["lm"] = {
             "order": fusion.lm.order,
@@ -162,14 +167,13 @@ def run(args: argparse.Namespace) -> int:
                 "weight": fusion.word_weight,
                 "bonus": fusion.word_bonus,
             }
-    extra_tests = {f"{EXTRA_TEST_PREFIX}{name}": read_manifest(path) for name, path in args.extra_test}
     metadata["evaluation"] = {
         "dev": score(recognizer, dev, fusion),
         "test": score(recognizer, test, fusion),
         **{split: score(recognizer, utterances, fusion) for split, utterances in extra_tests.items()},
         "metric_names": ["per"] if checkpoint.config.labels.kind == "phone" else ["cer", "wer"],
         "data": {
-            "train": corpus_description(read_manifests(run_train_manifests(run_info))),
+            "train": corpus_description(train),
             "test": corpus_description(test),
             **{split: corpus_description(utterances) for split, utterances in extra_tests.items()},
         },
