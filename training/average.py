@@ -2,7 +2,8 @@
 
 The weights at any one step carry the noise of the last updates; the mean of the models of the
 last few evaluations (a run with ``keep_checkpoints: N`` keeps them) lies nearer the middle of the
-region SGD was moving through, and usually scores better than any of them (README, Retraining).
+region SGD was moving through. That pays while the learning rate is high; at the end of a cosine
+decay it scored like the best checkpoint (measurements in the README, Retraining).
 Only checkpoints of one run can be averaged: the same config and the same feature normalization.
 """
 
