@@ -17,7 +17,7 @@ import torchaudio
 
 from audiomodels.config import FeatureConfig
 
-_LOG_FLOOR = 1e-10  # librosa.power_to_db's default ``amin``
+LOG_FLOOR = 1e-10  # librosa.power_to_db's default ``amin``
 
 
 class Featurizer:
@@ -27,7 +27,7 @@ class Featurizer:
         self.config = config
         self._window = torch.hann_window(config.win_length)  # periodic, like librosa's "hann"
         # (n_freqs, n_mels) Slaney-style mel filters: librosa.filters.mel's defaults.
-        self._mel = torchaudio.functional.melscale_fbanks(
+        self.mel_filters = torchaudio.functional.melscale_fbanks(
             n_freqs=config.win_length // 2 + 1,
             f_min=config.f_min,
             f_max=config.f_max if config.f_max is not None else config.sample_rate / 2,
@@ -37,7 +37,7 @@ class Featurizer:
             mel_scale="slaney",
         )
         # (n_mels, n_mfcc) orthonormal DCT-II, the same matrix scipy's dct(norm="ortho") applies.
-        self._dct = torchaudio.functional.create_dct(config.n_mfcc, config.n_mels, norm="ortho")
+        self.dct = torchaudio.functional.create_dct(config.n_mfcc, config.n_mels, norm="ortho")
 
     def num_mfcc_frames(self, num_samples: int) -> int:
         """MFCC frames a signal of ``num_samples`` yields (only whole windows count)."""
@@ -49,11 +49,11 @@ class Featurizer:
         """Stacked model frames a signal of ``num_samples`` yields."""
         return self.num_mfcc_frames(num_samples) // self.config.stack
 
-    def mfcc(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """(..., num_samples) -> (..., num_frames, n_mfcc) MFCC, librosa-compatible."""
-        if waveforms.shape[-1] < self.config.win_length:
-            return waveforms.new_zeros((*waveforms.shape[:-1], 0, self.config.n_mfcc))
+    def mel_power(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(..., num_samples) -> (..., num_frames, n_mels) power in each mel band, before the log."""
         shape = waveforms.shape
+        if shape[-1] < self.config.win_length:
+            return waveforms.new_zeros((*shape[:-1], 0, self.config.n_mels))
         spectrum = torch.stft(
             waveforms.float().reshape(-1, shape[-1]),
             n_fft=self.config.win_length,
@@ -63,10 +63,17 @@ class Featurizer:
             return_complex=True,
         )  # (batch, n_freqs, frames)
         power = spectrum.real.square() + spectrum.imag.square()  # |X|^2 without abs()'s square root: 3x faster
-        mel = torch.matmul(power.transpose(-1, -2), self._mel)  # (batch, frames, n_mels)
-        log_mel = 10.0 * torch.log10(torch.clamp(mel, min=_LOG_FLOOR))
-        mfcc = torch.matmul(log_mel, self._dct)  # (batch, frames, n_mfcc)
-        return mfcc.reshape(*shape[:-1], *mfcc.shape[-2:])
+        mel = torch.matmul(power.transpose(-1, -2), self.mel_filters)  # (batch, frames, n_mels)
+        return mel.reshape(*shape[:-1], *mel.shape[-2:])
+
+    def mfcc(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(..., num_samples) -> (..., num_frames, n_mfcc) MFCC, librosa-compatible."""
+        return self.mfcc_from_mel_power(self.mel_power(waveforms))
+
+    def mfcc_from_mel_power(self, mel: torch.Tensor) -> torch.Tensor:
+        """(..., frames, n_mels) mel power -> (..., frames, n_mfcc): power-to-dB, then the DCT."""
+        log_mel = 10.0 * torch.log10(torch.clamp(mel, min=LOG_FLOOR))
+        return torch.matmul(log_mel, self.dct)
 
     def stack(self, mfcc: torch.Tensor) -> torch.Tensor:
         """(..., T, F) -> (..., T // stack, F * stack): concatenate and subsample; the remainder drops."""

@@ -123,16 +123,19 @@ def test_speed_perturbation_changes_length_and_bypasses_the_cache(utterances: li
     assert not list((tmp_path / "cache").iterdir())
 
 
-def test_vtlp_warps_cached_features_without_featurizing_again(utterances: list[Utterance], tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment", [replace(NO_MASKS, vtlp_prob=1.0), replace(NO_MASKS, noise_prob=1.0)], ids=["vtlp", "noise"])
+def test_vtlp_and_noise_change_cached_features_without_featurizing_again(
+    utterances: list[Utterance], tmp_path: Path, augment: AugmentConfig
+) -> None:
     plain = make_dataset(utterances[2:3])[0][0]
-    warped = make_dataset(utterances[2:3], augment=replace(NO_MASKS, vtlp_prob=1.0), cache_dir=tmp_path / "cache")
-    draws = [warped[0][0], warped[0][0]]
-    warped.set_epoch(1)
-    draws.append(warped[0][0])
-    assert warped.featurizer.calls == 1  # once into the cache; every warp reads it
+    augmented = make_dataset(utterances[2:3], augment=augment, cache_dir=tmp_path / "cache")
+    draws = [augmented[0][0], augmented[0][0]]
+    augmented.set_epoch(1)
+    draws.append(augmented[0][0])
+    assert augmented.featurizer.calls == 1  # once into the cache; every draw reads it
     assert all(d.shape == plain.shape and not torch.allclose(d, plain, atol=1e-3) for d in draws)
-    torch.testing.assert_close(draws[0], draws[1])  # same seed, epoch and index: the same warp
-    assert not torch.allclose(draws[0], draws[2])  # another epoch: another warp
+    torch.testing.assert_close(draws[0], draws[1])  # same seed, epoch and index: the same draw
+    assert not torch.allclose(draws[0], draws[2])  # another epoch: another draw
 
 
 def test_augmentation_depends_on_seed_epoch_and_index_only(utterances: list[Utterance]) -> None:

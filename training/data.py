@@ -23,14 +23,16 @@ from audiomodels.audio import load_audio, prepare_waveform
 from audiomodels.checkpoint import atomic_torch_save
 from audiomodels.features import FeatureStats, Featurizer
 from audiomodels.labels import LabelSet
+from training.augment import NOISE_COLORS
 from training.manifest import Utterance
+from training.noise import FeatureNoise
 from training.warp import warp_features, warp_matrix
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training-time augmentation (SpecAugment on model frames, Kaldi-style speed perturbation,
-    vocal tract length perturbation)."""
+    vocal tract length perturbation, background noise)."""
 
     spec_time_masks: int = 2  # time masks per utterance
     spec_time_mask_max: int = 10  # widest time mask, in model frames (30 ms each by default)
@@ -40,6 +42,8 @@ class AugmentConfig:
     speed_prob: float = 0.0  # probability that an utterance is speed-perturbed at all
     vtlp_prob: float = 0.0  # probability that an utterance's frequency axis is warped (training/warp.py)
     vtlp_range: tuple[float, float] = (0.87, 1.15)  # warp factors, drawn log-uniformly (>1: shorter vocal tract)
+    noise_prob: float = 0.0  # probability that fresh noise is added to an utterance's features (training/noise.py)
+    noise_snr_db: tuple[float, float] = (5.0, 30.0)  # SNR range, drawn uniformly; the colour uniformly from NOISE_COLORS
 
 
 class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -51,7 +55,7 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     With ``cache_dir`` the un-augmented features are stored per utterance, keyed by a hash of the
     audio path, size, mtime and feature config, so epochs after the first skip decoding and MFCC.
     The key does not cover the featurizer *code*: clear the cache when that changes.
-    Speed-perturbed items are computed afresh (their features differ every draw); VTLP and
+    Speed-perturbed items are computed afresh (their features differ every draw); VTLP, noise and
     SpecAugment are applied after the cache.
 
     Call :meth:`set_epoch` every epoch to vary augmentation. With ``persistent_workers=True`` a
@@ -79,6 +83,7 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.epoch = 0
         self._targets = [self._encode_target(u) for u in self.utterances]
         self._feature_key = json.dumps(asdict(featurizer.config), sort_keys=True)
+        self._noise = FeatureNoise(featurizer) if augment is not None and augment.noise_prob > 0 else None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -108,6 +113,10 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             alpha = _draw_warp(self.augment, generator)
             if alpha != 1.0:
                 features = warp_features(features, warp_matrix(self.featurizer.config, alpha))
+        if self._noise is not None:  # drawn only when configured, like VTLP
+            noise = _draw_noise(self.augment, generator)
+            if noise is not None:
+                features = self._noise.add(features, *noise, generator)
         n_mfcc = self.featurizer.config.n_mfcc
         return spec_augment(features, self.augment, generator, n_mfcc), self._targets[index]
 
@@ -169,6 +178,16 @@ def _draw_warp(config: AugmentConfig, generator: torch.Generator) -> float:
     low, high = np.log(config.vtlp_range[0]), np.log(config.vtlp_range[1])
     alpha = float(np.exp(low + (high - low) * torch.rand((), generator=generator).item()))
     return alpha if perturb else 1.0
+
+
+def _draw_noise(config: AugmentConfig, generator: torch.Generator) -> tuple[float, str] | None:
+    """(SNR in dB, colour) of the noise added to one item, or None (probability ``1 - noise_prob``)."""
+    perturb = torch.rand((), generator=generator).item() < config.noise_prob
+    low, high = config.noise_snr_db
+    snr_db = low + (high - low) * torch.rand((), generator=generator).item()
+    colors = sorted(NOISE_COLORS)
+    color = colors[int(torch.randint(len(colors), (), generator=generator))]
+    return (snr_db, color) if perturb else None
 
 
 def spec_augment(
