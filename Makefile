@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The held-out split of the seed-0 12-hour corpus that the accuracy benchmarks score.
+TEST_SPLIT := data/corpus/test.jsonl
 # espeak-ng/flite/festival(+voices, festvox-rab/don: the festival-extra engine) speak the synthetic corpus;
 # fortunes is its text source.
 SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don fortunes
@@ -12,7 +14,7 @@ VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbr
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices test demo bench bench-accuracy bench-streaming clean
+.PHONY: install system-packages voices test demo bench bench-accuracy bench-streaming bench-noise clean
 
 install: $(STAMP)
 
@@ -51,16 +53,21 @@ bench: install
 
 # Shipped char model vs PocketSphinx and Whisper tiny.en on the held-out test split of the seed-0 corpus
 # (its first 174 utterances, 11.7 min: the test split of the 4-hour plan; the peers run at 3-4x real time).
-bench-accuracy: install
+bench-accuracy: install $(TEST_SPLIT)
 	$(PY) -m pip install -q -e '.[bench]'
-	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper
 	OMP_NUM_THREADS=1 $(PY) benchmarks/accuracy.py --manifest data/corpus/test.jsonl --limit 174 --checkpoint models/char.ckpt
 
 # Live streams under load (batching on vs off), and accuracy in full-context vs chunked streaming mode.
-bench-streaming: install
-	test -f data/corpus/test.jsonl || $(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper
+bench-streaming: install $(TEST_SPLIT)
 	$(PY) benchmarks/stream_load.py --streams 10,25,50,75,100,125,150 --modes on,off
 	$(PY) benchmarks/streaming_accuracy.py --checkpoints models/char.ckpt models/phone.ckpt
+
+# Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, both shipped models.
+bench-noise: install $(TEST_SPLIT)
+	$(PY) benchmarks/noise_robustness.py --checkpoints models/char.ckpt models/phone.ckpt
+
+$(TEST_SPLIT): | install
+	$(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
