@@ -63,7 +63,7 @@ def run(
         with tempfile.TemporaryDirectory(prefix="noise-bench-") as directory:
             scored = utterances if snr_db is None else noisy_copies(utterances, snr_db, color, Path(directory), number)
             results[name] = {path: evaluate(recognizer, scored).summary() for path, recognizer in recognizers.items()}
-        print(name, {Path(path).name: summary["rates"] for path, summary in results[name].items()}, flush=True)
+        print(name, {path: summary["rates"] for path, summary in results[name].items()}, flush=True)
     return results
 
 
@@ -74,7 +74,7 @@ def primary_rate(summary: dict[str, Any]) -> float:
 def print_table(results: dict[str, dict[str, Any]]) -> None:
     """Markdown: a row per condition, a column per checkpoint (CER or PER, change from clean)."""
     checkpoints = list(results["clean"])
-    print("\n| condition | " + " | ".join(Path(path).name for path in checkpoints) + " |")
+    print("\n| condition | " + " | ".join(checkpoints) + " |")
     print("|---|" + "---:|" * len(checkpoints))
     for name, by_checkpoint in results.items():
         cells = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Iterator
@@ -12,22 +11,15 @@ from types import ModuleType
 import pytest
 
 from audiomodels.labels import LabelSet
+from tests.bench_scripts import benchmark_module
 from tests.test_evaluate import save_tiny_model
 from training.manifest import Utterance, write_manifest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
 
 
 @pytest.fixture(scope="module")
 def accuracy() -> Iterator[ModuleType]:
-    """The script as a module (benchmarks/ is not a package; dataclasses need it in sys.modules)."""
-    spec = importlib.util.spec_from_file_location("accuracy_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_module("accuracy.py") as module:
+        yield module
 
 
 def test_unmappable_hypothesis_symbols_are_dropped_and_counted(accuracy: ModuleType) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -12,21 +10,14 @@ import numpy as np
 import pytest
 
 from audiomodels.audio import load_audio
+from tests.bench_scripts import benchmark_module
 from training.manifest import Utterance
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "noise_robustness.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    """The script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("noise_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_module("noise_robustness.py") as module:
+        yield module
 
 
 @pytest.fixture
