@@ -80,7 +80,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         cells = []
         for path in checkpoints:
             rate, clean = primary_rate(by_checkpoint[path]), primary_rate(results["clean"][path])
-            cells.append(f"{100 * rate:.1f}%" + ("" if name == "clean" else f" (+{100 * (rate - clean):.1f})"))
+            cells.append(f"{100 * rate:.1f}%" + ("" if name == "clean" else f" ({100 * (rate - clean):+.1f})"))
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
