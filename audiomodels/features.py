@@ -20,6 +20,11 @@ from audiomodels.config import FeatureConfig
 LOG_FLOOR = 1e-10  # librosa.power_to_db's default ``amin``
 
 
+def mfcc_dct(config: FeatureConfig) -> torch.Tensor:
+    """(n_mels, n_mfcc) orthonormal DCT-II, the matrix scipy's dct(norm="ortho") applies: log-mel -> MFCC."""
+    return torchaudio.functional.create_dct(config.n_mfcc, config.n_mels, norm="ortho")
+
+
 class Featurizer:
     """Waveform (float32 at ``config.sample_rate``) -> stacked MFCC model frames."""
 
@@ -36,8 +41,7 @@ class Featurizer:
             norm="slaney",
             mel_scale="slaney",
         )
-        # (n_mels, n_mfcc) orthonormal DCT-II, the same matrix scipy's dct(norm="ortho") applies.
-        self.dct = torchaudio.functional.create_dct(config.n_mfcc, config.n_mels, norm="ortho")
+        self.dct = mfcc_dct(config)
 
     def num_mfcc_frames(self, num_samples: int) -> int:
         """MFCC frames a signal of ``num_samples`` yields (only whole windows count)."""

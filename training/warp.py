@@ -16,9 +16,9 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import torch
-import torchaudio
 
 from audiomodels.config import FeatureConfig
+from audiomodels.features import mfcc_dct
 
 
 def warp_matrix(config: FeatureConfig, alpha: float) -> torch.Tensor:
@@ -44,7 +44,7 @@ def warp_matrix(config: FeatureConfig, alpha: float) -> torch.Tensor:
     bands = np.arange(config.n_mels)
     np.add.at(resample, (bands, lower), 1.0 - fraction)
     np.add.at(resample, (bands, upper), fraction)
-    dct = torchaudio.functional.create_dct(config.n_mfcc, config.n_mels, norm="ortho").double()  # (n_mels, n_mfcc)
+    dct = mfcc_dct(config).double()  # (n_mels, n_mfcc), the featurizer's own
     return (dct.T @ torch.from_numpy(resample).T @ dct).float()
 
 
