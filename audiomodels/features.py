@@ -79,6 +79,18 @@ class Featurizer:
         log_mel = 10.0 * torch.log10(torch.clamp(mel, min=LOG_FLOOR))
         return torch.matmul(log_mel, self.dct)
 
+    def mel_power_from_mfcc(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """(..., frames, n_mfcc) -> (..., frames, n_mels): the smooth mel power the MFCCs keep.
+
+        The inverse of :meth:`mfcc_from_mel_power` up to the DCT's truncation (its columns are
+        orthonormal, so the transpose undoes it); feature-domain augmentation works on this power.
+        """
+        return torch.pow(10.0, torch.matmul(mfcc, self.dct.to(mfcc.dtype).T) / 10.0)
+
+    def unstack(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, F * stack) stacked model frames -> (T * stack, F) MFCC frames: :meth:`stack` undone."""
+        return frames.reshape(-1, self.config.n_mfcc)
+
     def stack(self, mfcc: torch.Tensor) -> torch.Tensor:
         """(..., T, F) -> (..., T // stack, F * stack): concatenate and subsample; the remainder drops."""
         stack = self.config.stack

@@ -123,8 +123,12 @@ def test_speed_perturbation_changes_length_and_bypasses_the_cache(utterances: li
     assert not list((tmp_path / "cache").iterdir())
 
 
-@pytest.mark.parametrize("augment", [replace(NO_MASKS, vtlp_prob=1.0), replace(NO_MASKS, noise_prob=1.0)], ids=["vtlp", "noise"])
-def test_vtlp_and_noise_change_cached_features_without_featurizing_again(
+@pytest.mark.parametrize(
+    "augment",
+    [replace(NO_MASKS, vtlp_prob=1.0), replace(NO_MASKS, reverb_prob=1.0), replace(NO_MASKS, noise_prob=1.0)],
+    ids=["vtlp", "reverb", "noise"],
+)
+def test_feature_augmentations_change_cached_features_without_featurizing_again(
     utterances: list[Utterance], tmp_path: Path, augment: AugmentConfig
 ) -> None:
     plain = make_dataset(utterances[2:3])[0][0]

@@ -26,13 +26,14 @@ from audiomodels.labels import LabelSet
 from training.augment import NOISE_COLORS
 from training.manifest import Utterance
 from training.noise import FeatureNoise
+from training.reverb import FeatureReverb
 from training.warp import warp_features, warp_matrix
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training-time augmentation (SpecAugment on model frames, Kaldi-style speed perturbation,
-    vocal tract length perturbation, background noise)."""
+    vocal tract length perturbation, room reverberation, background noise)."""
 
     spec_time_masks: int = 2  # time masks per utterance
     spec_time_mask_max: int = 10  # widest time mask, in model frames (30 ms each by default)
@@ -42,6 +43,9 @@ class AugmentConfig:
     speed_prob: float = 0.0  # probability that an utterance is speed-perturbed at all
     vtlp_prob: float = 0.0  # probability that an utterance's frequency axis is warped (training/warp.py)
     vtlp_range: tuple[float, float] = (0.87, 1.15)  # warp factors, drawn log-uniformly (>1: shorter vocal tract)
+    reverb_prob: float = 0.0  # probability that an utterance's features are put in a fresh room (training/reverb.py)
+    reverb_rt60: tuple[float, float] = (0.2, 0.9)  # reverberation time range in seconds, drawn uniformly
+    reverb_drr_db: tuple[float, float] = (-2.0, 12.0)  # direct-to-reverberant ratio range (lower: farther away)
     noise_prob: float = 0.0  # probability that fresh noise is added to an utterance's features (training/noise.py)
     noise_snr_db: tuple[float, float] = (5.0, 30.0)  # SNR range, drawn uniformly; the colour uniformly from NOISE_COLORS
 
@@ -55,7 +59,7 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     With ``cache_dir`` the un-augmented features are stored per utterance, keyed by a hash of the
     audio path, size, mtime and feature config, so epochs after the first skip decoding and MFCC.
     The key does not cover the featurizer *code*: clear the cache when that changes.
-    Speed-perturbed items are computed afresh (their features differ every draw); VTLP, noise and
+    Speed-perturbed items are computed afresh (their features differ every draw); VTLP, reverb, noise and
     SpecAugment are applied after the cache.
 
     Call :meth:`set_epoch` every epoch to vary augmentation. With ``persistent_workers=True`` a
@@ -84,6 +88,7 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._targets = [self._encode_target(u) for u in self.utterances]
         self._feature_key = json.dumps(asdict(featurizer.config), sort_keys=True)
         self._noise = FeatureNoise(featurizer) if augment is not None and augment.noise_prob > 0 else None
+        self._reverb = FeatureReverb(featurizer) if augment is not None and augment.reverb_prob > 0 else None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -113,6 +118,10 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             alpha = _draw_warp(self.augment, generator)
             if alpha != 1.0:
                 features = warp_features(features, warp_matrix(self.featurizer.config, alpha))
+        if self._reverb is not None:  # the room before the noise, as in the corpus; drawn only when configured
+            room = _draw_reverb(self.augment, generator)
+            if room is not None:
+                features = self._reverb.add(features, *room)
         if self._noise is not None:  # drawn only when configured, like VTLP
             noise = _draw_noise(self.augment, generator)
             if noise is not None:
@@ -178,6 +187,14 @@ def _draw_warp(config: AugmentConfig, generator: torch.Generator) -> float:
     low, high = np.log(config.vtlp_range[0]), np.log(config.vtlp_range[1])
     alpha = float(np.exp(low + (high - low) * torch.rand((), generator=generator).item()))
     return alpha if perturb else 1.0
+
+
+def _draw_reverb(config: AugmentConfig, generator: torch.Generator) -> tuple[float, float] | None:
+    """(rt60, DRR in dB) of the room one item is put in, or None (probability ``1 - reverb_prob``)."""
+    perturb = torch.rand((), generator=generator).item() < config.reverb_prob
+    rt60, drr_db = (low + (high - low) * torch.rand((), generator=generator).item()
+                    for low, high in (config.reverb_rt60, config.reverb_drr_db))
+    return (rt60, drr_db) if perturb else None
 
 
 def _draw_noise(config: AugmentConfig, generator: torch.Generator) -> tuple[float, str] | None:

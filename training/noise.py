@@ -47,20 +47,16 @@ class FeatureNoise:
         filters = featurizer.mel_filters.double()
         weights = torch.linalg.lstsq(filters, torch.ones(filters.shape[0], 1, dtype=torch.float64)).solution[:, 0]
         self._power_weights = weights / (self._mean["white"] @ weights)
-        self._inverse_dct = featurizer.dct.double().T  # (n_mfcc, n_mels); the DCT's columns are orthonormal
 
     def add(self, features: torch.Tensor, snr_db: float, color: str, generator: torch.Generator) -> torch.Tensor:
         """Stacked model frames ``(T, stack * n_mfcc)`` of speech -> the same speech in noise."""
         if color not in self._mean:
             raise ValueError(f"unknown noise colour {color!r}; known: {sorted(self._mean)}")
-        num_frames, dim = features.shape
-        n_mfcc = self.featurizer.config.n_mfcc
-        mfcc = features.reshape(-1, n_mfcc).double()  # stacked copies are consecutive MFCC frames
-        speech = torch.pow(10.0, (mfcc @ self._inverse_dct) / 10.0)  # (frames, n_mels) smooth mel power
+        speech = self.featurizer.mel_power_from_mfcc(self.featurizer.unstack(features).double())  # (frames, n_mels)
         signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
         noise_variance = signal_power / 10.0 ** (snr_db / 10.0)
         shape = self._shape[color].expand_as(speech)
         rng = np.random.default_rng(int(torch.randint(2**62, (), generator=generator)))
         spread = torch.from_numpy(rng.gamma(shape.numpy(), 1.0 / shape.numpy()))  # mean 1, the band's variance
         noisy = speech + noise_variance * self._mean[color] * spread
-        return self.featurizer.mfcc_from_mel_power(noisy.float()).reshape(num_frames, dim)
+        return self.featurizer.mfcc_from_mel_power(noisy.float()).reshape(features.shape)
