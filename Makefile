@@ -14,7 +14,7 @@ VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbr
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices test demo bench bench-accuracy bench-streaming bench-noise clean
+.PHONY: install system-packages voices test demo bench bench-accuracy bench-streaming bench-robustness clean
 
 install: $(STAMP)
 
@@ -62,9 +62,9 @@ bench-streaming: install $(TEST_SPLIT)
 	$(PY) benchmarks/stream_load.py --streams 10,25,50,75,100,125,150 --modes on,off
 	$(PY) benchmarks/streaming_accuracy.py --checkpoints models/char.ckpt models/phone.ckpt
 
-# Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, both shipped models.
-bench-noise: install $(TEST_SPLIT)
-	$(PY) benchmarks/noise_robustness.py --checkpoints models/char.ckpt models/phone.ckpt
+# Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR and in three rooms, both shipped models.
+bench-robustness: install $(TEST_SPLIT)
+	$(PY) benchmarks/robustness.py --checkpoints models/char.ckpt models/phone.ckpt
 
 $(TEST_SPLIT): | install
 	$(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper

@@ -1,0 +1,154 @@
+"""How recognition holds up in background noise and in rooms: clean held-out speech vs the same
+speech with noise added or reverberated.
+
+Usage:
+    python benchmarks/robustness.py [--checkpoints models/char.ckpt models/phone.ckpt]
+        [--manifest data/corpus/test.jsonl] [--snrs 30 20 10 5] [--colors white pink brown]
+        [--rooms 0.3:6 0.6:3 0.9:0] [--out benchmarks/results/robustness.json]
+
+Only the manifest's un-augmented utterances are used (the corpus bakes noise, reverb or a phone
+line into some of the others), so the clean row is a real baseline. Each condition applies the
+corpus's own augmentation -- :func:`training.augment.add_noise` (white, pink or brown, SNR over the
+utterance's mean power) or :func:`training.augment.reverb` (a synthetic room given as
+``RT60:DRR``, reverberation time in seconds and direct-to-reverberant ratio in dB) -- and writes
+16-bit WAV files, as a client would send them; every checkpoint then scores the same files with
+``training.evaluate.evaluate`` (greedy), so the models are compared on identical audio. The
+primary rate is CER for char models and PER for phone models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from audiomodels.audio import load_audio
+from audiomodels.files import write_json
+from audiomodels.recognizer import Recognizer
+from training.augment import NOISE_COLORS, add_noise, reverb
+from training.evaluate import evaluate
+from training.manifest import Utterance, read_manifest
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One way of degrading the audio; ``kind`` "clean", "noise" or "room"."""
+
+    kind: str
+    color: str = ""
+    snr_db: float = 0.0
+    rt60: float = 0.0
+    drr_db: float = 0.0
+
+    @property
+    def name(self) -> str:
+        if self.kind == "noise":
+            return f"{self.color} {self.snr_db:g} dB"
+        if self.kind == "room":
+            return f"room {self.rt60:g} s {self.drr_db:g} dB"
+        return "clean"
+
+    def apply(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.kind == "noise":
+            return add_noise(audio, self.snr_db, self.color, rng)
+        if self.kind == "room":
+            return reverb(audio, SAMPLE_RATE, self.rt60, self.drr_db, rng)
+        return audio
+
+
+CLEAN = Condition("clean")
+
+
+def parse_room(text: str) -> Condition:
+    """``"RT60:DRR"`` (e.g. ``0.6:3``) -> a room condition."""
+    rt60, _, drr_db = text.partition(":")
+    try:
+        return Condition("room", rt60=float(rt60), drr_db=float(drr_db))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a room is RT60:DRR in seconds and dB, e.g. 0.6:3, not {text!r}") from None
+
+
+def degraded_copies(utterances: Sequence[Utterance], condition: Condition, directory: Path, seed: int) -> list[Utterance]:
+    """The utterances under ``condition``, as WAV files in ``directory`` (one draw per utterance)."""
+    copies = []
+    for index, utterance in enumerate(utterances):
+        rng = np.random.default_rng([seed, index])
+        audio = condition.apply(load_audio(utterance.audio_filepath, target_rate=SAMPLE_RATE), rng)
+        path = directory / f"{index:05d}.wav"
+        sf.write(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+        copies.append(replace(utterance, audio_filepath=path))
+    return copies
+
+
+def run(
+    checkpoints: Sequence[Path], utterances: Sequence[Utterance], conditions: Sequence[Condition]
+) -> dict[str, dict[str, Any]]:
+    """{condition name: {checkpoint: evaluation summary}}."""
+    recognizers = {str(path): Recognizer.from_checkpoint(path) for path in checkpoints}
+    results: dict[str, dict[str, Any]] = {}
+    for number, condition in enumerate(conditions):
+        with tempfile.TemporaryDirectory(prefix="robustness-bench-") as directory:
+            scored = utterances if condition == CLEAN else degraded_copies(utterances, condition, Path(directory), number)
+            results[condition.name] = {path: evaluate(rec, scored).summary() for path, rec in recognizers.items()}
+        print(condition.name, {path: summary["rates"] for path, summary in results[condition.name].items()}, flush=True)
+    return results
+
+
+def primary_rate(summary: dict[str, Any]) -> float:
+    return summary["rates"]["per" if "per" in summary["rates"] else "cer"]
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    """Markdown: a row per condition, a column per checkpoint (CER or PER, change from clean)."""
+    checkpoints = list(results["clean"])
+    print("\n| condition | " + " | ".join(checkpoints) + " |")
+    print("|---|" + "---:|" * len(checkpoints))
+    for name, by_checkpoint in results.items():
+        cells = []
+        for path in checkpoints:
+            rate, clean = primary_rate(by_checkpoint[path]), primary_rate(results["clean"][path])
+            cells.append(f"{100 * rate:.1f}%" + ("" if name == "clean" else f" ({100 * (rate - clean):+.1f})"))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("models/char.ckpt"), Path("models/phone.ckpt")])
+    parser.add_argument("--manifest", type=Path, default=Path("data/corpus/test.jsonl"))
+    parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0, 10.0, 5.0])
+    parser.add_argument("--colors", nargs="+", choices=sorted(NOISE_COLORS), default=["white", "pink", "brown"])
+    parser.add_argument("--rooms", type=parse_room, nargs="*", default=[parse_room(r) for r in ("0.3:6", "0.6:3", "0.9:0")],
+                        help="rooms as RT60:DRR (seconds:dB); none with an empty --rooms")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a loaded machine)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clean = [u for u in read_manifest(args.manifest) if not u.extra.get("augment")]
+    noises = [Condition("noise", color=color, snr_db=snr) for color in args.colors for snr in args.snrs]
+    conditions = [CLEAN, *noises, *args.rooms]
+    results = run(args.checkpoints, clean, conditions)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "manifest": str(args.manifest),
+        "utterances": len(clean),
+        "audio_seconds": results["clean"][str(args.checkpoints[0])]["audio_seconds"],
+        "results": results,
+    }
+    print_table(results)
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

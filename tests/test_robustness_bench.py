@@ -1,0 +1,67 @@
+"""benchmarks/robustness.py: noisy copies at the asked SNR, rooms that smear, and a trained model hurt by both."""
+
+from __future__ import annotations
+
+import argparse
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from audiomodels.audio import load_audio
+from tests.bench_scripts import benchmark_module
+from training.manifest import Utterance
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    with benchmark_module("robustness.py") as module:
+        yield module
+
+
+@pytest.fixture
+def utterances(speech_files: dict[str, Path]) -> list[Utterance]:
+    return [Utterance(path, 1.0, text) for text, path in speech_files.items()]
+
+
+def test_noisy_copies_have_the_asked_snr(bench: ModuleType, utterances: list[Utterance], tmp_path: Path) -> None:
+    copies = bench.degraded_copies(utterances, bench.Condition("noise", color="pink", snr_db=10.0), tmp_path, seed=0)
+    for original, copy in zip(utterances, copies, strict=True):
+        clean, noisy = load_audio(original.audio_filepath, target_rate=16000), load_audio(copy.audio_filepath)
+        snr_db = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean).astype(np.float64) ** 2))
+        assert snr_db == pytest.approx(10.0, abs=0.3)
+        assert copy.text == original.text
+
+
+def test_rooms_add_a_decaying_tail_and_parse_from_the_command_line(
+    bench: ModuleType, utterances: list[Utterance], tmp_path: Path
+) -> None:
+    room = bench.parse_room("0.6:3")
+    assert (room.rt60, room.drr_db, room.name) == (0.6, 3.0, "room 0.6 s 3 dB")
+    with pytest.raises(argparse.ArgumentTypeError, match="RT60:DRR"):
+        bench.parse_room("big")
+    original = utterances[0]
+    copy = bench.degraded_copies([original], room, tmp_path, seed=0)[0]
+    dry, wet = load_audio(original.audio_filepath, target_rate=16000), load_audio(copy.audio_filepath)
+    assert len(wet) == len(dry) + round(0.6 * 16000) - 1  # the room's tail rings on after the speech
+    speech_end = int(np.flatnonzero(np.abs(dry) > 0.05 * np.abs(dry).max())[-1])
+    after = slice(speech_end + 160, speech_end + 1760)  # the 100 ms after the last sound
+    assert np.mean(wet[after] ** 2) > 10 * np.mean(dry[after] ** 2)  # the room rings on where the speech stopped
+
+
+def test_noise_and_rooms_raise_a_trained_models_error_rate(
+    bench: ModuleType, trained: tuple[Path, list[float]], utterances: list[Utterance], capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = str(trained[0])
+    conditions = [bench.CLEAN, bench.Condition("noise", color="white", snr_db=0.0), bench.parse_room("0.9:-2")]
+    results = bench.run([trained[0]], utterances, conditions)
+    assert list(results) == ["clean", "white 0 dB", "room 0.9 s -2 dB"]
+    clean, noisy, reverberant = (bench.primary_rate(results[name][checkpoint]) for name in results)
+    assert clean < 0.05  # the tiny model was trained on exactly these utterances
+    assert noisy > clean + 0.2
+    assert reverberant > clean + 0.1
+    bench.print_table(results)
+    assert "| room 0.9 s -2 dB | " in capsys.readouterr().out
