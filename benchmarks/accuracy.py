@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -52,6 +51,8 @@ from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
 from training.metrics import ErrorCounts, char_errors, word_errors
+
+from machine_info import machine_info  # beside this script in benchmarks/
 
 SAMPLE_RATE = 16000
 SYSTEMS = ("speechlabel", "pocketsphinx", "whisper-tiny.en")
@@ -357,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "manifest": str(args.manifest),
         "num_utterances": len(utterances),
         "checkpoint": checkpoint_info,
-        "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "threads": thread_settings(args.threads),
         "versions": package_versions(),
         "skipped": skipped,

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +54,8 @@ from service.inputs import expand_inputs
 from training.corpus import load_sentences
 from training.metrics import ErrorCounts, char_errors
 from training.voices import available_voices
+
+from machine_info import machine_info  # beside this script in benchmarks/
 
 FILE_KINDS = {  # kind -> (share of the corpus audio, sentences per file)
     "sentence": (0.5, (1, 1)),
@@ -199,7 +199,7 @@ def main() -> None:
         "corpus": {"files": len(files), "minutes": args.minutes, "seed": args.seed, "kinds": list(FILE_KINDS)},
         "checkpoint": str(args.checkpoint),
         "settings": {**vars(settings), "precision": precision, "torch_threads": torch.get_num_threads()},
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine_info(),
     }
     for name, (recognizer, run_settings) in runs.items():
         if name == "batch_float32" and precision == "float32":

@@ -7,7 +7,6 @@ RTF = compute seconds / audio seconds (lower is faster); "x real time" is its in
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ import torch
 from audiomodels.config import FeatureConfig
 from audiomodels.features import Featurizer, StreamingFeaturizer
 from audiomodels.files import write_json
+
+from machine_info import machine_info  # beside this script in benchmarks/
 
 
 def timed(function: Callable[[], object], repeats: int) -> list[float]:
@@ -63,7 +64,7 @@ def main() -> None:
         "speechlabel_stream_100ms": streaming,
         "librosa_whole": reference,
     }
-    results = {"audio_seconds": args.seconds, "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+    results = {"audio_seconds": args.seconds, "torch_threads": torch.get_num_threads(), "machine": machine_info()}
     print(f"{'case':28s} {'median s':>10s} {'RTF':>10s} {'x real time':>12s}")
     for name, function in cases.items():
         times = timed(function, args.repeats)

@@ -19,8 +19,6 @@ primary rate is CER for char models and PER for phone models.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +35,8 @@ from audiomodels.recognizer import Recognizer
 from training.augment import NOISE_COLORS, add_noise, reverb
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
+
+from machine_info import machine_info  # beside this script in benchmarks/
 
 SAMPLE_RATE = 16000
 
@@ -139,7 +139,7 @@ def main() -> None:
     conditions = [CLEAN, *noises, *args.rooms]
     results = run(args.checkpoints, clean, conditions)
     report = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine_info(),
         "manifest": str(args.manifest),
         "utterances": len(clean),
         "audio_seconds": results["clean"][str(args.checkpoints[0])]["audio_seconds"],

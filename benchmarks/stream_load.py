@@ -47,7 +47,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import platform
 import random
 import socket
 import subprocess
@@ -75,6 +74,8 @@ from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from training.manifest import Utterance, read_manifest
+
+from machine_info import machine_info  # beside this script in benchmarks/
 
 # Extra `speechlabel serve` flags per batching mode ("off" = at most one stream per model call).
 BATCHING_FLAGS: dict[str, tuple[str, ...]] = {"on": (), "off": ("--stream-batch-max", "1")}
@@ -480,13 +481,7 @@ def main() -> None:
 
     results = {
         "args": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_at_start": load_average,
-        },
+        "machine": {**machine_info(), "load_average_at_start": load_average},
         "reference_finals": reference_mode,
         "algorithmic_latency_s": algorithmic_s,
         "server_flags": {mode: list(BATCHING_FLAGS[mode]) for mode in args.modes},

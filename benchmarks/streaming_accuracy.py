@@ -15,8 +15,6 @@ rate is CER for char models and PER for phone models.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,8 @@ from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate, parse_chunking
 from training.manifest import read_manifest
+
+from machine_info import machine_info  # beside this script in benchmarks/
 
 
 def mode_name(chunking: Chunking | None) -> str:
@@ -81,7 +81,7 @@ def main() -> None:
     splits = {"dev": args.dev, "test": args.test}
     results = {str(path): score(path, splits, args.modes) for path in args.checkpoints}
     report = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine_info(),
         "threads": args.threads,
         "modes": [mode_name(m) for m in args.modes],
         "results": results,

@@ -1,4 +1,7 @@
-"""Loading a script from benchmarks/ (not a package) as a module, for tests of its functions."""
+"""Loading a script from benchmarks/ (not a package) as a module, for tests of its functions.
+
+A script run as ``python benchmarks/X.py`` finds its neighbours (``machine_info``) because its own
+folder leads ``sys.path``; a loaded script gets the same while it is in use."""
 
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ def benchmark_module(script: str) -> Iterator[ModuleType]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    sys.path.insert(0, str(BENCHMARKS))
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
+        sys.path.remove(str(BENCHMARKS))
         del sys.modules[name]
