@@ -113,14 +113,18 @@ def test_cache_notices_changed_audio(utterances: list[Utterance], tmp_path: Path
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
 
-def test_speed_perturbation_changes_length_and_bypasses_the_cache(utterances: list[Utterance], tmp_path: Path) -> None:
+def test_speed_perturbation_changes_length_and_is_cached_per_factor(utterances: list[Utterance], tmp_path: Path) -> None:
     plain = make_dataset(utterances[2:3])[0][0]
     faster = AugmentConfig(spec_time_masks=0, spec_freq_masks=0, speed_factors=(1.25,), speed_prob=1.0)
     dataset = make_dataset(utterances[2:3], augment=faster, cache_dir=tmp_path / "cache")
     perturbed = [dataset[0][0] for _ in range(2)]
     assert perturbed[0].shape[0] == pytest.approx(plain.shape[0] / 1.25, abs=1)
-    assert dataset.featurizer.calls == 2
-    assert not list((tmp_path / "cache").iterdir())
+    assert dataset.featurizer.calls == 1  # the second draw of the same factor reads the cache
+    torch.testing.assert_close(perturbed[1], make_dataset(utterances[2:3], augment=faster)[0][0], rtol=0, atol=0)
+    unperturbed = make_dataset(utterances[2:3], cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(unperturbed[0][0], plain)  # its own entry, not the perturbed one
+    assert unperturbed.featurizer.calls == 1
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
 
 @pytest.mark.parametrize(
