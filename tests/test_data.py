@@ -146,6 +146,16 @@ def test_feature_augmentations_change_cached_features_without_featurizing_again(
     assert not torch.allclose(draws[0], draws[2])  # another epoch: another draw
 
 
+def test_phone_line_is_applied_to_cached_features_with_its_probability(utterances: list[Utterance], tmp_path: Path) -> None:
+    plain = make_dataset(utterances[2:3])[0][0]
+    always = make_dataset(utterances[2:3], augment=replace(NO_MASKS, telephone_prob=1.0), cache_dir=tmp_path / "cache")
+    never = make_dataset(utterances[2:3], augment=replace(NO_MASKS, telephone_prob=1e-9), cache_dir=tmp_path / "cache")
+    line, untouched = always[0][0], never[0][0]
+    assert always.featurizer.calls == 1 and never.featurizer.calls == 0  # the second reads the first's cache entry
+    assert line.shape == plain.shape and not torch.allclose(line, plain, atol=1e-3)
+    torch.testing.assert_close(untouched, plain)
+
+
 def test_augmentation_depends_on_seed_epoch_and_index_only(utterances: list[Utterance]) -> None:
     augment = AugmentConfig(speed_prob=0.5)
     dataset = make_dataset(utterances, augment=augment, seed=3)

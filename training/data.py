@@ -27,13 +27,14 @@ from training.augment import NOISE_COLORS
 from training.manifest import Utterance
 from training.noise import FeatureNoise
 from training.reverb import FeatureReverb
+from training.telephone import FeatureTelephone
 from training.warp import warp_features, warp_matrix
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training-time augmentation (SpecAugment on model frames, Kaldi-style speed perturbation,
-    vocal tract length perturbation, room reverberation, background noise)."""
+    vocal tract length perturbation, room reverberation, background noise, phone lines)."""
 
     spec_time_masks: int = 2  # time masks per utterance
     spec_time_mask_max: int = 10  # widest time mask, in model frames (30 ms each by default)
@@ -48,6 +49,7 @@ class AugmentConfig:
     reverb_drr_db: tuple[float, float] = (-2.0, 12.0)  # direct-to-reverberant ratio range (lower: farther away)
     noise_prob: float = 0.0  # probability that fresh noise is added to an utterance's features (training/noise.py)
     noise_snr_db: tuple[float, float] = (5.0, 30.0)  # SNR range, drawn uniformly; the colour uniformly from NOISE_COLORS
+    telephone_prob: float = 0.0  # probability that an utterance goes through a phone line (training/telephone.py)
 
 
 class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -62,7 +64,7 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     variants are cached too (one more cache copy per factor on disk): computing them cost 84 ms
     per 1,000 model frames against 5 ms to read, ~0.3 s of a ~1.6 s CPU step at ``speed_prob`` 0.6.
     The key does not cover the featurizer *code*: clear the cache when that changes. VTLP, reverb,
-    noise and SpecAugment are drawn afresh and applied after the cache.
+    noise, phone line and SpecAugment are drawn afresh and applied after the cache.
 
     Call :meth:`set_epoch` every epoch to vary augmentation. With ``persistent_workers=True`` a
     DataLoader's workers keep their copy of the dataset, so the epoch would not reach them.
@@ -91,6 +93,7 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._feature_key = json.dumps(asdict(featurizer.config), sort_keys=True)
         self._noise = FeatureNoise(featurizer) if augment is not None and augment.noise_prob > 0 else None
         self._reverb = FeatureReverb(featurizer) if augment is not None and augment.reverb_prob > 0 else None
+        self._telephone = FeatureTelephone(featurizer) if augment is not None and augment.telephone_prob > 0 else None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -128,6 +131,8 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             noise = _draw_noise(self.augment, generator)
             if noise is not None:
                 features = self._noise.add(features, *noise, generator)
+        if self._telephone is not None and torch.rand((), generator=generator).item() < self.augment.telephone_prob:
+            features = self._telephone.add(features)  # the line after the room and the noise, as in the corpus
         n_mfcc = self.featurizer.config.n_mfcc
         return spec_augment(features, self.augment, generator, n_mfcc), self._targets[index]
 
