@@ -185,6 +185,10 @@ def test_breakdown_scores_each_speaker_from_its_own_rows(
     rates = [group["rates"]["cer"] for group in groups.values()]
     assert rates == sorted(rates, reverse=True)  # worst first
     assert breakdown(result, tagged, "accent").keys() == {"?"}  # a field no utterance has
+    chains = [[], [{"kind": "noise", "snr_db": 9.0}], [], [{"kind": "reverb"}, {"kind": "telephone"}], []]
+    augmented = [replace(u, extra={"augment": chain}) for u, chain in zip(utterances, chains, strict=True)]
+    by_chain = breakdown(result, augmented, "augment")  # the corpus's augmentation steps, by kind
+    assert {name: group["utterances"] for name, group in by_chain.items()} == {"none": 3, "noise": 1, "reverb+telephone": 1}
 
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, tagged, relative_to=tmp_path)

@@ -149,11 +149,13 @@ def breakdown(result: EvaluationResult, utterances: Sequence[Utterance], field: 
     """Scores per value of a manifest field (e.g. ``speaker``): where a corpus's errors come from.
 
     Counts are summed within each group as for the totals; utterances without the field are
-    grouped under "?". Groups come in descending order of their first metric's rate.
+    grouped under "?". A list of steps such as the corpus's ``augment`` groups by its kinds
+    ("noise+telephone", "none" when empty). Groups come in descending order of their first
+    metric's rate.
     """
     groups: dict[str, dict[str, Any]] = {}
     for utterance, row in zip(utterances, result.per_utterance, strict=True):
-        value = str(utterance.extra.get(field, getattr(utterance, field, "?")))
+        value = _group_name(utterance.extra.get(field, getattr(utterance, field, "?")))
         group = groups.setdefault(value, {"utterances": 0, "failed": 0, **dict.fromkeys(result.metrics, ErrorCounts())})
         group["utterances"] += 1
         if "error" in row:
@@ -171,6 +173,13 @@ def breakdown(result: EvaluationResult, utterances: Sequence[Utterance], field: 
         }
         for value, group in ordered
     }
+
+
+def _group_name(value: Any) -> str:
+    if isinstance(value, list):
+        kinds = [str(step["kind"]) if isinstance(step, dict) and "kind" in step else str(step) for step in value]
+        return "+".join(kinds) or "none"
+    return str(value)
 
 
 def _readable_breakdown(field: str, groups: dict[str, dict[str, Any]]) -> str:
@@ -295,7 +304,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--by",
         metavar="FIELD",
-        help="also score each value of this manifest field separately, e.g. --by speaker or --by voice",
+        help="also score each value of this manifest field separately, e.g. --by speaker, --by voice, "
+        "or --by augment (the corpus's degradations, grouped by their kinds)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
