@@ -62,7 +62,7 @@ bench-streaming: install $(TEST_SPLIT)
 	$(PY) benchmarks/stream_load.py --streams 10,25,50,75,100,125,150 --modes on,off
 	$(PY) benchmarks/streaming_accuracy.py --checkpoints models/char.ckpt models/phone.ckpt
 
-# Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR and in three rooms, both shipped models.
+# Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, in three rooms and on a phone line, both shipped models.
 bench-robustness: install $(TEST_SPLIT)
 	$(PY) benchmarks/robustness.py --checkpoints models/char.ckpt models/phone.ckpt
 

@@ -1,16 +1,17 @@
-"""How recognition holds up in background noise and in rooms: clean held-out speech vs the same
-speech with noise added or reverberated.
+"""How recognition holds up in background noise, in rooms and on phone lines: clean held-out
+speech vs the same speech with noise added, reverberated or telephoned.
 
 Usage:
     python benchmarks/robustness.py [--checkpoints models/char.ckpt models/phone.ckpt]
         [--manifest data/corpus/test.jsonl] [--snrs 30 20 10 5] [--colors white pink brown]
-        [--rooms 0.3:6 0.6:3 0.9:0] [--out benchmarks/results/robustness.json]
+        [--rooms 0.3:6 0.6:3 0.9:0] [--no-telephone] [--out benchmarks/results/robustness.json]
 
 Only the manifest's un-augmented utterances are used (the corpus bakes noise, reverb or a phone
 line into some of the others), so the clean row is a real baseline. Each condition applies the
 corpus's own augmentation -- :func:`training.augment.add_noise` (white, pink or brown, SNR over the
-utterance's mean power) or :func:`training.augment.reverb` (a synthetic room given as
-``RT60:DRR``, reverberation time in seconds and direct-to-reverberant ratio in dB) -- and writes
+utterance's mean power), :func:`training.augment.reverb` (a synthetic room given as
+``RT60:DRR``, reverberation time in seconds and direct-to-reverberant ratio in dB) or
+:func:`training.augment.telephone` (8 kHz, 300-3400 Hz, mu-law) -- and writes
 16-bit WAV files, as a client would send them; every checkpoint then scores the same files with
 ``training.evaluate.evaluate`` (greedy), so the models are compared on identical audio. The
 primary rate is CER for char models and PER for phone models.
@@ -32,7 +33,7 @@ import torch
 from audiomodels.audio import load_audio
 from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
-from training.augment import NOISE_COLORS, add_noise, reverb
+from training.augment import NOISE_COLORS, add_noise, reverb, telephone
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
 
@@ -43,7 +44,7 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Condition:
-    """One way of degrading the audio; ``kind`` "clean", "noise" or "room"."""
+    """One way of degrading the audio; ``kind`` "clean", "noise", "room" or "telephone"."""
 
     kind: str
     color: str = ""
@@ -57,13 +58,15 @@ class Condition:
             return f"{self.color} {self.snr_db:g} dB"
         if self.kind == "room":
             return f"room {self.rt60:g} s {self.drr_db:g} dB"
-        return "clean"
+        return self.kind
 
     def apply(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.kind == "noise":
             return add_noise(audio, self.snr_db, self.color, rng)
         if self.kind == "room":
             return reverb(audio, SAMPLE_RATE, self.rt60, self.drr_db, rng)
+        if self.kind == "telephone":
+            return telephone(audio, SAMPLE_RATE)
         return audio
 
 
@@ -128,15 +131,17 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/corpus/test.jsonl"))
     parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0, 10.0, 5.0])
     parser.add_argument("--colors", nargs="+", choices=sorted(NOISE_COLORS), default=["white", "pink", "brown"])
-    parser.add_argument("--rooms", type=parse_room, nargs="*", default=[parse_room(r) for r in ("0.3:6", "0.6:3", "0.9:0")],
+    rooms = [parse_room(room) for room in ("0.3:6", "0.6:3", "0.9:0")]
+    parser.add_argument("--rooms", type=parse_room, nargs="*", default=rooms,
                         help="rooms as RT60:DRR (seconds:dB); none with an empty --rooms")
+    parser.add_argument("--no-telephone", action="store_true", help="leave out the phone line condition")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a loaded machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clean = [u for u in read_manifest(args.manifest) if not u.extra.get("augment")]
     noises = [Condition("noise", color=color, snr_db=snr) for color in args.colors for snr in args.snrs]
-    conditions = [CLEAN, *noises, *args.rooms]
+    conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")])]
     results = run(args.checkpoints, clean, conditions)
     report = {
         "machine": machine_info(),

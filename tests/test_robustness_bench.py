@@ -1,4 +1,5 @@
-"""benchmarks/robustness.py: noisy copies at the asked SNR, rooms that smear, and a trained model hurt by both."""
+"""benchmarks/robustness.py: noisy copies at the asked SNR, rooms that smear, a trained model hurt by both
+and by a phone line."""
 
 from __future__ import annotations
 
@@ -56,12 +57,14 @@ def test_noise_and_rooms_raise_a_trained_models_error_rate(
     bench: ModuleType, trained: tuple[Path, list[float]], utterances: list[Utterance], capsys: pytest.CaptureFixture[str]
 ) -> None:
     checkpoint = str(trained[0])
-    conditions = [bench.CLEAN, bench.Condition("noise", color="white", snr_db=0.0), bench.parse_room("0.9:-2")]
+    noise = bench.Condition("noise", color="white", snr_db=0.0)
+    conditions = [bench.CLEAN, noise, bench.parse_room("0.9:-2"), bench.Condition("telephone")]
     results = bench.run([trained[0]], utterances, conditions)
-    assert list(results) == ["clean", "white 0 dB", "room 0.9 s -2 dB"]
-    clean, noisy, reverberant = (bench.primary_rate(results[name][checkpoint]) for name in results)
+    assert list(results) == ["clean", "white 0 dB", "room 0.9 s -2 dB", "telephone"]
+    clean, noisy, reverberant, telephoned = (bench.primary_rate(results[name][checkpoint]) for name in results)
     assert clean < 0.05  # the tiny model was trained on exactly these utterances
     assert noisy > clean + 0.2
     assert reverberant > clean + 0.1
+    assert telephoned > clean + 0.1
     bench.print_table(results)
     assert "| room 0.9 s -2 dB | " in capsys.readouterr().out
