@@ -253,6 +253,22 @@ def test_config_overrides_and_unknown_keys() -> None:
         load_train_config(None, ["optim.learning_rate=1"])
 
 
+@pytest.mark.parametrize("path", sorted(TINY.parent.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    """A misspelt or retired setting in a recipe fails here, not after a session's first hour."""
+    config = load_train_config(path)
+    assert config.max_steps > 0 and config.labels in {"char", "phone"}
+
+
+def test_robust_recipe_restores_the_more_voices_augmentation_and_adds_the_feature_degradations() -> None:
+    names = ("robust-finetune.yaml", "more-voices-finetune.yaml")
+    robust, more_voices = (load_train_config(TINY.parent / name) for name in names)
+    assert (robust.augment.speed_factors, robust.augment.speed_prob, robust.chunked_prob) == (
+        more_voices.augment.speed_factors, more_voices.augment.speed_prob, more_voices.chunked_prob
+    )
+    assert min(robust.augment.noise_prob, robust.augment.reverb_prob, robust.augment.telephone_prob) > 0
+
+
 def test_number_settings_are_coerced_or_rejected_by_name() -> None:
     config = load_train_config(None, ["optim.lr=5e-4", "max_steps=1e3", "optim.grad_clip=1"])  # YAML: "5e-4" is a str
     assert config.optim.lr == 5e-4 and config.max_steps == 1000 and isinstance(config.max_steps, int)
