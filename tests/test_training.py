@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from audiomodels.checkpoint import load_checkpoint
+from audiomodels.config import ModelConfig
+from audiomodels.labels import LabelSet
 from audiomodels.lm import NgramLM
 from audiomodels.recognizer import Recognizer, native_bfloat16
 from service.cli import main as cli_main
@@ -73,6 +75,17 @@ def test_training_lowers_dev_cer_and_writes_usable_checkpoints(trained_run: Path
     transcript = Recognizer.from_checkpoint(run_dir / "best.ckpt").transcribe(torch.zeros(16000).numpy() + 1e-4, 16000)
     assert isinstance(transcript.text, str)
     assert (run_dir / "tensorboard").is_dir() and any((run_dir / "tensorboard").iterdir())
+
+
+def test_run_config_records_the_models_derived_sizes(corpus: Path, tmp_path: Path) -> None:
+    """A phone run's train_config.yaml says 74 outputs, not the char default, and resumes as it says."""
+    argv = ["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),
+            "--out", str(tmp_path / "run"), "--no-progress", "--set", "labels=phone", "--set", "max_steps=2",
+            "--set", "eval_every=2", "--set", "dev_max_utterances=2"]
+    assert cli_main(argv) == 0
+    saved = load_train_config(tmp_path / "run" / "train_config.yaml")
+    model = load_checkpoint(tmp_path / "run" / "last.ckpt").config.model
+    assert saved.model == model and model.num_labels == len(LabelSet.phone()) != ModelConfig().num_labels
 
 
 def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, corpus: Path, tmp_path: Path) -> None:

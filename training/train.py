@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,7 +382,8 @@ def train(
         run.load_state()
     else:
         run.initialize_weights()
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(train_config_to_dict(config), sort_keys=False))
+    resolved = replace(config, model=run.acoustic_config.model)  # the sizes the model really has, not defaults
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(train_config_to_dict(resolved), sort_keys=False))
     return run.run()
 
 
