@@ -11,6 +11,8 @@ Normalization is not applied here: its global statistics are computed by trainin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torchaudio
@@ -86,6 +88,20 @@ class Featurizer:
         orthonormal, so the transpose undoes it); feature-domain augmentation works on this power.
         """
         return torch.pow(10.0, torch.matmul(mfcc, self.dct.to(mfcc.dtype).T) / 10.0)
+
+    def map_mel_power(
+        self,
+        frames: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        dtype: torch.dtype = torch.float64,
+    ) -> torch.Tensor:
+        """Stacked model frames -> the same frames after ``transform`` on their mel power.
+
+        Feature-domain augmentation (noise, rooms, phone lines) acts on the power the MFCCs keep:
+        ``transform`` maps ``(frames, n_mels)`` power in ``dtype`` to the degraded power.
+        """
+        power = self.mel_power_from_mfcc(self.unstack(frames).to(dtype))
+        return self.mfcc_from_mel_power(transform(power).float()).reshape(frames.shape)
 
     def unstack(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, F * stack) stacked model frames -> (T * stack, F) MFCC frames: :meth:`stack` undone."""

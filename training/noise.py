@@ -52,11 +52,13 @@ class FeatureNoise:
         """Stacked model frames ``(T, stack * n_mfcc)`` of speech -> the same speech in noise."""
         if color not in self._mean:
             raise ValueError(f"unknown noise colour {color!r}; known: {sorted(self._mean)}")
-        speech = self.featurizer.mel_power_from_mfcc(self.featurizer.unstack(features).double())  # (frames, n_mels)
-        signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
-        noise_variance = signal_power / 10.0 ** (snr_db / 10.0)
-        shape = self._shape[color].expand_as(speech)
         rng = np.random.default_rng(int(torch.randint(2**62, (), generator=generator)))
-        spread = torch.from_numpy(rng.gamma(shape.numpy(), 1.0 / shape.numpy()))  # mean 1, the band's variance
-        noisy = speech + noise_variance * self._mean[color] * spread
-        return self.featurizer.mfcc_from_mel_power(noisy.float()).reshape(features.shape)
+
+        def in_noise(speech: torch.Tensor) -> torch.Tensor:
+            signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
+            noise_variance = signal_power / 10.0 ** (snr_db / 10.0)
+            shape = self._shape[color].expand_as(speech)
+            spread = torch.from_numpy(rng.gamma(shape.numpy(), 1.0 / shape.numpy()))  # mean 1, the band's variance
+            return speech + noise_variance * self._mean[color] * spread
+
+        return self.featurizer.map_mel_power(features, in_noise)

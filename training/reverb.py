@@ -52,9 +52,11 @@ class FeatureReverb:
 
     def add(self, features: torch.Tensor, rt60: float, drr_db: float) -> torch.Tensor:
         """Stacked model frames ``(T, stack * n_mfcc)`` of dry speech -> the same speech in the room."""
-        power = self.featurizer.mel_power_from_mfcc(self.featurizer.unstack(features).float())  # (frames, n_mels)
         kernel = reverb_kernel(rt60, drr_db, self._hop_seconds).float()  # float32: conv1d is 25x faster than in float64
-        bands = power.T.unsqueeze(1)  # (n_mels, 1, frames): one channel per band, the same filter for all
-        padded = F.pad(bands, (len(kernel) - 1, 0))  # causal: a frame hears only earlier frames
-        wet = F.conv1d(padded, kernel.flip(0).view(1, 1, -1)).squeeze(1).T
-        return self.featurizer.mfcc_from_mel_power(wet).reshape(features.shape)
+
+        def in_room(power: torch.Tensor) -> torch.Tensor:
+            bands = power.T.unsqueeze(1)  # (n_mels, 1, frames): one channel per band, the same filter for all
+            padded = F.pad(bands, (len(kernel) - 1, 0))  # causal: a frame hears only earlier frames
+            return F.conv1d(padded, kernel.flip(0).view(1, 1, -1)).squeeze(1).T
+
+        return self.featurizer.map_mel_power(features, in_room, dtype=torch.float32)

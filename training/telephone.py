@@ -53,7 +53,10 @@ class FeatureTelephone:
 
     def add(self, features: torch.Tensor) -> torch.Tensor:
         """Stacked model frames ``(T, stack * n_mfcc)`` of speech -> the same speech over the phone."""
-        power = self.featurizer.mel_power_from_mfcc(self.featurizer.unstack(features).double())
-        line = power * self._speech_gain
-        coding = line.sum(dim=-1, keepdim=True) * 10.0 ** (-CODING_SNR_DB / 10.0) * self._coding_shape
-        return self.featurizer.mfcc_from_mel_power((line + coding + self._idle).float()).reshape(features.shape)
+
+        def over_the_line(power: torch.Tensor) -> torch.Tensor:
+            line = power * self._speech_gain
+            coding = line.sum(dim=-1, keepdim=True) * 10.0 ** (-CODING_SNR_DB / 10.0) * self._coding_shape
+            return line + coding + self._idle
+
+        return self.featurizer.map_mel_power(features, over_the_line)
