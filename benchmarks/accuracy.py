@@ -44,7 +44,6 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
-from audiomodels.files import write_json
 from audiomodels.labels import LabelError, normalize_text
 from audiomodels.lm import lm_beside, own_fusion
 from audiomodels.recognizer import Recognizer
@@ -52,7 +51,7 @@ from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
 from training.metrics import ErrorCounts, char_errors, word_errors
 
-from machine_info import machine_info  # beside this script in benchmarks/
+from report import write_report  # beside this script in benchmarks/
 
 SAMPLE_RATE = 16000
 SYSTEMS = ("speechlabel", "pocketsphinx", "whisper-tiny.en")
@@ -358,18 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "manifest": str(args.manifest),
         "num_utterances": len(utterances),
         "checkpoint": checkpoint_info,
-        "machine": machine_info(),
         "threads": thread_settings(args.threads),
         "versions": package_versions(),
         "skipped": skipped,
         "systems": summaries,
     }
-    write_json(args.out, report)
-
     audio_minutes = max((s["audio_seconds"] for s in summaries), default=0.0) / 60
     print(f"\n{len(utterances)} utterances ({audio_minutes:.1f} min) of {args.manifest}, {args.threads} thread(s)\n")
-    print(markdown_table(summaries))
-    print(f"\nwrote {args.out}")
+    print(markdown_table(summaries) + "\n")
+    write_report(args.out, report)
     return 0
 
 

@@ -47,7 +47,6 @@ import soundfile as sf
 import torch
 
 from audiomodels.audio import load_audio
-from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer, resolve_precision
 from service.batch import RESULTS_FILE, JobOptions, LocalSettings, LocalTranscriber, run_job
 from service.inputs import expand_inputs
@@ -55,7 +54,7 @@ from training.corpus import load_sentences
 from training.metrics import ErrorCounts, char_errors
 from training.voices import available_voices
 
-from machine_info import machine_info  # beside this script in benchmarks/
+from report import write_report  # beside this script in benchmarks/
 
 FILE_KINDS = {  # kind -> (share of the corpus audio, sentences per file)
     "sentence": (0.5, (1, 1)),
@@ -199,7 +198,6 @@ def main() -> None:
         "corpus": {"files": len(files), "minutes": args.minutes, "seed": args.seed, "kinds": list(FILE_KINDS)},
         "checkpoint": str(args.checkpoint),
         "settings": {**vars(settings), "precision": precision, "torch_threads": torch.get_num_threads()},
-        "machine": machine_info(),
     }
     for name, (recognizer, run_settings) in runs.items():
         if name == "batch_float32" and precision == "float32":
@@ -217,8 +215,7 @@ def main() -> None:
         }
         print(f"speedup over one at a time: {results['speedup']}")
         print(f"transcripts vs one at a time (CER): {results['transcript_cer_vs_one_at_a_time']}")
-    write_json(args.out, results)
-    print(f"wrote {args.out}")
+    write_report(args.out, results)
 
 
 if __name__ == "__main__":

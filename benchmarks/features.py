@@ -18,9 +18,8 @@ import torch
 
 from audiomodels.config import FeatureConfig
 from audiomodels.features import Featurizer, StreamingFeaturizer
-from audiomodels.files import write_json
 
-from machine_info import machine_info  # beside this script in benchmarks/
+from report import write_report  # beside this script in benchmarks/
 
 
 def timed(function: Callable[[], object], repeats: int) -> list[float]:
@@ -64,15 +63,14 @@ def main() -> None:
         "speechlabel_stream_100ms": streaming,
         "librosa_whole": reference,
     }
-    results = {"audio_seconds": args.seconds, "torch_threads": torch.get_num_threads(), "machine": machine_info()}
+    results = {"audio_seconds": args.seconds, "torch_threads": torch.get_num_threads()}
     print(f"{'case':28s} {'median s':>10s} {'RTF':>10s} {'x real time':>12s}")
     for name, function in cases.items():
         times = timed(function, args.repeats)
         median = statistics.median(times)
         results[name] = {"median_s": median, "rtf": median / args.seconds, "x_real_time": args.seconds / median}
         print(f"{name:28s} {median:10.3f} {median / args.seconds:10.5f} {args.seconds / median:12.0f}")
-    write_json(args.out, results)
-    print(f"wrote {args.out}")
+    write_report(args.out, results)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,12 @@ import soundfile as sf
 import torch
 
 from audiomodels.audio import load_audio
-from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
 from training.augment import NOISE_COLORS, add_noise, reverb, telephone
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
 
-from machine_info import machine_info  # beside this script in benchmarks/
+from report import write_report  # beside this script in benchmarks/
 
 SAMPLE_RATE = 16000
 
@@ -144,15 +143,13 @@ def main() -> None:
     conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")])]
     results = run(args.checkpoints, clean, conditions)
     report = {
-        "machine": machine_info(),
         "manifest": str(args.manifest),
         "utterances": len(clean),
         "audio_seconds": results["clean"][str(args.checkpoints[0])]["audio_seconds"],
         "results": results,
     }
     print_table(results)
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -68,14 +68,13 @@ import torch
 
 from audiomodels.audio import decode_raw
 from audiomodels.checkpoint import load_checkpoint
-from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
 from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from training.manifest import Utterance, read_manifest
 
-from machine_info import machine_info  # beside this script in benchmarks/
+from report import write_report  # beside this script in benchmarks/
 
 # Extra `speechlabel serve` flags per batching mode ("off" = at most one stream per model call).
 BATCHING_FLAGS: dict[str, tuple[str, ...]] = {"on": (), "off": ("--stream-batch-max", "1")}
@@ -481,14 +480,12 @@ def main() -> None:
 
     results = {
         "args": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
-        "machine": {**machine_info(), "load_average_at_start": load_average},
         "reference_finals": reference_mode,
         "algorithmic_latency_s": algorithmic_s,
         "server_flags": {mode: list(BATCHING_FLAGS[mode]) for mode in args.modes},
         "runs": {mode: {str(n): summary for n, summary in by_n.items()} for mode, by_n in runs.items()},
     }
-    write_json(args.out, results)
-    print(f"wrote {args.out}")
+    write_report(args.out, results, load_average_at_start=load_average)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ from typing import Any
 import torch
 
 from audiomodels.config import Chunking
-from audiomodels.files import write_json
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate, parse_chunking
 from training.manifest import read_manifest
 
-from machine_info import machine_info  # beside this script in benchmarks/
+from report import write_report  # beside this script in benchmarks/
 
 
 def mode_name(chunking: Chunking | None) -> str:
@@ -81,14 +80,12 @@ def main() -> None:
     splits = {"dev": args.dev, "test": args.test}
     results = {str(path): score(path, splits, args.modes) for path in args.checkpoints}
     report = {
-        "machine": machine_info(),
         "threads": args.threads,
         "modes": [mode_name(m) for m in args.modes],
         "results": results,
     }
     print_table(report)
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

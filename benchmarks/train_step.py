@@ -19,14 +19,13 @@ from pathlib import Path
 import torch
 
 from audiomodels.config import Chunking
-from audiomodels.files import write_json
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import native_bfloat16
 from training.config import TrainConfig, load_train_config
 from training.data import Batch
 from training.train import build_acoustic_config, build_label_set, compute_loss
 
-from machine_info import machine_info  # beside this script in benchmarks/
+from report import cpu_model, write_report  # beside this script in benchmarks/
 
 
 def synthetic_batch(config: TrainConfig, num_labels: int, generator: torch.Generator) -> Batch:
@@ -78,7 +77,7 @@ def main() -> None:
     config = load_train_config(args.config, [])
     batch = synthetic_batch(config, len(build_label_set(config.labels)), torch.Generator().manual_seed(0))
     audio_h = float(batch.feature_lengths.sum()) * config.features.frame_shift_s / 3600
-    print(f"{machine_info()['processor']}, {args.threads} thread(s), native bf16: {native_bfloat16()}")
+    print(f"{cpu_model()}, {args.threads} thread(s), native bf16: {native_bfloat16()}")
     print(f"batch: {len(batch.feature_lengths)} utterances, {audio_h * 60:.1f} min of audio ({args.config.name})")
     columns = ("s/step", "steps/s", "audio h/s", "speed-up", "loss vs fp32")
     print(f"{'mode':12s} {'precision':9s} " + " ".join(f"{name:>{width}s}" for name, width in zip(columns, (7, 8, 9, 8, 12))))
@@ -101,12 +100,11 @@ def main() -> None:
                 f"{mode:12s} {name:9s} {seconds:7.2f} {row['steps_per_s']:8.3f} {row['audio_hours_per_s']:9.4f} "
                 f"{row['speedup_vs_fp32']:7.2f}x {row['loss_relative_difference']:12.4f}"
             )
-    write_json(args.out, {
-        "machine": machine_info(), "threads": args.threads,
+    write_report(args.out, {
+        "threads": args.threads,
         "native_bfloat16": native_bfloat16(), "config": str(args.config), "audio_hours_per_batch": round(audio_h, 4),
         "rows": rows,
     })
-    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

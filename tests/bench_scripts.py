@@ -1,6 +1,6 @@
 """Loading a script from benchmarks/ (not a package) as a module, for tests of its functions.
 
-A script run as ``python benchmarks/X.py`` finds its neighbours (``machine_info``) because its own
+A script run as ``python benchmarks/X.py`` finds its neighbours (``report``) because its own
 folder leads ``sys.path``; a loaded script gets the same while it is in use."""
 
 from __future__ import annotations

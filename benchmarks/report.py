@@ -1,5 +1,5 @@
-"""The machine a benchmark ran on, recorded in every results JSON: speed and load numbers mean
-little without it, and results from different machines must not be compared unawares."""
+"""Every benchmark's results JSON, with the machine it ran on: speed and load numbers mean little
+without it, and results from different machines must not be compared unawares."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from audiomodels.files import write_json
+
+
+def write_report(path: Path, results: dict[str, Any], **machine_extra: Any) -> None:
+    """Write ``results`` as JSON at ``path`` under a ``machine`` block (plus ``machine_extra``) and say where."""
+    write_json(path, {"machine": {**machine_info(), **machine_extra}, **results})
+    print(f"wrote {path}")
 
 
 def machine_info() -> dict[str, Any]:
