@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,7 +107,17 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     again = evaluation["test:again"]  # an extra test set: here the dev manifest, so its scores must equal dev's
     assert {d: v["rates"] for d, v in again.items()} == {d: v["rates"] for d, v in evaluation["dev"].items()}
     assert evaluation["data"]["test:again"]["utterances"] == len((corpus / "dev.jsonl").read_text().splitlines())
+    for split, manifest in (("test", "test.jsonl"), ("test:again", "dev.jsonl")):  # each held-out speaker scored
+        rows = [json.loads(line) for line in (corpus / manifest).read_text().splitlines()]
+        speakers = evaluation["speakers"][split]
+        assert {name: entry["utterances"] for name, entry in speakers.items()} == dict(Counter(r["speaker"] for r in rows))
+        assert all(set(entry["rates"]) == set(evaluation[split]) for entry in speakers.values())
+        greedy = [entry["rates"]["greedy"]["cer"] for entry in speakers.values()]
+        assert greedy == sorted(greedy, reverse=True)  # worst first
+        assert min(greedy) <= evaluation[split]["greedy"]["rates"]["cer"] <= max(greedy)  # the mean sits among them
     card = (tmp_path / "tiny.md").read_text()
+    worst, entry = next(iter(evaluation["speakers"]["test"].items()))
+    assert f"| test | {worst} | {entry['utterances']} | {entry['rates']['greedy']['cer']:.2%} |" in card
     assert "| test | greedy |" in card and "| dev | beam8 |" in card and "| test | beam8 + LM |" in card
     assert "| test:again | beam8 + LM |" in card and "| test:again | beam32 + LM |" in card
     assert "; test:again = {" in card

@@ -16,7 +16,7 @@ from typing import Any
 from audiomodels.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from audiomodels.lm import Fusion, LMError, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
-from training.evaluate import evaluate
+from training.evaluate import EvaluationResult, breakdown, evaluate
 from training.manifest import ManifestError, Utterance, read_manifest, read_manifests
 from training.train import run_train_manifests
 
@@ -25,17 +25,28 @@ WIDE_BEAM_SIZE = 32  # with the LM a wider beam still pays (~1 point CER on dev)
 EXTRA_TEST_PREFIX = "test:"
 
 
-def score(recognizer: Recognizer, utterances: list[Utterance], fusion: Fusion | None) -> dict[str, Any]:
-    """Greedy, beam and (with an LM) beam + LM at two widths: summaries on one split."""
-    scores = {
-        decoder: evaluate(recognizer, utterances, beam_size=beam).summary()
+def score(recognizer: Recognizer, utterances: list[Utterance], fusion: Fusion | None) -> dict[str, EvaluationResult]:
+    """Greedy, beam and (with an LM) beam + LM at two widths on one split, by decoder name."""
+    results = {
+        decoder: evaluate(recognizer, utterances, beam_size=beam)
         for decoder, beam in (("greedy", 1), (f"beam{BEAM_SIZE}", BEAM_SIZE))
     }
     if fusion is not None:
         with_lm = Recognizer(recognizer.config, recognizer.model, fusion=fusion)
         for beam in (BEAM_SIZE, WIDE_BEAM_SIZE):
-            scores[f"beam{beam} + LM"] = evaluate(with_lm, utterances, beam_size=beam).summary()
-    return scores
+            results[f"beam{beam} + LM"] = evaluate(with_lm, utterances, beam_size=beam)
+    return results
+
+
+def by_speaker(results: dict[str, EvaluationResult], utterances: list[Utterance]) -> dict[str, dict[str, Any]]:
+    """Each held-out speaker's utterance count and rates per decoder: a card should say which
+    voices the model fails, not only the mean (one speaker can be most of a test split)."""
+    speakers: dict[str, dict[str, Any]] = {}
+    for decoder, result in results.items():
+        for speaker, group in breakdown(result, utterances, "speaker").items():
+            entry = speakers.setdefault(speaker, {"utterances": group["utterances"], "rates": {}})
+            entry["rates"][decoder] = group["rates"]
+    return speakers
 
 
 def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
@@ -105,7 +116,25 @@ def model_card(
         for decoder, summary in evaluation[split].items():
             rates = " | ".join(f"{summary['rates'][m]:.2%}" for m in evaluation["metric_names"])
             lines.append(f"| {split} | {decoder} | {rates} | {summary['real_time_factor']:.4f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _speaker_table(evaluation)) + "\n"
+
+
+def _speaker_table(evaluation: dict[str, Any]) -> list[str]:
+    """Held-out speakers, worst first by greedy decoding, with their first metric per decoder."""
+    metric = evaluation["metric_names"][0]
+    decoders = list(evaluation["test"])
+    lines = [
+        "",
+        f"Held-out test speakers ({metric.upper()}):",
+        "",
+        "| split | speaker | utterances | " + " | ".join(decoders) + " |",
+        "|---|---|---|" + "---|" * len(decoders),
+    ]
+    for split in ("test", *_extra_tests(evaluation)):
+        for speaker, entry in evaluation["speakers"][split].items():
+            rates = " | ".join(f"{entry['rates'][decoder][metric]:.2%}" for decoder in decoders)
+            lines.append(f"| {split} | {speaker} | {entry['utterances']} | {rates} |")
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,10 +196,11 @@ def run(args: argparse.Namespace) -> int:
                 "weight": fusion.word_weight,
                 "bonus": fusion.word_bonus,
             }
+    splits = {"dev": dev, "test": test, **extra_tests}
+    results = {split: score(recognizer, utterances, fusion) for split, utterances in splits.items()}
     metadata["evaluation"] = {
-        "dev": score(recognizer, dev, fusion),
-        "test": score(recognizer, test, fusion),
-        **{split: score(recognizer, utterances, fusion) for split, utterances in extra_tests.items()},
+        **{split: {decoder: result.summary() for decoder, result in by_decoder.items()} for split, by_decoder in results.items()},
+        "speakers": {split: by_speaker(results[split], splits[split]) for split in ("test", *extra_tests)},
         "metric_names": ["per"] if checkpoint.config.labels.kind == "phone" else ["cer", "wer"],
         "data": {
             "train": corpus_description(train),
