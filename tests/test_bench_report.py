@@ -10,7 +10,9 @@ import pytest
 from tests.bench_scripts import benchmark_module
 
 
-def test_write_report_puts_the_machine_first_and_keeps_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_write_report_puts_the_machine_first_and_keeps_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "nested" / "results.json"
     with benchmark_module("report.py") as report:
         report.write_report(out, {"rtf": 0.0164, "rows": [1, 2]}, load_average_at_start=0.5)

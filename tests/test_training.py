@@ -110,7 +110,8 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
     for split, manifest in (("test", "test.jsonl"), ("test:again", "dev.jsonl")):  # each held-out speaker scored
         rows = [json.loads(line) for line in (corpus / manifest).read_text().splitlines()]
         speakers = evaluation["speakers"][split]
-        assert {name: entry["utterances"] for name, entry in speakers.items()} == dict(Counter(r["speaker"] for r in rows))
+        counts = {name: entry["utterances"] for name, entry in speakers.items()}
+        assert counts == dict(Counter(row["speaker"] for row in rows))
         assert all(set(entry["rates"]) == set(evaluation[split]) for entry in speakers.values())
         greedy = [entry["rates"]["greedy"]["cer"] for entry in speakers.values()]
         assert greedy == sorted(greedy, reverse=True)  # worst first

@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     splits = {"dev": dev, "test": test, **extra_tests}
     results = {split: score(recognizer, utterances, fusion) for split, utterances in splits.items()}
     metadata["evaluation"] = {
-        **{split: {decoder: result.summary() for decoder, result in by_decoder.items()} for split, by_decoder in results.items()},
+        **{split: {decoder: r.summary() for decoder, r in by_decoder.items()} for split, by_decoder in results.items()},
         "speakers": {split: by_speaker(results[split], splits[split]) for split in ("test", *extra_tests)},
         "metric_names": ["per"] if checkpoint.config.labels.kind == "phone" else ["cer", "wer"],
         "data": {
