@@ -173,7 +173,7 @@ def test_breakdown_scores_each_speaker_from_its_own_rows(
     speakers = ["ann", "bob", "ann", "bob", "cid"]  # bob has the missing and the corrupt file
     tagged = [replace(u, extra={"speaker": s}) for u, s in zip(utterances, speakers, strict=True)]
     result = evaluate(Recognizer.from_checkpoint(checkpoint), tagged)
-    groups = breakdown(result, tagged, "speaker")
+    groups = breakdown(result, tagged, ["speaker"])
     assert set(groups) == {"ann", "bob", "cid"}
     assert [groups[s]["utterances"] for s in ("ann", "bob", "cid")] == [2, 2, 1]
     assert [groups[s]["failed"] for s in ("ann", "bob", "cid")] == [0, 2, 0]
@@ -184,11 +184,17 @@ def test_breakdown_scores_each_speaker_from_its_own_rows(
             assert group["rates"][name] == sum((counts_of(row[name]) for row in rows), ErrorCounts()).rate
     rates = [group["rates"]["cer"] for group in groups.values()]
     assert rates == sorted(rates, reverse=True)  # worst first
-    assert breakdown(result, tagged, "accent").keys() == {"?"}  # a field no utterance has
+    assert breakdown(result, tagged, ["accent"]).keys() == {"?"}  # a field no utterance has
     chains = [[], [{"kind": "noise", "snr_db": 9.0}], [], [{"kind": "reverb"}, {"kind": "telephone"}], []]
     augmented = [replace(u, extra={"augment": chain}) for u, chain in zip(utterances, chains, strict=True)]
-    by_chain = breakdown(result, augmented, "augment")  # the corpus's augmentation steps, by kind
+    by_chain = breakdown(result, augmented, ["augment"])  # the corpus's augmentation steps, by kind
     assert {name: group["utterances"] for name, group in by_chain.items()} == {"none": 3, "noise": 1, "reverb+telephone": 1}
+    both = [replace(u, extra={**t.extra, **a.extra}) for u, t, a in zip(utterances, tagged, augmented, strict=True)]
+    by_pair = breakdown(result, both, ["speaker", "augment"])  # each speaker's chains apart
+    assert {name: group["utterances"] for name, group in by_pair.items()} == {
+        "ann / none": 2, "bob / noise": 1, "bob / reverb+telephone": 1, "cid / none": 1
+    }
+    assert by_pair["ann / none"]["rates"] == groups["ann"]["rates"]  # the same rows, the same counts
 
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, tagged, relative_to=tmp_path)
@@ -198,3 +204,6 @@ def test_breakdown_scores_each_speaker_from_its_own_rows(
     assert run(parse(argv)) == 0
     text = capsys.readouterr().out
     assert "by speaker:" in text and "(2 failed)" in text and text.count(" utt  CER") == 3
+    write_manifest(manifest, both, relative_to=tmp_path)
+    assert run(parse([*argv[:-1], "speaker,augment", "--json"])) == 0
+    assert json.loads(capsys.readouterr().out)["by"]["speaker,augment"] == by_pair

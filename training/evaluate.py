@@ -145,17 +145,20 @@ def evaluate(
     )
 
 
-def breakdown(result: EvaluationResult, utterances: Sequence[Utterance], field: str) -> dict[str, dict[str, Any]]:
-    """Scores per value of a manifest field (e.g. ``speaker``): where a corpus's errors come from.
+def breakdown(
+    result: EvaluationResult, utterances: Sequence[Utterance], fields: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Scores per value of manifest fields (e.g. ``speaker``): where a corpus's errors come from.
 
-    Counts are summed within each group as for the totals; utterances without the field are
-    grouped under "?". A list of steps such as the corpus's ``augment`` groups by its kinds
-    ("noise+telephone", "none" when empty). Groups come in descending order of their first
-    metric's rate.
+    Counts are summed within each group as for the totals; utterances without a field have "?"
+    for it. A list of steps such as the corpus's ``augment`` groups by its kinds
+    ("noise+telephone", "none" when empty). Several fields group by their combination
+    ("cmu-slt / noise"), e.g. to see whether one voice suffers more from noise than others. Groups
+    come in descending order of their first metric's rate.
     """
     groups: dict[str, dict[str, Any]] = {}
     for utterance, row in zip(utterances, result.per_utterance, strict=True):
-        value = _group_name(utterance.extra.get(field, getattr(utterance, field, "?")))
+        value = " / ".join(_group_name(utterance.extra.get(f, getattr(utterance, f, "?"))) for f in fields)
         group = groups.setdefault(value, {"utterances": 0, "failed": 0, **dict.fromkeys(result.metrics, ErrorCounts())})
         group["utterances"] += 1
         if "error" in row:
@@ -303,9 +306,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fusion_arguments(parser)
     parser.add_argument(
         "--by",
-        metavar="FIELD",
+        metavar="FIELD[,FIELD]",
         help="also score each value of this manifest field separately, e.g. --by speaker, --by voice, "
-        "or --by augment (the corpus's degradations, grouped by their kinds)",
+        "or --by augment (the corpus's degradations, grouped by their kinds); comma-separated fields "
+        "group by their combination, e.g. --by speaker,augment",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
@@ -335,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", encoding="utf-8") as stream:
             stream.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.per_utterance)
-    groups = breakdown(result, utterances, args.by) if args.by else None
+    groups = breakdown(result, utterances, [field.strip() for field in args.by.split(",")]) if args.by else None
     if args.json:
         print(json.dumps({**result.summary(), **({"by": {args.by: groups}} if groups else {})}, indent=2))
     else:

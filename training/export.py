@@ -43,7 +43,7 @@ def by_speaker(results: dict[str, EvaluationResult], utterances: list[Utterance]
     voices the model fails, not only the mean (one speaker can be most of a test split)."""
     speakers: dict[str, dict[str, Any]] = {}
     for decoder, result in results.items():
-        for speaker, group in breakdown(result, utterances, "speaker").items():
+        for speaker, group in breakdown(result, utterances, ["speaker"]).items():
             entry = speakers.setdefault(speaker, {"utterances": group["utterances"], "rates": {}})
             entry["rates"][decoder] = group["rates"]
     return speakers
