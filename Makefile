@@ -42,6 +42,7 @@ $(STAMP): pyproject.toml | system-packages
 	touch $(STAMP)
 
 test: install
+	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest
 
 demo: install

@@ -106,7 +106,7 @@ def test_stereo_file_decodes_as_samples_by_channels_and_loads_as_mean(tmp_path):
     path = tmp_path / "stereo.wav"
     sf.write(path, stereo, RATE, subtype="FLOAT")
 
-    samples, rate = decode_audio(path)
+    samples, _ = decode_audio(path)
     assert samples.shape == (8000, 2)
     np.testing.assert_array_equal(samples, stereo)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audiomodels.checkpoint import save_checkpoint
-from audiomodels.config import AcousticConfig, FeatureConfig, LabelConfig, ModelConfig
+from audiomodels.config import AcousticConfig, FeatureConfig, ModelConfig
 from audiomodels.labels import LabelSet
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
