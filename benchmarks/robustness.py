@@ -33,7 +33,7 @@ import torch
 from audiomodels.audio import load_audio
 from audiomodels.recognizer import Recognizer
 from training.augment import NOISE_COLORS, add_noise, reverb, telephone
-from training.evaluate import evaluate
+from training.evaluate import EvaluationResult, breakdown, evaluate
 from training.manifest import Utterance, read_manifest
 
 from report import write_report  # beside this script in benchmarks/
@@ -94,17 +94,28 @@ def degraded_copies(utterances: Sequence[Utterance], condition: Condition, direc
 
 
 def run(
-    checkpoints: Sequence[Path], utterances: Sequence[Utterance], conditions: Sequence[Condition]
+    checkpoints: Sequence[Path],
+    utterances: Sequence[Utterance],
+    conditions: Sequence[Condition],
+    by: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
-    """{condition name: {checkpoint: evaluation summary}}."""
+    """{condition name: {checkpoint: evaluation summary}}; with ``by`` (manifest fields, e.g.
+    ``["speaker"]``) each summary also holds the scores per value under ``"by"``, because one voice
+    can lose far more in a condition than the mean shows."""
     recognizers = {str(path): Recognizer.from_checkpoint(path) for path in checkpoints}
     results: dict[str, dict[str, Any]] = {}
     for number, condition in enumerate(conditions):
         with tempfile.TemporaryDirectory(prefix="robustness-bench-") as directory:
             scored = utterances if condition == CLEAN else degraded_copies(utterances, condition, Path(directory), number)
-            results[condition.name] = {path: evaluate(rec, scored).summary() for path, rec in recognizers.items()}
+            results[condition.name] = {
+                path: _scores(evaluate(recognizer, scored), scored, by) for path, recognizer in recognizers.items()
+            }
         print(condition.name, {path: summary["rates"] for path, summary in results[condition.name].items()}, flush=True)
     return results
+
+
+def _scores(result: EvaluationResult, utterances: Sequence[Utterance], by: Sequence[str]) -> dict[str, Any]:
+    return {**result.summary(), **({"by": {",".join(by): breakdown(result, utterances, by)}} if by else {})}
 
 
 def primary_rate(summary: dict[str, Any]) -> float:
@@ -134,6 +145,9 @@ def main() -> None:
     parser.add_argument("--rooms", type=parse_room, nargs="*", default=rooms,
                         help="rooms as RT60:DRR (seconds:dB); none with an empty --rooms")
     parser.add_argument("--no-telephone", action="store_true", help="leave out the phone line condition")
+    parser.add_argument("--by", default="speaker", metavar="FIELD[,FIELD]",
+                        help="also score each value of these manifest fields in every condition (JSON only); "
+                        "'' for none")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a loaded machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.json"))
     args = parser.parse_args()
@@ -141,7 +155,8 @@ def main() -> None:
     clean = [u for u in read_manifest(args.manifest) if not u.extra.get("augment")]
     noises = [Condition("noise", color=color, snr_db=snr) for color in args.colors for snr in args.snrs]
     conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")])]
-    results = run(args.checkpoints, clean, conditions)
+    by = [field.strip() for field in args.by.split(",") if field.strip()]
+    results = run(args.checkpoints, clean, conditions, by)
     report = {
         "manifest": str(args.manifest),
         "utterances": len(clean),

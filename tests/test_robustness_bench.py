@@ -4,8 +4,8 @@ and by a phone line."""
 from __future__ import annotations
 
 import argparse
-
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -59,12 +59,19 @@ def test_noise_and_rooms_raise_a_trained_models_error_rate(
     checkpoint = str(trained[0])
     noise = bench.Condition("noise", color="white", snr_db=0.0)
     conditions = [bench.CLEAN, noise, bench.parse_room("0.9:-2"), bench.Condition("telephone")]
-    results = bench.run([trained[0]], utterances, conditions)
+    speakers = ["ann" if index % 3 else "bob" for index in range(len(utterances))]
+    tagged = [replace(u, extra={"speaker": s}) for u, s in zip(utterances, speakers, strict=True)]
+    results = bench.run([trained[0]], tagged, conditions, by=["speaker"])
     assert list(results) == ["clean", "white 0 dB", "room 0.9 s -2 dB", "telephone"]
     clean, noisy, reverberant, telephoned = (bench.primary_rate(results[name][checkpoint]) for name in results)
     assert clean < 0.05  # the tiny model was trained on exactly these utterances
     assert noisy > clean + 0.2
     assert reverberant > clean + 0.1
     assert telephoned > clean + 0.1
+    for name in results:  # every condition scored per speaker too, from the same utterances
+        groups = results[name][checkpoint]["by"]["speaker"]
+        assert {s: g["utterances"] for s, g in groups.items()} == {s: speakers.count(s) for s in ("ann", "bob")}
+        rates = [bench.primary_rate(g) for g in groups.values()]
+        assert min(rates) <= bench.primary_rate(results[name][checkpoint]) <= max(rates)
     bench.print_table(results)
     assert "| room 0.9 s -2 dB | " in capsys.readouterr().out
