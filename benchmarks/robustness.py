@@ -33,7 +33,7 @@ import torch
 from audiomodels.audio import load_audio
 from audiomodels.recognizer import Recognizer
 from training.augment import NOISE_COLORS, add_noise, reverb, telephone
-from training.evaluate import EvaluationResult, breakdown, evaluate
+from training.evaluate import EvaluationResult, breakdown, evaluate, parse_fields
 from training.manifest import Utterance, read_manifest
 
 from report import write_report  # beside this script in benchmarks/
@@ -155,8 +155,7 @@ def main() -> None:
     clean = [u for u in read_manifest(args.manifest) if not u.extra.get("augment")]
     noises = [Condition("noise", color=color, snr_db=snr) for color in args.colors for snr in args.snrs]
     conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")])]
-    by = [field.strip() for field in args.by.split(",") if field.strip()]
-    results = run(args.checkpoints, clean, conditions, by)
+    results = run(args.checkpoints, clean, conditions, parse_fields(args.by))
     report = {
         "manifest": str(args.manifest),
         "utterances": len(clean),

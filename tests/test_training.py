@@ -79,7 +79,7 @@ def test_training_lowers_dev_cer_and_writes_usable_checkpoints(trained_run: Path
 
 
 def test_run_config_records_the_models_derived_sizes(corpus: Path, tmp_path: Path) -> None:
-    """A phone run's train_config.yaml says 74 outputs, not the char default, and resumes as it says."""
+    """A phone run's train_config.yaml says 74 outputs, not the char default: the sizes of the model it built."""
     argv = ["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),
             "--out", str(tmp_path / "run"), "--no-progress", "--set", "labels=phone", "--set", "max_steps=2",
             "--set", "eval_every=2", "--set", "dev_max_utterances=2"]

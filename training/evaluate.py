@@ -178,6 +178,11 @@ def breakdown(
     }
 
 
+def parse_fields(text: str) -> list[str]:
+    """``"speaker,augment"`` -> the manifest fields a ``--by`` option groups by (blanks dropped)."""
+    return [field.strip() for field in text.split(",") if field.strip()]
+
+
 def _group_name(value: Any) -> str:
     if isinstance(value, list):
         kinds = [str(step["kind"]) if isinstance(step, dict) and "kind" in step else str(step) for step in value]
@@ -339,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", encoding="utf-8") as stream:
             stream.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.per_utterance)
-    groups = breakdown(result, utterances, [field.strip() for field in args.by.split(",")]) if args.by else None
+    groups = breakdown(result, utterances, parse_fields(args.by)) if args.by else None
     if args.json:
         print(json.dumps({**result.summary(), **({"by": {args.by: groups}} if groups else {})}, indent=2))
     else:
