@@ -1,10 +1,12 @@
-"""``speechlabel average``: one checkpoint whose weights are the mean of several of the same run.
+"""``speechlabel average``: one checkpoint whose weights are the mean of several of one lineage.
 
 The weights at any one step carry the noise of the last updates; the mean of the models of the
 last few evaluations (a run with ``keep_checkpoints: N`` keeps them) lies nearer the middle of the
 region SGD was moving through. That pays while the learning rate is high; at the end of a cosine
 decay it scored like the best checkpoint (measurements in the README, Retraining).
-Only checkpoints of one run can be averaged: the same config and the same feature normalization.
+Only checkpoints of one lineage can be averaged: the same config and the same feature
+normalization: one run, or fine-tuning rounds started from it (``init_from``) with its config. Averaging a
+round's first and last model (a "soup") gained nothing either (README, Retraining).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ def average_checkpoints(paths: Sequence[Path]) -> Checkpoint:
     first = checkpoints[0]
     for path, other in zip(paths[1:], checkpoints[1:], strict=True):
         if other.config.to_dict() != first.config.to_dict():
-            raise CheckpointError(f"{path} was built with another config than {paths[0]}: not one run")
+            raise CheckpointError(f"{path} was built with another config than {paths[0]}: not one lineage")
         for name in NORMALIZATION_BUFFERS:
             if not torch.equal(other.state_dict[name], first.state_dict[name]):
-                raise CheckpointError(f"{path} normalizes features differently from {paths[0]} ({name}): not one run")
+                raise CheckpointError(f"{path} normalizes features differently from {paths[0]} ({name}): not one lineage")
     state_dict = {}
     for name, tensor in first.state_dict.items():
         if not tensor.is_floating_point():
@@ -46,7 +48,10 @@ def average_checkpoints(paths: Sequence[Path]) -> Checkpoint:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoints", nargs="+", type=Path, help="checkpoints of one run, e.g. RUN_DIR/checkpoints/step-*.ckpt"
+        "checkpoints",
+        nargs="+",
+        type=Path,
+        help="checkpoints of one run or of fine-tuning rounds started from it, e.g. RUN_DIR/checkpoints/step-*.ckpt",
     )
     parser.add_argument("--out", type=Path, required=True, help="where to write the averaged checkpoint")
 
