@@ -21,8 +21,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("training.corpus", "synthesize an offline speech corpus"),
     "manifest": ("training.manifest", "import and validate JSONL manifests"),
     "lm": ("training.lm", "build a label n-gram language model for beam search"),
-    "average": ("training.average", "average the weights of one run's checkpoints into one checkpoint"),
+    "average": ("training.average", "average the weights of one run's (or its fine-tuning rounds') checkpoints into one"),
     "export": ("training.export", "ship a run's best checkpoint to models/ with a model card"),
+    "compare": ("training.compare", "two exported checkpoints' scores side by side, split and speaker"),
 }
 
 

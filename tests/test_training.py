@@ -143,6 +143,43 @@ def test_kept_checkpoints_average_and_export(trained_run: Path, corpus: Path, tm
     assert 0 <= shipped["evaluation"]["test"]["greedy"]["rates"]["cer"] <= 1.5
 
 
+def test_compare_reads_two_exports_scores_split_by_split_and_speaker_by_speaker(
+    trained_run: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's best and last models, exported, then compared as a user deciding what to ship would."""
+    shipped = {}
+    for name, checkpoint in (("best", trained_run / "best.ckpt"), ("last", trained_run / "last.ckpt")):
+        assert cli_main(["export", "--run", str(trained_run), "--checkpoint", str(checkpoint), "--name", name,
+                         "--dev", str(corpus / "dev.jsonl"), "--test", str(corpus / "test.jsonl"),
+                         "--models-dir", str(tmp_path)]) == 0
+        shipped[name] = load_checkpoint(tmp_path / f"{name}.ckpt").metadata["evaluation"]
+    capsys.readouterr()
+    assert cli_main(["compare", str(tmp_path / "best.ckpt"), str(tmp_path / "last.ckpt"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    changes = result["changes"]
+    splits = [c for c in changes if not c["speaker"]]
+    assert {(c["split"], c["decoder"], c["metric"]) for c in splits} == {
+        (split, decoder, metric) for split in ("dev", "test") for decoder in ("greedy", "beam8") for metric in ("cer", "wer")
+    }
+    for c in changes:  # every row is the two cards' numbers, whole split or one speaker
+        for side, name in (("before", "best"), ("after", "last")):
+            evaluation = shipped[name]
+            rates = evaluation["speakers"][c["split"]][c["speaker"]]["rates"] if c["speaker"] else evaluation[c["split"]]
+            expected = rates[c["decoder"]][c["metric"]] if c["speaker"] else rates[c["decoder"]]["rates"][c["metric"]]
+            assert c[side] == expected
+    speakers = {c["speaker"] for c in changes if c["speaker"]}
+    assert speakers == set(shipped["last"]["speakers"]["test"]) and speakers
+    assert sum(result["counts"].values()) == len(changes)
+    assert result["counts"]["gained"] == sum(c["delta"] < 0 and abs(c["delta"]) >= 5e-5 for c in changes)
+    assert cli_main(["compare", str(tmp_path / "last.ckpt"), str(tmp_path / "last.ckpt")]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"Splits: 0 gained, 0 lost, {len(splits)} level (of {len(splits)})")
+    greedy = shipped["last"]["test"]["greedy"]["rates"]["cer"]
+    assert f"| test | all | greedy | CER | {greedy:.2%} | {greedy:.2%} | +0.00 |" in text
+    with pytest.raises(SystemExit, match=r"speechlabel compare: .*best\.ckpt carries no exported scores"):
+        cli_main(["compare", str(trained_run / "best.ckpt"), str(tmp_path / "last.ckpt")])
+
+
 def test_export_names_an_input_it_cannot_read_before_scoring(trained_run: Path, corpus: Path, tmp_path: Path) -> None:
     arguments = ["export", "--name", "x", "--dev", str(corpus / "dev.jsonl"), "--test", str(corpus / "test.jsonl"),
                  "--models-dir", str(tmp_path)]

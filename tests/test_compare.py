@@ -1,0 +1,37 @@
+"""The comparison rules of ``speechlabel compare`` on exported-score dicts (the real exports: test_training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from audiomodels.checkpoint import CheckpointError
+from training.compare import compare, report, tally
+
+
+def evaluation(metrics: list[str], rate: float, speakers: dict[str, float], decoders: tuple[str, ...] = ("greedy",)) -> dict:
+    """The shape ``speechlabel export`` stores: split -> decoder -> summary, speakers, metric names."""
+    return {
+        "test": {d: {"rates": dict.fromkeys(metrics, rate)} for d in decoders},
+        "speakers": {"test": {s: {"utterances": 3, "rates": {d: dict.fromkeys(metrics, r) for d in decoders}} for s, r in speakers.items()}},
+        "metric_names": metrics,
+        "data": {"test": {"utterances": 9}},
+    }
+
+
+def test_rows_scored_on_one_side_only_are_left_out_and_level_is_under_half_a_hundredth_of_a_point() -> None:
+    before = evaluation(["cer", "wer"], 0.20, {"ann": 0.30, "bob": 0.10, "gone": 0.5})
+    after = evaluation(["cer", "wer"], 0.19, {"ann": 0.31, "bob": 0.100001, "new": 0.2}, decoders=("greedy", "beam8"))
+    changes = compare(before, after)
+    assert [(c.split, c.speaker, c.decoder, c.metric) for c in changes] == [
+        ("test", "", "greedy", "cer"), ("test", "", "greedy", "wer"),
+        ("test", "ann", "greedy", "cer"), ("test", "bob", "greedy", "cer"),  # speakers: the first metric only
+    ]
+    assert tally(changes) == {"gained": 2, "lost": 1, "level": 1}
+    text = report(changes)
+    assert text.index("| test | ann | greedy | CER | 30.00% | 31.00% | +1.00 |") < text.index("| bob |")  # loss first
+    assert "Held-out test speakers: 0 gained, 1 lost, 1 level (of 2)" in text
+
+
+def test_a_char_and_a_phone_model_share_no_metric() -> None:
+    with pytest.raises(CheckpointError, match=r"no metric in common \(cer/wer vs per\)"):
+        compare(evaluation(["cer", "wer"], 0.2, {}), evaluation(["per"], 0.1, {}))

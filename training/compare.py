@@ -1,0 +1,128 @@
+"""``speechlabel compare BEFORE AFTER``: two exported checkpoints' scores side by side.
+
+Whether a training round is worth shipping is a judgement over every split, decoder and held-out
+speaker, and a mean can hide a voice that got worse. ``speechlabel export`` stores all of those
+scores in the checkpoint, so this reads them back (no audio is decoded) and prints before ->
+after with the change, worst change first, and how many rows gained and lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from audiomodels.checkpoint import CheckpointError, load_checkpoint
+
+# Keys of the exported ``evaluation`` metadata that are not scored splits.
+NOT_SPLITS = frozenset({"speakers", "metric_names", "data"})
+# Changes smaller than this (a rate difference, 0.005 points) count as level, not as gained or lost.
+LEVEL = 5e-5
+
+
+@dataclass(frozen=True)
+class Change:
+    """One rate scored for both checkpoints; ``speaker`` is empty for a whole split."""
+
+    split: str
+    speaker: str
+    decoder: str
+    metric: str
+    before: float
+    after: float
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+
+def exported_evaluation(path: Path) -> dict[str, Any]:
+    """The scores ``speechlabel export`` stored in a checkpoint; raises CheckpointError without them."""
+    evaluation = load_checkpoint(path).metadata.get("evaluation")
+    if not isinstance(evaluation, dict):
+        raise CheckpointError(f"{path} carries no exported scores: ship it with `speechlabel export` first")
+    return evaluation
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
+    """Every rate both evaluations have: split x decoder x metric, then held-out speaker x decoder
+    in the first shared metric (CER or PER). Rows only one side scored are left out."""
+    metrics = [name for name in after["metric_names"] if name in before["metric_names"]]
+    if not metrics:
+        raise CheckpointError(
+            f"no metric in common ({'/'.join(before['metric_names'])} vs {'/'.join(after['metric_names'])}): "
+            "compare models of one label set"
+        )
+    changes = []
+    for split in (key for key in after if key not in NOT_SPLITS and key in before):
+        for decoder in (d for d in after[split] if d in before[split]):
+            old, new = before[split][decoder]["rates"], after[split][decoder]["rates"]
+            changes += [Change(split, "", decoder, metric, old[metric], new[metric]) for metric in metrics]
+    for split, speakers in after.get("speakers", {}).items():
+        old_speakers = before.get("speakers", {}).get(split, {})
+        for speaker in (s for s in speakers if s in old_speakers):
+            old, new = old_speakers[speaker]["rates"], speakers[speaker]["rates"]
+            changes += [
+                Change(split, speaker, decoder, metrics[0], old[decoder][metrics[0]], new[decoder][metrics[0]])
+                for decoder in new
+                if decoder in old
+            ]
+    return changes
+
+
+def tally(changes: list[Change]) -> dict[str, int]:
+    """How many rows gained (lower error), lost and stayed level."""
+    return {
+        "gained": sum(c.delta <= -LEVEL for c in changes),
+        "lost": sum(c.delta >= LEVEL for c in changes),
+        "level": sum(abs(c.delta) < LEVEL for c in changes),
+    }
+
+
+def _table(title: str, changes: list[Change]) -> list[str]:
+    counts = tally(changes)
+    lines = [
+        f"{title}: {counts['gained']} gained, {counts['lost']} lost, {counts['level']} level (of {len(changes)})",
+        "",
+        "| split | speaker | decoder | metric | before | after | change |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for c in sorted(changes, key=lambda c: -c.delta):  # the largest loss first
+        lines.append(
+            f"| {c.split} | {c.speaker or 'all'} | {c.decoder} | {c.metric.upper()} | {c.before:.2%} | "
+            f"{c.after:.2%} | {100 * c.delta:+.2f} |"
+        )
+    return lines
+
+
+def report(changes: list[Change]) -> str:
+    """Markdown: whole splits, then held-out speakers, each worst change first."""
+    splits = [c for c in changes if not c.speaker]
+    speakers = [c for c in changes if c.speaker]
+    lines = _table("Splits", splits)
+    if speakers:
+        lines += ["", *_table("Held-out test speakers", speakers)]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("before", type=Path, help="exported checkpoint, e.g. the shipped models/char.ckpt")
+    parser.add_argument("after", type=Path, help="exported checkpoint of the same label set, e.g. a new round's")
+    parser.add_argument("--json", action="store_true", help="print the rows and counts as JSON instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        changes = compare(exported_evaluation(args.before), exported_evaluation(args.after))
+    except CheckpointError as error:
+        raise SystemExit(f"speechlabel compare: {error}") from error
+    if args.json:
+        rows = [{**asdict(c), "delta": c.delta} for c in changes]
+        json.dump({"counts": tally(changes), "changes": rows}, sys.stdout, indent=1)
+        print()
+    else:
+        print(report(changes))
+    return 0
