@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
+from training.export import scored_splits
 
-# Keys of the exported ``evaluation`` metadata that are not scored splits.
-NOT_SPLITS = frozenset({"speakers", "metric_names", "data"})
 # Changes smaller than this (a rate difference, 0.005 points) count as level, not as gained or lost.
 LEVEL = 5e-5
 
@@ -57,7 +56,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
             "compare models of one label set"
         )
     changes = []
-    for split in (key for key in after if key not in NOT_SPLITS and key in before):
+    for split in (key for key in scored_splits(after) if key in before):
         for decoder in (d for d in after[split] if d in before[split]):
             old, new = before[split][decoder]["rates"], after[split][decoder]["rates"]
             changes += [Change(split, "", decoder, metric, old[metric], new[metric]) for metric in metrics]

@@ -79,6 +79,11 @@ def _extra_tests(evaluation: dict[str, Any]) -> list[str]:
     return [split for split in evaluation if split.startswith(EXTRA_TEST_PREFIX)]
 
 
+def scored_splits(evaluation: dict[str, Any]) -> list[str]:
+    """The keys of an exported ``evaluation`` that hold a split's scores (the rest describe them)."""
+    return ["dev", "test", *_extra_tests(evaluation)]
+
+
 def model_card(
     name: str, metadata: dict[str, Any], model_config: dict[str, Any], num_parameters: int, size_mb: float
 ) -> str:
@@ -112,7 +117,7 @@ def model_card(
         "| split | decoder | " + " | ".join(evaluation["metric_names"]) + " | RTF (CPU) |",
         "|---|---|" + "---|" * len(evaluation["metric_names"]) + "---|",
     ]
-    for split in ("dev", "test", *_extra_tests(evaluation)):
+    for split in scored_splits(evaluation):
         for decoder, summary in evaluation[split].items():
             rates = " | ".join(f"{summary['rates'][m]:.2%}" for m in evaluation["metric_names"])
             lines.append(f"| {split} | {decoder} | {rates} | {summary['real_time_factor']:.4f} |")
