@@ -195,6 +195,17 @@ def test_breakdown_scores_each_speaker_from_its_own_rows(
         "ann / none": 2, "bob / noise": 1, "bob / reverb+telephone": 1, "cid / none": 1
     }
     assert by_pair["ann / none"]["rates"] == groups["ann"]["rates"]  # the same rows, the same counts
+    voices = ["espeak-ng:en-us+m7", "flite:slt", "espeak-ng:en-gb+f5", "flite:slt", "piper"]
+    steps = [[{"kind": "speed"}], [{"kind": "noise"}, {"kind": "gain"}], [], chains[3], [{"kind": "gain"}]]
+    corpus = [replace(u, extra={"voice": v, "augment": c}) for u, v, c in zip(utterances, voices, steps, strict=True)]
+    derived = breakdown(result, corpus, ["engine", "condition"])  # speed and gain leave audio clean
+    assert {name: group["utterances"] for name, group in derived.items()} == {
+        "espeak-ng / clean": 2, "flite / noise": 1, "flite / reverb+telephone": 1, "piper / clean": 1
+    }
+    assert derived["espeak-ng / clean"]["rates"] == breakdown(result, tagged, ["speaker"])["ann"]["rates"]
+    assert breakdown(result, tagged, ["engine", "condition"]).keys() == {"? / ?"}  # no voice, no augment
+    labelled = [replace(u, extra={"engine": "mine"}) for u in utterances]
+    assert breakdown(result, labelled, ["engine"]).keys() == {"mine"}  # a manifest field wins
 
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, tagged, relative_to=tmp_path)

@@ -38,6 +38,8 @@ from training.metrics import ErrorCounts, align_tokens, char_errors, phone_error
 Scorer = Callable[[str, str], ErrorCounts]
 _MAX_LISTED_FAILURES = 5  # failures named in the readable summary (all are in --out)
 _COUNT_FIELDS = ("substitutions", "insertions", "deletions", "reference_length")  # ErrorCounts' fields
+# The corpus's augmentation steps that degrade what a microphone hears; speed and gain do not.
+_DEGRADING_STEPS = ("reverb", "noise", "telephone")
 
 
 @dataclass
@@ -155,10 +157,16 @@ def breakdown(
     ("noise+telephone", "none" when empty). Several fields group by their combination
     ("cmu-slt / noise"), e.g. to see whether one voice suffers more from noise than others. Groups
     come in descending order of their first metric's rate.
+
+    Besides manifest fields, two groupings are derived from the corpus's fields (a manifest field of
+    the same name wins): ``engine``, the synthesizer of ``voice`` ("espeak-ng" of
+    "espeak-ng:en-us+m7"), and ``condition``, the ``augment`` steps that degrade the audio ("clean",
+    "noise", "reverb+noise", ...; speed and gain left out). ``engine,condition`` answers in a few
+    large groups what ``voice,augment`` scatters over hundreds of small ones.
     """
     groups: dict[str, dict[str, Any]] = {}
     for utterance, row in zip(utterances, result.per_utterance, strict=True):
-        value = " / ".join(_group_name(utterance.extra.get(f, getattr(utterance, f, "?"))) for f in fields)
+        value = " / ".join(_field_value(utterance, f) for f in fields)
         group = groups.setdefault(value, {"utterances": 0, "failed": 0, **dict.fromkeys(result.metrics, ErrorCounts())})
         group["utterances"] += 1
         if "error" in row:
@@ -181,6 +189,27 @@ def breakdown(
 def parse_fields(text: str) -> list[str]:
     """``"speaker,augment"`` -> the manifest fields a ``--by`` option groups by (blanks dropped)."""
     return [field.strip() for field in text.split(",") if field.strip()]
+
+
+def _field_value(utterance: Utterance, field_name: str) -> str:
+    if field_name in utterance.extra or field_name not in _DERIVED_FIELDS:
+        return _group_name(utterance.extra.get(field_name, getattr(utterance, field_name, "?")))
+    return _DERIVED_FIELDS[field_name](utterance)
+
+
+def _engine(utterance: Utterance) -> str:
+    return str(utterance.extra.get("voice", "?")).split(":", 1)[0]
+
+
+def _condition(utterance: Utterance) -> str:
+    chain = utterance.extra.get("augment")
+    if not isinstance(chain, list):
+        return "?"
+    kinds = [step.get("kind") for step in chain if isinstance(step, dict)]
+    return "+".join(kind for kind in kinds if kind in _DEGRADING_STEPS) or "clean"
+
+
+_DERIVED_FIELDS: dict[str, Callable[[Utterance], str]] = {"engine": _engine, "condition": _condition}
 
 
 def _group_name(value: Any) -> str:
@@ -313,8 +342,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--by",
         metavar="FIELD[,FIELD]",
         help="also score each value of this manifest field separately, e.g. --by speaker, --by voice, "
-        "or --by augment (the corpus's degradations, grouped by their kinds); comma-separated fields "
-        "group by their combination, e.g. --by speaker,augment",
+        "or --by augment (the corpus's augmentation steps, grouped by their kinds); two groupings are "
+        "derived: engine (the voice's synthesizer) and condition (clean or the steps that degrade the "
+        "audio: reverb, noise, telephone); comma-separated fields group by their combination, e.g. "
+        "--by engine,condition",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
