@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lm": ("training.lm", "build a label n-gram language model for beam search"),
     "average": ("training.average", "average the weights of one run's (or its fine-tuning rounds') checkpoints into one"),
     "export": ("training.export", "ship a run's best checkpoint to models/ with a model card"),
-    "compare": ("training.compare", "two exported checkpoints' scores side by side, split and speaker"),
+    "compare": ("training.compare", "two exported checkpoints' scores side by side: splits, speakers, conditions"),
 }
 
 

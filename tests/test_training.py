@@ -116,7 +116,13 @@ def test_export_ships_best_checkpoint_with_scores_and_card(trained_run: Path, co
         greedy = [entry["rates"]["greedy"]["cer"] for entry in speakers.values()]
         assert greedy == sorted(greedy, reverse=True)  # worst first
         assert min(greedy) <= evaluation[split]["greedy"]["rates"]["cer"] <= max(greedy)  # the mean sits among them
+        ((condition, entry),) = evaluation["conditions"][split].items()  # synthesized clean: one condition, all of it
+        assert condition == "clean" and entry["utterances"] == evaluation["data"][split]["utterances"]
+        assert entry["rates"] == {decoder: summary["rates"] for decoder, summary in evaluation[split].items()}
     card = (tmp_path / "tiny.md").read_text()
+    clean = evaluation["conditions"]["test"]["clean"]
+    assert "Held-out test by condition" in card
+    assert f"| test | clean | {clean['utterances']} | {clean['rates']['greedy']['cer']:.2%} |" in card
     worst, entry = next(iter(evaluation["speakers"]["test"].items()))
     assert f"| test | {worst} | {entry['utterances']} | {entry['rates']['greedy']['cer']:.2%} |" in card
     assert "| test | greedy |" in card and "| dev | beam8 |" in card and "| test | beam8 + LM |" in card
@@ -143,7 +149,7 @@ def test_kept_checkpoints_average_and_export(trained_run: Path, corpus: Path, tm
     assert 0 <= shipped["evaluation"]["test"]["greedy"]["rates"]["cer"] <= 1.5
 
 
-def test_compare_reads_two_exports_scores_split_by_split_and_speaker_by_speaker(
+def test_compare_reads_two_exports_scores_by_split_speaker_and_condition(
     trained_run: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The run's best and last models, exported, then compared as a user deciding what to ship would."""
@@ -157,18 +163,22 @@ def test_compare_reads_two_exports_scores_split_by_split_and_speaker_by_speaker(
     assert cli_main(["compare", str(tmp_path / "best.ckpt"), str(tmp_path / "last.ckpt"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     changes = result["changes"]
-    splits = [c for c in changes if not c["speaker"]]
+    splits = [c for c in changes if not c["grouping"]]
     assert {(c["split"], c["decoder"], c["metric"]) for c in splits} == {
         (split, decoder, metric) for split in ("dev", "test") for decoder in ("greedy", "beam8") for metric in ("cer", "wer")
     }
-    for c in changes:  # every row is the two cards' numbers, whole split or one speaker
+    keys = {"speaker": "speakers", "condition": "conditions"}
+    for c in changes:  # every row is the two cards' numbers: whole split, one speaker or one condition
         for side, name in (("before", "best"), ("after", "last")):
             evaluation = shipped[name]
-            rates = evaluation["speakers"][c["split"]][c["speaker"]]["rates"] if c["speaker"] else evaluation[c["split"]]
-            expected = rates[c["decoder"]][c["metric"]] if c["speaker"] else rates[c["decoder"]]["rates"][c["metric"]]
+            if c["grouping"]:
+                expected = evaluation[keys[c["grouping"]]][c["split"]][c["group"]]["rates"][c["decoder"]][c["metric"]]
+            else:
+                expected = evaluation[c["split"]][c["decoder"]]["rates"][c["metric"]]
             assert c[side] == expected
-    speakers = {c["speaker"] for c in changes if c["speaker"]}
+    speakers = {c["group"] for c in changes if c["grouping"] == "speaker"}
     assert speakers == set(shipped["last"]["speakers"]["test"]) and speakers
+    assert {c["group"] for c in changes if c["grouping"] == "condition"} == {"clean"}
     assert sum(result["counts"].values()) == len(changes)
     assert result["counts"]["gained"] == sum(c["delta"] < 0 and abs(c["delta"]) >= 5e-5 for c in changes)
     assert cli_main(["compare", str(tmp_path / "last.ckpt"), str(tmp_path / "last.ckpt")]) == 0

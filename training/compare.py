@@ -1,7 +1,7 @@
 """``speechlabel compare BEFORE AFTER``: two exported checkpoints' scores side by side.
 
-Whether a training round is worth shipping is a judgement over every split, decoder and held-out
-speaker, and a mean can hide a voice that got worse. ``speechlabel export`` stores all of those
+Whether a training round is worth shipping is a judgement over every split, decoder, held-out
+speaker and recording condition, and a mean can hide a voice or a condition that got worse. ``speechlabel export`` stores all of those
 scores in the checkpoint, so this reads them back (no audio is decoded) and prints before ->
 after with the change, worst change first, and how many rows gained and lost.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
-from training.export import scored_splits
+from training.export import GROUPINGS, scored_splits
 
 # Changes smaller than this (a rate difference, 0.005 points) count as level, not as gained or lost.
 LEVEL = 5e-5
@@ -24,10 +24,12 @@ LEVEL = 5e-5
 
 @dataclass(frozen=True)
 class Change:
-    """One rate scored for both checkpoints; ``speaker`` is empty for a whole split."""
+    """One rate scored for both checkpoints: a whole split (``grouping`` and ``group`` empty) or one
+    group of it, e.g. grouping "speaker", group "cmu-slt"."""
 
     split: str
-    speaker: str
+    grouping: str
+    group: str
     decoder: str
     metric: str
     before: float
@@ -47,8 +49,9 @@ def exported_evaluation(path: Path) -> dict[str, Any]:
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
-    """Every rate both evaluations have: split x decoder x metric, then held-out speaker x decoder
-    in the first shared metric (CER or PER). Rows only one side scored are left out."""
+    """Every rate both evaluations have: split x decoder x metric, then each held-out speaker and
+    condition x decoder in the first shared metric (CER or PER). Rows only one side scored are left
+    out (e.g. conditions, which exports before them did not score)."""
     metrics = [name for name in after["metric_names"] if name in before["metric_names"]]
     if not metrics:
         raise CheckpointError(
@@ -59,16 +62,17 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     for split in (key for key in scored_splits(after) if key in before):
         for decoder in (d for d in after[split] if d in before[split]):
             old, new = before[split][decoder]["rates"], after[split][decoder]["rates"]
-            changes += [Change(split, "", decoder, metric, old[metric], new[metric]) for metric in metrics]
-    for split, speakers in after.get("speakers", {}).items():
-        old_speakers = before.get("speakers", {}).get(split, {})
-        for speaker in (s for s in speakers if s in old_speakers):
-            old, new = old_speakers[speaker]["rates"], speakers[speaker]["rates"]
-            changes += [
-                Change(split, speaker, decoder, metrics[0], old[decoder][metrics[0]], new[decoder][metrics[0]])
-                for decoder in new
-                if decoder in old
-            ]
+            changes += [Change(split, "", "", decoder, metric, old[metric], new[metric]) for metric in metrics]
+    for key, grouping in GROUPINGS.items():
+        for split, groups in after.get(key, {}).items():
+            old_groups = before.get(key, {}).get(split, {})
+            for group in (g for g in groups if g in old_groups):
+                old, new = old_groups[group]["rates"], groups[group]["rates"]
+                changes += [
+                    Change(split, grouping, group, decoder, metrics[0], old[decoder][metrics[0]], new[decoder][metrics[0]])
+                    for decoder in new
+                    if decoder in old
+                ]
     return changes
 
 
@@ -81,29 +85,28 @@ def tally(changes: list[Change]) -> dict[str, int]:
     }
 
 
-def _table(title: str, changes: list[Change]) -> list[str]:
+def _table(title: str, column: str, changes: list[Change]) -> list[str]:
     counts = tally(changes)
     lines = [
         f"{title}: {counts['gained']} gained, {counts['lost']} lost, {counts['level']} level (of {len(changes)})",
         "",
-        "| split | speaker | decoder | metric | before | after | change |",
+        f"| split | {column} | decoder | metric | before | after | change |",
         "|---|---|---|---|---:|---:|---:|",
     ]
     for c in sorted(changes, key=lambda c: -c.delta):  # the largest loss first
         lines.append(
-            f"| {c.split} | {c.speaker or 'all'} | {c.decoder} | {c.metric.upper()} | {c.before:.2%} | "
+            f"| {c.split} | {c.group or 'all'} | {c.decoder} | {c.metric.upper()} | {c.before:.2%} | "
             f"{c.after:.2%} | {100 * c.delta:+.2f} |"
         )
     return lines
 
 
 def report(changes: list[Change]) -> str:
-    """Markdown: whole splits, then held-out speakers, each worst change first."""
-    splits = [c for c in changes if not c.speaker]
-    speakers = [c for c in changes if c.speaker]
-    lines = _table("Splits", splits)
-    if speakers:
-        lines += ["", *_table("Held-out test speakers", speakers)]
+    """Markdown: whole splits, then each grouping (held-out speakers, conditions), worst change first."""
+    lines = _table("Splits", "group", [c for c in changes if not c.grouping])
+    for grouping in GROUPINGS.values():
+        if rows := [c for c in changes if c.grouping == grouping]:
+            lines += ["", *_table(f"Held-out test {grouping}s", grouping, rows)]
     return "\n".join(lines)
 
 

@@ -38,15 +38,29 @@ def score(recognizer: Recognizer, utterances: list[Utterance], fusion: Fusion | 
     return results
 
 
-def by_speaker(results: dict[str, EvaluationResult], utterances: list[Utterance]) -> dict[str, dict[str, Any]]:
-    """Each held-out speaker's utterance count and rates per decoder: a card should say which
-    voices the model fails, not only the mean (one speaker can be most of a test split)."""
-    speakers: dict[str, dict[str, Any]] = {}
+# Evaluation keys of the per-group scores of each test split -> the field they group by. A card
+# should say which voices and which recording conditions the model fails, not only the mean: one
+# speaker can be most of a test split, and noise can cost one voice three times what it costs others.
+GROUPINGS = {"speakers": "speaker", "conditions": "condition"}
+
+
+def by_group(results: dict[str, EvaluationResult], utterances: list[Utterance], field: str) -> dict[str, dict[str, Any]]:
+    """Each value's utterance count and rates per decoder (`training.evaluate.breakdown`), worst first."""
+    groups: dict[str, dict[str, Any]] = {}
     for decoder, result in results.items():
-        for speaker, group in breakdown(result, utterances, ["speaker"]).items():
-            entry = speakers.setdefault(speaker, {"utterances": group["utterances"], "rates": {}})
+        for value, group in breakdown(result, utterances, [field]).items():
+            entry = groups.setdefault(value, {"utterances": group["utterances"], "rates": {}})
             entry["rates"][decoder] = group["rates"]
-    return speakers
+    return groups
+
+
+def grouped_scores(
+    results: dict[str, dict[str, EvaluationResult]], splits: dict[str, list[Utterance]], field: str
+) -> dict[str, dict[str, Any]]:
+    """:func:`by_group` for every test split whose manifest has the field (all "?" says it has not)."""
+    tests = [split for split in splits if split == "test" or split.startswith(EXTRA_TEST_PREFIX)]
+    grouped = {split: by_group(results[split], splits[split], field) for split in tests}
+    return {split: groups for split, groups in grouped.items() if set(groups) != {"?"}}
 
 
 def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
@@ -121,24 +135,31 @@ def model_card(
         for decoder, summary in evaluation[split].items():
             rates = " | ".join(f"{summary['rates'][m]:.2%}" for m in evaluation["metric_names"])
             lines.append(f"| {split} | {decoder} | {rates} | {summary['real_time_factor']:.4f} |")
-    return "\n".join(lines + _speaker_table(evaluation)) + "\n"
+    tables = [line for key, field in GROUPINGS.items() if evaluation.get(key) for line in _group_table(evaluation, key, field)]
+    return "\n".join(lines + tables) + "\n"
 
 
-def _speaker_table(evaluation: dict[str, Any]) -> list[str]:
-    """Held-out speakers, worst first by greedy decoding, with their first metric per decoder."""
+_GROUP_TITLES = {
+    "speaker": "Held-out test speakers",
+    "condition": "Held-out test by condition (clean: no noise, room or phone line; speed and gain aside)",
+}
+
+
+def _group_table(evaluation: dict[str, Any], key: str, field: str) -> list[str]:
+    """One grouping of the test splits, worst first by greedy decoding, the first metric per decoder."""
     metric = evaluation["metric_names"][0]
     decoders = list(evaluation["test"])
     lines = [
         "",
-        f"Held-out test speakers ({metric.upper()}):",
+        f"{_GROUP_TITLES[field]} ({metric.upper()}):",
         "",
-        "| split | speaker | utterances | " + " | ".join(decoders) + " |",
+        f"| split | {field} | utterances | " + " | ".join(decoders) + " |",
         "|---|---|---|" + "---|" * len(decoders),
     ]
-    for split in ("test", *_extra_tests(evaluation)):
-        for speaker, entry in evaluation["speakers"][split].items():
+    for split, groups in evaluation[key].items():
+        for value, entry in groups.items():
             rates = " | ".join(f"{entry['rates'][decoder][metric]:.2%}" for decoder in decoders)
-            lines.append(f"| {split} | {speaker} | {entry['utterances']} | {rates} |")
+            lines.append(f"| {split} | {value} | {entry['utterances']} | {rates} |")
     return lines
 
 
@@ -205,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     results = {split: score(recognizer, utterances, fusion) for split, utterances in splits.items()}
     metadata["evaluation"] = {
         **{split: {decoder: r.summary() for decoder, r in by_decoder.items()} for split, by_decoder in results.items()},
-        "speakers": {split: by_speaker(results[split], splits[split]) for split in ("test", *extra_tests)},
+        **{key: grouped_scores(results, splits, field) for key, field in GROUPINGS.items()},
         "metric_names": ["per"] if checkpoint.config.labels.kind == "phone" else ["cer", "wer"],
         "data": {
             "train": corpus_description(train),
