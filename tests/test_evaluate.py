@@ -16,6 +16,7 @@ from audiomodels.labels import LabelSet
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
 from training.evaluate import EvaluationResult, add_arguments, breakdown, evaluate, run
+from training.export import grouped_scores
 from training.manifest import Utterance, write_manifest
 from training.metrics import ErrorCounts, char_errors, word_errors
 
@@ -206,6 +207,10 @@ def test_breakdown_scores_each_speaker_from_its_own_rows(
     assert breakdown(result, tagged, ["engine", "condition"]).keys() == {"? / ?"}  # no voice, no augment
     labelled = [replace(u, extra={"engine": "mine"}) for u in utterances]
     assert breakdown(result, labelled, ["engine"]).keys() == {"mine"}  # a manifest field wins
+    scored = {"test": {"greedy": result}, "test:plain": {"greedy": result}}
+    by_condition = grouped_scores(scored, {"test": corpus, "test:plain": tagged}, "condition")
+    assert list(by_condition) == ["test"]  # a card leaves out a split whose manifest has no augment field
+    assert by_condition["test"]["noise"]["rates"]["greedy"] == derived["flite / noise"]["rates"]  # one flite utterance
 
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, tagged, relative_to=tmp_path)
