@@ -1,9 +1,10 @@
 """``speechlabel compare BEFORE AFTER``: two exported checkpoints' scores side by side.
 
 Whether a training round is worth shipping is a judgement over every split, decoder, held-out
-speaker and recording condition, and a mean can hide a voice or a condition that got worse. ``speechlabel export`` stores all of those
-scores in the checkpoint, so this reads them back (no audio is decoded) and prints before ->
-after with the change, worst change first, and how many rows gained and lost.
+speaker and recording condition, and a mean can hide a voice or a condition that got worse.
+``speechlabel export`` stores all of those scores in the checkpoint, so this reads them back (no
+audio is decoded) and prints before -> after with the change, worst change first, and how many
+rows gained and lost.
 """
 
 from __future__ import annotations

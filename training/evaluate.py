@@ -192,6 +192,7 @@ def parse_fields(text: str) -> list[str]:
 
 
 def _field_value(utterance: Utterance, field_name: str) -> str:
+    """The group name of one field: the manifest's value when it has the field, else a derived one."""
     if field_name in utterance.extra or field_name not in _DERIVED_FIELDS:
         return _group_name(utterance.extra.get(field_name, getattr(utterance, field_name, "?")))
     return _DERIVED_FIELDS[field_name](utterance)
