@@ -198,7 +198,8 @@ def _field_value(utterance: Utterance, field_name: str) -> str:
     return _DERIVED_FIELDS[field_name](utterance)
 
 
-def _engine(utterance: Utterance) -> str:
+def engine_of(utterance: Utterance) -> str:
+    """The synthesizer of a corpus utterance's ``voice`` ("espeak-ng" of "espeak-ng:en-us+m7"), "?" without one."""
     return str(utterance.extra.get("voice", "?")).split(":", 1)[0]
 
 
@@ -210,7 +211,7 @@ def _condition(utterance: Utterance) -> str:
     return "+".join(kind for kind in kinds if kind in _DEGRADING_STEPS) or "clean"
 
 
-_DERIVED_FIELDS: dict[str, Callable[[Utterance], str]] = {"engine": _engine, "condition": _condition}
+_DERIVED_FIELDS: dict[str, Callable[[Utterance], str]] = {"engine": engine_of, "condition": _condition}
 
 
 def _group_name(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from audiomodels.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from audiomodels.lm import Fusion, LMError, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
-from training.evaluate import EvaluationResult, breakdown, evaluate
+from training.evaluate import EvaluationResult, breakdown, engine_of, evaluate
 from training.manifest import ManifestError, Utterance, read_manifest, read_manifests
 from training.train import run_train_manifests
 
@@ -58,7 +58,7 @@ def grouped_scores(
     results: dict[str, dict[str, EvaluationResult]], splits: dict[str, list[Utterance]], field: str
 ) -> dict[str, dict[str, Any]]:
     """:func:`by_group` for every test split whose manifest has the field (all "?" says it has not)."""
-    tests = [split for split in splits if split == "test" or split.startswith(EXTRA_TEST_PREFIX)]
+    tests = ["test", *_extra_tests(splits)]
     grouped = {split: by_group(results[split], splits[split], field) for split in tests}
     return {split: groups for split, groups in grouped.items() if set(groups) != {"?"}}
 
@@ -70,7 +70,7 @@ def corpus_description(utterances: list[Utterance]) -> dict[str, Any]:
     distinct audio beside it so the card does not overstate how much data there was.
     """
     voices = {u.extra.get("voice", "?") for u in utterances}
-    engines = sorted({voice.split(":")[0] for voice in voices})
+    engines = sorted({engine_of(u) for u in utterances})
     description: dict[str, Any] = {
         "utterances": len(utterances),
         "hours": _hours(utterances),
@@ -89,7 +89,8 @@ def _hours(utterances: list[Utterance]) -> float:
 
 
 def _extra_tests(evaluation: dict[str, Any]) -> list[str]:
-    """Splits scored from ``--extra-test NAME=MANIFEST`` ("test:NAME"), in the order given."""
+    """Splits scored from ``--extra-test NAME=MANIFEST`` ("test:NAME") among the keys of an evaluation
+    or of the splits to score, in the order given."""
     return [split for split in evaluation if split.startswith(EXTRA_TEST_PREFIX)]
 
 
