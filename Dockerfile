@@ -26,12 +26,12 @@ RUN useradd --create-home --uid 10001 speechlabel && mkdir -p /data && chown spe
 
 FROM base AS trainer
 # The Makefile's SYSTEM_PACKAGES and VOICE_PACKAGES (tests/test_compose.py keeps the lists equal):
-# Debian main's engines and the `fortunes` text, then contrib/non-free's RHVoice, Pico and MBROLA.
+# Debian main's engines and the `fortunes` text, then contrib/non-free's rab and don, RHVoice, Pico and MBROLA.
 RUN sh training/debian-nonfree-sources.sh \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
-        espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don fortunes \
-        rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1 \
+        espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes \
+        festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1 \
     && rm -rf /var/lib/apt/lists/*
 # TensorBoard and the Piper voice (the `train` extra).
 RUN pip install '.[train]'

@@ -5,12 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The held-out split of the seed-0 12-hour corpus that the accuracy benchmarks score.
 TEST_SPLIT := data/corpus/test.jsonl
-# espeak-ng/flite/festival(+voices, festvox-rab/don: the festival-extra engine) speak the synthetic corpus;
-# fortunes is its text source.
-SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don fortunes
+# espeak-ng/flite/festival(+voices) speak the synthetic corpus; fortunes is its text source (all Debian main).
+SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
 # RHVoice, SVOX Pico and MBROLA (Debian contrib/non-free, also spoken by festival: festvox-us1...): the corpus's
-# female and accented English voices.
-VOICE_PACKAGES := rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1
+# female and accented English voices; festival's British rab and don voices (contrib: the festival-extra engine).
+VOICE_PACKAGES := festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

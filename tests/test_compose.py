@@ -146,6 +146,25 @@ def test_trainer_image_installs_what_make_install_and_make_voices_do() -> None:
     assert last_from == "FROM base AS server", "a plain `docker build .` must give the server image"
 
 
+def test_make_install_needs_only_debian_main() -> None:
+    """`make install` runs before any contrib/non-free source is added: its packages must be in main.
+
+    festival's rab and don voices once sat in SYSTEM_PACKAGES, and `make install` failed on a plain
+    Debian ("Unable to locate package") while CI, which runs `make voices` first, passed.
+    """
+    if subprocess.run(["apt-cache", "--version"], capture_output=True).returncode != 0:
+        pytest.skip("no apt-cache on this machine")
+    outside_main = {}
+    for package in sorted(_makefile_list("SYSTEM_PACKAGES")):
+        show = subprocess.run(["apt-cache", "show", "--no-all-versions", package], capture_output=True, text=True)
+        section = re.search(r"^Section: (\S+)", show.stdout, re.MULTILINE)
+        if section is None:
+            pytest.skip(f"apt has no metadata for {package} here (apt-get update not run)")
+        if "/" in section[1]:  # main's sections have no component prefix ("sound", not "contrib/sound")
+            outside_main[package] = section[1]
+    assert not outside_main, f"SYSTEM_PACKAGES outside Debian main (move them to VOICE_PACKAGES): {outside_main}"
+
+
 def test_jobs_run_the_image_their_commands_need() -> None:
     from training.voices import ENGINES
 

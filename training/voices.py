@@ -5,7 +5,7 @@ Every voice here runs without a network: espeak-ng (accents x variants), flite a
 and, from Debian's contrib/non-free sections (``make voices``), RHVoice's six English HTS voices,
 SVOX Pico's two and the four English MBROLA diphone voices (spoken through espeak-ng, and again
 through festival's front end in the ``festival-extra`` engine beside festival's British rab and
-don). These bring what the others lack: female voices (RHVoice clb, slt, lyubov; Pico en-US,
+don, also from contrib). These bring what the others lack: female voices (RHVoice clb, slt, lyubov; Pico en-US,
 en-GB; MBROLA us1) and accented English. :func:`available_voices` lists the ones installed on this machine and logs
 a warning for each missing engine, so a partial install still yields a (smaller) corpus.
 
@@ -76,8 +76,8 @@ _FESTIVAL_VOICES = {
     "cmu_us_slt_arctic_hts": ("cmu-slt", FestivalVoiceSpec("hts")),
 }
 # festival's other English voices, an engine of their own so that the `festival` engine's voice plan
-# (and so the shipped corpus recipe) stays as it was: two British diphone speakers (Debian main;
-# don is a 10 kHz voice), and MBROLA's databases (`make voices`) through festival's own front end,
+# (and so the shipped corpus recipe) stays as it was: two British diphone speakers (Debian contrib,
+# `make voices`; don is a 10 kHz voice), and MBROLA's databases (`make voices`) through festival's own front end,
 # whose durations and intonation differ from espeak-ng's (the `mbrola` engine); same speakers.
 _FESTIVAL_EXTRA_VOICES = {
     "rab_diphone": ("festvox-rab", FestivalVoiceSpec("diphone", 105.0, 14.0)),
