@@ -101,6 +101,20 @@ def test_cache_is_used_and_returns_identical_features(utterances: list[Utterance
     assert second.featurizer.calls == 0
 
 
+def test_a_phone_run_reads_the_cache_a_char_run_wrote(utterances: list[Utterance], tmp_path: Path) -> None:
+    """The cache keys hold no labels, so char and phone runs on one corpus can share a `feature_cache`."""
+    cache = tmp_path / "shared"
+    char = make_dataset(utterances, cache_dir=cache)
+    char_features = [char[i][0] for i in range(len(char))]
+    with_phones = [replace(u, phones="h ə l oʊ") for u in utterances]
+    phone = SpeechDataset(
+        with_phones, CountingFeaturizer(FeatureConfig()), LabelSet.phone(), target_field="phones", cache_dir=cache
+    )
+    for index, features in enumerate(char_features):
+        torch.testing.assert_close(phone[index][0], features, rtol=0, atol=0)
+    assert phone.featurizer.calls == 0 and len(list(cache.glob("*.pt"))) == len(utterances)
+
+
 def test_cache_notices_changed_audio(utterances: list[Utterance], tmp_path: Path) -> None:
     dataset = make_dataset(utterances[:1], cache_dir=tmp_path / "cache")
     before = dataset[0][0]

@@ -26,7 +26,7 @@ from training.config import load_train_config
 from training.corpus import synthesize_corpus
 from training.export import corpus_description
 from training.manifest import read_manifest, read_manifests
-from training.train import STATE_FILE, TrainingRun, autocast_dtype, learning_rate_factor
+from training.train import STATE_FILE, TrainingRun, autocast_dtype, feature_cache_dir, learning_rate_factor
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
@@ -315,6 +315,14 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[99:], factors[100:]))
     assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_feature_cache_is_the_runs_own_unless_one_is_named(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert feature_cache_dir(load_train_config(None), run) == run / "feature_cache"
+    shared = load_train_config(None, [f"feature_cache={tmp_path / 'shared'}"])
+    assert feature_cache_dir(shared, run) == tmp_path / "shared"
+    assert feature_cache_dir(load_train_config(None, ["cache_features=false"]), run) is None
 
 
 def test_config_overrides_and_unknown_keys() -> None:

@@ -45,7 +45,11 @@ class TrainConfig:
     stats_max_utterances: int = 2000  # utterances used for the global normalization statistics
     num_workers: int = 2  # DataLoader worker processes (0 = load in the training process)
     torch_threads: int = 0  # intra-op CPU threads for the model (0 = torch's default, one per core)
-    cache_features: bool = True  # cache un-augmented MFCCs under RUN_DIR/feature_cache
+    cache_features: bool = True  # cache un-augmented MFCCs under RUN_DIR/feature_cache (or feature_cache)
+    # Another cache directory, e.g. one shared by a char and a phone run on the same manifests: its keys
+    # are the audio file and the feature config, not the labels, and writes are atomic, so runs side by
+    # side featurize each utterance once between them.
+    feature_cache: str = ""
     amp: str = "auto"  # "auto" (bf16 where native: recent CUDA GPUs, AVX512-BF16/AMX CPUs), "bf16", "fp16" or "off"
     seed: int = 0  # seeds model init, sampler order and augmentation
     init_from: str = ""  # checkpoint whose weights (and normalization) start the run: fine-tuning

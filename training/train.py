@@ -82,6 +82,13 @@ def training_chunking(step: int, config: TrainConfig) -> Chunking | None:
     return Chunking(rng.choice(config.chunk_sizes), rng.choice(config.right_contexts))
 
 
+def feature_cache_dir(config: TrainConfig, run_dir: Path) -> Path | None:
+    """Where a run caches features: ``feature_cache`` when set, else RUN_DIR/feature_cache; None when off."""
+    if not config.cache_features:
+        return None
+    return Path(config.feature_cache) if config.feature_cache else run_dir / "feature_cache"
+
+
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
     """Linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``max_steps``."""
     warmup = max(config.optim.warmup_steps, 1)
@@ -150,7 +157,7 @@ class TrainingRun:
             self.labels,
             target_field=config.target_field,
             augment=config.augment,
-            cache_dir=run_dir / "feature_cache" if config.cache_features else None,
+            cache_dir=feature_cache_dir(config, run_dir),
             seed=config.seed,
         )
         self.sampler = FrameBudgetBatchSampler(
