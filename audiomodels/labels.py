@@ -228,7 +228,7 @@ def phonemize(text: str, voice: str = "en-us") -> str:
     return phonemize_batch([text], voice)[0]
 
 
-def phonemize_batch(texts: Sequence[str], voice: str = "en-us") -> list[str]:
+def phonemize_batch(texts: Sequence[str], voice: str = "en-us", check: bool = True) -> list[str]:
     """espeak-ng IPA phones for many texts with one espeak-ng process.
 
     Each text goes through :func:`normalize_text`, then espeak-ng (``-q --ipa --sep=_``,
@@ -238,12 +238,14 @@ def phonemize_batch(texts: Sequence[str], voice: str = "en-us") -> list[str]:
     (aɪ, tʃ, iː, ɜː, ɑːɹ) as one token. Stress marks ˈ ˌ are dropped: stress is not an
     acoustic unit the CTC model labels, and keeping it would triple the vowel symbols. Length marks stay attached to their vowel. Words follow espeak-ng's own
     segmentation (it splits some compounds, and reads lowercase Roman numerals such as
-    "xvi" as "roman sixteen"). Phones outside :data:`PHONES` raise :class:`LabelError`.
+    "xvi" as "roman sixteen"). Phones outside :data:`PHONES` raise :class:`LabelError`, unless
+    ``check`` is false (bulk text, e.g. for LMs, where the caller skips such texts one by one).
     """
     chunked = [_chunks(normalize_text(t)) for t in texts]
     lines = iter(_run_espeak([line for chunks in chunked for line in chunks], voice))
     results = [_canonical_words(next(lines) for _ in chunks) for chunks in chunked]
-    _check_phones(" ".join(results))
+    if check:
+        _check_phones(" ".join(results))
     return results
 
 

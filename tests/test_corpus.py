@@ -21,7 +21,9 @@ from training.corpus import (
     main,
     held_out_speakers,
     plan_corpus,
+    split_sentences,
     split_voices,
+    unspoken_sentences,
 )
 from training.voices import ENGINES, SynthParams, available_voices
 
@@ -205,6 +207,24 @@ def test_text_source_gives_thousands_of_normalized_sentences() -> None:
         assert sentence.text == normalize_text(sentence.text)
         assert MIN_WORDS <= len(sentence.text.split()) <= MAX_WORDS + 10  # numbers spell out longer
         assert normalize_text(sentence.spoken) == sentence.text
+
+
+def test_unspoken_sentences_add_text_but_never_a_held_out_sentence(tmp_path: Path) -> None:
+    """LM text beyond the spoken pools: sentences the corpus filters out (here by an acronym), unless
+    they hold a dev or test sentence, which would let an LM see held-out text."""
+    animals = ["cat", "dog", "owl", "fox", "hen", "cow", "pig", "yak", "elk", "ram", "eel", "bee", "ant", "bat", "ape"]
+    colors = ["red", "blue"]
+    speakable = [f"The {color} {animal} sat on the old wooden fence." for animal in animals for color in colors]
+    wrapped = [f"The NASA report said that {sentence[:-1].lower()} all day." for sentence in speakable]
+    (tmp_path / "quotes").write_text("\n%\n".join(speakable + wrapped + ["Go home.", speakable[0]]) + "\n")
+    pools = split_sentences(load_sentences(tmp_path), seed=3)
+    assert len(pools["dev"]) == len(pools["test"]) == 2
+    unspoken = unspoken_sentences(3, tmp_path)
+    expected = {f"the nasa report said that {sentence.text} all day" for sentence in pools["train"]}
+    assert set(unspoken) == expected | {"go home"}
+    assert len(unspoken) == len(set(unspoken))
+    held_out = [sentence.text for sentence in pools["dev"] + pools["test"]]
+    assert not any(held in text for held in held_out for text in unspoken)
 
 
 # --- augmentation ---------------------------------------------------------------------------

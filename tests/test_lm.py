@@ -28,7 +28,8 @@ from service.cli import main as cli_main
 from service.registry import load_entry
 from tests.test_evaluate import save_tiny_model
 from training import evaluate
-from training.lm import build_lm, build_word_lm, encode_all, perplexity
+from training.corpus import load_sentences, split_sentences
+from training.lm import build_lm, build_word_lm, encode_all, perplexity, read_sentences
 from training.manifest import Utterance, write_manifest
 
 CHARS = LabelSet.char()
@@ -160,6 +161,17 @@ def test_lm_command_builds_from_a_manifest_and_evaluate_decodes_with_it(
     assert evaluate.run(parser.parse_args([*common, "--beam-size", "4", "--json"])) == 0
     with pytest.raises(SystemExit, match="--lm is used by beam search"):
         evaluate.run(parser.parse_args(common))
+
+
+def test_lm_text_from_the_corpus_source_adds_the_unspoken_sentences() -> None:
+    """--fortunes-unspoken adds text the corpus never speaks; no dev or test sentence comes with it."""
+    pools = split_sentences(load_sentences(), seed=0)
+    spoken = read_sentences(CHARS, fortunes_split="train")
+    both = read_sentences(CHARS, fortunes_split="train", fortunes_unspoken=True)
+    assert both[: len(spoken)] == spoken == [sentence.text for sentence in pools["train"]]
+    added = both[len(spoken) :]
+    assert len(added) > 0.3 * len(spoken)
+    assert not {sentence.text for sentence in pools["dev"] + pools["test"]} & set(both)
 
 
 def test_recognizer_refuses_an_lm_of_another_label_set(tmp_path: Path) -> None:

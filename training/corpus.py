@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -170,9 +171,8 @@ def _speakable(sentence: str) -> bool:
     )
 
 
-def _candidate_sentences(entry: str) -> Iterator[str]:
-    sentences = (_SPEAKER_LABEL.sub("", raw) for raw in _SENTENCE_END.split(_entry_prose(entry)))
-    return (sentence for sentence in sentences if _speakable(sentence))
+def _raw_sentences(entry: str) -> Iterator[str]:
+    return (_SPEAKER_LABEL.sub("", raw) for raw in _SENTENCE_END.split(_entry_prose(entry)))
 
 
 def _spoken_form(sentence: str, text: str) -> str:
@@ -189,7 +189,7 @@ def load_sentences(directory: Path = FORTUNES_DIR) -> tuple[Sentence, ...]:
     seen: set[str] = set()
     sentences = []
     for entry in _fortune_entries(directory):
-        for sentence in _candidate_sentences(entry):
+        for sentence in filter(_speakable, _raw_sentences(entry)):
             try:
                 text = normalize_text(sentence)
             except LabelError:
@@ -198,6 +198,36 @@ def load_sentences(directory: Path = FORTUNES_DIR) -> tuple[Sentence, ...]:
                 seen.add(text)
                 sentences.append(Sentence(text, _spoken_form(sentence, text)))
     return tuple(sentences)
+
+
+def unspoken_sentences(seed: int, directory: Path = FORTUNES_DIR) -> list[str]:
+    """Normalized sentences of the same text that the corpus never speaks (too short or long, code,
+    acronyms...): more text for language models. None is a pool sentence, and none contains a dev
+    or test sentence of ``seed``, so an LM built with them is still scored on text it never saw."""
+    pools = split_sentences(load_sentences(directory), seed)
+    pooled = {sentence.text for pool in pools.values() for sentence in pool}
+    held_out: defaultdict[tuple[str, ...], list[tuple[str, ...]]] = defaultdict(list)  # by first words
+    for sentence in pools["dev"] + pools["test"]:
+        words = tuple(sentence.text.split())
+        held_out[words[:MIN_WORDS]].append(words)
+    unspoken, seen = [], set()
+    for entry in _fortune_entries(directory):
+        for raw in _raw_sentences(entry):
+            try:
+                text = normalize_text(raw)
+            except LabelError:
+                continue
+            words = tuple(text.split())
+            if text in pooled or text in seen or len(words) < 2:
+                continue
+            seen.add(text)
+            if not any(
+                words[start : start + len(held)] == held
+                for start in range(len(words) - MIN_WORDS + 1)
+                for held in held_out.get(words[start : start + MIN_WORDS], ())
+            ):
+                unspoken.append(text)
+    return unspoken
 
 
 def split_sentences(sentences: Sequence[Sentence], seed: int) -> dict[str, list[Sentence]]:

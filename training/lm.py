@@ -8,7 +8,9 @@ context and keep their raw counts.
 Text sources, in the acoustic model's labels (phone models get espeak-ng's phones of the text):
 ``--text`` files (one sentence per line), ``--manifest`` files (their ``text``, or ``phones`` for
 phone models), and ``--fortunes-split`` (the sentence pool of one split of ``speechlabel corpus
-synth``'s text, e.g. ``train``: disjoint from the dev and test sentences of the same seed).
+synth``'s text, e.g. ``train``: disjoint from the dev and test sentences of the same seed) and
+``--fortunes-unspoken`` (the rest of that text, which the corpus never speaks, less anything that
+holds a dev or test sentence: a third more text for the same LM, measured on dev).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.labels import LabelError, LabelSet, phonemize_batch
 from audiomodels.lm import BOS, UNKNOWN_WORD, NgramLM, WordNgram, pack
-from training.corpus import load_sentences, split_sentences
+from training.corpus import load_sentences, split_sentences, unspoken_sentences
 from training.manifest import ManifestError, read_manifest
 
 Ngram = tuple[int, ...]
@@ -130,6 +132,7 @@ def read_sentences(
     manifests: Sequence[Path] = (),
     fortunes_split: str | None = None,
     seed: int = 0,
+    fortunes_unspoken: bool = False,
 ) -> list[str]:
     """The text of every source, in the label set's form (phone strings for phone models)."""
     texts: list[str] = []
@@ -137,8 +140,10 @@ def read_sentences(
         texts += [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     if fortunes_split:
         texts += [s.text for s in split_sentences(load_sentences(), seed)[fortunes_split]]
+    if fortunes_unspoken:
+        texts += unspoken_sentences(seed)
     if labels.kind == "phone" and texts:
-        texts = phonemize_batch(texts)
+        texts = phonemize_batch(texts, check=False)  # encode_all skips and counts any outside the inventory
     for path in manifests:
         field = "phones" if labels.kind == "phone" else "text"
         texts += [u.target(field) or "" for u in read_manifest(path)]
@@ -164,6 +169,8 @@ def describe_sources(args: argparse.Namespace, sentences: int) -> str:
     sources = [f"text file {Path(p).name}" for p in args.text] + [f"manifest {Path(p).name}" for p in args.manifest]
     if args.fortunes_split:
         sources.append(f"the corpus's fortunes {args.fortunes_split} sentences (seed {args.seed})")
+    if args.fortunes_unspoken:
+        sources.append(f"the unspoken fortunes sentences, none holding a held-out one (seed {args.seed})")
     return f"{', '.join(sources)}: {sentences} sentences"
 
 
@@ -180,7 +187,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", type=Path, action="append", default=[], help="plain text file, one sentence per line")
     parser.add_argument("--manifest", type=Path, action="append", default=[], help="JSONL manifest (text or phones)")
     parser.add_argument("--fortunes-split", choices=["train", "dev", "test"], help="a split of the corpus text pool")
-    parser.add_argument("--seed", type=int, default=0, help="corpus seed of --fortunes-split (default 0)")
+    parser.add_argument(
+        "--fortunes-unspoken",
+        action="store_true",
+        help="also the fortunes sentences the corpus never speaks (none holds a dev or test sentence of --seed)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed of the fortunes options (default 0)")
     parser.add_argument("--dev", type=Path, help="manifest to report the LM's perplexity on")
     parser.add_argument(
         "--word-order", type=int, default=3, help="order of the word n-gram stored with it (default 3; 0 = none)"
@@ -193,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         labels = LabelSet.from_config(load_checkpoint(args.checkpoint).config.labels)
-        texts = read_sentences(labels, args.text, args.manifest, args.fortunes_split, args.seed)
+        texts = read_sentences(labels, args.text, args.manifest, args.fortunes_split, args.seed, args.fortunes_unspoken)
         encoded, skipped = encode_all(texts, labels)
         lm = build_lm(encoded, len(labels), args.order, labels.symbols, describe_sources(args, len(encoded)))
         if args.word_order > 0 and labels.word_separator:
