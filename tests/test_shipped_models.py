@@ -1,0 +1,27 @@
+"""The files in models/: within the size the product promises, loadable, each LM built for its model's labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audiomodels.checkpoint import load_checkpoint
+from audiomodels.labels import LabelSet
+from audiomodels.lm import NgramLM, lm_beside
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+MAX_BYTES = 25_000_000  # per shipped file (the issue's budget for a model; its LM gets the same)
+
+
+@pytest.mark.parametrize("name", ["char", "phone"])
+def test_shipped_model_and_its_lm_fit_the_budget_and_belong_together(name: str) -> None:
+    checkpoint_path = MODELS / f"{name}.ckpt"
+    lm_path = lm_beside(checkpoint_path)
+    assert checkpoint_path.stat().st_size <= MAX_BYTES and lm_path.stat().st_size <= MAX_BYTES
+    checkpoint = load_checkpoint(checkpoint_path)
+    assert checkpoint.config.labels.kind == name
+    assert checkpoint.metadata["evaluation"]["test"]  # exported with held-out scores, not a raw run checkpoint
+    lm = NgramLM.load(lm_path)
+    lm.check_labels(LabelSet.from_config(checkpoint.config.labels).symbols)
+    assert checkpoint.metadata["lm"]["ngrams"] == len(lm.log_probs)  # the card describes this very LM
