@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from service.registry import load_entry
 from tests.test_evaluate import save_tiny_model
 from training import evaluate
 from training.corpus import load_sentences, split_sentences
-from training.lm import build_lm, build_word_lm, encode_all, perplexity, read_sentences
+from training.lm import build_lm, build_word_lm, encode_all, kn_discounts, perplexity, read_sentences
 from training.manifest import Utterance, write_manifest
 
 CHARS = LabelSet.char()
@@ -65,6 +66,16 @@ def test_every_history_gets_a_proper_distribution(order: int) -> None:
     for history in histories:
         total = sum(math.exp(lm.log_prob(history, label)) for label in vocabulary)
         assert total == pytest.approx(1.0, abs=1e-9), history
+
+
+def test_discounts_follow_the_count_of_counts_and_fall_back_on_tiny_texts() -> None:
+    """Modified Kneser-Ney: grams seen once, twice and 3+ times lose more the more often they were seen."""
+    of_counts = {1: 10, 2: 5, 3: 3, 4: 2}  # how many grams were seen c times
+    counts = Counter({(gram, c): c for c, n in of_counts.items() for gram in range(n)})
+    y = 10 / (10 + 2 * 5)
+    assert kn_discounts(counts) == pytest.approx((1 - 2 * y * 5 / 10, 2 - 3 * y * 3 / 5, 3 - 4 * y * 2 / 3))
+    del counts[(0, 4)], counts[(1, 4)]  # no gram seen four times: one discount for all
+    assert kn_discounts(counts) == (y, y, y)
 
 
 def test_word_model_keeps_repeated_words_and_gives_the_rest_to_the_unknown_word() -> None:
@@ -113,7 +124,7 @@ def test_word_model_fixes_a_word_the_label_model_misses() -> None:
     lm = char_lm(2)
     labels_only = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, fusion=Fusion(lm, 0.8, 1.0)))
     lm.words = word_lm(2, min_count=1)
-    with_words = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, fusion=Fusion(lm, 0.8, 1.0, 0.5, 0.0)))
+    with_words = CHARS.decode(prefix_beam_search(log_probs, beam_size=8, fusion=Fusion(lm, 0.8, 1.0, 0.8, 0.0)))
     assert (labels_only, with_words) == ("see shore", "sea shore")
 
 
