@@ -93,9 +93,15 @@ class ModelConfig:
     proj_dim: int = 256  # width of the input projection before the GRU stack
     hidden_size: int = 256  # GRU units per direction
     num_layers: int = 3  # bidirectional GRU layers
+    residual_layers: int = 0  # more layers on top, each adding a projection of its output to its input
     dropout: float = 0.1  # dropout between layers (training only)
     stream_chunk: int = 20  # model frames per streaming step (20 x 30 ms = 600 ms)
     stream_right_context: int = 10  # look-ahead frames per streaming step (300 ms)
+
+    @property
+    def stacked_layers(self) -> int:
+        """All GRU layers, plain and residual: the number of forward states a stream carries."""
+        return self.num_layers + self.residual_layers
 
     @property
     def streaming(self) -> Chunking:

@@ -129,6 +129,14 @@ def _take_frames(frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return frames.reshape(items * steps, dim).index_select(0, rows.reshape(-1)).view(items, steps, dim)
 
 
+def _zero_linear(width: int) -> nn.Linear:
+    """A square linear map that starts as the zero map."""
+    linear = nn.Linear(width, width)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
 def _context_lengths(lengths: torch.Tensor, num_chunks: int, chunking: Chunking) -> torch.Tensor:
     """(B,) utterance lengths -> (B, N) valid look-ahead frames after each chunk."""
     chunk_ends = (torch.arange(num_chunks, device=lengths.device) + 1) * chunking.chunk
@@ -147,7 +155,13 @@ class AcousticModel(nn.Module):
         self.input_projection = nn.Sequential(nn.Linear(config.input_dim, config.proj_dim), nn.ReLU())
         self.layers = nn.ModuleList(
             BiGRULayer(config.proj_dim if index == 0 else 2 * config.hidden_size, config.hidden_size)
-            for index in range(config.num_layers)
+            for index in range(config.stacked_layers)
+        )
+        # Residual layers grow a trained stack deeper: x + W layer(x) + b, W and b starting at zero so a
+        # model grown from a checkpoint begins as exactly that model. A full matrix rather than a gate
+        # per channel: gates at zero grew ~0.002 in 500 steps of Adam, too slow to let the layer count.
+        self.residual_projections = nn.ModuleList(
+            _zero_linear(2 * config.hidden_size) for _ in range(config.residual_layers)
         )
         self.dropout = nn.Dropout(config.dropout)
         self.output_projection = nn.Linear(2 * config.hidden_size, config.num_labels)
@@ -194,7 +208,7 @@ class AcousticModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One chunk for each of B streams: main (B, C, D) + look-ahead (B, R, D) features.
 
-        ``states`` (num_layers, B, H) are the forward states carried from each stream's previous
+        ``states`` (stacked_layers, B, H) are the forward states carried from each stream's previous
         chunk (None = stream start). Returns the main frames' log-probs (B, C, V) and the new
         states. An item's look-ahead may only be non-empty when its main chunk is full.
         """
@@ -212,10 +226,14 @@ class AcousticModel(nn.Module):
         context = self.input_projection((context - self.feature_mean) / self.feature_std)
         final_states = []
         for index, layer in enumerate(self.layers):
-            if index > 0:
-                main, context = self.dropout(main), self.dropout(context)
+            inputs = (self.dropout(main), self.dropout(context)) if index > 0 else (main, context)
             state = None if states is None else states[index]
-            main, context, final_state = layer(main, main_lengths, context, context_lengths, state)
+            out_main, out_context, final_state = layer(inputs[0], main_lengths, inputs[1], context_lengths, state)
+            if index < self.config.num_layers:
+                main, context = out_main, out_context
+            else:
+                projection = self.residual_projections[index - self.config.num_layers]
+                main, context = main + projection(out_main), context + projection(out_context)
             final_states.append(final_state)
         log_probs = self.output_projection(self.dropout(main)).log_softmax(dim=-1)
         return log_probs, torch.stack(final_states)

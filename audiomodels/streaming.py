@@ -91,7 +91,7 @@ def step_streams(model: AcousticModel, chunks: list[ChunkInput]) -> list[tuple[t
     if any(len(c.context) and len(c.main) < main.shape[1] for c in chunks):  # its look-ahead would not follow it
         raise ValueError("a chunk with look-ahead must have a full main part")
     config = model.config
-    zeros = torch.zeros(config.num_layers, config.hidden_size)
+    zeros = torch.zeros(config.stacked_layers, config.hidden_size)
     states = torch.stack([zeros if c.state is None else c.state for c in chunks], dim=1)
     log_probs, new_states = model.forward_chunk(
         main.to(device),

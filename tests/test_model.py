@@ -1,6 +1,8 @@
-"""BiGRU-CTC model: shapes, padding invariance, normalization buffers."""
+"""BiGRU-CTC model: shapes, padding invariance, normalization buffers, growing by residual layers."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,3 +62,16 @@ def test_dropout_only_in_training_mode(model: AcousticModel) -> None:
     assert torch.equal(dropout_model(features, lengths)[0], dropout_model(features, lengths)[0])
     dropout_model.train()
     assert not torch.equal(dropout_model(features, lengths)[0], dropout_model(features, lengths)[0])
+
+
+@pytest.mark.parametrize("chunking", [None, Chunking(4, 3)], ids=["full", "chunked"])
+def test_a_grown_model_starts_as_the_model_it_grew_from(model: AcousticModel, chunking: Chunking | None) -> None:
+    grown = AcousticModel(replace(model.config, residual_layers=2)).eval()
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith(("layers.2.", "layers.3.", "residual_projections.")) for name in missing)
+    features, lengths = torch.randn(2, 13, 12), torch.tensor([13, 6])
+    assert torch.equal(grown(features, lengths, chunking)[0], model(features, lengths, chunking)[0])
+    with torch.no_grad():
+        grown.residual_projections[1].bias.fill_(0.5)
+    assert not torch.allclose(grown(features, lengths, chunking)[0], model(features, lengths, chunking)[0])
+    assert grown.num_parameters() > model.num_parameters()

@@ -23,15 +23,25 @@ from training.train import training_chunking
 @pytest.fixture(scope="module")
 def model() -> AcousticModel:
     torch.manual_seed(0)
-    return AcousticModel(ModelConfig(input_dim=12, num_labels=7, proj_dim=16, hidden_size=8, num_layers=3)).eval()
+    config = ModelConfig(input_dim=12, num_labels=7, proj_dim=16, hidden_size=8, num_layers=2, residual_layers=1)
+    return with_open_residuals(AcousticModel(config)).eval()
+
+
+def with_open_residuals(model: AcousticModel) -> AcousticModel:
+    """Residual layers start shut (zero projections); random projections make them count."""
+    with torch.no_grad():
+        for projection in model.residual_projections:
+            projection.weight.normal_(std=0.3)
+            projection.bias.normal_(std=0.3)
+    return model
 
 
 @pytest.fixture(scope="module")
 def recognizer() -> Recognizer:
     """A random small model behind the real featurizer (exactness does not need a trained one)."""
     torch.manual_seed(1)
-    config = AcousticConfig(model=ModelConfig(proj_dim=32, hidden_size=16, num_layers=2, num_labels=29))
-    return Recognizer(config, AcousticModel(config.model))
+    config = AcousticConfig(model=ModelConfig(proj_dim=32, hidden_size=16, num_layers=2, residual_layers=1, num_labels=29))
+    return Recognizer(config, with_open_residuals(AcousticModel(config.model)))
 
 
 def reference_chunked(model: AcousticModel, features: torch.Tensor, chunking: Chunking) -> torch.Tensor:
@@ -47,7 +57,9 @@ def reference_chunked(model: AcousticModel, features: torch.Tensor, chunking: Ch
             forward, _ = layer.forward_gru(hidden[None], states[index])
             states[index] = forward[:, main_end - start - 1][None].contiguous()  # carried from the chunk's last main frame
             backward, _ = layer.backward_gru(hidden.flip(0)[None])
-            hidden = torch.cat([forward[0], backward[0].flip(0)], dim=-1)
+            output = torch.cat([forward[0], backward[0].flip(0)], dim=-1)
+            residual = index - model.config.num_layers  # residual layers add a projection of their output
+            hidden = output if residual < 0 else hidden + model.residual_projections[residual](output)
         outputs.append(model.output_projection(hidden[: main_end - start]).log_softmax(-1))
     return torch.cat(outputs)
 

@@ -228,6 +228,24 @@ def test_fine_tuning_refuses_a_checkpoint_of_another_shape(trained_run: Path, co
                   "--set", f"init_from={trained_run / 'best.ckpt'}", "--set", "model.hidden_size=24"])
 
 
+def test_fine_tuning_grows_a_checkpoint_by_a_residual_layer_that_starts_shut(
+    trained_run: Path, corpus: Path, tmp_path: Path
+) -> None:
+    source = trained_run / "best.ckpt"
+    run_dir = tmp_path / "grown"
+    arguments = ["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),
+                 "--no-progress", "--set", "model.residual_layers=1"]
+    assert cli_main([*arguments, "--out", str(run_dir), "--set", f"init_from={source}", "--set", "max_steps=20",
+                     "--set", "eval_every=20", "--set", "checkpoint_every=20"]) == 0
+    dev = [m for m in read_metrics(run_dir) if "dev_cer" in m]
+    assert dev[0]["dev_cer"] == load_checkpoint(source).metadata["metrics"]["dev_cer"]  # exactly the source at first
+    grown = load_checkpoint(run_dir / "last.ckpt")
+    assert grown.config.model.stacked_layers == load_checkpoint(source).config.model.num_layers + 1
+    assert grown.state_dict["residual_projections.0.weight"].abs().sum() > 0  # the new layer has started to count
+    with pytest.raises(ValueError, match="does not match"):  # a deeper checkpoint cannot start a shallower run
+        cli_main([*arguments[:-2], "--out", str(tmp_path / "shallow"), "--set", f"init_from={run_dir / 'last.ckpt'}"])
+
+
 def test_kill_9_then_resume_finishes_the_run(corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "service.cli", "train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),

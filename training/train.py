@@ -188,15 +188,28 @@ class TrainingRun:
             self.initialize_normalization()
 
     def load_initial_checkpoint(self, path: Path) -> None:
-        """Fine-tuning start: the checkpoint must have this run's labels and layer sizes."""
+        """Fine-tuning start: the checkpoint must have this run's labels and layer sizes, or fewer
+        residual layers (the run grows it: the new layers start as the identity, see ``model.py``)."""
         checkpoint = load_checkpoint(path)
         mine, theirs = self.acoustic_config, checkpoint.config
-        if (mine.labels, mine.features) != (theirs.labels, theirs.features) or any(
-            getattr(mine.model, name) != getattr(theirs.model, name)
-            for name in ("input_dim", "num_labels", "proj_dim", "hidden_size", "num_layers")
+        if (
+            (mine.labels, mine.features) != (theirs.labels, theirs.features)
+            or any(
+                getattr(mine.model, name) != getattr(theirs.model, name)
+                for name in ("input_dim", "num_labels", "proj_dim", "hidden_size", "num_layers")
+            )
+            or theirs.model.residual_layers > mine.model.residual_layers
         ):
             raise ValueError(f"{path} does not match this run's labels, features or model size; cannot start from it")
-        self.model.load_state_dict(checkpoint.state_dict)
+        missing, unexpected = self.model.load_state_dict(checkpoint.state_dict, strict=False)
+        grown = range(theirs.model.stacked_layers, mine.model.stacked_layers)
+        new_names = tuple(f"layers.{i}." for i in grown) + tuple(
+            f"residual_projections.{i - mine.model.num_layers}." for i in grown
+        )
+        if unexpected or any(not name.startswith(new_names) for name in missing):
+            raise ValueError(f"{path}: weights do not fit this model (missing {missing}, unexpected {unexpected})")
+        if grown:
+            tqdm.write(f"grown from {theirs.model.stacked_layers} to {mine.model.stacked_layers} layers")
 
     def initialize_normalization(self) -> None:
         """Global MFCC statistics over (a subset of) the training data, stored in the model."""
