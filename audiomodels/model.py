@@ -226,9 +226,9 @@ class AcousticModel(nn.Module):
         context = self.input_projection((context - self.feature_mean) / self.feature_std)
         final_states = []
         for index, layer in enumerate(self.layers):
-            inputs = (self.dropout(main), self.dropout(context)) if index > 0 else (main, context)
+            in_main, in_context = (self.dropout(main), self.dropout(context)) if index > 0 else (main, context)
             state = None if states is None else states[index]
-            out_main, out_context, final_state = layer(inputs[0], main_lengths, inputs[1], context_lengths, state)
+            out_main, out_context, final_state = layer(in_main, main_lengths, in_context, context_lengths, state)
             if index < self.config.num_layers:
                 main, context = out_main, out_context
             else:
