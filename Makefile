@@ -13,7 +13,7 @@ VOICE_PACKAGES := festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspi
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices test demo bench bench-accuracy bench-streaming bench-robustness clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness clean
 
 install: $(STAMP)
 
@@ -68,6 +68,18 @@ bench-robustness: install $(TEST_SPLIT)
 
 $(TEST_SPLIT): | install
 	$(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper
+
+# The shipped models' three training corpora, as the README's Retraining recipe names them (~13 min on 2 cores;
+# deterministic, so a fresh machine gets the same utterances and the same held-out test splits).
+corpora: $(TEST_SPLIT) data/corpus-voices/test.jsonl data/corpus-extra/test.jsonl
+
+data/corpus-voices/test.jsonl: | install voices
+	$(VENV)/bin/speechlabel corpus synth --out data/corpus-voices --hours 4 --seed 0 \
+		--engines rhvoice,pico,mbrola --hold-out cmu-slt --sentence-offset 10000
+
+data/corpus-extra/test.jsonl: | install voices
+	$(VENV)/bin/speechlabel corpus synth --out data/corpus-extra --hours 5 --seed 0 --engines festival-extra \
+		--hold-out cmu-slt,mbrola-us3,pico-lh0 --sentence-offset 13100
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -187,3 +187,36 @@ def test_nonfree_sources_script_writes_a_deb822_entry_for_this_release(tmp_path:
     assert fields["Suites"] == release["VERSION_CODENAME"].strip('"')
     assert fields["Components"] == "contrib non-free" and fields["Types"] == "deb"
     assert Path(fields["Signed-By"]).name == "debian-archive-keyring.gpg"
+
+
+def _corpus_recipes(text: str) -> dict[str, list[str]]:
+    """``speechlabel corpus synth`` argument lists in shell text, by ``--out``, without ``--jobs``
+    (a choice of the machine, not of the corpus)."""
+    recipes = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        words = [re.sub(r"^\S*/speechlabel$", "speechlabel", word) for word in shlex.split(line, comments=True)]
+        for argv in invocations(words):
+            if argv[:2] != ["corpus", "synth"]:
+                continue
+            if "--jobs" in argv:
+                index = argv.index("--jobs")
+                del argv[index : index + 2]
+            recipes[_option(argv, "--out")] = argv
+    return recipes
+
+
+def test_make_corpora_synthesizes_the_readme_retraining_corpora() -> None:
+    """`make corpora` is the one-command form of the recipe the shipped models were trained on: a
+    drifted flag would give a fresh machine other utterances and other held-out test splits."""
+    makefile = _corpus_recipes((REPO / "Makefile").read_text())
+    readme = (REPO / "README.md").read_text()
+    retraining = re.search(r"^## Retraining\n+```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
+    assert retraining, "README.md has no Retraining recipe"
+    assert set(makefile) == {"data/corpus", "data/corpus-voices", "data/corpus-extra"}
+    assert makefile == _corpus_recipes(retraining[1])
+    corpora = re.search(r"^corpora: (.+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert corpora and set(corpora[1].replace("$(TEST_SPLIT)", "data/corpus/test.jsonl").split()) == {
+        f"{out}/test.jsonl" for out in makefile
+    }
+    for argv in makefile.values():
+        build_parser(argv[0]).parse_args(argv)  # SystemExit fails the test with argparse's message
