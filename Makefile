@@ -69,7 +69,7 @@ bench-robustness: install $(TEST_SPLIT)
 $(TEST_SPLIT): | install
 	$(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper
 
-# The shipped models' three training corpora, as the README's Retraining recipe names them (~13 min on 2 cores;
+# The shipped models' three training corpora, as the README's Retraining recipe names them (12-16 min on 2 cores;
 # deterministic, so a fresh machine gets the same utterances and the same held-out test splits).
 corpora: $(TEST_SPLIT) data/corpus-voices/test.jsonl data/corpus-extra/test.jsonl
 
