@@ -32,7 +32,7 @@ def invocations(command: list[str] | str) -> list[list[str]]:
         words = shlex.split(words[2])
     found = []
     for index, word in enumerate(words):
-        if word == "speechlabel":
+        if word == "speechlabel" or word.endswith("/speechlabel"):  # also .venv/bin/speechlabel
             rest = words[index + 1 :]
             end = next((i for i, w in enumerate(rest) if w in SHELL_SEPARATORS), len(rest))
             found.append(rest[:end])
@@ -194,8 +194,7 @@ def _corpus_recipes(text: str) -> dict[str, list[str]]:
     (a choice of the machine, not of the corpus)."""
     recipes = {}
     for line in text.replace("\\\n", " ").splitlines():
-        words = [re.sub(r"^\S*/speechlabel$", "speechlabel", word) for word in shlex.split(line, comments=True)]
-        for argv in invocations(words):
+        for argv in invocations(shlex.split(line, comments=True)):
             if argv[:2] != ["corpus", "synth"]:
                 continue
             if "--jobs" in argv:
@@ -208,14 +207,16 @@ def _corpus_recipes(text: str) -> dict[str, list[str]]:
 def test_make_corpora_synthesizes_the_readme_retraining_corpora() -> None:
     """`make corpora` is the one-command form of the recipe the shipped models were trained on: a
     drifted flag would give a fresh machine other utterances and other held-out test splits."""
-    makefile = _corpus_recipes((REPO / "Makefile").read_text())
+    makefile_text = (REPO / "Makefile").read_text()
+    makefile = _corpus_recipes(makefile_text)
     readme = (REPO / "README.md").read_text()
     retraining = re.search(r"^## Retraining\n+```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
     assert retraining, "README.md has no Retraining recipe"
     assert set(makefile) == {"data/corpus", "data/corpus-voices", "data/corpus-extra"}
     assert makefile == _corpus_recipes(retraining[1])
-    corpora = re.search(r"^corpora: (.+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
-    assert corpora and set(corpora[1].replace("$(TEST_SPLIT)", "data/corpus/test.jsonl").split()) == {
+    corpora = re.search(r"^corpora: (.+)$", makefile_text, re.MULTILINE)
+    (test_split,) = _makefile_list("TEST_SPLIT")
+    assert corpora and set(corpora[1].replace("$(TEST_SPLIT)", test_split).split()) == {
         f"{out}/test.jsonl" for out in makefile
     }
     for argv in makefile.values():
