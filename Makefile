@@ -13,7 +13,7 @@ VOICE_PACKAGES := festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspi
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps clean
 
 install: $(STAMP)
 
@@ -65,6 +65,10 @@ bench-streaming: install $(TEST_SPLIT)
 # Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, in three rooms and on a phone line, both shipped models.
 bench-robustness: install $(TEST_SPLIT)
 	$(PY) benchmarks/robustness.py --checkpoints models/char.ckpt models/phone.ckpt
+
+# Both shipped models plainly vs with the warp ensemble (--warps), greedy and beam 8 + LM, on dev and the held-out tests.
+bench-warps: install corpora
+	$(PY) benchmarks/warp_ensemble.py --checkpoints models/char.ckpt models/phone.ckpt
 
 $(TEST_SPLIT): | install
 	$(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper

@@ -11,6 +11,7 @@ model call, and the log-probs equal the offline chunked computation of the same 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ import torchaudio
 from audiomodels.config import Chunking
 from audiomodels.features import Featurizer, StreamingFeaturizer
 from audiomodels.model import AcousticModel
+from audiomodels.warp import mean_posterior, warp_features
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class ChunkInput:
 
     main: torch.Tensor  # (m, D) frames to emit, m <= C
     context: torch.Tensor  # (r, D) look-ahead frames, r <= R (only with a full main chunk)
-    state: torch.Tensor | None  # (num_layers, H) forward states carried from the previous chunk
+    state: torch.Tensor | None  # (num_layers, H) forward states carried from the previous chunk; (K, ...) for K warps
     chunking: Chunking  # the stream's; only chunks of one chunking are stepped together
 
 
@@ -83,8 +85,38 @@ class ChunkedStream:
 
 
 @torch.inference_mode()
-def step_streams(model: AcousticModel, chunks: list[ChunkInput]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """One padded model call for many streams' chunks -> [(log_probs (m, V), state (L, H))]."""
+def step_streams(
+    model: AcousticModel, chunks: list[ChunkInput], warp_matrices: Sequence[torch.Tensor] = ()
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One padded model call for many streams' chunks -> [(log_probs (m, V), state (L, H))].
+
+    With ``warp_matrices`` (a recognizer's warp ensemble, :attr:`Recognizer.warp_matrices`) every
+    chunk is stepped once per warp in the same call, each warp carrying its own states, so a
+    stream's state is ``(K, L, H)`` and its log-probs are the mean posterior of the K passes: the
+    offline ensemble's, chunk by chunk.
+    """
+    if not warp_matrices:
+        return _step(model, chunks)
+    count = len(warp_matrices)
+    warped = [
+        ChunkInput(
+            warp_features(c.main, matrix),
+            warp_features(c.context, matrix),
+            None if c.state is None else c.state[k],
+            c.chunking,
+        )
+        for c in chunks
+        for k, matrix in enumerate(warp_matrices)
+    ]
+    outputs = _step(model, warped)
+    results = []
+    for first in range(0, len(outputs), count):
+        passes = outputs[first : first + count]
+        results.append((mean_posterior([log_probs for log_probs, _ in passes]), torch.stack([s for _, s in passes])))
+    return results
+
+
+def _step(model: AcousticModel, chunks: list[ChunkInput]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     device = model.feature_mean.device
     main = torch.nn.utils.rnn.pad_sequence([c.main for c in chunks], batch_first=True)
     context = torch.nn.utils.rnn.pad_sequence([c.context for c in chunks], batch_first=True)

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.streaming import ChunkInput
+from audiomodels.warp import add_warps_argument
 from service import logs, mapping
 from service.auth import BearerTokenInterceptor, token_from
 from service.batcher import Batcher, BatchSettings
@@ -290,6 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-model", help="model for requests that name none (default: char, else the first)")
     parser.add_argument("--workers", type=int, default=2, help="inference threads")
     parser.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per model call (0 = torch default)")
+    add_warps_argument(parser)  # Recognize and Align calls; live streams take one pass per chunk
     parser.add_argument("--grace-s", type=float, default=10.0, help="shutdown grace period for open calls")
     parser.add_argument("--auth-token", help="require 'authorization: Bearer TOKEN' (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
@@ -326,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     try:
-        models = ModelRegistry.load_dir(args.models, default=args.default_model)
+        models = ModelRegistry.load_dir(args.models, default=args.default_model, warps=args.warps)
     except CheckpointError as error:
         log.error("cannot serve: %s", error)
         return 2

@@ -103,7 +103,8 @@ class StreamBatcher:
     async def _compute(self, entry: ModelEntry, batch: list[_Queued]) -> None:
         self._on_batch(entry.name, len(batch))
         try:
-            outputs, seconds = await self._run(partial(step_streams, entry.recognizer.model, [q.chunk for q in batch]))
+            chunks, warps = [q.chunk for q in batch], entry.recognizer.warp_matrices
+            outputs, seconds = await self._run(partial(step_streams, entry.recognizer.model, chunks, warps))
         except Exception as error:  # a fault in the model call fails the streams in it, not the worker
             for queued in batch:
                 if not queued.future.done():

@@ -17,6 +17,7 @@ import torch
 
 from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
+from audiomodels.warp import add_warps_argument
 from service.auth import token_from
 from service.batch import JobError, JobOptions, LocalSettings, LocalTranscriber, RemoteTranscriber, Transcriber, run_job
 from service.client import Connection
@@ -75,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at most 4; 1 = the model runs in this process with --threads)",
     )
     add_fusion_arguments(local)
+    add_warps_argument(local)
     local.add_argument(
         "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
     )
@@ -110,10 +112,10 @@ def _option(parse: Callable[[str], T]) -> Callable[[str], T]:
 def transcriber(args: argparse.Namespace) -> Transcriber:
     """A :class:`RemoteTranscriber` with ``--server``, else a :class:`LocalTranscriber` on the chosen model."""
     if args.server:
-        if args.checkpoint or args.lm:
+        if args.checkpoint or args.lm or args.warps:
             raise JobError(
-                "--checkpoint and --lm are for local recognition; with --server choose the model with --model "
-                "(the server uses the LM it ships beside the model for beam search)"
+                "--checkpoint, --lm and --warps are for local recognition; with --server choose the model with "
+                "--model (the server uses the LM it ships beside the model for beam search, and its own --warps)"
             )
         connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
         return RemoteTranscriber(connection, args.model or "", args.beam_size, args.concurrency)
@@ -130,7 +132,7 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
         fusion = fusion_from_args(args, checkpoint)
     except LMError as error:
         raise JobError(str(error)) from None
-    recognizer = Recognizer.from_checkpoint(checkpoint, precision=args.precision, fusion=fusion)
+    recognizer = Recognizer.from_checkpoint(checkpoint, precision=args.precision, fusion=fusion, warps=args.warps)
     return LocalTranscriber(recognizer, model, settings)
 
 

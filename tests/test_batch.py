@@ -24,6 +24,8 @@ from service import segmenter
 from service.batch import LOCK_FILE, RESULTS_FILE, DecodedFile, _groups
 from service.cli import main as cli_main
 from service.inputs import InputError, expand_inputs, output_stem, shard_inputs
+from service.registry import ModelRegistry
+from tests.grpc_harness import LoopbackServer
 from tests.test_formats import assert_monotonic_cues, parse_srt
 
 pytestmark = pytest.mark.slow
@@ -339,3 +341,23 @@ def test_server_mode_gives_the_local_results(grpc_server, checkpoint: str, speec
     assert remote_records[0]["segments"] == local_records[0]["segments"]
     assert remote_records[0]["model"] == "tiny" and "decode" in remote_records[-1]["error"]
     assert len(list(remote.glob("*.TextGrid"))) == 4
+
+
+def test_a_warp_ensemble_server_gives_the_warp_ensemble_local_results(
+    model_dir: Path, checkpoint: str, speech_files, tmp_path: Path
+) -> None:
+    """``--warps`` reaches the server's recognizers and the local job alike, and changes the scores."""
+    inputs = list(speech_files.values())
+    server = LoopbackServer(ModelRegistry.load_dir(model_dir, warps=(0.95, 1.05)), workers=1)
+    try:
+        remote_argv = ["--server", server.address, "--model", "tiny"]
+        assert transcribe(*inputs, "--out", tmp_path / "remote", *remote_argv) == 0
+        assert transcribe(*inputs, "--out", tmp_path / "refused", *remote_argv, "--warps", "0.95,1.05") == 2
+    finally:
+        server.close()
+    local_options = ["--checkpoint", checkpoint, "--workers", "0", "--precision", "float32"]
+    assert transcribe(*inputs, "--out", tmp_path / "local", *local_options, "--warps", "0.95,1.05") == 0
+    assert transcribe(*inputs, "--out", tmp_path / "plain", *local_options) == 0
+    remote, local, plain = (read_log(tmp_path / name) for name in ("remote", "local", "plain"))
+    assert [r["segments"] for r in remote] == [r["segments"] for r in local]
+    assert [r["segments"] for r in local] != [r["segments"] for r in plain]

@@ -619,6 +619,32 @@ def test_shutdown_finishes_open_streams_with_their_finals(model_dir: Path, pcm) 
         server.close()
 
 
+def test_a_warp_ensemble_server_streams_and_recognizes_like_its_offline_twins(
+    model_dir: Path, recognizer: Recognizer, streaming: Recognizer, pcm
+) -> None:
+    """``serve --warps``: Recognize and live streams both run the ensemble, each equal to its offline
+    twin with the same warps, and neither equals the plain model (the warps reach both paths)."""
+    warps, data = (0.95, 1.05), pcm["seven green apples"]
+    server = LoopbackServer(ModelRegistry.load_dir(model_dir, warps=warps), workers=1)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            warped = pb_grpc.SpeechLabelerStub(channel)
+            (streamed,) = stream(warped, raw_config(word_time_offsets=True), chunks(data, [4410]))
+            (recognized,) = warped.Recognize(
+                pb.RecognizeRequest(config=raw_config(word_time_offsets=True), audio=data)
+            ).results
+            server.wait_for_no_streams()
+    finally:
+        server.close()
+    twins = {"stream": (streamed, streaming), "recognize": (recognized, recognizer)}
+    for name, (result, plain) in twins.items():
+        ensemble = Recognizer(plain.config, plain.model, chunking=plain.chunking, warps=warps)
+        assert result.alternatives[0].transcript == offline(ensemble, data).text, name
+        assert_same_words(list(result.alternatives[0].words), offline(ensemble, data))
+        confidences = [w.confidence for w in result.alternatives[0].words]
+        assert confidences != pytest.approx([w.confidence for w in offline(plain, data).words], abs=2e-3), name
+
+
 def test_bearer_token_guards_everything_but_health(model_dir: Path, pcm) -> None:
     server = LoopbackServer(ModelRegistry.load_dir(model_dir), workers=1, auth_token="s3cret")
     try:

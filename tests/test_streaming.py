@@ -207,3 +207,25 @@ def test_a_latency_becomes_chunk_plus_a_third_of_look_ahead() -> None:
     assert Chunking.for_latency(0.06, 0.03) == Chunking(2, 0)
     with pytest.raises(ValueError, match="under two model frames"):
         Chunking.for_latency(0.059, 0.03)
+
+
+def test_a_warp_ensemble_stream_equals_the_offline_warp_ensemble(recognizer: Recognizer) -> None:
+    """Streams stepped with a recognizer's warps (each with its own carried states, batched with a
+    plain-length stream) give the offline chunked ensemble's log-probs."""
+    chunking = Chunking(6, 3)
+    ensemble = Recognizer(recognizer.config, recognizer.model, chunking=chunking, warps=(0.9, 1.0, 1.12))
+    audios = [chirp_with_noise(seconds, seed=index) for index, seconds in enumerate((0.9, 0.55))]
+    expected, lengths = ensemble.emissions(audios)
+    streams = [ChunkedStream(recognizer.featurizer, chunking) for _ in audios]
+    emitted: list[list[torch.Tensor]] = [[] for _ in audios]
+    for stream, audio in zip(streams, audios):
+        stream.accept(audio)
+        stream.end()
+    while ready := [(index, chunk) for index, stream in enumerate(streams) if (chunk := stream.ready()) is not None]:
+        outputs = step_streams(recognizer.model, [chunk for _, chunk in ready], ensemble.warp_matrices)
+        for (index, chunk), (log_probs, state) in zip(ready, outputs):
+            assert state.shape[0] == 3  # one carried state per warp
+            streams[index].advance(chunk, state)
+            emitted[index].append(log_probs)
+    for index, length in enumerate(lengths):
+        torch.testing.assert_close(torch.cat(emitted[index]), expected[index, :length], atol=1e-5, rtol=0)

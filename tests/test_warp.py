@@ -1,14 +1,21 @@
-"""Vocal tract length perturbation: the MFCC-domain warp moves formants like a shorter/longer tract."""
+"""Frequency warps of MFCCs: the warp moves formants like a shorter/longer tract (VTLP in training),
+and the recognizer's warp ensemble averages the posteriors of warped passes (inference)."""
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from audiomodels.audio import load_audio
+from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import FeatureConfig
 from audiomodels.features import Featurizer
-from training.warp import warp_features, warp_matrix
+from audiomodels.recognizer import Recognizer
+from audiomodels.warp import parse_warps, warp_features, warp_matrix
 
 CONFIG = FeatureConfig()
 FORMANTS_HZ = (500.0, 1500.0, 2500.0)  # a neutral vowel of a long vocal tract
@@ -58,3 +65,53 @@ def test_stacked_frames_are_warped_copy_by_copy() -> None:
 def test_non_positive_factor_is_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         warp_matrix(CONFIG, 0.0)
+
+
+def test_batched_frames_are_warped_like_single_utterances() -> None:
+    batch = torch.randn(3, 7, CONFIG.model_input_dim)
+    matrix = warp_matrix(CONFIG, 0.9)
+    expected = torch.stack([warp_features(item, matrix) for item in batch])
+    torch.testing.assert_close(warp_features(batch, matrix), expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("0.5,1", "lie in 0.7-1.4"), ("1,1", "must differ"), ("0.9,x", "could not convert"), ("", "could not convert")],
+)
+def test_bad_warp_lists_are_usage_errors(text: str, message: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        parse_warps(text)
+
+
+def test_warp_list_parses() -> None:
+    assert parse_warps("0.88,1,1.12") == (0.88, 1.0, 1.12)
+
+
+def test_warp_ensemble_averages_the_posteriors_of_its_passes(
+    trained: tuple[Path, list[float]], speech_files: dict[str, Path]
+) -> None:
+    """In a padded batch of unequal utterances every frame is the mean probability of the warped
+    passes; a one-pass ensemble at factor 1 is the plain recognizer."""
+    checkpoint = load_checkpoint(trained[0])
+    plain = Recognizer(checkpoint.config, checkpoint.build_model())
+    factors = (0.9, 1.0, 1.1)
+    ensemble = Recognizer(plain.config, plain.model, warps=factors)
+    waveforms = [load_audio(path) for path in speech_files.values()][:3]
+    log_probs, lengths = ensemble.emissions(waveforms)
+
+    features, feature_lengths = plain.featurizer.batch(waveforms)
+    with torch.inference_mode():
+        passes = [
+            plain.model(warp_features(features, warp_matrix(plain.config.features, w)), feature_lengths)[0].exp()
+            for w in factors
+        ]
+    expected = torch.stack(passes).mean(dim=0).log()
+    assert lengths.tolist() == feature_lengths.tolist() and len(set(lengths.tolist())) == 3
+    for row, length in enumerate(lengths):
+        torch.testing.assert_close(log_probs[row, :length], expected[row, :length], atol=1e-4, rtol=1e-4)
+    plain_log_probs, _ = plain.emissions(waveforms)
+    assert not torch.allclose(log_probs, plain_log_probs, atol=1e-3)  # the warps change what the model hears
+
+    identity = Recognizer(plain.config, plain.model, warps=(1.0,))
+    torch.testing.assert_close(identity.emissions(waveforms)[0], plain_log_probs, atol=1e-3, rtol=0)
+

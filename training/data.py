@@ -28,7 +28,7 @@ from training.manifest import Utterance
 from training.noise import FeatureNoise
 from training.reverb import FeatureReverb
 from training.telephone import FeatureTelephone
-from training.warp import warp_features, warp_matrix
+from audiomodels.warp import warp_features, warp_matrix
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class AugmentConfig:
     spec_freq_mask_max: int = 8  # widest coefficient mask, in MFCC coefficients (same band in every stacked copy)
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)  # speed-up factors drawn uniformly when perturbing
     speed_prob: float = 0.0  # probability that an utterance is speed-perturbed at all
-    vtlp_prob: float = 0.0  # probability that an utterance's frequency axis is warped (training/warp.py)
+    vtlp_prob: float = 0.0  # probability that an utterance's frequency axis is warped (audiomodels/warp.py)
     vtlp_range: tuple[float, float] = (0.87, 1.15)  # warp factors, drawn log-uniformly (>1: shorter vocal tract)
     reverb_prob: float = 0.0  # probability that an utterance's features are put in a fresh room (training/reverb.py)
     reverb_rt60: tuple[float, float] = (0.2, 0.9)  # reverberation time range in seconds, drawn uniformly

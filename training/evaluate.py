@@ -32,6 +32,7 @@ from audiomodels.config import Chunking
 from audiomodels.labels import LabelSet
 from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
+from audiomodels.warp import add_warps_argument
 from training.manifest import ManifestError, Utterance, read_manifest
 from training.metrics import ErrorCounts, align_tokens, char_errors, phone_errors, word_errors
 
@@ -340,6 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model arithmetic (default float32; auto = bfloat16 where the hardware has it)",
     )
     add_fusion_arguments(parser)
+    add_warps_argument(parser)
     parser.add_argument(
         "--by",
         metavar="FIELD[,FIELD]",
@@ -362,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
             chunking=args.chunked,
             precision=args.precision,
             fusion=fusion_from_args(args, args.checkpoint),
+            warps=args.warps,
         )
         utterances = read_manifest(args.manifest)
     except (CheckpointError, ManifestError, LMError, OSError) as error:
