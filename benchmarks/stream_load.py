@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/stream_load.py [--streams 10,25,50,100,150] [--modes on,off]
         [--manifest data/corpus/test.jsonl] [--model char] [--chunk-ms 100] [--server-threads 2]
-        [--latency-budget-ms 250] [--max-duration S] [--out benchmarks/results/stream_load.json]
+        [--latency-budget-ms 250] [--max-duration S] [--warps W1,W2,...] [--out benchmarks/results/stream_load.json]
 
 For every N and batching mode a fresh ``speechlabel serve`` runs in its own process on loopback
 (``--max-streams N``, ``--torch-threads`` and ``OMP_NUM_THREADS`` from ``--server-threads``);
@@ -69,6 +69,7 @@ import torch
 from audiomodels.audio import decode_raw
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.recognizer import Recognizer
+from audiomodels.warp import add_warps_argument
 from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
@@ -123,13 +124,15 @@ def load_pcm16(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int
     return samples[:limit].astype("<i2"), rate
 
 
-def streaming_reference(checkpoint: Path) -> tuple[Recognizer, str, float]:
+def streaming_reference(checkpoint: Path, warps: tuple[float, ...] = ()) -> tuple[Recognizer, str, float]:
     """The recognizer in the server's streaming mode, its description and algorithmic latency (s)."""
     loaded = load_checkpoint(checkpoint)
     config = loaded.config
     chunking = config.model.streaming
-    recognizer = Recognizer(config, loaded.build_model(), chunking=chunking)
+    recognizer = Recognizer(config, loaded.build_model(), chunking=chunking, warps=warps)
     description = f"chunked: {chunking.chunk} frames + {chunking.right_context} right context"
+    if warps:
+        description += f", warp ensemble {','.join(f'{w:g}' for w in warps)}"
     return recognizer, description, round(chunking.latency_frames * config.features.frame_shift_s, 6)
 
 
@@ -190,6 +193,7 @@ def running_server(args: argparse.Namespace, mode: str, max_streams: int, port: 
         *SERVER_COMMAND,
         *("--host", HOST, "--port", str(port), "--models", str(args.models_dir), "--default-model", args.model),
         *("--torch-threads", threads, "--max-streams", str(max_streams)),
+        *(("--warps", ",".join(f"{w:g}" for w in args.warps)) if args.warps else ()),
         *BATCHING_FLAGS[mode],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -443,6 +447,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--max-duration", type=float, help="cut each stream's audio to this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="stream start offsets")
+    add_warps_argument(parser)  # passed to the server; the reference finals use the same ensemble
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stream_load.json"))
     args = parser.parse_args()
     if not args.manifest.exists():
@@ -452,7 +457,7 @@ def main() -> None:
     utterances: list[Utterance] = read_manifest(args.manifest)
     cycled = [utterances[i % len(utterances)] for i in range(max(args.streams))]
     paths = [str(utterance.audio_filepath) for utterance in cycled]
-    recognizer, reference_mode, algorithmic_s = streaming_reference(args.models_dir / f"{args.model}.ckpt")
+    recognizer, reference_mode, algorithmic_s = streaming_reference(args.models_dir / f"{args.model}.ckpt", args.warps)
     references = reference_texts(recognizer, set(paths), args.max_duration)
     print(
         f"reference finals: {reference_mode}; algorithmic latency {1000 * algorithmic_s:.0f} ms; a stream is live "

@@ -8,7 +8,7 @@ Usage:
 
 Every checkpoint is scored on every split with ``training.evaluate.evaluate`` (the path of
 ``speechlabel evaluate --warps``), greedy and with beam search plus the LM shipped beside the
-model, once plainly and once with the ensemble; the real-time factors of both are measured side
+model (without one when there is none), once plainly and once with the ensemble; the real-time factors of both are measured side
 by side on the same machine. The splits default to the shipped models' dev set (seen voices) and
 their three held-out test sets (unseen voices): the ensemble is meant for voices unlike the
 training voices and must not cost the seen ones. Per split the scores of each synthesizer
@@ -49,7 +49,8 @@ def parse_split(text: str) -> tuple[str, Path]:
 def score(checkpoint: Path, splits: dict[str, Path], warps: tuple[float, ...], beam_size: int) -> dict[str, Any]:
     """{split: {decoder: {"plain": summary, "ensemble": summary}}} for one checkpoint."""
     base = Recognizer.from_checkpoint(checkpoint, fusion=own_fusion(checkpoint))
-    decoders = {"greedy": 1, f"beam{beam_size} + LM": beam_size}
+    beam_name = f"beam{beam_size} + LM" if base.fusion else f"beam{beam_size}"  # the LM beside the checkpoint, if any
+    decoders = {"greedy": 1, beam_name: beam_size}
     results: dict[str, Any] = {}
     for split, manifest in splits.items():
         utterances = read_manifest(manifest)
