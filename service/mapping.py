@@ -190,6 +190,7 @@ def model_info(entry: ModelEntry, default_name: str) -> pb.ModelInfo:
         stream_latency_ms=round(
             recognizer.config.model.streaming.latency_frames * recognizer.config.features.frame_shift_s * 1000
         ),
+        warp_factors=recognizer.warps,
     )
 
 

@@ -176,6 +176,7 @@ def test_list_models_reports_checkpoint_facts(stub: pb_grpc.SpeechLabelerStub, m
     assert model.frame_shift_s == pytest.approx(0.03)
     streaming = load_checkpoint(model_dir / "tiny.ckpt").config.model.streaming
     assert model.stream_latency_ms == round(streaming.latency_frames * 30)
+    assert list(model.warp_factors) == []  # one plain pass unless the server runs with --warps
 
 
 # --------------------------------------------------------------------------- unary calls
@@ -623,7 +624,8 @@ def test_a_warp_ensemble_server_streams_and_recognizes_like_its_offline_twins(
     model_dir: Path, recognizer: Recognizer, streaming: Recognizer, pcm
 ) -> None:
     """``serve --warps``: Recognize and live streams both run the ensemble, each equal to its offline
-    twin with the same warps, and neither equals the plain model (the warps reach both paths)."""
+    twin with the same warps, and neither equals the plain model (the warps reach both paths);
+    ListModels says which factors the server runs."""
     warps, data = (0.95, 1.05), pcm["seven green apples"]
     server = LoopbackServer(ModelRegistry.load_dir(model_dir, warps=warps), workers=1)
     try:
@@ -633,6 +635,8 @@ def test_a_warp_ensemble_server_streams_and_recognizes_like_its_offline_twins(
             (recognized,) = warped.Recognize(
                 pb.RecognizeRequest(config=raw_config(word_time_offsets=True), audio=data)
             ).results
+            (model,) = warped.ListModels(pb.ListModelsRequest()).models
+            assert list(model.warp_factors) == pytest.approx(warps)
             server.wait_for_no_streams()
     finally:
         server.close()
