@@ -14,7 +14,7 @@ cost of a matrix product -- the feature cache stays valid and no audio is decode
 At inference the same matrices make a warp ensemble (:class:`audiomodels.recognizer.Recognizer`'s
 ``warps``): the model hears an utterance at a few warp factors and their frame posteriors are
 averaged, so a voice whose tract lies between the training voices' is also heard as a nearer one.
-On the shipped models' unseen test voices this bought 0.4-1.3 points of CER and PER (models/HISTORY.md).
+On the shipped models' unseen test voices this bought 0.3-1.2 points of CER and PER (models/HISTORY.md).
 """
 
 from __future__ import annotations
@@ -81,9 +81,9 @@ def mean_posterior(log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
 def check_warps(warps: Sequence[float]) -> tuple[float, ...]:
     """Validated warp factors of an inference ensemble (raises ``ValueError``).
 
-    Factors are limited to 0.7-1.4, past the range any human voice needs mapping by (and the
-    training range of VTLP and speed perturbation), and must differ: a repeated factor would only
-    weigh one pass twice.
+    Factors must lie in 0.7-1.4: a wider warp moves formants past any adult voice and past what
+    training covered (speed perturbation up to 1.3x), so its pass could only add noise. They must
+    also differ: a repeated factor would only weigh one pass twice.
     """
     warps = tuple(float(w) for w in warps)
     outside = [w for w in warps if not WARP_LIMITS[0] <= w <= WARP_LIMITS[1]]
