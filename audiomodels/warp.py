@@ -102,14 +102,18 @@ def parse_warps(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
+def format_warps(warps: Sequence[float]) -> str:
+    """Factors as ``--warps`` takes them: ``"0.88,0.96,1,1.04,1.12"`` (the inverse of :func:`parse_warps`)."""
+    return ",".join(f"{w:g}" for w in warps)
+
+
 def add_warps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--warps``: the warp ensemble option of every command that runs a model on whole utterances."""
-    recommended = ",".join(f"{w:g}" for w in RECOMMENDED_WARPS)
     parser.add_argument(
         "--warps",
         type=parse_warps,
         default=(),
         metavar="W1,W2,...",
         help=f"run the model once per frequency-warp factor and average the posteriors: more accurate on "
-        f"unfamiliar voices, one model pass per factor (measured: {recommended}); default one plain pass",
+        f"unfamiliar voices, one model pass per factor (measured: {format_warps(RECOMMENDED_WARPS)}); default one plain pass",
     )

@@ -69,7 +69,7 @@ import torch
 from audiomodels.audio import decode_raw
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.recognizer import Recognizer
-from audiomodels.warp import add_warps_argument
+from audiomodels.warp import add_warps_argument, format_warps
 from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
@@ -132,7 +132,7 @@ def streaming_reference(checkpoint: Path, warps: tuple[float, ...] = ()) -> tupl
     recognizer = Recognizer(config, loaded.build_model(), chunking=chunking, warps=warps)
     description = f"chunked: {chunking.chunk} frames + {chunking.right_context} right context"
     if warps:
-        description += f", warp ensemble {','.join(f'{w:g}' for w in warps)}"
+        description += f", warp ensemble {format_warps(warps)}"
     return recognizer, description, round(chunking.latency_frames * config.features.frame_shift_s, 6)
 
 
@@ -193,7 +193,7 @@ def running_server(args: argparse.Namespace, mode: str, max_streams: int, port: 
         *SERVER_COMMAND,
         *("--host", HOST, "--port", str(port), "--models", str(args.models_dir), "--default-model", args.model),
         *("--torch-threads", threads, "--max-streams", str(max_streams)),
-        *(("--warps", ",".join(f"{w:g}" for w in args.warps)) if args.warps else ()),
+        *(("--warps", format_warps(args.warps)) if args.warps else ()),
         *BATCHING_FLAGS[mode],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

@@ -8,8 +8,8 @@ Usage:
 
 Every checkpoint is scored on every split with ``training.evaluate.evaluate`` (the path of
 ``speechlabel evaluate --warps``), greedy and with beam search plus the LM shipped beside the
-model (without one when there is none), once plainly and once with the ensemble; the real-time factors of both are measured side
-by side on the same machine. The splits default to the shipped models' dev set (seen voices) and
+model (without one when there is none), once plainly and once with the ensemble; the real-time
+factors of both are measured side by side on the same machine. The splits default to the shipped models' dev set (seen voices) and
 their three held-out test sets (unseen voices): the ensemble is meant for voices unlike the
 training voices and must not cost the seen ones. Per split the scores of each synthesizer
 (``engine``) are kept too.
@@ -60,12 +60,13 @@ def score(checkpoint: Path, splits: dict[str, Path], warps: tuple[float, ...], b
             for variant, factors in (("plain", ()), ("ensemble", warps)):
                 recognizer = Recognizer(base.config, base.model, fusion=base.fusion, warps=factors)
                 result = evaluate(recognizer, utterances, beam_size=beam)
+                summary = result.summary()
                 by_engine = breakdown(result, utterances, ["engine"])
                 results[split][decoder][variant] = {
-                    **result.summary(),
+                    **summary,
                     "by_engine": {engine: group["rates"] for engine, group in by_engine.items()},
                 }
-                rates = {name: f"{100 * rate:.2f}%" for name, rate in result.summary()["rates"].items()}
+                rates = {name: f"{100 * rate:.2f}%" for name, rate in summary["rates"].items()}
                 print(f"{checkpoint.name} {split} {decoder} {variant}: {rates} RTF {result.real_time_factor:.4f}", flush=True)
     return results
 

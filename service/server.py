@@ -291,7 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-model", help="model for requests that name none (default: char, else the first)")
     parser.add_argument("--workers", type=int, default=2, help="inference threads")
     parser.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per model call (0 = torch default)")
-    add_warps_argument(parser)  # Recognize and Align calls; live streams take one pass per chunk
+    add_warps_argument(parser)  # every call: Recognize, Align and live streams (one state per warp)
     parser.add_argument("--grace-s", type=float, default=10.0, help="shutdown grace period for open calls")
     parser.add_argument("--auth-token", help="require 'authorization: Bearer TOKEN' (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")

@@ -114,4 +114,3 @@ def test_warp_ensemble_averages_the_posteriors_of_its_passes(
 
     identity = Recognizer(plain.config, plain.model, warps=(1.0,))
     torch.testing.assert_close(identity.emissions(waveforms)[0], plain_log_probs, atol=1e-3, rtol=0)
-

@@ -23,12 +23,12 @@ from audiomodels.audio import load_audio, prepare_waveform
 from audiomodels.checkpoint import atomic_torch_save
 from audiomodels.features import FeatureStats, Featurizer
 from audiomodels.labels import LabelSet
+from audiomodels.warp import warp_features, warp_matrix
 from training.augment import NOISE_COLORS
 from training.manifest import Utterance
 from training.noise import FeatureNoise
 from training.reverb import FeatureReverb
 from training.telephone import FeatureTelephone
-from audiomodels.warp import warp_features, warp_matrix
 
 
 @dataclass(frozen=True)
