@@ -26,7 +26,16 @@ from training.config import load_train_config
 from training.corpus import synthesize_corpus
 from training.export import corpus_description
 from training.manifest import read_manifest, read_manifests
-from training.train import STATE_FILE, TrainingRun, autocast_dtype, feature_cache_dir, learning_rate_factor
+from training.train import (
+    STATE_FILE,
+    TrainingRun,
+    autocast_dtype,
+    build_acoustic_config,
+    build_label_set,
+    can_start_from,
+    feature_cache_dir,
+    learning_rate_factor,
+)
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
@@ -365,6 +374,15 @@ def test_robust_recipe_restores_the_more_voices_augmentation_and_adds_the_featur
         more_voices.augment.speed_factors, more_voices.augment.speed_prob, more_voices.chunked_prob
     )
     assert min(robust.augment.noise_prob, robust.augment.reverb_prob, robust.augment.telephone_prob) > 0
+
+
+@pytest.mark.parametrize("labels", ["char", "phone"])
+def test_robust_recipe_starts_from_the_shipped_model(labels: str) -> None:
+    """The recipe's header promises the next round of either shipped model; a shipped model deeper
+    than the recipe would only be refused once a session had featurized its corpora."""
+    config = load_train_config(TINY.parent / "robust-finetune.yaml", [f"labels={labels}"])
+    shipped = load_checkpoint(TINY.parents[2] / "models" / f"{labels}.ckpt").config
+    assert can_start_from(build_acoustic_config(config, build_label_set(labels)), shipped)
 
 
 def test_number_settings_are_coerced_or_rejected_by_name() -> None:

@@ -57,6 +57,19 @@ def build_acoustic_config(config: TrainConfig, labels: LabelSet) -> AcousticConf
     return AcousticConfig(features=config.features, labels=labels.to_config(), model=model)
 
 
+def can_start_from(mine: AcousticConfig, theirs: AcousticConfig) -> bool:
+    """Whether a run of config ``mine`` can take ``theirs``'s weights: same labels, features and layer
+    sizes, and no more residual layers (a run grows a shallower model; it cannot drop layers)."""
+    return (
+        (mine.labels, mine.features) == (theirs.labels, theirs.features)
+        and all(
+            getattr(mine.model, name) == getattr(theirs.model, name)
+            for name in ("input_dim", "num_labels", "proj_dim", "hidden_size", "num_layers")
+        )
+        and theirs.model.residual_layers <= mine.model.residual_layers
+    )
+
+
 def compute_loss(model: AcousticModel, batch: Batch, chunking: Chunking | None = None) -> torch.Tensor:
     """Mean per-utterance CTC loss, normalized by target length (as torch's 'mean' reduction)."""
     log_probs, out_lengths = model(batch.features, batch.feature_lengths, chunking)  # (N, T, V)
@@ -192,14 +205,7 @@ class TrainingRun:
         residual layers (the run grows it: the new layers start as the identity, see ``model.py``)."""
         checkpoint = load_checkpoint(path)
         mine, theirs = self.acoustic_config, checkpoint.config
-        if (
-            (mine.labels, mine.features) != (theirs.labels, theirs.features)
-            or any(
-                getattr(mine.model, name) != getattr(theirs.model, name)
-                for name in ("input_dim", "num_labels", "proj_dim", "hidden_size", "num_layers")
-            )
-            or theirs.model.residual_layers > mine.model.residual_layers
-        ):
+        if not can_start_from(mine, theirs):
             raise ValueError(f"{path} does not match this run's labels, features or model size; cannot start from it")
         missing, unexpected = self.model.load_state_dict(checkpoint.state_dict, strict=False)
         grown = range(theirs.model.stacked_layers, mine.model.stacked_layers)
