@@ -26,8 +26,10 @@ MAX_SAMPLE_RATE = 96000
 
 # libsndfile reads many more containers; only these are tested and promised to clients.
 # WAVEX (WAVE_FORMAT_EXTENSIBLE) and RF64 are what libsndfile reports for some ordinary WAVs.
-SUPPORTED_CONTAINERS = ("WAV", "WAVEX", "RF64", "FLAC", "OGG")
-_SUPPORTED_TEXT = "WAV (PCM 16/24/32-bit or float), FLAC, OGG/Vorbis"
+# MP3 (Common Voice's format) and Ogg Opus (browsers' and phones' recordings) need the libsndfile
+# >= 1.1 that soundfile's wheels bundle; its MP3 decoder is gapless, so times are not shifted.
+SUPPORTED_CONTAINERS = ("WAV", "WAVEX", "RF64", "FLAC", "MP3", "OGG")
+_SUPPORTED_TEXT = "WAV (PCM 16/24/32-bit or float), FLAC, MP3, Ogg (Vorbis or Opus)"
 
 _RAW_DTYPES = {"pcm16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 
@@ -48,7 +50,9 @@ def decode_audio(source: Source) -> tuple[np.ndarray, int]:
     *accepted*: libsndfile clamps the header's declared length to the bytes present, so the
     readable prefix is returned (and :func:`audio_duration` reports that same shorter length).
     This matches how most tools treat interrupted recordings; the duration limits still apply
-    afterwards. Compressed streams cut mid-frame (e.g. FLAC) fail to decode and raise.
+    afterwards. A cut MP3 file also decodes to its readable prefix (its header may still state
+    the whole length), a cut Ogg file to its last whole page or, where the cut leaves the stream
+    malformed, not at all; FLAC cut mid-frame fails to decode and raises.
     """
     with _open(source) as snd:
         return snd.read(dtype="float32", always_2d=False), snd.samplerate

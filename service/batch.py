@@ -295,7 +295,7 @@ def _groups(decoded: Iterable[DecodedFile], max_files: int, max_samples: float) 
 
 @dataclass(frozen=True)
 class RemoteTranscriber:
-    """Sends each file to a server (Recognize, WAV/FLAC bytes as they are) with ``concurrency`` calls in flight.
+    """Sends each file to a server (Recognize, its file formats as they are) with ``concurrency`` calls in flight.
 
     Long files are not cut here: the server's unary audio limit applies (stream longer ones).
     """

@@ -1,8 +1,9 @@
 """Client for the SpeechLabeler service: importable functions and the ``speechlabel stream``,
 ``recognize``, ``align`` and ``health`` commands.
 
-Files are read with soundfile. ``recognize``/``align`` send WAV and FLAC files as they are (the
-server reads their headers) and anything else as FLOAT32 samples; ``stream`` always sends
+Files are read with soundfile. ``recognize``/``align`` send WAV, FLAC, MP3 and Ogg files as they
+are (the server reads their headers; compressed files stay small on the wire) and anything else
+as FLOAT32 samples; ``stream`` always sends
 FLOAT32 samples at the file's own rate (lossless for any source format), in ``chunk_ms`` pieces,
 paced in real time unless ``realtime=False``.
 """
@@ -28,7 +29,7 @@ from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # frame labels of long audio make big responses
-_CONTAINERS = {"WAV": pb.WAV, "WAVEX": pb.WAV, "FLAC": pb.FLAC}
+_CONTAINERS = {"WAV": pb.WAV, "WAVEX": pb.WAV, "RF64": pb.WAV, "FLAC": pb.FLAC, "MP3": pb.MP3, "OGG": pb.OGG}
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def file_request(path: str | Path, config: pb.RecognitionConfig) -> tuple[pb.RecognitionConfig, bytes]:
-    """Config + audio bytes for a unary call: WAV/FLAC unchanged, other containers as FLOAT32."""
+    """Config + audio bytes for a unary call: the server's file encodings unchanged, others as FLOAT32."""
     container = sf.info(str(path)).format
     if container in _CONTAINERS:
         sent = pb.RecognitionConfig()
@@ -194,7 +195,7 @@ def _reporting_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[arg
 
 
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, OGG; any rate, mono or not)")
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG; any rate, mono or not)")
     _add_connection_arguments(parser)
     _add_model_arguments(parser)
     parser.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
@@ -237,7 +238,7 @@ def _run_stream(args: argparse.Namespace) -> int:
 
 
 def _add_recognize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, OGG)")
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG)")
     _add_connection_arguments(parser)
     _add_model_arguments(parser)
     parser.add_argument("--beam-size", type=int, default=0)
@@ -254,7 +255,7 @@ def _run_recognize(args: argparse.Namespace) -> int:
 
 
 def _add_align_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, OGG)")
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG)")
     parser.add_argument("transcript", help="the text spoken in the file")
     _add_connection_arguments(parser)
     _add_model_arguments(parser)

@@ -20,7 +20,8 @@ from service.registry import ModelEntry, ModelRegistry
 from service.sessions import StreamResult, StreamSettings
 
 RAW_ENCODINGS = {pb.LINEAR16: "pcm16", pb.FLOAT32: "float32"}
-CONTAINER_ENCODINGS = (pb.WAV, pb.FLAC)
+# Whole files; libsndfile reads the container from the bytes, so the one declared only documents it.
+CONTAINER_ENCODINGS = (pb.WAV, pb.FLAC, pb.MP3, pb.OGG)
 
 _STATUS_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode], ...] = (
     (ModelNotFound, grpc.StatusCode.NOT_FOUND),
@@ -58,7 +59,8 @@ def request_waveform(config: pb.RecognitionConfig, audio: bytes, limits: Limits)
             raise RequestError(f"sample_rate_hz is {config.sample_rate_hz} but the audio header says {rate} Hz")
         return samples, rate
     raise RequestError(
-        f"encoding {_encoding_name(encoding)} is not supported; use LINEAR16 or FLOAT32 (with sample_rate_hz), WAV or FLAC"
+        f"encoding {_encoding_name(encoding)} is not supported; use LINEAR16 or FLOAT32 (with sample_rate_hz), "
+        "WAV, FLAC, MP3 or OGG"
     )
 
 

@@ -88,10 +88,14 @@ def test_lossless_round_trip(tmp_path, kind, fmt, subtype):
     assert audio_duration(source) == pytest.approx(1.0)
 
 
+LOSSY = [("OGG", "VORBIS", "ogg"), ("OGG", "OPUS", "opus"), ("MP3", "MPEG_LAYER_III", "mp3")]
+
+
 @pytest.mark.parametrize("kind", ["path", "bytes"])
-def test_ogg_vorbis_round_trip(tmp_path, kind):
+@pytest.mark.parametrize(("fmt", "subtype", "ext"), LOSSY)
+def test_lossy_round_trip(tmp_path, kind, fmt, subtype, ext):
     original = sweep()
-    source = as_source(encode(original, RATE, "OGG", "VORBIS"), kind, tmp_path, "ogg")
+    source = as_source(encode(original, RATE, fmt, subtype), kind, tmp_path, ext)
 
     samples, rate = decode_audio(source)
 
@@ -99,6 +103,16 @@ def test_ogg_vorbis_round_trip(tmp_path, kind):
     assert samples.dtype == np.float32 and samples.shape == original.shape
     assert np.corrcoef(samples, original)[0, 1] > 0.99  # lossy: shape kept, exact values not
     assert audio_duration(source) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "ext"), LOSSY)
+def test_lossy_decoders_keep_time(fmt, subtype, ext):
+    """No codec delay or padding reaches the samples: a click stays at its sample (times stay true)."""
+    clicks = np.zeros(3 * RATE, dtype=np.float32)
+    clicks[RATE] = 0.9
+    samples, _ = decode_audio(encode(clicks, RATE, fmt, subtype))
+    assert samples.shape == clicks.shape
+    assert abs(int(np.argmax(np.abs(samples))) - RATE) <= 1
 
 
 def test_stereo_file_decodes_as_samples_by_channels_and_loads_as_mean(tmp_path):
@@ -361,6 +375,26 @@ def test_wav_truncated_in_data_returns_the_readable_prefix():
     assert rate == RATE and samples.shape == (5000,)
     np.testing.assert_allclose(samples, original[:5000], atol=1 / 32768)
     assert audio_duration(truncated) == pytest.approx(5000 / RATE)
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("MP3", "MPEG_LAYER_III"), ("OGG", "OPUS")])
+def test_compressed_stream_cut_mid_way_decodes_its_readable_prefix(fmt, subtype):
+    original = sweep(seconds=3.0)
+    data = encode(original, RATE, fmt, subtype)
+
+    samples, rate = decode_audio(data[: len(data) // 2])
+
+    assert rate == RATE
+    assert 0.25 * len(original) < len(samples) < 0.7 * len(original)  # Ogg: up to its last whole page
+    head = len(samples) // 2
+    assert np.corrcoef(samples[:head], original[:head])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("MP3", "MPEG_LAYER_III"), ("OGG", "OPUS")])
+def test_compressed_stream_cut_in_its_header_is_rejected(fmt, subtype):
+    data = encode(sweep(), RATE, fmt, subtype)
+    with pytest.raises(AudioError, match="could not decode audio: unsupported or corrupt container"):
+        decode_audio(data[:30])
 
 
 def test_flac_truncated_mid_stream_is_rejected():

@@ -37,7 +37,7 @@ def write_speech(speech_files: dict[str, Path], text: str, path: Path, rate: int
     """One fixture utterance resampled to ``rate`` and written in the container of ``path``'s suffix."""
     samples, native = sf.read(speech_files[text], dtype="float32")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, prepare_waveform(samples, native, target_rate=rate), rate, subtype="PCM_16")
+    sf.write(path, prepare_waveform(samples, native, target_rate=rate), rate)  # WAV and FLAC: 16-bit PCM
     return path
 
 
@@ -56,13 +56,14 @@ def checkpoint(trained: tuple[Path, list[float]]) -> str:
 
 @pytest.fixture(scope="module")
 def mixed(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A directory, a manifest and a glob: WAV/FLAC at 8, 16, 22.05 and 44.1 kHz, a corrupt and an empty file."""
+    """A directory, a manifest and a glob: WAV/FLAC/MP3 at 8-44.1 kHz, a corrupt and an empty file."""
     root = tmp_path_factory.mktemp("mixed")
     folder = root / "folder"
     files = {
         "16k": write_speech(speech_files, TEXTS[0], folder / "a16k.wav", 16000),
         "8k": write_speech(speech_files, TEXTS[1], folder / "sub" / "b8k.wav", 8000),
         "44k": write_speech(speech_files, TEXTS[2], folder / "c44k.flac", 44100),
+        "mp3": write_speech(speech_files, TEXTS[3], folder / "f22k.mp3", 22050),
         "manifest": write_speech(speech_files, TEXTS[3], root / "listed" / "d16k.wav", 16000),
         "glob": write_speech(speech_files, TEXTS[0], root / "globbed" / "e22k.flac", 22050),
     }
@@ -81,7 +82,7 @@ def mixed(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         "files": files,
         "corrupt": str(folder / "corrupt.wav"),
         "empty": str(folder / "empty.wav"),
-        "count": 7,
+        "count": 8,
     }
 
 
@@ -93,6 +94,7 @@ def test_inputs_expand_directories_manifests_and_globs_once_each(mixed: dict, tm
         str(files["44k"]),
         mixed["corrupt"],
         mixed["empty"],
+        str(files["mp3"]),
         str(files["8k"]),
         str(files["manifest"]),
         str(files["glob"]),
@@ -185,7 +187,7 @@ def test_mixed_inputs_with_every_format_and_a_rerun_that_skips_what_is_done(
     records = {r["audio"]: r for r in read_log(out)}
     assert len(records) == mixed["count"] == len(read_log(out))
     files = mixed["files"]
-    for name, text in {"16k": TEXTS[0], "44k": TEXTS[2], "manifest": TEXTS[3], "glob": TEXTS[0]}.items():
+    for name, text in {"16k": TEXTS[0], "44k": TEXTS[2], "mp3": TEXTS[3], "manifest": TEXTS[3], "glob": TEXTS[0]}.items():
         assert (records[str(files[name])]["error"], records[str(files[name])]["text"]) == (None, text)
     assert records[str(files["8k"])]["error"] is None and records[str(files["8k"])]["duration_s"] > 0.5
     assert "decode" in records[mixed["corrupt"]]["error"] and records[mixed["corrupt"]]["text"] is None

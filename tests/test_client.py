@@ -87,17 +87,26 @@ def test_recognize_and_align_commands(grpc_server: LoopbackServer, speech_files,
 
 def test_library_calls_send_containers_as_they_are(grpc_server: LoopbackServer, speech_files, tmp_path) -> None:
     wav = speech_files["hello world"]
-    flac = tmp_path / "hello.flac"
-    sf.write(flac, load_audio(wav, target_rate=22050), 22050, subtype="PCM_16")
-    ogg = tmp_path / "hello.ogg"
-    sf.write(ogg, load_audio(wav, target_rate=22050), 22050, format="OGG", subtype="VORBIS")
+    files = [(pb.WAV, wav)]
+    for encoding, name, fmt, subtype, rate in (
+        (pb.FLAC, "hello.flac", "FLAC", "PCM_16", 22050),
+        (pb.MP3, "hello.mp3", "MP3", "MPEG_LAYER_III", 22050),
+        (pb.OGG, "hello.ogg", "OGG", "VORBIS", 22050),
+        (pb.OGG, "hello.opus", "OGG", "OPUS", 24000),  # Opus takes 8, 12, 16, 24 or 48 kHz
+        (pb.FLOAT32, "hello.aiff", "AIFF", "PCM_16", 22050),  # read here, not taken by the server
+    ):
+        files.append((encoding, tmp_path / name))
+        sf.write(tmp_path / name, load_audio(wav, target_rate=rate), rate, format=fmt, subtype=subtype)
     connection = Connection(grpc_server.address)
-    assert file_request(wav, pb.RecognitionConfig())[0].encoding == pb.WAV
-    assert file_request(flac, pb.RecognitionConfig())[0].encoding == pb.FLAC
-    config, audio = file_request(ogg, pb.RecognitionConfig())
-    assert config.encoding == pb.FLOAT32 and config.sample_rate_hz == 22050 and len(audio) % 4 == 0
-    for path in (wav, flac):
-        assert recognize_file(path, connection).results[0].alternatives[0].transcript == "hello world"
+    for encoding, path in files:
+        config, audio = file_request(path, pb.RecognitionConfig())
+        assert config.encoding == encoding, path.name
+        if encoding == pb.FLOAT32:
+            assert config.sample_rate_hz == 22050 and len(audio) == 4 * sf.info(str(path)).frames
+        else:
+            assert audio == path.read_bytes()
+        assert recognize_file(path, connection).results[0].alternatives[0].transcript == "hello world", path.name
+    flac = tmp_path / "hello.flac"
     assert [w.word for w in align_file(flac, "hello world", connection).words] == ["hello", "world"]
 
 

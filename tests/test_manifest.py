@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiomodels.audio import load_audio
 from audiomodels.labels import LabelSet
 from training.manifest import (
     EMPTY_TEXT,
@@ -194,22 +195,24 @@ CV_HEADER = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccen
 
 
 def make_common_voice(directory: Path, clips: Path) -> None:
-    """A TSV with one FLAC clip and one real MP3 clip (the format Common Voice ships)."""
+    """A TSV with a FLAC clip, a real MP3 clip (the format Common Voice ships) and a corrupt one."""
     write_tone(clips / "common_voice_en_1.flac", 0.8)
-    write_tone(clips / "common_voice_en_2.mp3", 0.8, format="MP3")
+    write_tone(clips / "common_voice_en_2.mp3", 1.2, format="MP3")
+    (clips / "common_voice_en_3.mp3").write_bytes(b"ID3" + bytes(200))  # a tag and no audio
     rows = [
         CV_HEADER,
         'abc\tcommon_voice_en_1.flac\tHe said "hello" twice.\t2\t0\ttwenties\tfemale\t\ten\t',
         "def\tcommon_voice_en_2.mp3\tOpen the door.\t3\t1\t\t\t\ten\t",
+        "ghi\tcommon_voice_en_3.mp3\tClose it.\t1\t0\t\t\t\ten\t",
     ]
     (directory / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
-def test_import_common_voice_keeps_mp3_for_validation_to_report(tmp_path: Path) -> None:
+def test_import_common_voice_reads_its_mp3_clips_and_reports_unreadable_ones(tmp_path: Path) -> None:
     make_common_voice(tmp_path, tmp_path / "clips")
     utterances = import_common_voice(tmp_path / "train.tsv")
 
-    flac, mp3 = utterances
+    flac, mp3, corrupt = utterances
     assert flac.audio_filepath == tmp_path / "clips" / "common_voice_en_1.flac"
     assert flac.text == 'He said "hello" twice.'
     assert flac.duration == pytest.approx(0.8)
@@ -221,9 +224,11 @@ def test_import_common_voice_keeps_mp3_for_validation_to_report(tmp_path: Path) 
         "gender": "female",
         "locale": "en",
     }
-    assert mp3.duration == 0.0
+    assert mp3.text == "Open the door." and mp3.duration == pytest.approx(1.2)
+    assert load_audio(mp3.audio_filepath).shape == (round(1.2 * 16000),)
+    assert corrupt.duration == 0.0
     report = validate_manifest(utterances, LabelSet.char(), frames_per_second=FRAMES_PER_SECOND)
-    assert report.kept == [flac]
+    assert report.kept == [flac, mp3]
     assert report.problems == Counter({UNREADABLE_AUDIO: 1})
 
 

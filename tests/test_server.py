@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from audiomodels.audio import decode_raw
+from audiomodels.audio import decode_raw, prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import Chunking
 from audiomodels.recognizer import Recognizer, Transcript
@@ -139,9 +139,9 @@ def expect_error(call: Callable[[], object], code: grpc.StatusCode, *words: str)
         assert word in caught.value.details(), caught.value.details()
 
 
-def wav_bytes(samples: np.ndarray, rate: int, format: str = "WAV") -> bytes:
+def file_bytes(samples: np.ndarray, rate: int, format: str = "WAV", subtype: str = "PCM_16") -> bytes:
     buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format=format, subtype="PCM_16")
+    sf.write(buffer, samples, rate, format=format, subtype=subtype)
     return buffer.getvalue()
 
 
@@ -192,8 +192,8 @@ def test_recognize_equals_the_offline_transcript_for_every_encoding(
     requests = {
         "LINEAR16": (raw_config(), data),
         "FLOAT32": (pb.RecognitionConfig(encoding=pb.FLOAT32, sample_rate_hz=RATE), samples.astype("<f4").tobytes()),
-        "WAV": (pb.RecognitionConfig(encoding=pb.WAV), wav_bytes(samples, RATE)),
-        "FLAC": (pb.RecognitionConfig(encoding=pb.FLAC, sample_rate_hz=RATE), wav_bytes(samples, RATE, "FLAC")),
+        "WAV": (pb.RecognitionConfig(encoding=pb.WAV), file_bytes(samples, RATE)),
+        "FLAC": (pb.RecognitionConfig(encoding=pb.FLAC, sample_rate_hz=RATE), file_bytes(samples, RATE, "FLAC")),
     }
     for name, (config, audio) in requests.items():
         config.word_time_offsets = config.frame_labels = True
@@ -206,6 +206,22 @@ def test_recognize_equals_the_offline_transcript_for_every_encoding(
         assert list(result.segments) == mapping.label_segments(expected.segments), name
         assert tuple(result.frame_labels) == expected.frame_labels
         assert result.start_s == 0.0 and result.end_s == pytest.approx(expected.duration_s)
+
+
+@pytest.mark.parametrize(("encoding", "fmt", "subtype"), [(pb.MP3, "MP3", "MPEG_LAYER_III"), (pb.OGG, "OGG", "OPUS")])
+def test_recognize_takes_compressed_files(
+    stub: pb_grpc.SpeechLabelerStub, recognizer: Recognizer, pcm, encoding, fmt, subtype
+) -> None:
+    samples = decode_raw(pcm["the quick brown fox"], "pcm16", RATE)
+    rate = 24000 if subtype == "OPUS" else RATE  # Opus takes 8, 12, 16, 24 or 48 kHz
+    audio = file_bytes(prepare_waveform(samples, RATE, target_rate=rate), rate, fmt, subtype)
+    config = pb.RecognitionConfig(encoding=encoding, word_time_offsets=True)
+    (result,) = stub.Recognize(pb.RecognizeRequest(config=config, audio=audio)).results
+    assert result.alternatives[0].transcript == "the quick brown fox"
+    assert result.end_s == pytest.approx(len(samples) / RATE, abs=1e-3)  # no codec delay or padding
+    expected = recognizer.transcribe(samples, RATE).words
+    for word, lossless in zip(result.alternatives[0].words, expected, strict=True):
+        assert word.start_s == pytest.approx(lossless.start_s, abs=0.031)  # a model frame at most
 
 
 def test_recognize_leaves_out_words_and_labels_unless_asked(stub: pb_grpc.SpeechLabelerStub, pcm) -> None:
@@ -228,7 +244,7 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
     """name -> (request, expected status, a word the message must contain)."""
     speech = pcm["hello world"]
     samples = decode_raw(speech, "pcm16", RATE)
-    flac = wav_bytes(samples, RATE, "FLAC")
+    flac = file_bytes(samples, RATE, "FLAC")
     long_audio = bytes(2 * 8000 * 25)  # 25 s at 8 kHz: over the test server's 20 s
     recognize = pb.RecognizeRequest
     return {
@@ -272,7 +288,7 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
         ),
         "header rate mismatch": (
             recognize(
-                config=pb.RecognitionConfig(encoding=pb.WAV, sample_rate_hz=16000), audio=wav_bytes(samples, RATE)
+                config=pb.RecognitionConfig(encoding=pb.WAV, sample_rate_hz=16000), audio=file_bytes(samples, RATE)
             ),
             Code.INVALID_ARGUMENT,
             "22050",
@@ -294,10 +310,26 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
         ),
         "too long WAV": (
             recognize(
-                config=pb.RecognitionConfig(encoding=pb.WAV), audio=wav_bytes(np.zeros(8000 * 25, np.float32), 8000)
+                config=pb.RecognitionConfig(encoding=pb.WAV), audio=file_bytes(np.zeros(8000 * 25, np.float32), 8000)
             ),
             Code.RESOURCE_EXHAUSTED,
             "20 s",
+        ),
+        "too long MP3": (
+            recognize(
+                config=pb.RecognitionConfig(encoding=pb.MP3),
+                audio=file_bytes(np.zeros(8000 * 25, np.float32), 8000, "MP3", "MPEG_LAYER_III"),
+            ),
+            Code.RESOURCE_EXHAUSTED,
+            "20 s",
+        ),
+        "MP3 cut in its header": (
+            recognize(
+                config=pb.RecognitionConfig(encoding=pb.MP3),
+                audio=file_bytes(samples, RATE, "MP3", "MPEG_LAYER_III")[:30],
+            ),
+            Code.INVALID_ARGUMENT,
+            "decode",
         ),
         "over message size": (recognize(config=raw_config(), audio=bytes(2 << 20)), Code.RESOURCE_EXHAUSTED, ""),
         "align empty transcript": (

@@ -244,10 +244,10 @@ def import_librispeech(root: str | os.PathLike) -> list[Utterance]:
 def import_common_voice(tsv: str | os.PathLike, clips_dir: str | os.PathLike | None = None) -> list[Utterance]:
     """Read a Common Voice TSV (``path`` and ``sentence`` columns; clips in ``<tsv dir>/clips``).
 
-    Common Voice ships MP3 clips, which :mod:`audiomodels.audio` does not decode. They are kept
-    with duration 0.0 so the manifest stays complete, and :func:`validate_manifest` reports them
-    as unreadable audio; convert them (e.g. ``ffmpeg -i x.mp3 x.flac``) and re-import to train on
-    them. The other non-empty columns (client_id, gender, locale, ...) go into ``extra``.
+    Common Voice ships MP3 clips; they are read as they are (durations from their headers). A
+    clip that cannot be read is kept with duration 0.0, so the manifest stays complete and
+    :func:`validate_manifest` reports it. The other non-empty columns (client_id, gender, locale,
+    ...) go into ``extra``.
     """
     tsv = Path(tsv).resolve()
     clips = Path(clips_dir).resolve() if clips_dir is not None else tsv.parent / "clips"

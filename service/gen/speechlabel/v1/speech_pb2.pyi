@@ -14,11 +14,15 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOAT32: _ClassVar[AudioEncoding]
     WAV: _ClassVar[AudioEncoding]
     FLAC: _ClassVar[AudioEncoding]
+    MP3: _ClassVar[AudioEncoding]
+    OGG: _ClassVar[AudioEncoding]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 FLOAT32: AudioEncoding
 WAV: AudioEncoding
 FLAC: AudioEncoding
+MP3: AudioEncoding
+OGG: AudioEncoding
 
 class RecognitionConfig(_message.Message):
     __slots__ = ("encoding", "sample_rate_hz", "model", "interim_results", "word_time_offsets", "frame_labels", "beam_size", "endpoint_silence_ms", "max_utterance_s", "stream_latency_ms")
