@@ -11,6 +11,7 @@ can hand it to the client unchanged. Wrong argument *types* are programming erro
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from numbers import Integral
 import numpy as np
 import soundfile as sf
 import torch
+import torchaudio
 import torchaudio.functional as AF
 
 MIN_SAMPLE_RATE = 8000
@@ -30,6 +32,10 @@ MAX_SAMPLE_RATE = 96000
 # >= 1.1 that soundfile's wheels bundle; its MP3 decoder is gapless, so times are not shifted.
 SUPPORTED_CONTAINERS = ("WAV", "WAVEX", "RF64", "FLAC", "MP3", "OGG")
 _SUPPORTED_TEXT = "WAV (PCM 16/24/32-bit or float), FLAC, MP3, Ogg (Vorbis or Opus)"
+
+# load_audio decodes longer files block by block (blocks of _BLOCK_S seconds of the source).
+WHOLE_DECODE_LIMIT_S = 600.0
+_BLOCK_S = 60.0
 
 _RAW_DTYPES = {"pcm16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 
@@ -120,15 +126,19 @@ def prepare_waveform(
         audio = samples.astype(np.float32, copy=False)
     else:
         raise AudioError(f"unsupported sample type {samples.dtype}; supported: float32, float64, int16")
-    if not np.isfinite(audio).all():
-        raise AudioError("audio contains NaN or Inf samples")
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1, dtype=np.float32)
+    audio = _finite_mono(audio)
 
     _check_duration(len(audio), rate, min_duration_s, max_duration_s)
     if rate != target_rate:
         audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, target_rate).numpy()
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _finite_mono(audio: np.ndarray) -> np.ndarray:
+    """float32 ``(n,)`` or ``(n, channels)`` -> ``(n,)``, the mean of the channels; NaN/Inf rejected."""
+    if not np.isfinite(audio).all():
+        raise AudioError("audio contains NaN or Inf samples")
+    return audio.mean(axis=1, dtype=np.float32) if audio.ndim == 2 else audio
 
 
 def load_audio(
@@ -141,20 +151,58 @@ def load_audio(
     """:func:`decode_audio` + :func:`prepare_waveform`.
 
     With ``max_duration_s`` set, over-long audio is rejected from the header *before* decoding,
-    so an hour-long upload costs no decode time or memory.
+    so an hour-long upload costs no decode time or memory. Files longer than
+    :data:`WHOLE_DECODE_LIMIT_S` (lectures, meetings) are decoded, downmixed and resampled block
+    by block, matching the whole-file computation to within 1e-4: a 30-minute 44.1 kHz stereo
+    FLAC took 1.39 GB above the process's baseline decoded whole, 0.31 GB in blocks (the result
+    itself is 115 MB).
     """
     with _open(source) as snd:
         if max_duration_s is not None:
             _check_duration(snd.frames, snd.samplerate, 0.0, max_duration_s)
-        samples = snd.read(dtype="float32", always_2d=False)
-        rate = snd.samplerate
-    return prepare_waveform(
-        samples,
-        rate,
-        target_rate=target_rate,
-        max_duration_s=max_duration_s,
-        min_duration_s=min_duration_s,
-    )
+        if snd.frames <= WHOLE_DECODE_LIMIT_S * snd.samplerate:
+            samples = snd.read(dtype="float32", always_2d=False)
+            return prepare_waveform(
+                samples,
+                snd.samplerate,
+                target_rate=target_rate,
+                max_duration_s=max_duration_s,
+                min_duration_s=min_duration_s,
+            )
+        return _load_in_blocks(snd, target_rate, max_duration_s, min_duration_s)
+
+
+def _load_in_blocks(
+    snd: sf.SoundFile, target_rate: int, max_duration_s: float | None, min_duration_s: float
+) -> np.ndarray:
+    """:func:`load_audio` for long files: one block of the source in memory at a time."""
+    rate = _check_rate(snd.samplerate)
+    resampler = StreamingResampler(rate, target_rate) if rate != target_rate else None
+    pieces, num_samples = [], 0
+    for block in _source_blocks(snd, round(_BLOCK_S * rate)):
+        mono = _finite_mono(block)
+        num_samples += len(mono)
+        if max_duration_s is not None:  # the header may understate a compressed file's length
+            _check_duration(num_samples, rate, 0.0, max_duration_s)
+        pieces.append(resampler.accept(mono) if resampler else mono.copy())
+    _check_duration(num_samples, rate, min_duration_s, max_duration_s)
+    if resampler:
+        pieces.append(resampler.finish())
+    return np.concatenate(pieces)
+
+
+def _source_blocks(snd: sf.SoundFile, frames: int) -> Iterator[np.ndarray]:
+    """The file as float32 ``(frames, channels)`` blocks.
+
+    MP3 is read in one piece: libsndfile 1.2.2 decodes it wrongly when it is read in parts (a
+    sweep read in blocks came out with errors of up to 0.3 after the first block; one read
+    matches the signal), so a long MP3 costs its decoded size in memory, the others one block.
+    """
+    if snd.format == "MP3":
+        whole = snd.read(dtype="float32", always_2d=True)
+        yield from (whole[start : start + frames] for start in range(0, len(whole), frames))
+    else:
+        yield from snd.blocks(blocksize=frames, dtype="float32", always_2d=True)
 
 
 def audio_duration(source: Source) -> float:
@@ -228,3 +276,52 @@ def _check_duration(
         )
     if max_duration_s is not None and seconds > max_duration_s:
         raise AudioError(f"audio is {seconds:.1f} s long, longer than the {max_duration_s} s limit")
+
+
+class StreamingResampler:
+    """Resamples a stream piece by piece exactly as ``torchaudio.functional.resample`` would the whole.
+
+    The sinc resampler maps each block of ``o`` input samples (rates divided by their gcd) to ``n``
+    outputs from a window reaching ``width`` samples either side; a block is computed once its
+    right window has arrived, from a segment that keeps enough left history, so every output
+    sample sees the same inputs as in the whole-signal computation.
+    """
+
+    def __init__(self, orig_rate: int, new_rate: int) -> None:
+        divisor = math.gcd(orig_rate, new_rate)
+        self._in_block, self._out_block = orig_rate // divisor, new_rate // divisor
+        self._resample = torchaudio.transforms.Resample(orig_rate, new_rate)
+        width = int(self._resample.width)
+        self._history = math.ceil(width / self._in_block) * self._in_block  # left context kept, block-aligned
+        self._reach = width + self._in_block  # input needed past a block's start
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # absolute input index of _buffer[0] (block-aligned)
+        self._next_block = 0
+        self._total_in = 0
+
+    def accept(self, samples: np.ndarray) -> np.ndarray:
+        """New input samples -> the output samples that became computable."""
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        self._total_in += len(samples)
+        last_block = (self._total_in - self._reach) // self._in_block  # last block whose window is complete
+        return self._emit(last_block + 1, final_length=None)
+
+    def finish(self) -> np.ndarray:
+        """End of stream: the remaining outputs (the whole signal's right zero padding applies)."""
+        final_length = math.ceil(self._out_block * self._total_in / self._in_block)
+        return self._emit(math.ceil(final_length / self._out_block), final_length)
+
+    def _emit(self, end_block: int, final_length: int | None) -> np.ndarray:
+        if end_block <= self._next_block or not len(self._buffer):
+            return np.zeros(0, np.float32)
+        output = self._resample(torch.from_numpy(self._buffer)).numpy()
+        first = (self._next_block - self._buffer_start // self._in_block) * self._out_block
+        stop = first + (end_block - self._next_block) * self._out_block
+        if final_length is not None:
+            stop = min(stop, final_length - self._next_block * self._out_block + first)
+        emitted = output[first:stop]
+        self._next_block = end_block
+        keep_from = max(0, end_block * self._in_block - self._history)
+        self._buffer = self._buffer[keep_from - self._buffer_start :]
+        self._buffer_start = keep_from
+        return emitted

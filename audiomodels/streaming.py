@@ -10,13 +10,11 @@ model call, and the log-probs equal the offline chunked computation of the same 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchaudio
 
 from audiomodels.config import Chunking
 from audiomodels.features import Featurizer, StreamingFeaturizer
@@ -134,52 +132,3 @@ def _step(model: AcousticModel, chunks: list[ChunkInput]) -> list[tuple[torch.Te
     )
     log_probs, new_states = log_probs.float().cpu(), new_states.cpu()
     return [(log_probs[i, : len(c.main)], new_states[:, i]) for i, c in enumerate(chunks)]
-
-
-class StreamingResampler:
-    """Resamples a stream piece by piece exactly as ``torchaudio.functional.resample`` would the whole.
-
-    The sinc resampler maps each block of ``o`` input samples (rates divided by their gcd) to ``n``
-    outputs from a window reaching ``width`` samples either side; a block is computed once its
-    right window has arrived, from a segment that keeps enough left history, so every output
-    sample sees the same inputs as in the whole-signal computation.
-    """
-
-    def __init__(self, orig_rate: int, new_rate: int) -> None:
-        divisor = math.gcd(orig_rate, new_rate)
-        self._in_block, self._out_block = orig_rate // divisor, new_rate // divisor
-        self._resample = torchaudio.transforms.Resample(orig_rate, new_rate)
-        width = int(self._resample.width)
-        self._history = math.ceil(width / self._in_block) * self._in_block  # left context kept, block-aligned
-        self._reach = width + self._in_block  # input needed past a block's start
-        self._buffer = np.zeros(0, np.float32)
-        self._buffer_start = 0  # absolute input index of _buffer[0] (block-aligned)
-        self._next_block = 0
-        self._total_in = 0
-
-    def accept(self, samples: np.ndarray) -> np.ndarray:
-        """New input samples -> the output samples that became computable."""
-        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
-        self._total_in += len(samples)
-        last_block = (self._total_in - self._reach) // self._in_block  # last block whose window is complete
-        return self._emit(last_block + 1, final_length=None)
-
-    def finish(self) -> np.ndarray:
-        """End of stream: the remaining outputs (the whole signal's right zero padding applies)."""
-        final_length = math.ceil(self._out_block * self._total_in / self._in_block)
-        return self._emit(math.ceil(final_length / self._out_block), final_length)
-
-    def _emit(self, end_block: int, final_length: int | None) -> np.ndarray:
-        if end_block <= self._next_block or not len(self._buffer):
-            return np.zeros(0, np.float32)
-        output = self._resample(torch.from_numpy(self._buffer)).numpy()
-        first = (self._next_block - self._buffer_start // self._in_block) * self._out_block
-        stop = first + (end_block - self._next_block) * self._out_block
-        if final_length is not None:
-            stop = min(stop, final_length - self._next_block * self._out_block + first)
-        emitted = output[first:stop]
-        self._next_block = end_block
-        keep_from = max(0, end_block * self._in_block - self._history)
-        self._buffer = self._buffer[keep_from - self._buffer_start :]
-        self._buffer_start = keep_from
-        return emitted

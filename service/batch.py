@@ -129,6 +129,9 @@ class LocalSettings:
     max_segment_s: float = 15.0  # longer files are cut at pauses into pieces at most this long (about training length)
     workers: int = 1  # audio decoder processes; 0 = decode in this process
     model_procs: int = 1  # processes running the model on different groups, one torch thread each; 1 = this process
+    # Longer files are refused. A file is held at the model rate while it is cut and recognized,
+    # 230 MB an hour (the source is decoded block by block), so a few hours fit any machine.
+    max_duration_s: float = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ class LocalTranscriber:
         features = recognizer.config.features
         self.spec = ReadSpec(
             sample_rate=recognizer.sample_rate,
-            max_duration_s=recognizer.max_duration_s,
+            max_duration_s=settings.max_duration_s,
             max_segment_samples=round(settings.max_segment_s * recognizer.sample_rate),
             grid=features.hop_length * features.stack,
         )

@@ -29,11 +29,11 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from audiomodels.audio import AudioError, decode_raw
+from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
 from audiomodels.decoding import greedy_decode
 from audiomodels.recognizer import Recognizer, Transcript
-from audiomodels.streaming import ChunkedStream, ChunkInput, StreamingResampler
+from audiomodels.streaming import ChunkedStream, ChunkInput
 from service.limits import IdleTimeout, LimitExceeded, RequestError, ShuttingDown
 
 BLOCK_S = 0.1  # processing granularity: speech/silence decisions, cut positions, feature updates

@@ -89,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.max_segment_s,
         help="longer files are cut at pauses into pieces at most this long",
     )
+    local.add_argument(
+        "--max-duration-s",
+        type=float,
+        default=defaults.max_duration_s,
+        help="longer files get an error line instead of a transcript (memory: 230 MB per hour of audio)",
+    )
     remote = parser.add_argument_group("server mode")
     remote.add_argument("--server", help="HOST:PORT of a speechlabel server: recognize there instead of locally")
     remote.add_argument("--concurrency", type=int, default=4, help="RPCs in flight")
@@ -126,7 +132,13 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = LocalSettings(
-        args.beam_size, args.batch_seconds, args.batch_files, args.max_segment_s, args.workers, args.model_procs
+        beam_size=args.beam_size,
+        batch_seconds=args.batch_seconds,
+        batch_files=args.batch_files,
+        max_segment_s=args.max_segment_s,
+        workers=args.workers,
+        model_procs=args.model_procs,
+        max_duration_s=args.max_duration_s,
     )
     try:
         fusion = fusion_from_args(args, checkpoint)

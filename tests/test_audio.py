@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 
+from audiomodels import audio
 from audiomodels.audio import (
     AudioError,
+    StreamingResampler,
     audio_duration,
     decode_audio,
     decode_raw,
@@ -306,6 +309,49 @@ def test_load_audio_rejects_unsupported_rate(tmp_path):
         load_audio(path)
 
 
+# --- long files: decoded block by block ---------------------------------------------------
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Files over 1 s take the long-file path, in blocks of 0.37 s (a fraction of a resampler block)."""
+    monkeypatch.setattr(audio, "WHOLE_DECODE_LIMIT_S", 1.0)
+    monkeypatch.setattr(audio, "_BLOCK_S", 0.37)
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "fmt", "subtype"),
+    [(16000, 1, "WAV", "PCM_16"), (44100, 2, "FLAC", "PCM_16"), (22050, 1, "MP3", "MPEG_LAYER_III"), (8000, 2, "WAV", "FLOAT")],
+)
+def test_long_files_load_block_by_block_as_they_would_whole(tmp_path, small_blocks, rate, channels, fmt, subtype):
+    path = tmp_path / f"long.{fmt.lower()}"
+    sf.write(path, noise(round(2.5 * rate), channels), rate, format=fmt, subtype=subtype)
+    decoded, _ = decode_audio(path)
+    whole = prepare_waveform(decoded, rate)
+
+    blocks = load_audio(path)
+
+    assert blocks.dtype == np.float32 and blocks.shape == whole.shape
+    np.testing.assert_allclose(blocks, whole, rtol=0, atol=0 if rate == RATE else 1e-4)
+
+
+def test_long_files_are_checked_block_by_block(tmp_path, small_blocks):
+    path = tmp_path / "long.wav"
+    samples = noise(3 * RATE)
+    samples[2 * RATE + 5] = np.nan  # in the sixth block
+    sf.write(path, samples, RATE, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN or Inf"):
+        load_audio(path)
+    sf.write(path, noise(3 * RATE), RATE)
+    with pytest.raises(AudioError, match="longer than the 2.5 s limit"):
+        load_audio(path, max_duration_s=2.5)
+    with pytest.raises(AudioError, match="shorter than the 4.0 s minimum"):
+        load_audio(path, min_duration_s=4.0)
+    sf.write(path, noise(3 * RATE), 4000)
+    with pytest.raises(AudioError, match="sample rate 4000 Hz is outside"):
+        load_audio(path)
+
+
 # --- unreadable input ---------------------------------------------------------------------
 
 ALL_READERS = [decode_audio, load_audio, audio_duration]
@@ -416,3 +462,23 @@ def test_wrong_source_type_is_a_programming_error():
 
 def test_audio_error_is_a_value_error():
     assert issubclass(AudioError, ValueError)
+
+
+# --- resampling piece by piece ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("orig_rate", [8000, 22050, 44100, 48000])
+def test_streaming_resampler_equals_resampling_the_whole_signal(orig_rate: int) -> None:
+    rng = np.random.default_rng(orig_rate)
+    signal = rng.standard_normal(orig_rate + 777).astype(np.float32) * 0.3
+    whole = torchaudio.functional.resample(torch.from_numpy(signal), orig_rate, 16000).numpy()
+    resampler = StreamingResampler(orig_rate, 16000)
+    pieces, start = [], 0
+    while start < len(signal):
+        size = int(rng.integers(1, 3000))
+        pieces.append(resampler.accept(signal[start : start + size]))
+        start += size
+    pieces.append(resampler.finish())
+    streamed = np.concatenate(pieces)
+    assert streamed.shape == whole.shape
+    assert np.abs(streamed - whole).max() < 1e-4

@@ -187,7 +187,8 @@ def test_mixed_inputs_with_every_format_and_a_rerun_that_skips_what_is_done(
     records = {r["audio"]: r for r in read_log(out)}
     assert len(records) == mixed["count"] == len(read_log(out))
     files = mixed["files"]
-    for name, text in {"16k": TEXTS[0], "44k": TEXTS[2], "mp3": TEXTS[3], "manifest": TEXTS[3], "glob": TEXTS[0]}.items():
+    expected = {"16k": TEXTS[0], "44k": TEXTS[2], "mp3": TEXTS[3], "manifest": TEXTS[3], "glob": TEXTS[0]}
+    for name, text in expected.items():
         assert (records[str(files[name])]["error"], records[str(files[name])]["text"]) == (None, text)
     assert records[str(files["8k"])]["error"] is None and records[str(files["8k"])]["duration_s"] > 0.5
     assert "decode" in records[mixed["corrupt"]]["error"] and records[mixed["corrupt"]]["text"] is None
@@ -226,6 +227,19 @@ def test_stdout_mode_streams_one_json_line_per_input_in_order(checkpoint: str, s
     assert (
         transcribe(files[0], "--out", "-", "--format", "srt", "--checkpoint", checkpoint) == 2
     )  # formats need a directory
+
+
+def test_files_over_the_duration_limit_get_an_error_line_and_the_rest_go_on(
+    checkpoint: str, speech_files, capsys
+) -> None:
+    by_length = sorted(map(str, speech_files.values()), key=lambda path: sf.info(path).duration)
+    short, long = by_length[0], by_length[-1]
+    limit = (sf.info(short).duration + sf.info(long).duration) / 2
+    assert transcribe(long, short, "--checkpoint", checkpoint, "--max-duration-s", str(limit)) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["audio"] for r in records] == [long, short]
+    assert f"longer than the {limit} s limit" in records[0]["error"] and records[0]["text"] is None
+    assert records[1]["error"] is None and records[1]["text"]
 
 
 def test_model_processes_give_the_in_process_results_in_input_order(

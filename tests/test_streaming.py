@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
-import torchaudio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audiomodels.config import AcousticConfig, Chunking, ModelConfig
 from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer
-from audiomodels.streaming import ChunkedStream, ChunkInput, StreamingResampler, step_streams
+from audiomodels.streaming import ChunkedStream, ChunkInput, step_streams
 from tests.test_features import chirp_with_noise
 from training.config import TrainConfig
 from training.train import training_chunking
@@ -171,23 +169,6 @@ def test_a_short_chunk_with_look_ahead_is_refused(recognizer: Recognizer) -> Non
     short = ChunkInput(torch.randn(5, 120), torch.randn(2, 120), None, Chunking(8, 4))
     with pytest.raises(ValueError, match="full main part"):
         step_streams(recognizer.model, [full, short])
-
-
-@pytest.mark.parametrize("orig_rate", [8000, 22050, 44100, 48000])
-def test_streaming_resampler_equals_resampling_the_whole_signal(orig_rate: int) -> None:
-    rng = np.random.default_rng(orig_rate)
-    signal = rng.standard_normal(orig_rate + 777).astype(np.float32) * 0.3
-    whole = torchaudio.functional.resample(torch.from_numpy(signal), orig_rate, 16000).numpy()
-    resampler = StreamingResampler(orig_rate, 16000)
-    pieces, start = [], 0
-    while start < len(signal):
-        size = int(rng.integers(1, 3000))
-        pieces.append(resampler.accept(signal[start : start + size]))
-        start += size
-    pieces.append(resampler.finish())
-    streamed = np.concatenate(pieces)
-    assert streamed.shape == whole.shape
-    assert np.abs(streamed - whole).max() < 1e-4
 
 
 def test_training_chunking_is_seeded_per_step_and_follows_the_config() -> None:
