@@ -259,7 +259,11 @@ class LocalTranscriber:
                 yield make_record(item.path, self.model, error=item.error)
                 continue
             stitched = segmenter.stitch(
-                [(start, next(transcripts)) for start, _ in item.pieces], item.num_samples, rate, self.recognizer.labels
+                [(start, next(transcripts)) for start, _ in item.pieces],
+                item.num_samples,
+                rate,
+                self.recognizer.labels,
+                self.recognizer.featurizer.num_model_frames(item.num_samples),
             )
             yield transcript_record(item.path, self.model, stitched)
 

@@ -1,10 +1,12 @@
-"""Cut long recordings at pauses into bounded pieces, and stitch the pieces' transcripts back in file time.
+"""Cut long recordings into pieces of speech, and stitch the pieces' transcripts back in file time.
 
 A bidirectional model needs a whole piece per call, and memory and padding grow with the longest
-item of a batch, so a file longer than the bound is cut. A cut goes where the signal is quietest
-over ``PAUSE_WINDOW_S`` -- long enough to be a pause between words, where a single quiet frame is
-often a stop closure inside one -- and always on the model's frame grid, so every piece's frames
-sit exactly on the whole file's frame grid and stitched times need no correction.
+item of a batch, so a file longer than the bound is cut: into its stretches of speech, which
+look like the utterances the models were trained on (silence between them is never recognized),
+and a stretch longer than the bound where the signal is quietest over ``PAUSE_WINDOW_S`` -- long
+enough to be a pause between words, where a single quiet frame is often a stop closure inside
+one. Every cut is on the model's frame grid, so every piece's frames sit exactly on the whole
+file's frame grid and stitched times need no correction.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from audiomodels.labels import LabelSet
 from audiomodels.recognizer import Transcript
 
 PAUSE_WINDOW_S = 0.4
+SPEECH_RANGE_DB = 35.0  # how far under the file's loud blocks a block still counts as speech
+MIN_PAUSE_S = 0.4  # shorter pauses (stop closures, breaths, commas) stay inside a stretch of speech
+LEAD_MARGIN_S = 0.05  # audio kept before a stretch's speech (training utterances: median 0.01 s, 90% under 0.23 s)
+TRAIL_MARGIN_S = 0.15  # and after it (training utterances: median 0.14-0.33 s)
 
 
 def cut_points(waveform: np.ndarray, *, max_samples: int, grid: int, sample_rate: int) -> list[int]:
@@ -60,22 +66,64 @@ def _pause_energy(waveform: np.ndarray, grid: int, window: int) -> np.ndarray:
 
 
 def split(waveform: np.ndarray, *, max_samples: int, grid: int, sample_rate: int) -> list[tuple[int, np.ndarray]]:
-    """``(start sample, samples)`` of each piece; see :func:`cut_points`."""
-    starts = cut_points(waveform, max_samples=max_samples, grid=grid, sample_rate=sample_rate)
-    return [(start, waveform[start:end]) for start, end in zip(starts, [*starts[1:], len(waveform)])]
+    """``(start sample, samples)`` of each piece of a file, in order.
+
+    A file that fits in one piece is recognized whole, as the server would. A longer one is cut
+    into its stretches of speech (:func:`speech_regions`), each from :data:`LEAD_MARGIN_S` before
+    its speech to :data:`TRAIL_MARGIN_S` after it, and a stretch longer than ``max_samples`` is
+    cut again at its quietest points (:func:`cut_points`). Pieces that begin and end like the
+    training utterances matter: the shipped models learned from utterances whose speech starts
+    within ~0.2 s, and 0.3 s of leading silence costs them 3-4 points of CER.
+    """
+    if len(waveform) <= max_samples:
+        return [(0, waveform)]
+    pieces = []
+    for first, stop in speech_regions(waveform, grid=grid, sample_rate=sample_rate) or [(0, len(waveform))]:
+        region = waveform[first:stop]
+        starts = cut_points(region, max_samples=max_samples, grid=grid, sample_rate=sample_rate)
+        pieces += [(first + a, region[a:b]) for a, b in zip(starts, [*starts[1:], len(region)])]
+    return pieces
+
+
+def speech_regions(waveform: np.ndarray, *, grid: int, sample_rate: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` samples of each stretch of speech with its margins; starts on the grid.
+
+    Speech is a ``grid``-sample block within :data:`SPEECH_RANGE_DB` of the file's loud blocks (its
+    95th percentile), so a noise floor that close to the speech (a noisy recording) counts as
+    speech and such a file is one stretch; pauses shorter than :data:`MIN_PAUSE_S` (stop
+    closures, breaths between words) do not split a stretch.
+    """
+    num_blocks = len(waveform) // grid
+    if not num_blocks:
+        return []
+    power = np.square(waveform[: num_blocks * grid].reshape(num_blocks, grid), dtype=np.float64).mean(axis=1)
+    level_db = 10 * np.log10(power + 1e-12)
+    speech = np.concatenate([[False], level_db > np.percentile(level_db, 95) - SPEECH_RANGE_DB, [False]])
+    edges = np.flatnonzero(np.diff(speech.astype(np.int8)))
+    runs = edges.reshape(-1, 2)  # [first speech block, first block after it)
+    blocks_per_s = sample_rate / grid
+    lead, trail = round(LEAD_MARGIN_S * blocks_per_s), round(TRAIL_MARGIN_S * blocks_per_s)
+    merged: list[list[int]] = []
+    for first, stop in runs:
+        if merged and first - merged[-1][1] < MIN_PAUSE_S * blocks_per_s:
+            merged[-1][1] = stop
+        else:
+            merged.append([first, stop])
+    return [(max(0, first - lead) * grid, min((stop + trail) * grid, len(waveform))) for first, stop in merged]
 
 
 def stitch(
-    pieces: Sequence[tuple[int, Transcript]], num_samples: int, sample_rate: int, labels: LabelSet
+    pieces: Sequence[tuple[int, Transcript]], num_samples: int, sample_rate: int, labels: LabelSet, num_frames: int
 ) -> Transcript:
     """The pieces' transcripts as one transcript of the whole file, times from the file start.
 
     Pieces meet at pauses, so the word separator is put between their texts (unless one side
-    already ends or starts with it). Frame labels are laid on the file's frame grid; the few
-    frames between a piece's last whole frame and the next piece are blank.
+    already ends or starts with it). Frame labels are laid on the file's ``num_frames`` model
+    frames; the frames no piece covers (the silence left out, and the few between a piece's
+    last whole frame and the next piece) are blank.
     """
-    if len(pieces) == 1:
-        return pieces[0][1]
+    if len(pieces) == 1 and len(pieces[0][1].frame_labels) == num_frames:
+        return pieces[0][1]  # the whole file in one piece
     shift = pieces[0][1].frame_shift_s
     words, segments, label_ids = [], [], []
     index = {symbol: i for i, symbol in enumerate(labels.symbols)}
@@ -94,6 +142,7 @@ def stitch(
         label_ids += ids
         first_frame = round(offset / shift)
         frame_labels += [blank] * (first_frame - len(frame_labels)) + list(transcript.frame_labels)
+    frame_labels += [blank] * (num_frames - len(frame_labels))
     return Transcript(
         labels.decode(label_ids),
         tuple(words),

@@ -140,6 +140,32 @@ def test_cuts_land_in_pauses_on_the_frame_grid_within_bounds() -> None:
     assert segmenter.cut_points(waveform[: 8 * rate], max_samples=8 * rate, grid=grid, sample_rate=rate) == [0]
 
 
+def test_speech_regions_span_each_stretch_of_speech_with_its_margins() -> None:
+    rate, grid = 16000, 480
+    rng = np.random.default_rng(1)
+    floor = 1e-4 * rng.standard_normal(12 * rate).astype(np.float32)  # a quiet room, 80 dB under the speech
+
+    def burst(waveform: np.ndarray, start_s: float, stop_s: float, level: float = 0.3) -> None:
+        start, stop = round(start_s * rate), round(stop_s * rate)
+        waveform[start:stop] += level * rng.standard_normal(stop - start).astype(np.float32)
+
+    waveform = floor.copy()
+    burst(waveform, 1.0, 2.5)
+    burst(waveform, 2.7, 4.0)  # 0.2 s pause: the same stretch
+    burst(waveform, 6.0, 6.6, level=0.03)  # quieter speech still counts
+    burst(waveform, 9.0, 11.0)
+    regions = segmenter.speech_regions(waveform, grid=grid, sample_rate=rate)
+    assert [(round(a / rate, 2), round(b / rate, 2)) for a, b in regions] == [(0.93, 4.17), (5.94, 6.75), (8.94, 11.16)]
+    assert all(a % grid == 0 for a, _ in regions)
+
+    pieces = segmenter.split(waveform, max_samples=2 * rate, grid=grid, sample_rate=rate)
+    assert [start for start, _ in pieces][:1] == [regions[0][0]] and len(pieces) == 5  # long stretches cut again
+    assert all(len(samples) <= 2 * rate for _, samples in pieces)
+
+    noisy = waveform + 0.02 * rng.standard_normal(len(waveform)).astype(np.float32)  # noise 25 dB under speech
+    assert segmenter.speech_regions(noisy, grid=grid, sample_rate=rate) == [(0, len(noisy))]
+
+
 def test_groups_stay_within_the_audio_budget_unless_one_file_is_longer() -> None:
     lengths = [50, 40, 30, 500, 20, 20, 20, 20, 90, 10]
     decoded = [DecodedFile(f"{i}.wav", n, [(0, np.zeros(n, np.float32))]) for i, n in enumerate(lengths)]
@@ -163,10 +189,13 @@ def test_long_file_is_cut_at_pauses_and_stitched_in_file_time(checkpoint: str, s
     (record,) = read_log(out)
     assert status == 0 and record["error"] is None and record["duration_s"] == round(len(waveform) / rate, 3)
 
-    starts = segmenter.cut_points(waveform, max_samples=4 * rate, grid=480, sample_rate=rate)
-    assert len(starts) >= 3 and all(np.abs(waveform[cut - 1600 : cut + 1600]).max() < 1e-3 for cut in starts[1:])
+    cut = segmenter.split(waveform, max_samples=4 * rate, grid=480, sample_rate=rate)
+    assert len(cut) == len(TEXTS)  # one piece per utterance: the second of silence around each is left out
+    for start, samples in cut:
+        assert np.abs(waveform[start - 800 : start]).max() < 1e-3 < np.abs(samples[:2400]).max()  # speech soon
+        assert np.abs(waveform[start + len(samples) : start + len(samples) + 1600]).max() < 1e-3
     recognizer = Recognizer.from_checkpoint(checkpoint)
-    pieces = [(a, recognizer.transcribe(waveform[a:b], rate)) for a, b in zip(starts, [*starts[1:], len(waveform)])]
+    pieces = [(a, recognizer.transcribe(samples, rate)) for a, samples in cut]
     expected = [
         (w.word, round(a / rate + w.start_s, 3), round(a / rate + w.end_s, 3)) for a, p in pieces for w in p.words
     ]
@@ -174,8 +203,9 @@ def test_long_file_is_cut_at_pauses_and_stitched_in_file_time(checkpoint: str, s
     assert record["text"].split() == " ".join(p.text for _, p in pieces).split()
     times = [t for s in record["segments"] for t in (s["start_s"], s["end_s"])]
     assert times == sorted(times) and times[-1] <= record["duration_s"]
-    stitched = segmenter.stitch(pieces, len(waveform), rate, recognizer.labels)
-    assert len(stitched.frame_labels) == recognizer.featurizer.num_model_frames(len(waveform))  # on the file's grid
+    num_frames = recognizer.featurizer.num_model_frames(len(waveform))
+    stitched = segmenter.stitch(pieces, len(waveform), rate, recognizer.labels, num_frames)
+    assert len(stitched.frame_labels) == num_frames  # on the file's grid, the silence left out included
 
 
 def test_mixed_inputs_with_every_format_and_a_rerun_that_skips_what_is_done(
