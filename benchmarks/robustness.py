@@ -1,17 +1,21 @@
-"""How recognition holds up in background noise, in rooms and on phone lines: clean held-out
-speech vs the same speech with noise added, reverberated or telephoned.
+"""How recognition holds up in background noise, in rooms, on phone lines and with pauses around
+the speech: clean held-out speech vs the same speech with noise added, reverberated, telephoned
+or with silence before and after it.
 
 Usage:
     python benchmarks/robustness.py [--checkpoints models/char.ckpt models/phone.ckpt]
         [--manifest data/corpus/test.jsonl] [--snrs 30 20 10 5] [--colors white pink brown]
-        [--rooms 0.3:6 0.6:3 0.9:0] [--no-telephone] [--out benchmarks/results/robustness.json]
+        [--rooms 0.3:6 0.6:3 0.9:0] [--no-telephone] [--silences 0.5]
+        [--out benchmarks/results/robustness.json]
 
 Only the manifest's un-augmented utterances are used (the corpus bakes noise, reverb or a phone
 line into some of the others), so the clean row is a real baseline. Each condition applies the
 corpus's own augmentation -- :func:`training.augment.add_noise` (white, pink or brown, SNR over the
 utterance's mean power), :func:`training.augment.reverb` (a synthetic room given as
 ``RT60:DRR``, reverberation time in seconds and direct-to-reverberant ratio in dB) or
-:func:`training.augment.telephone` (8 kHz, 300-3400 Hz, mu-law) -- and writes
+:func:`training.augment.telephone` (8 kHz, 300-3400 Hz, mu-law) -- or puts that many seconds of
+digital silence before and after the speech (recordings start before the talker does; the
+corpus's utterances start speaking within ~0.2 s) -- and writes
 16-bit WAV files, as a client would send them; every checkpoint then scores the same files with
 ``training.evaluate.evaluate`` (greedy), so the models are compared on identical audio. The
 primary rate is CER for char models and PER for phone models.
@@ -43,13 +47,14 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Condition:
-    """One way of degrading the audio; ``kind`` "clean", "noise", "room" or "telephone"."""
+    """One way of degrading the audio; ``kind`` "clean", "noise", "room", "telephone" or "silence"."""
 
     kind: str
     color: str = ""
     snr_db: float = 0.0
     rt60: float = 0.0
     drr_db: float = 0.0
+    silence_s: float = 0.0
 
     @property
     def name(self) -> str:
@@ -57,6 +62,8 @@ class Condition:
             return f"{self.color} {self.snr_db:g} dB"
         if self.kind == "room":
             return f"room {self.rt60:g} s {self.drr_db:g} dB"
+        if self.kind == "silence":
+            return f"silence {self.silence_s:g} s"
         return self.kind
 
     def apply(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -66,6 +73,8 @@ class Condition:
             return reverb(audio, SAMPLE_RATE, self.rt60, self.drr_db, rng)
         if self.kind == "telephone":
             return telephone(audio, SAMPLE_RATE)
+        if self.kind == "silence":
+            return np.pad(audio, round(self.silence_s * SAMPLE_RATE))
         return audio
 
 
@@ -145,6 +154,8 @@ def main() -> None:
     parser.add_argument("--rooms", type=parse_room, nargs="*", default=rooms,
                         help="rooms as RT60:DRR (seconds:dB); none with an empty --rooms")
     parser.add_argument("--no-telephone", action="store_true", help="leave out the phone line condition")
+    parser.add_argument("--silences", type=float, nargs="*", default=[0.5],
+                        help="seconds of silence put before and after the speech, one condition each")
     parser.add_argument("--by", default="speaker", metavar="FIELD[,FIELD]",
                         help="also score each value of these manifest fields in every condition (JSON only); "
                         "'' for none")
@@ -154,7 +165,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     clean = [u for u in read_manifest(args.manifest) if not u.extra.get("augment")]
     noises = [Condition("noise", color=color, snr_db=snr) for color in args.colors for snr in args.snrs]
-    conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")])]
+    silences = [Condition("silence", silence_s=seconds) for seconds in args.silences]
+    conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")]), *silences]
     results = run(args.checkpoints, clean, conditions, parse_fields(args.by))
     report = {
         "manifest": str(args.manifest),

@@ -170,6 +170,27 @@ def test_phone_line_is_applied_to_cached_features_with_its_probability(utterance
     torch.testing.assert_close(untouched, plain)
 
 
+def test_silence_is_put_around_cached_features_and_noise_fills_it(utterances: list[Utterance], tmp_path: Path) -> None:
+    plain = make_dataset(utterances[2:3])[0][0]
+    augment = replace(NO_MASKS, silence_prob=1.0, silence_s=(0.1, 1.0))
+    padded = make_dataset(utterances[2:3], augment=augment, cache_dir=tmp_path / "cache")
+    silence = padded.featurizer(torch.zeros(16000))[0]
+    shapes = set()
+    for epoch in range(4):
+        padded.set_epoch(epoch)
+        features = padded[0][0]
+        before = int((features == silence).all(dim=1).int().argmin())  # the first frame that is not silence
+        after = len(features) - before - len(plain)
+        assert 3 <= before <= 34 and 3 <= after <= 34  # 0.1-1.0 s of 30 ms frames at each end
+        torch.testing.assert_close(features[before : before + len(plain)], plain, rtol=0, atol=0)
+        assert (features[before + len(plain) :] == silence).all()
+        shapes.add((before, after))
+    assert len(shapes) > 1  # drawn afresh every epoch
+
+    noisy = make_dataset(utterances[2:3], augment=replace(augment, noise_prob=1.0), cache_dir=tmp_path / "cache")[0][0]
+    assert not (noisy == silence).all(dim=1).any()  # the noise drawn after the silence is in it too
+
+
 def test_augmentation_depends_on_seed_epoch_and_index_only(utterances: list[Utterance]) -> None:
     augment = AugmentConfig(speed_prob=0.5)
     dataset = make_dataset(utterances, augment=augment, seed=3)

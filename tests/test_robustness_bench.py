@@ -53,6 +53,19 @@ def test_rooms_add_a_decaying_tail_and_parse_from_the_command_line(
     assert np.mean(wet[after] ** 2) > 10 * np.mean(dry[after] ** 2)  # the room rings on where the speech stopped
 
 
+def test_silence_copies_put_the_asked_pause_around_the_speech(
+    bench: ModuleType, utterances: list[Utterance], tmp_path: Path
+) -> None:
+    condition = bench.Condition("silence", silence_s=0.5)
+    assert condition.name == "silence 0.5 s"
+    original = utterances[0]
+    speech = load_audio(original.audio_filepath, target_rate=16000)
+    padded = load_audio(bench.degraded_copies([original], condition, tmp_path, seed=0)[0].audio_filepath)
+    assert len(padded) == len(speech) + 16000
+    assert not padded[:8000].any() and not padded[-8000:].any()
+    np.testing.assert_allclose(padded[8000:-8000], speech, atol=1 / 32768)
+
+
 def test_noise_and_rooms_raise_a_trained_models_error_rate(
     bench: ModuleType, trained: tuple[Path, list[float]], utterances: list[Utterance], capsys: pytest.CaptureFixture[str]
 ) -> None:
