@@ -135,7 +135,8 @@ def prepare_waveform(
 
 
 def _finite_mono(audio: np.ndarray) -> np.ndarray:
-    """float32 ``(n,)`` or ``(n, channels)`` -> ``(n,)``, the mean of the channels; NaN/Inf rejected."""
+    """float32 ``(n,)`` or ``(n, channels)`` -> ``(n,)``, the mean of the channels (a new array for 2-D
+    input); NaN/Inf rejected."""
     if not np.isfinite(audio).all():
         raise AudioError("audio contains NaN or Inf samples")
     return audio.mean(axis=1, dtype=np.float32) if audio.ndim == 2 else audio
@@ -184,7 +185,7 @@ def _load_in_blocks(
         num_samples += len(mono)
         if max_duration_s is not None:  # the header may understate a compressed file's length
             _check_duration(num_samples, rate, 0.0, max_duration_s)
-        pieces.append(resampler.accept(mono) if resampler else mono.copy())
+        pieces.append(resampler.accept(mono) if resampler else mono)
     _check_duration(num_samples, rate, min_duration_s, max_duration_s)
     if resampler:
         pieces.append(resampler.finish())

@@ -56,13 +56,19 @@ def _middle_of_quietest(energy: np.ndarray) -> int:
 
 def _pause_energy(waveform: np.ndarray, grid: int, window: int) -> np.ndarray:
     """Mean power over ``window`` blocks centred on each block boundary 0..num_blocks."""
-    num_blocks = len(waveform) // grid
-    power = np.square(waveform[: num_blocks * grid].reshape(num_blocks, grid), dtype=np.float64).mean(axis=1)
+    power = _block_power(waveform, grid)
+    num_blocks = len(power)
     totals = np.concatenate([[0.0], np.cumsum(power)])
     boundaries = np.arange(num_blocks + 1)
     low = np.clip(boundaries - window // 2, 0, num_blocks)
     high = np.clip(boundaries + (window + 1) // 2, 0, num_blocks)
     return (totals[high] - totals[low]) / np.maximum(high - low, 1)
+
+
+def _block_power(waveform: np.ndarray, grid: int) -> np.ndarray:
+    """Mean power of each whole ``grid``-sample block (float64)."""
+    num_blocks = len(waveform) // grid
+    return np.square(waveform[: num_blocks * grid].reshape(num_blocks, grid), dtype=np.float64).mean(axis=1)
 
 
 def split(waveform: np.ndarray, *, max_samples: int, grid: int, sample_rate: int) -> list[tuple[int, np.ndarray]]:
@@ -94,10 +100,9 @@ def speech_regions(waveform: np.ndarray, *, grid: int, sample_rate: int) -> list
     speech and such a file is one stretch; pauses shorter than :data:`MIN_PAUSE_S` (stop
     closures, breaths between words) do not split a stretch.
     """
-    num_blocks = len(waveform) // grid
-    if not num_blocks:
+    power = _block_power(waveform, grid)
+    if not len(power):
         return []
-    power = np.square(waveform[: num_blocks * grid].reshape(num_blocks, grid), dtype=np.float64).mean(axis=1)
     level_db = 10 * np.log10(power + 1e-12)
     speech = np.concatenate([[False], level_db > np.percentile(level_db, 95) - SPEECH_RANGE_DB, [False]])
     edges = np.flatnonzero(np.diff(speech.astype(np.int8)))
