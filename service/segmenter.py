@@ -79,7 +79,7 @@ def split(waveform: np.ndarray, *, max_samples: int, grid: int, sample_rate: int
     its speech to :data:`TRAIL_MARGIN_S` after it, and a stretch longer than ``max_samples`` is
     cut again at its quietest points (:func:`cut_points`). Pieces that begin and end like the
     training utterances matter: the shipped models learned from utterances whose speech starts
-    within ~0.2 s, and 0.3 s of silence before degraded test utterances cost the char model 3.2
+    within ~0.2 s, and 0.3 s of silence before 150 test utterances cost the char model 3.2
     points of CER (README, Shipped models).
     """
     if len(waveform) <= max_samples:
