@@ -31,9 +31,10 @@ What is measured, and why:
 - server CPU: user + system CPU seconds of the server process over the load (from the start of
   the streams to the last one ending) per wall second, in percent of one core.
 - mismatched finals: streams without errors whose final texts, joined, differ (whitespace
-  aside) from the offline transcript of the same samples by the recognizer in the mode the
-  server streams with (the model config's ``streaming`` chunking; full context for configs
-  without one, noted in the output).
+  aside) from the offline transcripts of the same spans of samples (each final is one utterance
+  the server recognized on its own) by the recognizer in the mode the server streams with (the
+  model config's ``streaming`` chunking; full context for configs without one, noted in the
+  output).
 - send lag p99: how late clients wrote chunks against their schedule; large values mean the
   client side, not the server, was the bottleneck.
 
@@ -73,6 +74,7 @@ from audiomodels.warp import add_warps_argument, format_warps
 from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
+from service.sessions import BLOCK_S
 from training.manifest import Utterance, read_manifest
 
 from report import write_report  # beside this script in benchmarks/
@@ -100,6 +102,17 @@ class StreamSpec:
     delay_s: float
 
 
+@dataclass(frozen=True)
+class StreamedResult:
+    """One result as a client received it."""
+
+    arrived: float  # time.monotonic()
+    start_s: float  # the result's span of the stream
+    end_s: float
+    is_final: bool
+    text: str
+
+
 @dataclass
 class StreamRecord:
     """What one client saw; times are ``time.monotonic()`` (system-wide on Linux)."""
@@ -107,7 +120,7 @@ class StreamRecord:
     index: int
     path: str
     chunks: list[tuple[float, float, float]] = field(default_factory=list)  # (audio end s, scheduled, sent)
-    results: list[tuple[float, float, bool, str]] = field(default_factory=list)  # (arrived, end_s, final, text)
+    results: list[StreamedResult] = field(default_factory=list)
     half_closed_at: float | None = None
     error: str | None = None  # gRPC status code name of a failed call
 
@@ -136,13 +149,34 @@ def streaming_reference(checkpoint: Path, warps: tuple[float, ...] = ()) -> tupl
     return recognizer, description, round(chunking.latency_frames * config.features.frame_shift_s, 6)
 
 
-def reference_texts(recognizer: Recognizer, paths: set[str], max_duration_s: float | None) -> dict[str, str]:
-    """Offline transcript of exactly the samples each stream sends (decoded as the server does)."""
-    texts = {}
-    for path in sorted(paths):
-        samples, rate = load_pcm16(path, max_duration_s)
-        texts[path] = recognizer.transcribe(decode_raw(samples.tobytes(), "pcm16", rate), rate).text
-    return texts
+class SpanReferences:
+    """Offline transcripts of spans of what each stream sends (decoded as the server decodes it).
+
+    The server's finals are utterances it recognized on their own, so each is compared with the
+    offline transcript of exactly its span: on the endpointer's 100 ms block grid, or up to the
+    end of the stream.
+    """
+
+    def __init__(self, recognizer: Recognizer, max_duration_s: float | None) -> None:
+        self._recognizer = recognizer
+        self._max_duration_s = max_duration_s
+        self._texts: dict[tuple[str, float, float], str] = {}
+
+    def text(self, path: str, start_s: float, end_s: float) -> str:
+        key = (path, start_s, end_s)
+        if key not in self._texts:
+            samples, rate = load_pcm16(path, self._max_duration_s)
+            waveform = decode_raw(samples.tobytes(), "pcm16", rate)
+            start, end = (self._sample(t, len(waveform), rate) for t in (start_s, end_s))
+            self._texts[key] = self._recognizer.transcribe(waveform[start:end], rate).text
+        return self._texts[key]
+
+    @staticmethod
+    def _sample(time_s: float, length: int, rate: int) -> int:
+        if abs(time_s - length / rate) <= COVER_SLACK_S:  # the stream's end, whatever its grid
+            return length
+        block = round(BLOCK_S * rate)
+        return min(round(time_s * rate / block) * block, length)
 
 
 # --------------------------------------------------------------------------- server process
@@ -237,7 +271,7 @@ async def receive_results(call: grpc.aio.StreamStreamCall, record: StreamRecord)
         arrived = time.monotonic()
         for result in response.results:
             text = result.alternatives[0].transcript if result.alternatives else ""
-            record.results.append((arrived, result.end_s, result.is_final, text))
+            record.results.append(StreamedResult(arrived, result.start_s, result.end_s, result.is_final, text))
 
 
 async def run_stream(
@@ -332,7 +366,7 @@ def chunk_latencies(record: StreamRecord) -> list[float | None]:
     """Per chunk: seconds from its send to the first result reaching its audio end (None: never)."""
     latencies = []
     for audio_end_s, _, sent in record.chunks:
-        covering = (arrived for arrived, end_s, _, _ in record.results if end_s >= audio_end_s - COVER_SLACK_S)
+        covering = (r.arrived for r in record.results if r.end_s >= audio_end_s - COVER_SLACK_S)
         arrived = next(covering, None)
         latencies.append(None if arrived is None else arrived - sent)
     return latencies
@@ -340,14 +374,19 @@ def chunk_latencies(record: StreamRecord) -> list[float | None]:
 
 def final_latency(record: StreamRecord) -> float | None:
     """Half-close to the last final (0 if it came before the audio ended); None without a final."""
-    finals = [arrived for arrived, _, is_final, _ in record.results if is_final]
+    finals = [r.arrived for r in record.results if r.is_final]
     if record.half_closed_at is None or not finals:
         return None
     return max(0.0, finals[-1] - record.half_closed_at)
 
 
 def final_text(record: StreamRecord) -> str:
-    return " ".join(" ".join(text for _, _, is_final, text in record.results if is_final).split())
+    return " ".join(" ".join(r.text for r in record.results if r.is_final).split())
+
+
+def reference_text(record: StreamRecord, references: SpanReferences) -> str:
+    """The offline transcripts of the spans of the stream's finals, joined as ``final_text`` joins them."""
+    return " ".join(" ".join(references.text(record.path, r.start_s, r.end_s) for r in record.results if r.is_final).split())
 
 
 def percentiles_ms(values: list[float], *quantiles: int) -> dict[str, float | None]:
@@ -355,7 +394,7 @@ def percentiles_ms(values: list[float], *quantiles: int) -> dict[str, float | No
 
 
 def summarize(
-    records: list[StreamRecord], references: dict[str, str], bound_s: float, wall_s: float, cpu_s: float
+    records: list[StreamRecord], references: SpanReferences, bound_s: float, wall_s: float, cpu_s: float
 ) -> dict[str, Any]:
     per_stream = {record.index: chunk_latencies(record) for record in records}
     covered = [latency for latencies in per_stream.values() for latency in latencies if latency is not None]
@@ -376,7 +415,7 @@ def summarize(
         "uncovered_chunks": sum(latency is None for latencies in per_stream.values() for latency in latencies),
         "chunk_latency_ms": percentiles_ms(covered, 50, 95, 99, 100),
         "final_latency_ms": percentiles_ms(finals, 50, 99),
-        "mismatched_finals": sum(final_text(record) != " ".join(references[record.path].split()) for record in ok),
+        "mismatched_finals": sum(final_text(record) != reference_text(record, references) for record in ok),
         "server_cpu_percent": round(100 * cpu_s / wall_s, 1),
         "wall_s": round(wall_s, 2),
         "send_lag_ms": percentiles_ms(lags, 99),
@@ -458,7 +497,7 @@ def main() -> None:
     cycled = [utterances[i % len(utterances)] for i in range(max(args.streams))]
     paths = [str(utterance.audio_filepath) for utterance in cycled]
     recognizer, reference_mode, algorithmic_s = streaming_reference(args.models_dir / f"{args.model}.ckpt", args.warps)
-    references = reference_texts(recognizer, set(paths), args.max_duration)
+    references = SpanReferences(recognizer, args.max_duration)
     print(
         f"reference finals: {reference_mode}; algorithmic latency {1000 * algorithmic_s:.0f} ms; a stream is live "
         f"when its p99 chunk latency is at most {1000 * algorithmic_s + args.latency_budget_ms:.0f} ms"

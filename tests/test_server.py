@@ -13,11 +13,11 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -41,7 +41,7 @@ from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from service.proto_gen import check_current
 from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
-from service.sessions import BLOCK_S, StreamingSession, StreamSettings
+from service.sessions import BLOCK_S, StreamingSession, StreamResult, StreamSettings
 from tests.grpc_harness import LoopbackServer
 
 pytestmark = pytest.mark.slow
@@ -420,16 +420,13 @@ def test_endpointer_splits_utterances_with_stream_times(stub, streaming, two_utt
     first, second = stream(stub, config, chunks(two_utterances, [8000]))
     assert first.is_final and second.is_final and 1.0 < first.end_s < second.start_s  # leading silence dropped
     assert second.end_s == pytest.approx(len(two_utterances) / 2 / RATE, abs=1e-3)
-    # The model runs over the whole stream; each final decodes the frames of its span of the
-    # offline chunked emissions of the whole stream.
+    # Each utterance runs through the model on its own: its final is the offline chunked transcript
+    # of exactly its span of the stream.
     samples = decode_raw(two_utterances, "pcm16", RATE)
-    log_probs, _ = streaming.emissions([streaming.prepare(samples, RATE)])
-    shift = streaming.config.features.frame_shift_s
     block = round(BLOCK_S * RATE)  # cuts fall on the block grid (or the stream's end); times are rounded to ms
     for result in (first, second):
         start, end = (min(round(t * RATE / block) * block, len(samples)) for t in (result.start_s, result.end_s))
-        frames = log_probs[0, round(start / RATE / shift) : round(end / RATE / shift)]
-        expected = streaming.decode(frames, (end - start) / RATE)
+        expected = streaming.transcribe(samples[start:end], RATE)
         assert result.alternatives[0].transcript == expected.text
         assert_same_words(list(result.alternatives[0].words), expected, result.start_s)
     assert first.alternatives[0].transcript.startswith("hello")
@@ -461,6 +458,25 @@ def test_streamed_finals_do_not_depend_on_chunking_through_grpc(stub, two_uttera
     grpc_server.wait_for_no_streams()
 
 
+def run_session(
+    recognizer: Recognizer, settings_: StreamSettings, pieces: Iterable[bytes]
+) -> tuple[list[StreamResult], StreamingSession]:
+    """Stream ``pieces`` through a session without the server: (results, the finished session)."""
+
+    async def direct(call: Callable[[], Transcript]) -> Transcript:  # the executor hop is not under test here
+        return call()
+
+    async def step(chunk: ChunkInput) -> tuple[torch.Tensor, torch.Tensor]:  # nor is batching
+        ((log_probs, state),) = step_streams(recognizer.model, [chunk])
+        return log_probs, state
+
+    async def run() -> tuple[list[StreamResult], StreamingSession]:
+        session = StreamingSession(recognizer, settings_, step, direct)
+        return [r for piece in pieces for r in await session.accept(piece)] + await session.finish(), session
+
+    return asyncio.run(run())
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(1, 6000), min_size=1, max_size=20))
 @example(sizes=[1])
@@ -469,35 +485,53 @@ def test_session_finals_do_not_depend_on_chunking(recognizer, two_utterances, si
     """The property at the session level, where 1-byte pieces of a whole stream are cheap."""
     settings_ = StreamSettings("pcm16", RATE, interim_results=True, endpoint_silence_s=0.5)
 
-    async def run(pieces: Iterator[bytes]) -> list[tuple]:
-        async def direct(call: Callable[[], Transcript]) -> Transcript:  # the executor hop is not under test here
-            return call()
-
-        async def step(chunk: ChunkInput) -> tuple[torch.Tensor, torch.Tensor]:  # nor is batching
-            ((log_probs, state),) = step_streams(recognizer.model, [chunk])
-            return log_probs, state
-
-        session = StreamingSession(recognizer, settings_, step, direct)
-        results = [r for piece in pieces for r in await session.accept(piece)] + await session.finish()
+    def finals(pieces: Iterable[bytes]) -> list[tuple]:
+        results, _ = run_session(recognizer, settings_, pieces)
         return [(r.transcript, r.start_s, r.end_s) for r in results if r.is_final]
 
-    expected = _session_reference(recognizer, two_utterances, settings_, run)
-    assert asyncio.run(run(chunks(two_utterances, sizes))) == expected
+    expected = _session_reference(recognizer, two_utterances, finals)
+    assert finals(chunks(two_utterances, sizes)) == expected
 
 
 _REFERENCE: dict[int, list[tuple]] = {}
 
 
-def _session_reference(
-    recognizer: Recognizer, data: bytes, settings_: StreamSettings, run: Callable[..., Coroutine[Any, Any, list[tuple]]]
-) -> list[tuple]:
+def _session_reference(recognizer: Recognizer, data: bytes, finals: Callable[[Iterable[bytes]], list[tuple]]) -> list[tuple]:
     """The finals for the whole stream in one piece, computed once."""
     key = id(recognizer)
     if key not in _REFERENCE:
-        _REFERENCE[key] = asyncio.run(run(iter([data])))
+        _REFERENCE[key] = finals([data])
         texts = [transcript.text for transcript, _, _ in _REFERENCE[key]]
         assert len(texts) == 2 and texts[0].startswith("hello wor")  # the 4-clip model, chunked
     return _REFERENCE[key]
+
+
+def test_silence_never_reaches_the_model_and_earlier_audio_never_changes_a_final(
+    recognizer, streaming, two_utterances
+) -> None:
+    settings_ = StreamSettings("pcm16", RATE, endpoint_silence_s=0.5)
+    silence = bytes(2 * round(3.0 * RATE))  # 3 s, a whole number of 100 ms blocks
+    results, session = run_session(recognizer, settings_, [two_utterances + silence])
+    padded, padded_session = run_session(recognizer, settings_, [silence + two_utterances + silence])
+    # Only the utterances (each with at most leading_silence_s + a block before its speech and the
+    # endpointing silence after it) ran through the model, not the padding.
+    for finals, ran in ((results, session), (padded, padded_session)):
+        spans_s = sum(r.end_s - r.start_s for r in finals)
+        assert len(finals) == 2 and ran.model_frames == pytest.approx(spans_s / 0.03, abs=2)
+    assert padded_session.model_frames < (len(silence) * 2 + len(two_utterances)) / 2 / RATE / 0.03 / 2
+    # Every final is the offline chunked transcript of its own span, and the utterance after the
+    # pause is the same utterance, 3 s later, whatever the stream held before it.
+    samples = decode_raw(silence + two_utterances, "pcm16", RATE)
+    for result in padded:
+        span = samples[round(result.start_s * RATE) : round(result.end_s * RATE)]
+        assert result.transcript.text == streaming.transcribe(span, RATE).text
+    assert padded[1].transcript == results[1].transcript
+    assert (padded[1].start_s, padded[1].end_s) == pytest.approx((results[1].start_s + 3.0, results[1].end_s + 3.0))
+    assert padded[0].start_s == pytest.approx(3.0 - settings_.leading_silence_s)
+    no_margin = replace(settings_, leading_silence_s=0.0)
+    assert run_session(recognizer, no_margin, [silence + two_utterances])[0][0].start_s == pytest.approx(3.0)
+    silent, silent_session = run_session(recognizer, settings_, [silence])
+    assert silent == [] and silent_session.model_frames == 0
 
 
 def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingRecognizeRequest], grpc.StatusCode, str]]:
