@@ -23,9 +23,11 @@ from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
 from audiomodels.model import AcousticModel
+from audiomodels.silence import LEADING_SILENCE_S, speech_start
 from audiomodels.warp import check_warps, mean_posterior, warp_features, warp_matrix
 
 DEFAULT_MAX_DURATION_S = 3600.0
+CERTAINLY_NOT = -1e4  # log-prob of the non-blank labels on skipped silence (exp() is 0 in float32; no inf arithmetic)
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -101,6 +103,7 @@ class Recognizer:
         precision: str = "float32",
         fusion: Fusion | None = None,
         warps: Sequence[float] = (),
+        leading_silence_s: float | None = LEADING_SILENCE_S,
     ) -> None:
         """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
         CPUs with native support and changes transcripts very little (see the batch benchmark);
@@ -110,6 +113,9 @@ class Recognizer:
         averages the frame posteriors (audiomodels/warp.py): more accurate on voices unlike the
         training voices, at one model pass per factor. Empty = one plain pass. Live streams get
         the same ensemble by passing :attr:`warp_matrices` to :func:`audiomodels.streaming.step_streams`.
+        ``leading_silence_s``: transcription skips the silence before the speech but this much
+        (:mod:`audiomodels.silence`, the rule live streams follow); ``None`` runs the model from
+        the first sample.
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -126,6 +132,7 @@ class Recognizer:
         self.fusion = fusion
         self.warps = check_warps(warps)
         self.warp_matrices = [warp_matrix(config.features, w) for w in self.warps]
+        self.leading_silence_s = leading_silence_s
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
@@ -174,14 +181,34 @@ class Recognizer:
         counts each utterance K times); results come back in input order.
         """
         prepared = [self.prepare(waveform, rate) for waveform, rate in items]
+        starts = [self.speech_start(waveform) for waveform in prepared]
+        speech = [waveform[start:] for waveform, start in zip(prepared, starts)]
+        frame_samples = self.featurizer.config.hop_length * self.featurizer.config.stack
         results: list[Transcript | None] = [None] * len(prepared)
         budget = max_batch_seconds * self.sample_rate / max(1, len(self.warps))
-        for batch in _length_sorted_batches(prepared, budget):
-            log_probs, lengths = self.emissions([prepared[i] for i in batch])
+        for batch in _length_sorted_batches(speech, budget):
+            log_probs, lengths = self.emissions([speech[i] for i in batch])
             for row, index in enumerate(batch):
+                emitted = self._after_silence(log_probs[row, : lengths[row]], starts[index] // frame_samples)
                 duration = len(prepared[index]) / self.sample_rate
-                results[index] = self.decode(log_probs[row, : lengths[row]], duration, beam_size=beam_size)
+                results[index] = self.decode(emitted, duration, beam_size=beam_size)
         return [r for r in results if r is not None]
+
+    def speech_start(self, prepared: np.ndarray) -> int:
+        """First sample of a prepared waveform the model needs to see (a whole model frame)."""
+        if self.leading_silence_s is None:
+            return 0
+        frame_samples = self.featurizer.config.hop_length * self.featurizer.config.stack
+        return speech_start(prepared, self.sample_rate, self.leading_silence_s, align=frame_samples)
+
+    def _after_silence(self, log_probs: torch.Tensor, skipped_frames: int) -> torch.Tensor:
+        """Log-probs with the skipped silence back in front as certain blanks, so every time and
+        frame label is the whole recording's."""
+        if not skipped_frames:
+            return log_probs
+        blanks = torch.full((skipped_frames, log_probs.shape[1]), CERTAINLY_NOT, dtype=log_probs.dtype)
+        blanks[:, self.labels.blank_id] = 0.0
+        return torch.cat([blanks, log_probs])
 
     def decode(self, log_probs: torch.Tensor, duration_s: float, *, beam_size: int = 1) -> Transcript:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words."""

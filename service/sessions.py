@@ -36,10 +36,10 @@ from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
 from audiomodels.decoding import greedy_decode
 from audiomodels.recognizer import Recognizer, Transcript
+from audiomodels.silence import BLOCK_S, LEADING_SILENCE_S, SILENCE_DBFS, is_speech
 from audiomodels.streaming import ChunkedStream, ChunkInput
 from service.limits import IdleTimeout, LimitExceeded, RequestError, ShuttingDown
 
-BLOCK_S = 0.1  # processing granularity: speech/silence decisions, cut positions, feature updates
 MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recognition
 _BYTES_PER_SAMPLE = {"pcm16": 2, "float32": 4}
 
@@ -57,14 +57,10 @@ class StreamSettings:
     interim_results: bool = False
     beam_size: int = 1  # finals only; interims are greedy
     endpoint_silence_s: float = 0.8  # this much silence after speech ends an utterance
-    # Audio kept before the first block above the threshold (soft onsets fall below it). Each 0.1 s
-    # of it costs the shipped char model accuracy (its corpus's speech starts at once): streamed
-    # after 1 s of silence, 150 clean test utterances scored 12.2 / 12.3 / 12.9 / 13.3% CER with
-    # 0 / 0.1 / 0.2 / 0.3 s (11.9% without the silence; models/HISTORY.md).
-    leading_silence_s: float = 0.1
+    leading_silence_s: float = LEADING_SILENCE_S  # kept before the first speech block (audiomodels/silence.py)
     max_utterance_s: float = 30.0
     max_stream_s: float = 3600.0
-    silence_dbfs: float = -45.0  # block RMS at or below this level counts as silence
+    silence_dbfs: float = SILENCE_DBFS  # block RMS at or below this level counts as silence
     latency_s: float = 0.0  # chunk + look-ahead of the model; 0 = the model's own streaming chunking
 
 
@@ -172,15 +168,10 @@ class Endpointer:
         return None
 
     def _advance(self, samples: np.ndarray) -> None:
-        speech = _is_speech(samples, self.settings.silence_dbfs)
+        speech = is_speech(samples, self.settings.silence_dbfs)
         self.position += len(samples)
         self.has_speech |= speech
         self._silence_run = 0 if speech else self._silence_run + 1
-
-
-def _is_speech(samples: np.ndarray, silence_dbfs: float) -> bool:
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    return 20.0 * np.log10(max(rms, 1e-10)) > silence_dbfs
 
 
 @dataclass(frozen=True)
