@@ -67,9 +67,10 @@ class SpeechLabelerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamingRecognize(self, request_iterator, context):
-        """First message: config; then raw audio chunks of any size. Interim results while audio
-        streams in (if asked; one per model chunk, whose end_s is how far the labelled audio
-        reaches), a final result at each utterance end and at the end of the stream.
+        """First message: config; then raw audio chunks of any size. Interim results while an
+        utterance streams in (if asked; one per model chunk, whose end_s is how far the labelled
+        audio reaches; none in the silence before and between utterances, which the model never
+        sees), a final result at each utterance end and at the end of the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
