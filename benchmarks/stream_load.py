@@ -3,25 +3,28 @@
 Usage:
     python benchmarks/stream_load.py [--streams 10,25,50,100,150] [--modes on,off]
         [--manifest data/corpus/test.jsonl] [--model char] [--chunk-ms 100] [--server-threads 2]
-        [--latency-budget-ms 250] [--max-duration S] [--warps W1,W2,...] [--out benchmarks/results/stream_load.json]
+        [--latency-budget-ms 250] [--max-duration S] [--leading-silence S] [--warps W1,W2,...]
+        [--out benchmarks/results/stream_load.json]
 
 For every N and batching mode a fresh ``speechlabel serve`` runs in its own process on loopback
 (``--max-streams N``, ``--torch-threads`` and ``OMP_NUM_THREADS`` from ``--server-threads``);
 the clients run in ``--client-procs`` other processes, each an asyncio loop driving its share of
 the streams over grpc.aio with one connection per stream, so neither side shares a GIL with the
-other. Stream i sends utterance i of the manifest (cycling) as LINEAR16 in ``--chunk-ms`` pieces
-at real-time pace (chunk k at the stream's start + k x chunk), with interim results on, then
+other. Stream i sends utterance i of the manifest (cycling; after ``--leading-silence`` seconds of
+digital silence, a talker who starts a while after the microphone opens) as LINEAR16 in
+``--chunk-ms`` pieces at real-time pace (chunk k at the stream's start + k x chunk), with interim results on, then
 half-closes and reads until the server ends the call. Streams start at random offsets within
 the first second (the same offsets for both modes).
 
 What is measured, and why:
 
 - chunk latency: for each chunk, the time from just before it is written to the arrival of the
-  first result (interim or final) whose ``end_s`` reaches the chunk's audio end (1 ms slack for
-  the 3-decimal times). It is how long the words in that chunk take to show up, so it includes
-  the server's interim cadence (one interim per model chunk). Chunks no result ever
-  reaches (trailing silence after an endpoint, failed streams) are counted as uncovered and left
-  out of the percentiles.
+  first result (interim or final) whose span, ``start_s`` to ``end_s``, holds the chunk's audio
+  end, so that some of the chunk's audio is in the result (1 ms slack for the 3-decimal times). It is how long the words in that chunk take to show
+  up, so it includes the server's interim cadence (one interim per model chunk). Chunks in no
+  result's span (the silence the endpointer leaves out of every utterance: before, between and
+  after them; failed streams) have no words to show: they are counted as uncovered and left out
+  of the percentiles.
 - final latency: from the half-close to the arrival of the stream's last final result (0 when
   that final came before the audio ended), over streams without errors.
 - streams at real time: no error and the p99 of the stream's own chunk latencies at most
@@ -128,13 +131,29 @@ class StreamRecord:
 # --------------------------------------------------------------------------- audio and reference
 
 
-def load_pcm16(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    """A mono file's samples as little-endian int16 and its rate, cut to ``max_duration_s``."""
-    samples, rate = sf.read(path, dtype="int16")
-    if samples.ndim != 1:
-        raise ValueError(f"{path}: expected mono audio, got {samples.shape[1]} channels")
-    limit = len(samples) if max_duration_s is None else round(max_duration_s * rate)
-    return samples[:limit].astype("<i2"), rate
+@dataclass(frozen=True)
+class StreamAudio:
+    """What a stream sends of its file: ``leading_silence_s`` of digital silence (a talker who starts
+    a while after the microphone opens), then the file cut to ``max_duration_s``."""
+
+    max_duration_s: float | None = None
+    leading_silence_s: float = 0.0
+
+    def load(self, path: str) -> tuple[np.ndarray, int]:
+        """The samples as little-endian int16, and their rate."""
+        samples, rate = sf.read(path, dtype="int16")
+        if samples.ndim != 1:
+            raise ValueError(f"{path}: expected mono audio, got {samples.shape[1]} channels")
+        limit = len(samples) if self.max_duration_s is None else round(self.max_duration_s * rate)
+        silence = np.zeros(round(self.leading_silence_s * rate), np.int16)
+        return np.concatenate([silence, samples[:limit]]).astype("<i2"), rate
+
+    def duration_s(self, file_duration_s: float) -> float:
+        return self.leading_silence_s + min(file_duration_s, self.max_duration_s or np.inf)
+
+
+def stream_audio(args: argparse.Namespace) -> StreamAudio:
+    return StreamAudio(args.max_duration, args.leading_silence)
 
 
 def streaming_reference(checkpoint: Path, warps: tuple[float, ...] = ()) -> tuple[Recognizer, str, float]:
@@ -157,15 +176,15 @@ class SpanReferences:
     end of the stream.
     """
 
-    def __init__(self, recognizer: Recognizer, max_duration_s: float | None) -> None:
+    def __init__(self, recognizer: Recognizer, audio: StreamAudio) -> None:
         self._recognizer = recognizer
-        self._max_duration_s = max_duration_s
+        self._audio = audio
         self._texts: dict[tuple[str, float, float], str] = {}
 
     def text(self, path: str, start_s: float, end_s: float) -> str:
         key = (path, start_s, end_s)
         if key not in self._texts:
-            samples, rate = load_pcm16(path, self._max_duration_s)
+            samples, rate = self._audio.load(path)
             waveform = decode_raw(samples.tobytes(), "pcm16", rate)
             start, end = (self._sample(t, len(waveform), rate) for t in (start_s, end_s))
             self._texts[key] = self._recognizer.transcribe(waveform[start:end], rate).text
@@ -300,11 +319,11 @@ async def run_stream(
 
 
 async def run_clients(
-    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, max_duration_s: float | None,
+    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, stream_audio: StreamAudio,
     ready: Barrier,
 ) -> list[StreamRecord]:  # fmt: skip
     """Load audio and connect, meet the other processes at ``ready``, then run every stream."""
-    audio = {path: load_pcm16(path, max_duration_s) for path in {spec.path for spec in specs}}
+    audio = {path: stream_audio.load(path) for path in {spec.path for spec in specs}}
     options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per stream, as separate clients have
     channels = [grpc.aio.insecure_channel(address, options=options) for _ in specs]
     try:
@@ -322,10 +341,10 @@ async def run_clients(
 
 
 def client_process(
-    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, max_duration_s: float | None,
+    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, stream_audio: StreamAudio,
     ready: Barrier, results: multiprocessing.Queue,
 ) -> None:  # fmt: skip
-    results.put(asyncio.run(run_clients(address, specs, model, chunk_ms, max_duration_s, ready)))
+    results.put(asyncio.run(run_clients(address, specs, model, chunk_ms, stream_audio, ready)))
 
 
 def run_load(
@@ -339,7 +358,7 @@ def run_load(
     clients = [
         context.Process(
             target=client_process,
-            args=(address, specs[i::procs], args.model, args.chunk_ms, args.max_duration, ready, queue),
+            args=(address, specs[i::procs], args.model, args.chunk_ms, stream_audio(args), ready, queue),
         )
         for i in range(procs)
     ]
@@ -348,7 +367,7 @@ def run_load(
     try:
         ready.wait(SETUP_TIMEOUT_S)
         started, cpu_started = time.monotonic(), process_cpu_s(server_pid)
-        last_end = max(spec.delay_s + min(spec.duration_s, args.max_duration or np.inf) for spec in specs)
+        last_end = max(spec.delay_s + stream_audio(args).duration_s(spec.duration_s) for spec in specs)
         records = [record for _ in clients for record in queue.get(timeout=last_end + STREAM_SLACK_S)]
         return records, time.monotonic() - started, process_cpu_s(server_pid) - cpu_started
     finally:
@@ -363,10 +382,12 @@ def run_load(
 
 
 def chunk_latencies(record: StreamRecord) -> list[float | None]:
-    """Per chunk: seconds from its send to the first result reaching its audio end (None: never)."""
+    """Per chunk: seconds from its send to the first result whose span holds its audio end (None: none does)."""
     latencies = []
     for audio_end_s, _, sent in record.chunks:
-        covering = (r.arrived for r in record.results if r.end_s >= audio_end_s - COVER_SLACK_S)
+        covering = (
+            r.arrived for r in record.results if r.start_s + COVER_SLACK_S < audio_end_s <= r.end_s + COVER_SLACK_S
+        )
         arrived = next(covering, None)
         latencies.append(None if arrived is None else arrived - sent)
     return latencies
@@ -485,6 +506,9 @@ def main() -> None:
         help="a live stream's p99 chunk latency may exceed the algorithmic latency by this much",
     )  # fmt: skip
     parser.add_argument("--max-duration", type=float, help="cut each stream's audio to this many seconds")
+    parser.add_argument(
+        "--leading-silence", type=float, default=0.0, help="seconds of digital silence each stream sends before its audio"
+    )
     parser.add_argument("--seed", type=int, default=0, help="stream start offsets")
     add_warps_argument(parser)  # passed to the server; the reference finals use the same ensemble
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stream_load.json"))
@@ -497,7 +521,7 @@ def main() -> None:
     cycled = [utterances[i % len(utterances)] for i in range(max(args.streams))]
     paths = [str(utterance.audio_filepath) for utterance in cycled]
     recognizer, reference_mode, algorithmic_s = streaming_reference(args.models_dir / f"{args.model}.ckpt", args.warps)
-    references = SpanReferences(recognizer, args.max_duration)
+    references = SpanReferences(recognizer, stream_audio(args))
     print(
         f"reference finals: {reference_mode}; algorithmic latency {1000 * algorithmic_s:.0f} ms; a stream is live "
         f"when its p99 chunk latency is at most {1000 * algorithmic_s + args.latency_budget_ms:.0f} ms"
