@@ -147,9 +147,7 @@ class Recognizer:
 
     def prepare(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
         """Validate, downmix and resample one waveform (raises ``AudioError``)."""
-        return prepare_waveform(
-            waveform, sample_rate, target_rate=self.sample_rate, max_duration_s=self.max_duration_s
-        )
+        return prepare_waveform(waveform, sample_rate, target_rate=self.sample_rate, max_duration_s=self.max_duration_s)
 
     @torch.inference_mode()
     def emissions(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

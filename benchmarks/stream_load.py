@@ -85,7 +85,9 @@ from report import write_report  # beside this script in benchmarks/
 # Extra `speechlabel serve` flags per batching mode ("off" = at most one stream per model call).
 BATCHING_FLAGS: dict[str, tuple[str, ...]] = {"on": (), "off": ("--stream-batch-max", "1")}
 SERVER_COMMAND = (sys.executable, "-m", "service.cli", "serve")
-CORPUS_COMMAND = ".venv/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper"
+CORPUS_COMMAND = (
+    ".venv/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper"
+)
 HOST = "127.0.0.1"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SpeechLabeler"].full_name  # its health status
 STAGGER_S = 1.0  # streams start at random offsets within this window
@@ -407,7 +409,9 @@ def final_text(record: StreamRecord) -> str:
 
 def reference_text(record: StreamRecord, references: SpanReferences) -> str:
     """The offline transcripts of the spans of the stream's finals, joined as ``final_text`` joins them."""
-    return " ".join(" ".join(references.text(record.path, r.start_s, r.end_s) for r in record.results if r.is_final).split())
+    return " ".join(
+        " ".join(references.text(record.path, r.start_s, r.end_s) for r in record.results if r.is_final).split()
+    )
 
 
 def percentiles_ms(values: list[float], *quantiles: int) -> dict[str, float | None]:
@@ -507,7 +511,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--max-duration", type=float, help="cut each stream's audio to this many seconds")
     parser.add_argument(
-        "--leading-silence", type=float, default=0.0, help="seconds of digital silence each stream sends before its audio"
+        "--leading-silence",
+        type=float,
+        default=0.0,
+        help="seconds of digital silence each stream sends before its audio",
     )
     parser.add_argument("--seed", type=int, default=0, help="stream start offsets")
     add_warps_argument(parser)  # passed to the server; the reference finals use the same ensemble

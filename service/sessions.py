@@ -57,7 +57,9 @@ class StreamSettings:
     interim_results: bool = False
     beam_size: int = 1  # finals only; interims are greedy
     endpoint_silence_s: float = 0.8  # this much silence after speech ends an utterance
-    leading_silence_s: float = LEADING_SILENCE_S  # kept before the first speech block (audiomodels/silence.py)
+    # Kept before the first speech block (audiomodels/silence.py); as the Recognizer's, so that a final
+    # is the offline transcript of its span.
+    leading_silence_s: float = LEADING_SILENCE_S
     max_utterance_s: float = 30.0
     max_stream_s: float = 3600.0
     silence_dbfs: float = SILENCE_DBFS  # block RMS at or below this level counts as silence

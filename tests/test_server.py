@@ -42,6 +42,7 @@ from service.proto_gen import check_current
 from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
 from service.sessions import BLOCK_S, StreamingSession, StreamResult, StreamSettings
+from tests.conftest import SPEECH_TEXTS
 from tests.grpc_harness import LoopbackServer
 
 pytestmark = pytest.mark.slow
@@ -496,7 +497,9 @@ def test_session_finals_do_not_depend_on_chunking(recognizer, two_utterances, si
 _REFERENCE: dict[int, list[tuple]] = {}
 
 
-def _session_reference(recognizer: Recognizer, data: bytes, finals: Callable[[Iterable[bytes]], list[tuple]]) -> list[tuple]:
+def _session_reference(
+    recognizer: Recognizer, data: bytes, finals: Callable[[Iterable[bytes]], list[tuple]]
+) -> list[tuple]:
     """The finals for the whole stream in one piece, computed once."""
     key = id(recognizer)
     if key not in _REFERENCE:
@@ -534,6 +537,40 @@ def test_silence_never_reaches_the_model_and_earlier_audio_never_changes_a_final
     assert silent == [] and silent_session.model_frames == 0
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    layout=st.lists(
+        st.tuples(st.sampled_from([0.0, 0.05, 0.3, 1.2]), st.sampled_from(sorted(SPEECH_TEXTS))), min_size=1, max_size=3
+    ),
+    endpoint_s=st.sampled_from([0.3, 0.8]),
+    max_utterance_s=st.sampled_from([0.7, 30.0]),
+    leading_s=st.sampled_from([0.0, 0.1, 0.3]),
+    size=st.integers(1, 9000),
+)
+def test_every_final_is_the_offline_transcript_of_its_span(
+    recognizer, pcm, layout, endpoint_s, max_utterance_s, leading_s, size
+) -> None:
+    """Any layout of speech and silence, endpointing and forced cuts: finals are ordered, disjoint
+    spans of the stream, each recognized exactly as the same samples offline (with the same margin)."""
+    data = b"".join(bytes(2 * round(pause * RATE)) + pcm[text] for pause, text in layout)
+    settings_ = StreamSettings(
+        "pcm16", RATE, endpoint_silence_s=endpoint_s, max_utterance_s=max_utterance_s, leading_silence_s=leading_s
+    )
+    results, _ = run_session(recognizer, settings_, chunks(data, [size]))
+    twin = Recognizer(
+        recognizer.config, recognizer.model, chunking=recognizer.config.model.streaming, leading_silence_s=leading_s
+    )
+    samples = decode_raw(data, "pcm16", RATE)
+    previous_end = 0.0
+    assert results and all(r.is_final for r in results)
+    for result in results:
+        assert previous_end <= result.start_s < result.end_s <= len(samples) / RATE + 1e-3
+        assert result.end_s - result.start_s <= max_utterance_s + 1e-3
+        previous_end = result.end_s
+        span = samples[round(result.start_s * RATE) : round(result.end_s * RATE)]
+        assert result.transcript.text == twin.transcribe(span, RATE).text
+
+
 def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingRecognizeRequest], grpc.StatusCode, str]]:
     speech = pcm["hello world"]
     request = pb.StreamingRecognizeRequest
@@ -563,7 +600,11 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             Code.INVALID_ARGUMENT,
             "under two model frames",
         ),
-        "negative latency": ([request(config=raw_config(stream_latency_ms=-5))], Code.INVALID_ARGUMENT, "stream_latency_ms"),
+        "negative latency": (
+            [request(config=raw_config(stream_latency_ms=-5))],
+            Code.INVALID_ARGUMENT,
+            "stream_latency_ms",
+        ),
         "utterance cap over limit": ([request(config=raw_config(max_utterance_s=99))], Code.INVALID_ARGUMENT, "10"),
         "trailing odd byte": (
             [request(config=raw_config()), request(audio=speech[:4001])],

@@ -51,7 +51,9 @@ def test_transcription_skips_leading_silence_and_keeps_the_recording_times(
     for beam_size in (1, 4):
         skipped = recognizer.transcribe(padded, RATE, beam_size=beam_size)
         alone = recognizer.transcribe(padded[start:], RATE, beam_size=beam_size)
-        assert skipped.text == alone.text and len(alone.words) >= 2  # the tiny model reads 0.1 s of zeros + speech its own way
+        assert (
+            skipped.text == alone.text and len(alone.words) >= 2
+        )  # the tiny model reads 0.1 s of zeros + speech its own way
         offset = start / RATE
         assert [(w.word, w.start_s, w.end_s) for w in skipped.words] == [
             (w.word, pytest.approx(w.start_s + offset, abs=1e-3), pytest.approx(w.end_s + offset, abs=1e-3))
