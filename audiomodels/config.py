@@ -36,9 +36,14 @@ class FeatureConfig:
         return round(self.sample_rate * self.hop_length_ms / 1000)
 
     @property
+    def frame_samples(self) -> int:
+        """Samples between consecutive model frames (hop x stack): the grid cuts keep frames on."""
+        return self.hop_length * self.stack
+
+    @property
     def frame_shift_s(self) -> float:
         """Seconds between consecutive model frames (hop x stack)."""
-        return self.hop_length * self.stack / self.sample_rate
+        return self.frame_samples / self.sample_rate
 
     @property
     def model_input_dim(self) -> int:

@@ -181,7 +181,7 @@ class Recognizer:
         prepared = [self.prepare(waveform, rate) for waveform, rate in items]
         starts = [self.speech_start(waveform) for waveform in prepared]
         speech = [waveform[start:] for waveform, start in zip(prepared, starts)]
-        frame_samples = self.featurizer.config.hop_length * self.featurizer.config.stack
+        frame_samples = self.featurizer.config.frame_samples
         results: list[Transcript | None] = [None] * len(prepared)
         budget = max_batch_seconds * self.sample_rate / max(1, len(self.warps))
         for batch in _length_sorted_batches(speech, budget):
@@ -196,8 +196,9 @@ class Recognizer:
         """First sample of a prepared waveform the model needs to see (a whole model frame)."""
         if self.leading_silence_s is None:
             return 0
-        frame_samples = self.featurizer.config.hop_length * self.featurizer.config.stack
-        return speech_start(prepared, self.sample_rate, self.leading_silence_s, align=frame_samples)
+        return speech_start(
+            prepared, self.sample_rate, self.leading_silence_s, align=self.featurizer.config.frame_samples
+        )
 
     def _after_silence(self, log_probs: torch.Tensor, skipped_frames: int) -> torch.Tensor:
         """Log-probs with the skipped silence back in front as certain blanks, so every time and

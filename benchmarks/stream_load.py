@@ -73,11 +73,11 @@ import torch
 from audiomodels.audio import decode_raw
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.recognizer import Recognizer
+from audiomodels.silence import BLOCK_S
 from audiomodels.warp import add_warps_argument, format_warps
 from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
-from service.sessions import BLOCK_S
 from training.manifest import Utterance, read_manifest
 
 from report import write_report  # beside this script in benchmarks/

@@ -195,7 +195,7 @@ class LocalTranscriber:
             sample_rate=recognizer.sample_rate,
             max_duration_s=settings.max_duration_s,
             max_segment_samples=round(settings.max_segment_s * recognizer.sample_rate),
-            grid=features.hop_length * features.stack,
+            grid=features.frame_samples,
         )
 
     def __call__(self, paths: Sequence[str]) -> Iterator[Record]:
