@@ -1,19 +1,38 @@
-"""Where speech starts: one energy rule for live streams and whole recordings.
+"""Where speech is: the energy rules of live streams and whole recordings.
 
 The shipped models were trained on utterances whose speech starts at once, and silence before the
 speech costs them accuracy (models/HISTORY.md: 1 s of it, 2 points of CER). So both the stream
 endpointer (:mod:`service.sessions`) and :class:`audiomodels.recognizer.Recognizer` hand the model
-the audio from ``leading_silence_s`` before the first ``BLOCK_S`` block whose RMS is above
-``SILENCE_DBFS``, decided on the same block grid, so a streamed utterance and the same samples
-recognized offline start at the same place.
+the audio from ``leading_silence_s`` before the first ``BLOCK_S`` block judged speech, on the same
+block grid.
+
+Offline, a block is speech when its RMS is above ``SILENCE_DBFS``, low enough for a quiet
+microphone (the char model still reads speech at -50 dBFS). A live stream must also find the pauses
+in steady background noise louder than that, or it would never end an utterance: there a block is
+speech only when it is also ``SPEECH_ABOVE_NOISE_DB`` above the stream's noise floor
+(:class:`SpeechDetector`). Its threshold is never below the offline one, so a streamed utterance
+(which starts ``leading_silence_s`` before its first speech block) recognized offline starts at the
+same sample, and the final is the offline transcript of its span.
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 BLOCK_S = 0.1  # decision granularity
-SILENCE_DBFS = -45.0  # block RMS at or below this level counts as silence
+SILENCE_DBFS = -60.0  # block RMS at or below this level counts as silence
+# A live stream's noise floor is its quietest block of the last NOISE_WINDOW_S (short enough to follow
+# a change of room, long enough to span the pauses between words); speech stands this far above it.
+NOISE_WINDOW_S = 3.0
+SPEECH_ABOVE_NOISE_DB = 10.0
+# A floor above this is taken as this: a window can hold no pause (a talker speaking since the stream
+# opened), and speech must not become its own floor; in louder noise the threshold stays at -25 dBFS.
+MAX_NOISE_FLOOR_DBFS = -35.0
+# How long a stream whose first block is above SILENCE_DBFS keeps its start while it is unknown
+# whether that block was speech (a stream opened mid-sentence) or noise (one opened in a noisy room).
+OPENING_S = 3.0
 # Audio kept before the first block above the threshold (soft onsets fall below it). Each 0.1 s of
 # it costs the shipped char model accuracy: streamed after 1 s of silence, 150 clean test
 # utterances scored 12.2 / 12.3 / 12.9 / 13.3% CER with 0 / 0.1 / 0.2 / 0.3 s (11.9% without the
@@ -21,10 +40,65 @@ SILENCE_DBFS = -45.0  # block RMS at or below this level counts as silence
 LEADING_SILENCE_S = 0.1
 
 
-def is_speech(samples: np.ndarray, silence_dbfs: float = SILENCE_DBFS) -> bool:
-    """Whether a block is louder than silence (RMS in dB re full scale)."""
+def block_dbfs(samples: np.ndarray) -> float:
+    """A block's RMS in dB re full scale (-200 for digital silence or no samples)."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
-    return 20.0 * np.log10(max(rms, 1e-10)) > silence_dbfs
+    return 20.0 * np.log10(max(rms, 1e-10))
+
+
+def is_speech(samples: np.ndarray, silence_dbfs: float = SILENCE_DBFS) -> bool:
+    """Whether a block is louder than silence: the offline rule."""
+    return block_dbfs(samples) > silence_dbfs
+
+
+class SpeechDetector:
+    """A live stream's speech decisions, block by block: louder than ``silence_dbfs`` (the offline
+    rule) and ``above_noise_db`` louder than the quietest of the blocks before it in the last
+    ``window_s`` (the noise floor, at most ``max_floor_dbfs``), so the pauses in steady noise are
+    heard as pauses.
+
+    A stream's first block only sets the floor: nothing before it tells noise from speech, and a
+    stream opened in a noisy room would start with an utterance of noise. Whether it was speech
+    shows later (:meth:`first_block_was_speech`).
+    """
+
+    def __init__(
+        self,
+        silence_dbfs: float = SILENCE_DBFS,
+        above_noise_db: float = SPEECH_ABOVE_NOISE_DB,
+        window_s: float = NOISE_WINDOW_S,
+        max_floor_dbfs: float = MAX_NOISE_FLOOR_DBFS,
+    ) -> None:
+        self.max_floor_dbfs = max_floor_dbfs
+        self.silence_dbfs = silence_dbfs
+        self.above_noise_db = above_noise_db
+        self._levels: deque[float] = deque(maxlen=max(1, round(window_s / BLOCK_S)))
+        self._first_level: float | None = None
+        self._later_floor = np.inf  # the quietest block after the first
+
+    def __call__(self, samples: np.ndarray) -> bool:
+        """Whether this block (the next of the stream) is speech."""
+        level = block_dbfs(samples)
+        floor = min(min(self._levels, default=level), self.max_floor_dbfs)
+        self._levels.append(level)
+        if self._first_level is None:
+            self._first_level = level
+        else:
+            self._later_floor = min(self._later_floor, level)
+        return level > max(self.silence_dbfs, floor + self.above_noise_db)
+
+    def first_block_was_speech(self) -> bool | None:
+        """Whether the stream's first block was speech: True once it stands ``above_noise_db`` above
+        a later block, False if it or a later block is at or below the offline threshold, None
+        while it cannot be told (every block since within ``above_noise_db`` of it: steady noise,
+        or a talker who has not paused yet)."""
+        if self._first_level is None:
+            return None
+        if self._first_level <= self.silence_dbfs:
+            return False
+        if self._first_level > self._later_floor + self.above_noise_db:
+            return True
+        return False if self._later_floor <= self.silence_dbfs else None
 
 
 def speech_start(

@@ -3,9 +3,10 @@
 Audio flows through a stream once: bytes are decoded (a partial sample is carried to the next
 message) and cut into fixed blocks (``BLOCK_S`` of input samples from the stream start), never on
 message boundaries. An :class:`Endpointer` decides on those blocks where utterances start and
-end: the first block above ``silence_dbfs`` starts one ``leading_silence_s`` earlier,
-``endpoint_silence_s`` of blocks below it after speech ends it, and ``max_utterance_s`` cuts one
-that never pauses.
+end: the first speech block (above ``silence_dbfs`` and above the stream's noise floor,
+:class:`audiomodels.silence.SpeechDetector`) starts one ``leading_silence_s`` earlier,
+``endpoint_silence_s`` of blocks that are not speech after it ends it, and ``max_utterance_s``
+cuts one that never pauses.
 
 Only utterances reach the model. Each gets its own :class:`UtteranceModel`, fresh from its first
 sample: a streaming resampler to the model's rate, features and the latency-controlled model
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -36,8 +37,15 @@ from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
 from audiomodels.decoding import greedy_decode
 from audiomodels.recognizer import Recognizer, Transcript
-from audiomodels.silence import BLOCK_S, LEADING_SILENCE_S, SILENCE_DBFS, is_speech
-from audiomodels.streaming import ChunkedStream, ChunkInput
+from audiomodels.silence import (
+    BLOCK_S,
+    LEADING_SILENCE_S,
+    OPENING_S,
+    SILENCE_DBFS,
+    SPEECH_ABOVE_NOISE_DB,
+    SpeechDetector,
+)
+from audiomodels.streaming import ChunkedStream, ChunkInput, step_streams
 from service.limits import IdleTimeout, LimitExceeded, RequestError, ShuttingDown
 
 MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recognition
@@ -63,6 +71,7 @@ class StreamSettings:
     max_utterance_s: float = 30.0
     max_stream_s: float = 3600.0
     silence_dbfs: float = SILENCE_DBFS  # block RMS at or below this level counts as silence
+    above_noise_db: float = SPEECH_ABOVE_NOISE_DB  # and speech stands this far above the noise floor
     latency_s: float = 0.0  # chunk + look-ahead of the model; 0 = the model's own streaming chunking
 
 
@@ -131,7 +140,11 @@ class Endpointer:
     """Energy endpointing, one block at a time -> utterance boundaries.
 
     ``utterance_start`` trails the current position by ``leading_silence_s`` while no speech has
-    been heard, so silence between utterances belongs to none of them.
+    been heard, so silence between utterances belongs to none of them. A stream that opens with a
+    block above the offline threshold keeps its start (as far as ``max_utterance_s`` allows) for up
+    to ``OPENING_S`` while that block cannot yet be told from noise (:class:`SpeechDetector`): a talker who was already speaking
+    when the stream opened loses nothing, and a noisy room costs the first utterance some leading
+    noise rather than an utterance of its own.
     """
 
     def __init__(self, settings: StreamSettings, block: int) -> None:
@@ -145,12 +158,17 @@ class Endpointer:
         self.utterance_start = 0
         self.has_speech = False
         self._silence_run = 0  # silent blocks since the last speech block
+        self._is_speech = SpeechDetector(settings.silence_dbfs, settings.above_noise_db)
+        self._opening_end = round(OPENING_S * rate)
+        self._opening_keep = max(self._leading, self._max_utterance - block)  # an utterance still fits
+        self._opening = True  # the stream's start is kept: its first block may prove to be speech
 
     def on_block(self, block: np.ndarray) -> Cut | None:
         """One full block; returns the utterance it ended, if any."""
         self._advance(block)
         if not self.has_speech:
-            self.utterance_start = max(self.utterance_start, self.position - self._leading)
+            keep = self._opening_keep if self._opening else self._leading
+            self.utterance_start = max(self.utterance_start, self.position - keep)
             return None
         long = self.position - self.utterance_start + self._block > self._max_utterance
         if self._silence_run < self._endpoint_blocks and not long:
@@ -164,14 +182,19 @@ class Endpointer:
         """End of stream with the incomplete last block: the last utterance, if it holds speech."""
         if len(tail):
             self._advance(tail)
+        self.has_speech |= self._opening  # sound above the offline threshold, never told from noise
         length = self.position - self.utterance_start
         if self.has_speech and length >= MIN_UTTERANCE_S * self.settings.sample_rate:
             return Cut(self.utterance_start, self.position)
         return None
 
     def _advance(self, samples: np.ndarray) -> None:
-        speech = is_speech(samples, self.settings.silence_dbfs)
+        speech = self._is_speech(samples)
         self.position += len(samples)
+        if self._opening:
+            first_was_speech = self._is_speech.first_block_was_speech()
+            speech |= first_was_speech is True
+            self._opening = first_was_speech is None and not speech and self.position < self._opening_end
         self.has_speech |= speech
         self._silence_run = 0 if speech else self._silence_run + 1
 
@@ -333,6 +356,25 @@ class StreamingSession:
         start_s = utterance.start_sample / self.settings.sample_rate
         return StreamResult(transcript, start_s, start_s + duration_s, is_final=False)
 
+
+def run_stream(
+    recognizer: Recognizer, settings: StreamSettings, pieces: Iterable[bytes]
+) -> tuple[list[StreamResult], StreamingSession]:
+    """A whole stream through a session in this thread, without a server (no batching, no executor):
+    the results a client would get, for tests and offline benchmarks; (results, finished session)."""
+
+    async def direct(call: Callable[[], Transcript]) -> Transcript:
+        return call()
+
+    async def step(chunk: ChunkInput) -> tuple[torch.Tensor, torch.Tensor]:
+        ((log_probs, state),) = step_streams(recognizer.model, [chunk], recognizer.warp_matrices)
+        return log_probs, state
+
+    async def run() -> tuple[list[StreamResult], StreamingSession]:
+        session = StreamingSession(recognizer, settings, step, direct)
+        return [r for piece in pieces for r in await session.accept(piece)] + await session.finish(), session
+
+    return asyncio.run(run())
 
 class StreamSlots:
     """Counts open streams: refuses new ones past the cap, while the model lags, or while the server drains."""

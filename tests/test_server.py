@@ -7,7 +7,6 @@ the bytes were chunked, every bad input with its exact status code, limits, canc
 
 from __future__ import annotations
 
-import asyncio
 import io
 import queue
 import subprocess
@@ -23,7 +22,6 @@ import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
@@ -33,7 +31,7 @@ from audiomodels.audio import decode_raw, prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import Chunking
 from audiomodels.recognizer import Recognizer, Transcript
-from audiomodels.streaming import ChunkInput, step_streams
+from audiomodels.silence import SILENCE_DBFS, speech_start
 from service import mapping
 from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
@@ -41,7 +39,8 @@ from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from service.proto_gen import check_current
 from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
-from service.sessions import BLOCK_S, StreamingSession, StreamResult, StreamSettings
+from service.sessions import BLOCK_S, StreamSettings, run_stream
+from training.augment import colored_noise
 from tests.conftest import SPEECH_TEXTS
 from tests.grpc_harness import LoopbackServer
 
@@ -77,7 +76,7 @@ def pcm(speech_files: dict[str, Path]) -> dict[str, bytes]:
     for text, path in speech_files.items():
         samples, rate = sf.read(path, dtype="int16")
         assert rate == RATE
-        result[text] = samples.astype("<i2").tobytes()
+        result[text] = Audio(samples.astype("<i2").tobytes())
     return result
 
 
@@ -92,6 +91,14 @@ class Audio(bytes):
 def two_utterances(pcm: dict[str, bytes]) -> Audio:
     """'hello world', one second of silence, 'open the door': two utterances for the endpointer."""
     return Audio(pcm["hello world"] + bytes(2 * RATE) + pcm["open the door"])
+
+
+def in_room(data: bytes, gain_db: float, noise_dbfs: float | None) -> Audio:
+    """PCM16 audio made louder or quieter by ``gain_db``, in steady pink noise of ``noise_dbfs`` RMS."""
+    samples = decode_raw(data, "pcm16", RATE) * 10 ** (gain_db / 20)
+    if noise_dbfs is not None:
+        samples += 10 ** (noise_dbfs / 20) * colored_noise(len(samples), "pink", np.random.default_rng(0))
+    return Audio((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def raw_config(**fields: object) -> pb.RecognitionConfig:
@@ -459,25 +466,6 @@ def test_streamed_finals_do_not_depend_on_chunking_through_grpc(stub, two_uttera
     grpc_server.wait_for_no_streams()
 
 
-def run_session(
-    recognizer: Recognizer, settings_: StreamSettings, pieces: Iterable[bytes]
-) -> tuple[list[StreamResult], StreamingSession]:
-    """Stream ``pieces`` through a session without the server: (results, the finished session)."""
-
-    async def direct(call: Callable[[], Transcript]) -> Transcript:  # the executor hop is not under test here
-        return call()
-
-    async def step(chunk: ChunkInput) -> tuple[torch.Tensor, torch.Tensor]:  # nor is batching
-        ((log_probs, state),) = step_streams(recognizer.model, [chunk])
-        return log_probs, state
-
-    async def run() -> tuple[list[StreamResult], StreamingSession]:
-        session = StreamingSession(recognizer, settings_, step, direct)
-        return [r for piece in pieces for r in await session.accept(piece)] + await session.finish(), session
-
-    return asyncio.run(run())
-
-
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(1, 6000), min_size=1, max_size=20))
 @example(sizes=[1])
@@ -487,7 +475,7 @@ def test_session_finals_do_not_depend_on_chunking(recognizer, two_utterances, si
     settings_ = StreamSettings("pcm16", RATE, interim_results=True, endpoint_silence_s=0.5)
 
     def finals(pieces: Iterable[bytes]) -> list[tuple]:
-        results, _ = run_session(recognizer, settings_, pieces)
+        results, _ = run_stream(recognizer, settings_, pieces)
         return [(r.transcript, r.start_s, r.end_s) for r in results if r.is_final]
 
     expected = _session_reference(recognizer, two_utterances, finals)
@@ -514,8 +502,8 @@ def test_silence_never_reaches_the_model_and_earlier_audio_never_changes_a_final
 ) -> None:
     settings_ = StreamSettings("pcm16", RATE, endpoint_silence_s=0.5)
     silence = bytes(2 * round(3.0 * RATE))  # 3 s, a whole number of 100 ms blocks
-    results, session = run_session(recognizer, settings_, [two_utterances + silence])
-    padded, padded_session = run_session(recognizer, settings_, [silence + two_utterances + silence])
+    results, session = run_stream(recognizer, settings_, [two_utterances + silence])
+    padded, padded_session = run_stream(recognizer, settings_, [silence + two_utterances + silence])
     # Only the utterances (each with at most leading_silence_s + a block before its speech and the
     # endpointing silence after it) ran through the model, not the padding.
     for finals, ran in ((results, session), (padded, padded_session)):
@@ -532,9 +520,48 @@ def test_silence_never_reaches_the_model_and_earlier_audio_never_changes_a_final
     assert (padded[1].start_s, padded[1].end_s) == pytest.approx((results[1].start_s + 3.0, results[1].end_s + 3.0))
     assert padded[0].start_s == pytest.approx(3.0 - settings_.leading_silence_s)
     no_margin = replace(settings_, leading_silence_s=0.0)
-    assert run_session(recognizer, no_margin, [silence + two_utterances])[0][0].start_s == pytest.approx(3.0)
-    silent, silent_session = run_session(recognizer, settings_, [silence])
+    assert run_stream(recognizer, no_margin, [silence + two_utterances])[0][0].start_s == pytest.approx(3.0)
+    silent, silent_session = run_stream(recognizer, settings_, [silence])
     assert silent == [] and silent_session.model_frames == 0
+
+
+def speech_level_dbfs(data: bytes) -> float:
+    samples = decode_raw(data, "pcm16", RATE).astype(np.float64)
+    return 10 * np.log10(np.mean(samples[np.abs(samples) > 1e-3] ** 2))
+
+
+@pytest.mark.parametrize(
+    ("gain_db", "noise_dbfs"),
+    [(0.0, -40.0), (0.0, -30.0), (-30.0, None)],
+    ids=["noise -40 dBFS", "noise -30 dBFS", "quiet"],
+)
+def test_a_stream_in_steady_noise_or_quiet_is_cut_at_its_pause(recognizer, pcm, gain_db, noise_dbfs) -> None:
+    """The pause between two utterances ends the first, whether the room's noise is louder than the
+    offline silence threshold or the talker is quiet; nothing is lost or heard as an utterance of noise."""
+    pause = bytes(2 * round(1.5 * RATE))
+    data = in_room(pause + pcm["hello world"] + pause + pcm["open the door"] + pause, gain_db, noise_dbfs)
+    speech_dbfs = speech_level_dbfs(pcm["hello world"] + pcm["open the door"]) + gain_db
+    if noise_dbfs is not None:
+        assert noise_dbfs > SILENCE_DBFS + 15  # by the offline rule alone, the pauses would be speech
+    else:
+        assert speech_dbfs < -45  # a quiet microphone
+    results, _ = run_stream(recognizer, StreamSettings("pcm16", RATE), [data])
+    speech_s = [(1.5, 1.5 + len(pcm["hello world"]) / 2 / RATE)]
+    speech_s.append((speech_s[0][1] + 1.5, speech_s[0][1] + 1.5 + len(pcm["open the door"]) / 2 / RATE))
+    finals = [r for r in results if r.is_final]
+    assert len(finals) == 2
+    for final, (start_s, end_s) in zip(finals, speech_s, strict=True):
+        assert final.start_s <= start_s + 0.05 and end_s <= final.end_s < end_s + 1.5  # cut in its pause
+
+
+def test_a_stream_opened_mid_sentence_loses_nothing(recognizer, streaming, pcm) -> None:
+    """A stream that opens inside speech keeps its start until the first pause shows it was speech."""
+    hello = decode_raw(pcm["hello world"], "pcm16", RATE)
+    inside = hello[speech_start(hello, RATE, leading_silence_s=0.0) + round(0.05 * RATE) :]
+    data = (np.clip(inside, -1, 1) * 32767).astype("<i2").tobytes() + bytes(2 * RATE) + pcm["open the door"]
+    results, _ = run_stream(recognizer, StreamSettings("pcm16", RATE), [data])
+    assert len(results) == 2 and results[0].start_s == 0.0
+    assert results[0].transcript.text == streaming.transcribe(inside[: round(results[0].end_s * RATE)], RATE).text
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -546,17 +573,19 @@ def test_silence_never_reaches_the_model_and_earlier_audio_never_changes_a_final
     max_utterance_s=st.sampled_from([0.7, 30.0]),
     leading_s=st.sampled_from([0.0, 0.1, 0.3]),
     size=st.integers(1, 9000),
+    room=st.sampled_from([(0.0, None), (-30.0, None), (0.0, -40.0)]),
 )
 def test_every_final_is_the_offline_transcript_of_its_span(
-    recognizer, pcm, layout, endpoint_s, max_utterance_s, leading_s, size
+    recognizer, pcm, layout, endpoint_s, max_utterance_s, leading_s, size, room
 ) -> None:
-    """Any layout of speech and silence, endpointing and forced cuts: finals are ordered, disjoint
-    spans of the stream, each recognized exactly as the same samples offline (with the same margin)."""
-    data = b"".join(bytes(2 * round(pause * RATE)) + pcm[text] for pause, text in layout)
+    """Any layout of speech and silence, endpointing and forced cuts, loud, quiet or in noise:
+    finals are ordered, disjoint spans of the stream, each recognized exactly as the same samples
+    offline (with the same margin)."""
+    data = in_room(b"".join(bytes(2 * round(pause * RATE)) + pcm[text] for pause, text in layout), *room)
     settings_ = StreamSettings(
         "pcm16", RATE, endpoint_silence_s=endpoint_s, max_utterance_s=max_utterance_s, leading_silence_s=leading_s
     )
-    results, _ = run_session(recognizer, settings_, chunks(data, [size]))
+    results, _ = run_stream(recognizer, settings_, chunks(data, [size]))
     twin = Recognizer(
         recognizer.config, recognizer.model, chunking=recognizer.config.model.streaming, leading_silence_s=leading_s
     )
