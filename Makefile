@@ -61,6 +61,8 @@ bench-accuracy: install $(TEST_SPLIT)
 bench-streaming: install $(TEST_SPLIT)
 	$(PY) benchmarks/stream_load.py --streams 10,25,50,75,100,125,150 --modes on,off
 	$(PY) benchmarks/streaming_accuracy.py --checkpoints models/char.ckpt models/phone.ckpt
+	$(PY) benchmarks/endpointing.py
+	$(PY) benchmarks/endpointing.py --first-pause 0 --out benchmarks/results/endpointing_mid_sentence.json
 
 # Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, in three rooms and on a phone line, both shipped models.
 bench-robustness: install $(TEST_SPLIT)
