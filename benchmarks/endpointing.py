@@ -131,7 +131,9 @@ def score_cuts(conversation: Conversation, cuts: Sequence[Cut]) -> dict[str, Any
         "endpointed": len(delays),
         "merged": len(speech) - len(delays),
         "split": sum(any(start < e < end for start, end in speech) for e in ends),
-        "noise_only": sum(not any(c.start_sample < end and start < c.end_sample for start, end in speech) for c in cuts),
+        "noise_only": sum(
+            not any(c.start_sample < end and start < c.end_sample for start, end in speech) for c in cuts
+        ),
         "lost_speech_samples": speech_samples - sum(int(covered[start:end].sum()) for start, end in speech),
         "speech_samples": speech_samples,
         "delays": delays,

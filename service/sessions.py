@@ -141,10 +141,10 @@ class Endpointer:
 
     ``utterance_start`` trails the current position by ``leading_silence_s`` while no speech has
     been heard, so silence between utterances belongs to none of them. A stream that opens with a
-    block above the offline threshold keeps its start (as far as ``max_utterance_s`` allows) for up
-    to ``OPENING_S`` while that block cannot yet be told from noise (:class:`SpeechDetector`): a talker who was already speaking
-    when the stream opened loses nothing, and a noisy room costs the first utterance some leading
-    noise rather than an utterance of its own.
+    block above the offline threshold keeps its start (as far as ``max_utterance_s`` allows) for
+    up to ``OPENING_S`` while that block cannot yet be told from noise (:class:`SpeechDetector`):
+    a talker who was already speaking when the stream opened loses nothing, and a noisy room costs
+    the first utterance some leading noise rather than an utterance of its own.
     """
 
     def __init__(self, settings: StreamSettings, block: int) -> None:
@@ -375,6 +375,7 @@ def run_stream(
         return [r for piece in pieces for r in await session.accept(piece)] + await session.finish(), session
 
     return asyncio.run(run())
+
 
 class StreamSlots:
     """Counts open streams: refuses new ones past the cap, while the model lags, or while the server drains."""
