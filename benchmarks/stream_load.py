@@ -38,6 +38,9 @@ What is measured, and why:
   the server recognized on its own) by the recognizer in the mode the server streams with (the
   model config's ``streaming`` chunking; full context for configs without one, noted in the
   output).
+- chunks per model call: live-stream chunks per streaming model call over the run (the server's
+  ``speechlabel_stream_batch_size`` histogram, scraped from its ``--metrics-port``): how much the
+  stream batcher amortizes each call.
 - send lag p99: how late clients wrote chunks against their schedule; large values mean the
   client side, not the server, was the bottleneck.
 
@@ -57,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -241,12 +245,15 @@ def wait_serving(process: subprocess.Popen, address: str, log: IO[bytes]) -> Non
 
 
 @contextmanager
-def running_server(args: argparse.Namespace, mode: str, max_streams: int, port: int) -> Iterator[int]:
+def running_server(
+    args: argparse.Namespace, mode: str, max_streams: int, port: int, metrics_port: int
+) -> Iterator[int]:
     """A fresh server process for one run; yields its pid and always stops it (SIGTERM, then SIGKILL)."""
     threads = str(args.server_threads)
     command = [
         *SERVER_COMMAND,
         *("--host", HOST, "--port", str(port), "--models", str(args.models_dir), "--default-model", args.model),
+        *("--metrics-port", str(metrics_port)),
         *("--torch-threads", threads, "--max-streams", str(max_streams)),
         *(("--warps", format_warps(args.warps)) if args.warps else ()),
         *BATCHING_FLAGS[mode],
@@ -383,6 +390,18 @@ def run_load(
 # --------------------------------------------------------------------------- metrics
 
 
+def chunks_per_call(metrics_port: int, model: str) -> float | None:
+    """Mean live-stream chunks per model call, from the fresh server's own Prometheus histogram."""
+    with urllib.request.urlopen(f"http://{HOST}:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals = {}
+    for line in text.splitlines():
+        for key in ("sum", "count"):
+            if line.startswith(f'speechlabel_stream_batch_size_{key}{{model="{model}"}}'):
+                totals[key] = float(line.split()[-1])
+    return round(totals["sum"] / totals["count"], 2) if totals.get("count") else None
+
+
 def chunk_latencies(record: StreamRecord) -> list[float | None]:
     """Per chunk: seconds from its send to the first result whose span holds its audio end (None: none does)."""
     latencies = []
@@ -459,6 +478,10 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("final p50 ms", lambda r: r["final_latency_ms"]["p50"]),
     ("final p99 ms", lambda r: r["final_latency_ms"]["p99"]),
     ("server CPU %", lambda r: r["server_cpu_percent"]),
+    (
+        "chunks per call",
+        lambda r: None if r.get("chunks_per_model_call") is None else f"{r['chunks_per_model_call']:.1f}",
+    ),
     ("errors", lambda r: r["errors"]),
     ("mismatched", lambda r: r["mismatched_finals"]),
 ]
@@ -540,12 +563,13 @@ def main() -> None:
         rng = random.Random(args.seed * 1_000_003 + n)
         specs = [StreamSpec(i, paths[i], cycled[i].duration, rng.uniform(0.0, STAGGER_S)) for i in range(n)]
         for mode in args.modes:
-            port = args.port or free_port()
-            with running_server(args, mode, n, port) as pid:
+            port, metrics_port = args.port or free_port(), free_port()
+            with running_server(args, mode, n, port, metrics_port) as pid:
                 records, wall_s, cpu_s = run_load(args, f"{HOST}:{port}", pid, specs)
+                per_call = chunks_per_call(metrics_port, args.model)
             bound_s = algorithmic_s + args.latency_budget_ms / 1000
-            runs[mode][n] = summarize(records, references, bound_s, wall_s, cpu_s)
-            summary = runs[mode][n]
+            runs[mode][n] = summary = summarize(records, references, bound_s, wall_s, cpu_s)
+            summary["chunks_per_model_call"] = per_call
             print(
                 f"N={n} batching {mode}: {summary['realtime_streams']} live, p99 "
                 f"{summary['chunk_latency_ms']['p99']} ms, {summary['errors']} errors",
