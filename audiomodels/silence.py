@@ -6,7 +6,7 @@ endpointer (:mod:`service.sessions`) and :class:`audiomodels.recognizer.Recogniz
 the audio from ``leading_silence_s`` before the first ``BLOCK_S`` block judged speech, on the same
 block grid.
 
-Offline, a block is speech when its RMS is above ``SILENCE_DBFS``, low enough for a quiet
+Offline, a block is speech when its RMS in the speech band (``SPEECH_BAND_HZ``) is above ``SILENCE_DBFS``, low enough for a quiet
 microphone (the char model still reads speech at -50 dBFS). A live stream must also find the pauses
 in steady background noise louder than that, or it would never end an utterance: there a block is
 speech only when it is also ``SPEECH_ABOVE_NOISE_DB`` above the stream's noise floor
@@ -22,7 +22,10 @@ from collections import deque
 import numpy as np
 
 BLOCK_S = 0.1  # decision granularity
-SILENCE_DBFS = -60.0  # block RMS at or below this level counts as silence
+# Levels are measured in the band that carries speech, so rumble (traffic, ventilation: noise whose
+# power is mostly below 100 Hz) neither counts as speech nor hides the pauses.
+SPEECH_BAND_HZ = (100.0, 4000.0)
+SILENCE_DBFS = -60.0  # a block whose speech-band RMS is at or below this level is silence
 # A live stream's noise floor is its quietest block of the last NOISE_WINDOW_S (short enough to follow
 # a change of room, long enough to span the pauses between words); speech stands this far above it.
 NOISE_WINDOW_S = 3.0
@@ -40,15 +43,24 @@ OPENING_S = 3.0
 LEADING_SILENCE_S = 0.1
 
 
-def block_dbfs(samples: np.ndarray) -> float:
-    """A block's RMS in dB re full scale (-200 for digital silence or no samples)."""
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
-    return 20.0 * np.log10(max(rms, 1e-10))
+def block_dbfs(samples: np.ndarray, sample_rate: int, band_hz: tuple[float, float] | None = SPEECH_BAND_HZ) -> float:
+    """A block's RMS in dB re full scale, over ``band_hz`` only (None: the whole band); -200 for
+    digital silence or no samples."""
+    if not len(samples):
+        return -200.0
+    if band_hz is None:
+        power = float(np.mean(np.square(samples, dtype=np.float64)))
+    else:  # Parseval over the one-sided spectrum's bins inside the band
+        spectrum = np.fft.rfft(samples.astype(np.float64))
+        freqs = np.fft.rfftfreq(len(samples), 1.0 / sample_rate)
+        inside = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
+        power = 2.0 * float(np.sum(np.abs(spectrum[inside]) ** 2)) / len(samples) ** 2
+    return 10.0 * np.log10(max(power, 1e-20))
 
 
-def is_speech(samples: np.ndarray, silence_dbfs: float = SILENCE_DBFS) -> bool:
-    """Whether a block is louder than silence: the offline rule."""
-    return block_dbfs(samples) > silence_dbfs
+def is_speech(samples: np.ndarray, sample_rate: int, silence_dbfs: float = SILENCE_DBFS) -> bool:
+    """Whether a block is louder than silence in the speech band: the offline rule."""
+    return block_dbfs(samples, sample_rate) > silence_dbfs
 
 
 class SpeechDetector:
@@ -64,11 +76,15 @@ class SpeechDetector:
 
     def __init__(
         self,
+        sample_rate: int,
         silence_dbfs: float = SILENCE_DBFS,
         above_noise_db: float = SPEECH_ABOVE_NOISE_DB,
         window_s: float = NOISE_WINDOW_S,
         max_floor_dbfs: float = MAX_NOISE_FLOOR_DBFS,
+        band_hz: tuple[float, float] | None = SPEECH_BAND_HZ,
     ) -> None:
+        self.sample_rate = sample_rate
+        self.band_hz = band_hz
         self.max_floor_dbfs = max_floor_dbfs
         self.silence_dbfs = silence_dbfs
         self.above_noise_db = above_noise_db
@@ -78,7 +94,7 @@ class SpeechDetector:
 
     def __call__(self, samples: np.ndarray) -> bool:
         """Whether this block (the next of the stream) is speech."""
-        level = block_dbfs(samples)
+        level = block_dbfs(samples, self.sample_rate, self.band_hz)
         floor = min(min(self._levels, default=level), self.max_floor_dbfs)
         self._levels.append(level)
         if self._first_level is None:
@@ -109,7 +125,7 @@ def speech_start(
     on the grid); 0 when no block is (nothing to skip, the model decides)."""
     block = max(1, round(BLOCK_S * sample_rate))
     for index in range(len(samples) // block + 1):
-        if is_speech(samples[index * block : (index + 1) * block]):
+        if is_speech(samples[index * block : (index + 1) * block], sample_rate):
             first = max(0, index * block - round(leading_silence_s / BLOCK_S) * block)
             return first - first % align
     return 0

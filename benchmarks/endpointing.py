@@ -9,12 +9,14 @@ Usage:
 A conversation is ``--utterances`` clean held-out utterances (the manifest's un-augmented ones,
 trimmed of their own edge silence), each after a pause drawn from ``--pauses`` seconds (longer
 than the 0.8 s endpointing silence, so every pause should end an utterance). A condition
-``S<dBFS>[:N<dBFS>]`` scales the speech to that level (RMS over the speech only) and adds pink
-noise of the N level (RMS) over the whole stream; without N, digital silence between utterances.
+``S<dBFS>[:N<dBFS>]`` scales the speech to that level (RMS over the speech only) and adds noise
+(``--noise-color``, pink by default) of the N level (RMS) over the whole stream; without N,
+digital silence between utterances.
 
 Scored from the endpointer's cuts (:class:`service.sessions.Endpointer`, fed block by block as a
 stream session feeds it), with the server's rule (default stream settings: a noise floor) and the
-reference, a fixed threshold (``--reference-dbfs``, -45 dBFS: the server's rule before):
+reference, a fixed threshold on the whole band's RMS (``--reference-dbfs``, -45 dBFS: the
+server's rule before):
 - ``endpointed``: utterances whose own pause holds a cut (the final comes in that pause);
 - ``split``: cuts inside speech; ``merged``: pauses without a cut (the utterance's final waits for
   a later one); ``lost_speech``: the share of speech samples in no utterance (never recognized);
@@ -42,7 +44,7 @@ from audiomodels.audio import load_audio
 from audiomodels.recognizer import Recognizer
 from audiomodels.silence import BLOCK_S
 from service.sessions import BlockSplitter, Cut, Endpointer, StreamSettings, run_stream
-from training.augment import colored_noise
+from training.augment import NOISE_COLORS, colored_noise
 from training.manifest import Utterance, read_manifest
 from training.metrics import ErrorCounts, char_errors
 
@@ -84,7 +86,11 @@ def trimmed_speech(utterance: Utterance) -> np.ndarray:
 
 
 def build_conversation(
-    pieces: Sequence[tuple[np.ndarray, str]], pauses: Sequence[float], condition: Condition, rng: np.random.Generator
+    pieces: Sequence[tuple[np.ndarray, str]],
+    pauses: Sequence[float],
+    condition: Condition,
+    rng: np.random.Generator,
+    noise_color: str = "pink",
 ) -> Conversation:
     """Pause, utterance, pause, utterance, ..., pause; scaled and noised as the condition says."""
     parts, speech, position = [], [], 0
@@ -98,7 +104,7 @@ def build_conversation(
     speech_rms = np.sqrt(np.mean(np.concatenate([audio for audio, _ in pieces]).astype(np.float64) ** 2))
     samples *= 10 ** (condition.speech_dbfs / 20) / speech_rms
     if condition.noise_dbfs is not None:
-        samples += 10 ** (condition.noise_dbfs / 20) * colored_noise(len(samples), "pink", rng)
+        samples += 10 ** (condition.noise_dbfs / 20) * colored_noise(len(samples), noise_color, rng)
     return Conversation(np.clip(samples, -1.0, 1.0).astype(np.float32), speech, [text for _, text in pieces])
 
 
@@ -182,13 +188,15 @@ def run(
     rules = {
         "noise floor": StreamSettings("pcm16", RATE),
         f"fixed {args.reference_dbfs:g} dBFS": StreamSettings(
-            "pcm16", RATE, silence_dbfs=args.reference_dbfs, above_noise_db=-np.inf
+            "pcm16", RATE, silence_dbfs=args.reference_dbfs, above_noise_db=-np.inf, speech_band_hz=None
         ),
     }
     results: dict[str, dict[str, Any]] = {rule: {} for rule in rules}
     for condition in conditions:
         noise_rng = np.random.default_rng(args.seed + 1)
-        conversations = [build_conversation(pieces, pauses, condition, noise_rng) for pieces, pauses in layouts]
+        conversations = [
+            build_conversation(pieces, pauses, condition, noise_rng, args.noise_color) for pieces, pauses in layouts
+        ]
         for rule, settings in rules.items():
             summary = summarize([score_cuts(c, endpointer_cuts(c.samples, settings)) for c in conversations])
             if recognizer is not None:
@@ -229,10 +237,11 @@ def main() -> None:
                           "S-20:N-35", "S-20:N-30", "S-30:N-45"]  # fmt: skip
     parser.add_argument("--conditions", type=parse_condition, nargs="+",
                         default=[parse_condition(c) for c in default_conditions], help="S<speech dBFS>[:N<noise dBFS>]")  # fmt: skip
+    parser.add_argument("--noise-color", choices=sorted(NOISE_COLORS), default="pink")
     parser.add_argument("--model", type=Path, default=Path("models/char.ckpt"))
     parser.add_argument("--no-model", action="store_true", help="score the cuts only")
     parser.add_argument("--reference-dbfs", type=float, default=-45.0,
-                        help="the reference rule: a fixed threshold, no noise floor (the server's rule before)")  # fmt: skip
+                        help="the reference rule: a fixed threshold on the whole band, no noise floor (the server's rule before)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/endpointing.json"))
@@ -249,6 +258,7 @@ def main() -> None:
         "conversations": args.conversations,
         "utterances_per_conversation": args.utterances,
         "pauses_s": args.pauses,
+        "noise_color": args.noise_color,
         "first_pause_s": args.first_pause,
         "model": None if recognizer is None else str(args.model),
         "results": results,

@@ -43,6 +43,7 @@ from audiomodels.silence import (
     OPENING_S,
     SILENCE_DBFS,
     SPEECH_ABOVE_NOISE_DB,
+    SPEECH_BAND_HZ,
     SpeechDetector,
 )
 from audiomodels.streaming import ChunkedStream, ChunkInput, step_streams
@@ -72,6 +73,7 @@ class StreamSettings:
     max_stream_s: float = 3600.0
     silence_dbfs: float = SILENCE_DBFS  # block RMS at or below this level counts as silence
     above_noise_db: float = SPEECH_ABOVE_NOISE_DB  # and speech stands this far above the noise floor
+    speech_band_hz: tuple[float, float] | None = SPEECH_BAND_HZ  # where levels are measured (None: all)
     latency_s: float = 0.0  # chunk + look-ahead of the model; 0 = the model's own streaming chunking
 
 
@@ -158,7 +160,9 @@ class Endpointer:
         self.utterance_start = 0
         self.has_speech = False
         self._silence_run = 0  # silent blocks since the last speech block
-        self._is_speech = SpeechDetector(settings.silence_dbfs, settings.above_noise_db)
+        self._is_speech = SpeechDetector(
+            rate, settings.silence_dbfs, settings.above_noise_db, band_hz=settings.speech_band_hz
+        )
         self._opening_end = round(OPENING_S * rate)
         self._opening_keep = max(self._leading, self._max_utterance - block)  # an utterance still fits
         self._opening = True  # the stream's start is kept: its first block may prove to be speech

@@ -22,8 +22,8 @@ def tone(seconds: float, dbfs: float) -> np.ndarray:
 
 
 def test_a_block_is_speech_above_the_threshold_only() -> None:
-    assert is_speech(tone(BLOCK_S, -55.0)) and not is_speech(tone(BLOCK_S, -65.0))
-    assert not is_speech(np.zeros(1600, np.float32)) and not is_speech(np.zeros(0, np.float32))
+    assert is_speech(tone(BLOCK_S, -55.0), RATE) and not is_speech(tone(BLOCK_S, -65.0), RATE)
+    assert not is_speech(np.zeros(1600, np.float32), RATE) and not is_speech(np.zeros(0, np.float32), RATE)
 
 
 def test_speech_starts_a_margin_before_the_first_loud_block() -> None:
@@ -50,23 +50,23 @@ def decisions(detect: SpeechDetector, signal: np.ndarray) -> list[bool]:
 def test_in_steady_noise_only_what_stands_above_it_is_speech() -> None:
     noise = pink(4.0, -40.0)
     noise[20 * 1600 : 25 * 1600] += tone(0.5, -20.0)  # blocks 20-24
-    heard = decisions(SpeechDetector(), noise)
+    heard = decisions(SpeechDetector(RATE), noise)
     assert heard == [i in range(20, 25) for i in range(40)]  # the first block too: it only sets the floor
-    assert all(decisions(SpeechDetector(above_noise_db=-100.0), noise))  # the offline rule: all "speech"
+    assert all(decisions(SpeechDetector(RATE, above_noise_db=-100.0), noise))  # the offline rule: all "speech"
 
 
 def test_the_stream_threshold_is_never_below_the_offline_one() -> None:
-    detect = SpeechDetector()
+    detect = SpeechDetector(RATE)
     quiet = np.concatenate([np.zeros(RATE, np.float32), tone(0.5, -65.0), tone(0.5, -55.0)])
     assert decisions(detect, quiet) == [False] * 15 + [True] * 5  # a quiet microphone is heard above -60 dBFS
 
 
 def test_the_noise_floor_follows_a_quieter_room_and_is_capped() -> None:
     louder_then_quieter = np.concatenate([pink(2.0, -40.0), pink(4.0, -55.0, seed=1), tone(0.3, -42.0)])
-    heard = decisions(SpeechDetector(), louder_then_quieter)
+    heard = decisions(SpeechDetector(RATE), louder_then_quieter)
     assert heard[-3:] == [True] * 3 and not any(heard[:-3])  # -42 dBFS is speech once the floor fell
-    blaring = np.concatenate([pink(3.0, -20.0), pink(1.0, -20.0, seed=1) + tone(1.0, -20.0)])
-    heard = decisions(SpeechDetector(), blaring)
+    blaring = np.concatenate([pink(3.0, -10.0), pink(1.0, -10.0, seed=1) + tone(1.0, -20.0)])
+    heard = decisions(SpeechDetector(RATE), blaring)
     assert all(heard[1:])  # floor capped at -35 dBFS: above -25 dBFS is speech, however loud the room
 
 
@@ -78,7 +78,7 @@ def test_a_first_block_proves_to_be_speech_only_against_a_quieter_one() -> None:
         "a later block below it": (np.concatenate([tone(0.1, -55.0), tone(0.1, -62.0)]), False),
     }
     for name, (signal, expected) in cases.items():
-        detect = SpeechDetector()
+        detect = SpeechDetector(RATE)
         decisions(detect, signal)
         assert detect.first_block_was_speech() is expected, name
 
