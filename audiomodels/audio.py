@@ -85,6 +85,12 @@ def decode_raw(data: bytes, encoding: str, sample_rate: int) -> np.ndarray:
     return samples.astype(np.float32)
 
 
+def encode_pcm16(samples: np.ndarray) -> bytes:
+    """Float samples -> headerless little-endian 16-bit PCM, clipped to [-1, 1] (what a client
+    streaming LINEAR16 sends; the inverse of :func:`decode_raw` up to rounding)."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(_RAW_DTYPES["pcm16"]).tobytes()
+
+
 def prepare_waveform(
     samples: np.ndarray | torch.Tensor,
     sample_rate: int,

@@ -42,7 +42,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import torch
 
-from audiomodels.audio import load_audio
+from audiomodels.audio import encode_pcm16, load_audio
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.labels import LabelError, normalize_text
 from audiomodels.lm import lm_beside, own_fusion
@@ -193,7 +193,7 @@ def load_pocketsphinx() -> tuple[Transcriber, str]:
     decoder = Decoder(loglevel="FATAL")
 
     def transcribe(audio: np.ndarray) -> str:
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()  # it takes 16 kHz int16
+        pcm = encode_pcm16(audio)  # it takes 16 kHz int16
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)
         decoder.end_utt()

@@ -40,7 +40,7 @@ import librosa
 import numpy as np
 import torch
 
-from audiomodels.audio import load_audio
+from audiomodels.audio import encode_pcm16, load_audio
 from audiomodels.recognizer import Recognizer
 from audiomodels.silence import BLOCK_S
 from service.sessions import BlockSplitter, Cut, Endpointer, StreamSettings, run_stream
@@ -161,8 +161,7 @@ def summarize(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def recognition_errors(recognizer: Recognizer, conversation: Conversation, settings: StreamSettings) -> ErrorCounts:
     """The joined finals of a streamed conversation against its joined references."""
-    pcm = (np.clip(conversation.samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    results, _ = run_stream(recognizer, settings, [pcm])
+    results, _ = run_stream(recognizer, settings, [encode_pcm16(conversation.samples)])
     hypothesis = " ".join(r.transcript.text for r in results if r.transcript.text)
     reference = " ".join(recognizer.labels.normalize(text) for text in conversation.references)
     return char_errors(reference, hypothesis)

@@ -20,6 +20,7 @@ from audiomodels.audio import (
     audio_duration,
     decode_audio,
     decode_raw,
+    encode_pcm16,
     load_audio,
     prepare_waveform,
 )
@@ -212,6 +213,14 @@ def test_decode_raw_pcm16_little_endian():
     out = decode_raw(values.tobytes(), "pcm16", RATE)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, values / 32768)
+
+
+def test_encode_pcm16_clips_and_round_trips_within_one_step():
+    samples = np.array([-2.0, -1.0, -0.25, 0.0, 0.5, 1.0, 3.0], dtype=np.float32)
+    data = encode_pcm16(samples)
+    assert len(data) == 2 * len(samples)
+    assert np.frombuffer(data, "<i2").tolist() == [-32767, -32767, -8191, 0, 16383, 32767, 32767]
+    np.testing.assert_allclose(decode_raw(data, "pcm16", RATE), np.clip(samples, -1, 1), atol=1 / 16384)
 
 
 def test_decode_raw_float32_little_endian():

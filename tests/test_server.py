@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from audiomodels.audio import decode_raw, prepare_waveform
+from audiomodels.audio import decode_raw, encode_pcm16, prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import Chunking
 from audiomodels.recognizer import Recognizer, Transcript
@@ -98,7 +98,7 @@ def in_room(data: bytes, gain_db: float, noise_dbfs: float | None) -> Audio:
     samples = decode_raw(data, "pcm16", RATE) * 10 ** (gain_db / 20)
     if noise_dbfs is not None:
         samples += 10 ** (noise_dbfs / 20) * colored_noise(len(samples), "pink", np.random.default_rng(0))
-    return Audio((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return Audio(encode_pcm16(samples))
 
 
 def raw_config(**fields: object) -> pb.RecognitionConfig:
@@ -558,7 +558,7 @@ def test_a_stream_opened_mid_sentence_loses_nothing(recognizer, streaming, pcm) 
     """A stream that opens inside speech keeps its start until the first pause shows it was speech."""
     hello = decode_raw(pcm["hello world"], "pcm16", RATE)
     inside = hello[speech_start(hello, RATE, leading_silence_s=0.0) + round(0.05 * RATE) :]
-    data = (np.clip(inside, -1, 1) * 32767).astype("<i2").tobytes() + bytes(2 * RATE) + pcm["open the door"]
+    data = encode_pcm16(inside) + bytes(2 * RATE) + pcm["open the door"]
     results, _ = run_stream(recognizer, StreamSettings("pcm16", RATE), [data])
     assert len(results) == 2 and results[0].start_s == 0.0
     assert results[0].transcript.text == streaming.transcribe(inside[: round(results[0].end_s * RATE)], RATE).text
