@@ -6,10 +6,11 @@ endpointer (:mod:`service.sessions`) and :class:`audiomodels.recognizer.Recogniz
 the audio from ``leading_silence_s`` before the first ``BLOCK_S`` block judged speech, on the same
 block grid.
 
-Offline, a block is speech when its RMS in the speech band (``SPEECH_BAND_HZ``) is above ``SILENCE_DBFS``, low enough for a quiet
-microphone (the char model still reads speech at -50 dBFS). A live stream must also find the pauses
-in steady background noise louder than that, or it would never end an utterance: there a block is
-speech only when it is also ``SPEECH_ABOVE_NOISE_DB`` above the stream's noise floor
+Offline, a block is speech when its RMS in the speech band (``SPEECH_BAND_HZ``) is above
+``SILENCE_DBFS``, low enough for a quiet microphone (the char model still reads speech at -50 dBFS).
+A live stream must also find the pauses in steady background noise louder than that, or it would
+never end an utterance: there a block is speech only when it is also ``SPEECH_ABOVE_NOISE_DB``
+above the stream's noise floor
 (:class:`SpeechDetector`). Its threshold is never below the offline one, so a streamed utterance
 (which starts ``leading_silence_s`` before its first speech block) recognized offline starts at the
 same sample, and the final is the offline transcript of its span.
