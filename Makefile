@@ -13,7 +13,7 @@ VOICE_PACKAGES := festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspi
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-pack gpu-inputs clean
 
 install: $(STAMP)
 
@@ -71,6 +71,18 @@ bench-robustness: install $(TEST_SPLIT)
 # Both shipped models plainly vs with the warp ensemble (--warps), greedy and beam 8 + LM, on dev and the held-out tests.
 bench-warps: install corpora
 	$(PY) benchmarks/warp_ensemble.py --checkpoints models/char.ckpt models/phone.ckpt
+
+# A feature pack's size, rounding and the char model's greedy CER on packed vs exact features (test split).
+bench-pack: install $(TEST_SPLIT)
+	$(PY) benchmarks/feature_pack.py
+
+# The inputs of a GPU fine-tuning round (training/gpu_round.sh; README, Training on a lent GPU) in gpu/:
+# the char model in float16, 100 dev utterances as FLAC and a feature pack filling the rest of 60 MB.
+gpu-inputs: install corpora
+	rm -rf gpu
+	$(PY) -m training.gpu_inputs --out gpu --init models/char.ckpt --dev data/corpus/dev.jsonl \
+		--train data/corpus/train.jsonl data/corpus-voices/train.jsonl data/corpus-extra/train.jsonl \
+		--feature-cache runs/feature_cache
 
 $(TEST_SPLIT): | install
 	$(VENV)/bin/speechlabel corpus synth --out data/corpus --hours 12 --seed 0 --engines espeak-ng,flite,festival,piper

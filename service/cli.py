@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "align": ("service.client:ALIGN", "force-align a transcript to an audio file on a server"),
     "health": ("service.client:HEALTH", "check a server's gRPC health (exit 0 when SERVING)"),
     "train": ("training.train", "train or resume a model from manifests"),
+    "pack": ("training.feature_pack", "quantize a corpus's features into one small file to train on elsewhere"),
     "evaluate": ("training.evaluate", "score a checkpoint on a manifest (CER/WER/PER, RTF)"),
     "corpus": ("training.corpus", "synthesize an offline speech corpus"),
     "manifest": ("training.manifest", "import and validate JSONL manifests"),

@@ -25,6 +25,7 @@ from service.cli import main as cli_main
 from training.config import load_train_config
 from training.corpus import synthesize_corpus
 from training.export import corpus_description
+from training.feature_pack import FeaturePackError
 from training.manifest import read_manifest, read_manifests
 from training.train import (
     STATE_FILE,
@@ -35,6 +36,7 @@ from training.train import (
     can_start_from,
     feature_cache_dir,
     learning_rate_factor,
+    run_train_utterances,
 )
 
 pytestmark = pytest.mark.slow
@@ -406,3 +408,64 @@ def test_mixed_precision_auto_follows_the_hardware_and_explicit_choices_win() ->
     assert autocast_dtype(load_train_config(None, ["amp=fp16"]), cpu) == torch.float16
     with pytest.raises(ValueError, match="amp must be one of"):
         load_train_config(None, ["amp=bfloat16"])
+
+
+def test_a_run_on_a_feature_pack_learns_resumes_and_describes_its_data(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`speechlabel pack` then `train --train-pack`: no audio is read for training, yet the run learns."""
+    pack = tmp_path / "train.pack"
+    assert cli_main(["pack", "--train", str(corpus / "train.jsonl"), "--out", str(pack)]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    train = read_manifest(corpus / "train.jsonl")
+    assert report["utterances"] == len(train) and report["bytes_per_audio_s"] < 4000  # WAV is 32,000
+    run_dir = tmp_path / "run"
+    assert cli_main(["train", "--config", str(TINY), "--train-pack", str(pack), "--dev", str(corpus / "dev.jsonl"),
+                     "--out", str(run_dir), "--no-progress", "--set", "max_steps=160", "--set", "eval_every=80",
+                     "--set", "checkpoint_every=80", "--set", "cache_features=true"]) == 0
+    dev = [m for m in read_metrics(run_dir) if "dev_cer" in m]
+    assert dev[-1]["dev_cer"] < 0.8 * dev[0]["dev_cer"], dev
+    assert not (run_dir / "feature_cache").exists()  # the pack is the cache
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert run_info["train_pack"] == str(pack) and "train" not in run_info
+    assert [u.text for u in run_train_utterances(run_info)] == [u.text for u in train]
+    assert cli_main(["train", "--resume", str(run_dir), "--no-progress", "--set", "max_steps=170"]) == 0
+    assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 170
+    with pytest.raises(FeaturePackError, match="speed_prob=0"):
+        cli_main(["train", "--config", str(TINY), "--train-pack", str(pack), "--dev", str(corpus / "dev.jsonl"),
+                  "--out", str(tmp_path / "speed"), "--no-progress", "--set", "augment.speed_prob=0.5"])
+
+
+def test_gpu_round_fits_its_inputs_and_budget_and_ships_joinable_checkpoints(
+    trained_run: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """make gpu-inputs, then training/gpu_round.sh, here on the CPU with the tiny recipe and a 60 s budget."""
+    repo = Path(__file__).resolve().parent.parent
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "training.gpu_inputs", "--out", str(inputs), "--init",
+                    str(trained_run / "best.ckpt"), "--dev", str(corpus / "dev.jsonl"), "--train",
+                    str(corpus / "train.jsonl"), "--budget-mb", "2", "--dev-utterances", "3"], check=True, cwd=repo)
+    summary = json.loads((inputs / "inputs.json").read_text())
+    assert summary["megabytes"] <= 2 and summary["dev_utterances"] == 3
+    assert summary["train_utterances"] == len(read_manifest(corpus / "train.jsonl"))  # 2 MB holds all of it
+    init = load_checkpoint(inputs / "init.ckpt")
+    assert init.state_dict["input_projection.0.weight"].dtype == torch.float16
+    assert init.state_dict["feature_mean"].dtype == torch.float32  # normalization keeps its precision
+    assert all(path.suffix == ".flac" for path in (inputs / "dev").iterdir())
+
+    environment = {**os.environ, "PYTHON": sys.executable, "CONFIG": str(TINY), "RESERVE_S": "5",
+                   "RUN_DIR": str(tmp_path / "run"), "PYTHONPATH": str(repo)}
+    started = time.monotonic()
+    result = subprocess.run(["bash", "training/gpu_round.sh", str(inputs), str(out), "60", "--set", "keep_checkpoints=3"],
+                            cwd=repo, env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.monotonic() - started < 60 + 30  # the budget, plus what a loaded machine's start-up adds
+    for name in ("best", "averaged"):
+        parts = sorted(out.glob(f"{name}.ckpt.part*"))
+        assert parts and all(part.stat().st_size <= 15 * 2**20 for part in parts)
+        (tmp_path / f"{name}.ckpt").write_bytes(b"".join(part.read_bytes() for part in parts))
+    averaged = load_checkpoint(tmp_path / "averaged.ckpt")
+    steps = [source["step"] for source in averaged.metadata["averaged_from"]]
+    assert len(steps) == 3 and steps[-1] > 40  # the second leg ran past the 40-step probe
+    assert load_checkpoint(tmp_path / "best.ckpt").state_dict["input_projection.0.weight"].dtype == torch.float32
+    assert [m["step"] for m in read_metrics(out) if "loss" in m][-1] == steps[-1]

@@ -25,6 +25,7 @@ from audiomodels.features import FeatureStats, Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.warp import warp_features, warp_matrix
 from training.augment import NOISE_COLORS
+from training.feature_pack import FeaturePack, FeaturePackError
 from training.manifest import Utterance
 from training.noise import FeatureNoise
 from training.reverb import FeatureReverb
@@ -71,6 +72,9 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     The key does not cover the featurizer *code*: clear the cache when that changes. VTLP, reverb,
     noise, phone line and SpecAugment are drawn afresh and applied after the cache.
 
+    With ``pack`` (:mod:`training.feature_pack`) the features come from the pack instead, whose
+    utterances these must be; speed perturbation needs the audio, so it is refused then.
+
     Call :meth:`set_epoch` every epoch to vary augmentation. With ``persistent_workers=True`` a
     DataLoader's workers keep their copy of the dataset, so the epoch would not reach them.
     """
@@ -84,8 +88,15 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         target_field: str = "text",
         augment: AugmentConfig | None = None,
         cache_dir: Path | None = None,
+        pack: FeaturePack | None = None,
         seed: int = 0,
     ) -> None:
+        if pack is not None:
+            if pack.features_config != featurizer.config:
+                raise FeaturePackError(f"the pack's features {pack.features_config} are not this run's {featurizer.config}")
+            if augment is not None and augment.speed_prob > 0:
+                raise FeaturePackError("speed perturbation re-reads the audio, which a feature pack lacks: set augment.speed_prob=0")
+        self.pack = pack
         self.utterances = list(utterances)
         self.featurizer = featurizer
         self.labels = labels
@@ -148,7 +159,9 @@ class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return spec_augment(features, self.augment, generator, n_mfcc), self._targets[index]
 
     def features(self, index: int, speed: float = 1.0) -> torch.Tensor:
-        """Model frames (T, D) of the utterance at ``speed``, from the cache when there is one."""
+        """Model frames (T, D) of the utterance at ``speed``, from the pack or the cache when there is one."""
+        if self.pack is not None:
+            return self.pack.features(index)
         if self.cache_dir is None:
             return self._compute_features(index, speed)
         path = self._cache_path(self.cache_dir, index, speed)

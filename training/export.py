@@ -17,8 +17,9 @@ from audiomodels.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from audiomodels.lm import Fusion, LMError, NgramLM, lm_beside
 from audiomodels.recognizer import Recognizer
 from training.evaluate import EvaluationResult, breakdown, engine_of, evaluate
-from training.manifest import ManifestError, Utterance, read_manifest, read_manifests
-from training.train import run_train_manifests
+from training.feature_pack import FeaturePackError
+from training.manifest import ManifestError, Utterance, read_manifest
+from training.train import run_train_utterances
 
 BEAM_SIZE = 8
 WIDE_BEAM_SIZE = 32  # with the LM a wider beam still pays (~1 point CER on dev) at ~5x the decode time
@@ -198,11 +199,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         checkpoint = load_checkpoint(args.checkpoint or args.run / "best.ckpt")
         model = checkpoint.build_model()
-        train = read_manifests(run_train_manifests(json.loads((args.run / "run.json").read_text())))
+        train = run_train_utterances(json.loads((args.run / "run.json").read_text()))
         dev, test = read_manifest(args.dev), read_manifest(args.test)
         extra_tests = {f"{EXTRA_TEST_PREFIX}{name}": read_manifest(path) for name, path in args.extra_test}
         fusion = Fusion(NgramLM.load(args.lm)) if args.lm else None
-    except (CheckpointError, ManifestError, LMError, OSError, json.JSONDecodeError) as error:
+    except (CheckpointError, ManifestError, FeaturePackError, LMError, OSError, json.JSONDecodeError) as error:
         raise SystemExit(f"speechlabel export: {error}") from error
     recognizer = Recognizer(checkpoint.config, model)
     metadata = dict(checkpoint.metadata)

@@ -32,6 +32,7 @@ from audiomodels.recognizer import Recognizer, native_bfloat16
 from training.config import TrainConfig, load_train_config, train_config_to_dict
 from training.data import Batch, FrameBudgetBatchSampler, SpeechDataset, collate, compute_feature_stats
 from training.evaluate import evaluate
+from training.feature_pack import FeaturePack, read_pack
 from training.manifest import Utterance, read_manifest, read_manifests, validate_manifest
 
 STATE_FILE = "last_state.pt"
@@ -146,6 +147,7 @@ class TrainingRun:
         *,
         device: torch.device,
         show_progress: bool = True,
+        pack: FeaturePack | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
@@ -154,7 +156,8 @@ class TrainingRun:
         self.labels = build_label_set(config.labels)
         self.acoustic_config = build_acoustic_config(config, self.labels)
         self.featurizer = Featurizer(config.features)
-        self.train_utterances = self._validated(train_utterances, "train")
+        # A pack's utterances were validated when packed, and their audio need not be here.
+        self.train_utterances = train_utterances if pack is not None else self._validated(train_utterances, "train")
         self.dev_utterances = self._validated(dev_utterances, "dev")[: config.dev_max_utterances]
         torch.manual_seed(config.seed)
         self.model = AcousticModel(self.acoustic_config.model).to(device)
@@ -170,7 +173,8 @@ class TrainingRun:
             self.labels,
             target_field=config.target_field,
             augment=config.augment,
-            cache_dir=feature_cache_dir(config, run_dir),
+            cache_dir=None if pack is not None else feature_cache_dir(config, run_dir),
+            pack=pack,
             seed=config.seed,
         )
         self.sampler = FrameBudgetBatchSampler(
@@ -390,19 +394,25 @@ def train(
     resume: bool = False,
     device: str | None = None,
     show_progress: bool = True,
+    train_pack: Path | None = None,
 ) -> dict[str, float]:
-    """Start (or resume) a run in ``run_dir`` and train it to ``config.max_steps``."""
+    """Start (or resume) a run in ``run_dir`` and train it to ``config.max_steps``.
+
+    With ``train_pack`` the training data is that feature pack, and ``train_manifests`` is unused.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
+    pack = read_pack(train_pack) if train_pack is not None else None
     if config.torch_threads > 0:
         torch.set_num_threads(config.torch_threads)
     chosen_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run = TrainingRun(
         config,
-        read_manifests(train_manifests),
+        pack.utterances if pack is not None else read_manifests(train_manifests),
         read_manifest(dev_manifest),
         run_dir,
         device=chosen_device,
         show_progress=show_progress,
+        pack=pack,
     )
     if resume and (run_dir / STATE_FILE).exists():
         run.load_state()
@@ -413,15 +423,24 @@ def train(
     return run.run()
 
 
+def run_train_utterances(run_info: dict[str, Any]) -> list[Utterance]:
+    """What a run's run.json says it trained on: its feature pack's utterances, or its manifests'."""
+    if "train_pack" in run_info:
+        return read_pack(run_info["train_pack"]).utterances
+    return read_manifests(run_train_manifests(run_info))
+
+
 def run_train_manifests(run_info: dict[str, Any]) -> list[Path]:
-    """The training manifests a run's run.json names (runs before multi-manifest training name one)."""
-    train = run_info["train"]
+    """The training manifests a run's run.json names (runs before multi-manifest training name one;
+    a run on a feature pack names none)."""
+    train = run_info.get("train", [])
     return [Path(path) for path in ([train] if isinstance(train, str) else train)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML training config (see training/configs/)")
     parser.add_argument("--train", type=Path, nargs="+", help="training manifest(s) (JSONL), trained on as one")
+    parser.add_argument("--train-pack", type=Path, help="train on a feature pack (speechlabel pack) instead of --train")
     parser.add_argument("--dev", type=Path, help="dev manifest (JSONL)")
     parser.add_argument("--out", type=Path, help="run directory (checkpoints, metrics, TensorBoard)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
@@ -437,21 +456,27 @@ def run(args: argparse.Namespace) -> int:
         saved = json.loads((run_dir / "run.json").read_text())
         config = load_train_config(run_dir / CONFIG_FILE, args.set)
         train_manifests, dev_manifest = run_train_manifests(saved), Path(saved["dev"])
+        train_pack = Path(saved["train_pack"]) if "train_pack" in saved else None
     else:
-        if not (args.train and args.dev and args.out):
-            raise SystemExit("speechlabel train: --train, --dev and --out are required (or --resume RUN_DIR)")
+        if not ((args.train or args.train_pack) and args.dev and args.out) or (args.train and args.train_pack):
+            raise SystemExit(
+                "speechlabel train: --train (or --train-pack), --dev and --out are required (or --resume RUN_DIR)"
+            )
         run_dir, dev_manifest = args.out, args.dev.resolve()
-        train_manifests = [path.resolve() for path in args.train]
+        train_manifests = [path.resolve() for path in args.train or []]
+        train_pack = args.train_pack.resolve() if args.train_pack else None
         if (run_dir / STATE_FILE).exists():
             raise SystemExit(f"speechlabel train: {run_dir} already holds a run; continue it with --resume {run_dir}")
         config = load_train_config(args.config, args.set)
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_info = {"train": [str(path) for path in train_manifests], "dev": str(dev_manifest)}
+        source = {"train_pack": str(train_pack)} if train_pack else {"train": [str(path) for path in train_manifests]}
+        run_info = {**source, "dev": str(dev_manifest)}
         (run_dir / "run.json").write_text(json.dumps(run_info))
     try:
         scores = train(
             config, train_manifests, dev_manifest, run_dir,
             resume=args.resume is not None, device=args.device, show_progress=not args.no_progress,
+            train_pack=train_pack,
         )
     except KeyboardInterrupt:
         print(f"interrupted; resume with: speechlabel train --resume {run_dir}")
