@@ -23,7 +23,7 @@ from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
 from audiomodels.model import AcousticModel
-from audiomodels.silence import LEADING_SILENCE_S, speech_start
+from audiomodels.silence import LEADING_SILENCE_S, SPEECH_LEVEL_DBFS, level_gain, level_window_s, speech_start
 from audiomodels.warp import check_warps, mean_posterior, warp_features, warp_matrix
 
 DEFAULT_MAX_DURATION_S = 3600.0
@@ -104,6 +104,7 @@ class Recognizer:
         fusion: Fusion | None = None,
         warps: Sequence[float] = (),
         leading_silence_s: float | None = LEADING_SILENCE_S,
+        level_dbfs: tuple[float, float] | None = SPEECH_LEVEL_DBFS,
     ) -> None:
         """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
         CPUs with native support and changes transcripts very little (see the batch benchmark);
@@ -115,7 +116,10 @@ class Recognizer:
         the same ensemble by passing :attr:`warp_matrices` to :func:`audiomodels.streaming.step_streams`.
         ``leading_silence_s``: transcription skips the silence before the speech but this much
         (:mod:`audiomodels.silence`, the rule live streams follow); ``None`` runs the model from
-        the first sample.
+        the first sample. ``level_dbfs``: an utterance whose start's loudest block lies outside this range
+        (the training speech's) is scaled to its nearer edge, unless that would raise its noise too
+        far (:func:`audiomodels.silence.level_gain`; also each utterance of a live stream); ``None``
+        leaves every level alone.
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -133,6 +137,7 @@ class Recognizer:
         self.warps = check_warps(warps)
         self.warp_matrices = [warp_matrix(config.features, w) for w in self.warps]
         self.leading_silence_s = leading_silence_s
+        self.level_dbfs = level_dbfs
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
@@ -180,7 +185,7 @@ class Recognizer:
         """
         prepared = [self.prepare(waveform, rate) for waveform, rate in items]
         starts = [self.speech_start(waveform) for waveform in prepared]
-        speech = [waveform[start:] for waveform, start in zip(prepared, starts)]
+        speech = [self.leveled(waveform[start:]) for waveform, start in zip(prepared, starts)]
         frame_samples = self.featurizer.config.frame_samples
         results: list[Transcript | None] = [None] * len(prepared)
         budget = max_batch_seconds * self.sample_rate / max(1, len(self.warps))
@@ -199,6 +204,23 @@ class Recognizer:
         return speech_start(
             prepared, self.sample_rate, self.leading_silence_s, align=self.featurizer.config.frame_samples
         )
+
+    def level_window_s(self, chunking: Chunking | None = None) -> float:
+        """Seconds of an utterance's start that set its gain in a run with ``chunking`` (default:
+        this recognizer's): a stream waits for them, so its latency bounds them."""
+        chunking = chunking or self.chunking
+        return level_window_s(chunking.latency_frames * self.config.features.frame_shift_s if chunking else None)
+
+    def level_gain(self, speech: np.ndarray, chunking: Chunking | None = None) -> float:
+        """The gain for an utterance whose (model-rate) samples start with ``speech``, run with ``chunking``."""
+        if self.level_dbfs is None:
+            return 1.0
+        return level_gain(speech, self.sample_rate, self.level_dbfs, self.level_window_s(chunking))
+
+    def leveled(self, speech: np.ndarray) -> np.ndarray:
+        """``speech`` (from its :meth:`speech_start` on) scaled by its :meth:`level_gain`."""
+        gain = self.level_gain(speech)
+        return speech if gain == 1.0 else speech * np.float32(gain)
 
     def _after_silence(self, log_probs: torch.Tensor, skipped_frames: int) -> torch.Tensor:
         """Log-probs with the skipped silence back in front as certain blanks, so every time and
@@ -222,6 +244,7 @@ class Recognizer:
     def align(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, transcript: str) -> Transcript:
         """Force-align a known transcript (raises ``LabelError``/``AlignmentError`` when it cannot)."""
         prepared = self.prepare(waveform, sample_rate)
+        prepared = prepared * np.float32(self.level_gain(prepared[self.speech_start(prepared) :]))
         label_ids = self.labels.encode(self.labels.normalize(transcript))
         log_probs, lengths = self.emissions([prepared])
         emissions = log_probs[0, : lengths[0]]

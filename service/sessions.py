@@ -228,7 +228,9 @@ class UtteranceModel:
     and the log-probs emitted so far.
 
     Each utterance starts from a fresh state, so its log-probs are exactly the offline chunked
-    computation of its own samples, whatever the stream held before it.
+    computation of its own samples, whatever the stream held before it. That includes the level
+    gain (:meth:`Recognizer.level_gain`): the first :meth:`Recognizer.level_window_s` of model-rate
+    samples wait until it is known, then everything is scaled by it.
     """
 
     def __init__(self, recognizer: Recognizer, settings: StreamSettings, chunking: Chunking, start_sample: int) -> None:
@@ -237,15 +239,35 @@ class UtteranceModel:
         self._resampler = StreamingResampler(rate, model_rate) if rate != model_rate else None
         self.stream = ChunkedStream(recognizer.featurizer, chunking)
         self.log_probs: list[torch.Tensor] = []
+        self._recognizer, self._chunking = recognizer, chunking
+        self._level_window = round(recognizer.level_window_s(chunking) * model_rate)
+        self._gain: np.float32 | None = None
+        self._held: list[np.ndarray] = []  # model-rate samples before the gain is known
 
     def accept(self, block: np.ndarray) -> None:
-        self.stream.accept(self._resampler.accept(block) if self._resampler else block)
+        self._feed(self._resampler.accept(block) if self._resampler else block)
 
     def end(self) -> None:
         """The utterance is over: its last frames are computed without waiting for look-ahead."""
         if self._resampler is not None:
-            self.stream.accept(self._resampler.finish())
+            self._feed(self._resampler.finish())
+        if self._gain is None:
+            self._release()
         self.stream.end()
+
+    def _feed(self, samples: np.ndarray) -> None:
+        if self._gain is not None:
+            self.stream.accept(samples * self._gain)
+            return
+        self._held.append(samples)
+        if sum(len(held) for held in self._held) >= self._level_window:
+            self._release()
+
+    def _release(self) -> None:
+        held = np.concatenate(self._held) if self._held else np.zeros(0, np.float32)
+        self._gain = np.float32(self._recognizer.level_gain(held, self._chunking))
+        self._held = []
+        self.stream.accept(held * self._gain)
 
     def emissions(self, num_labels: int) -> torch.Tensor:
         self.log_probs = [torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, num_labels)]
