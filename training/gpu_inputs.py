@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import soundfile as sf
 import torch
 
-from audiomodels.checkpoint import load_checkpoint, save_checkpoint
+from audiomodels.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from audiomodels.files import atomic_write_text
 from training.feature_pack import pack_manifests, write_pack
 from training.manifest import Utterance, read_manifest, write_manifest
@@ -28,9 +29,9 @@ from training.manifest import Utterance, read_manifest, write_manifest
 PACK_BYTES_PER_AUDIO_S = 2850  # 2,701 measured at 16 steps/std (benchmarks/results/feature_pack.json), plus a margin
 
 
-def half_precision_copy(source: Path, target: Path) -> None:
-    """The checkpoint with float16 weights; normalization statistics stay float32 (their means are large)."""
-    checkpoint = load_checkpoint(source)
+def half_precision_copy(checkpoint: Checkpoint, source: Path, target: Path) -> None:
+    """The checkpoint read from ``source`` with float16 weights; normalization statistics stay
+    float32 (their means are large)."""
     model = checkpoint.build_model()
     for parameter in model.parameters():
         parameter.data = parameter.data.half()
@@ -47,7 +48,7 @@ def flac_subset(manifest: Path, out_dir: Path, count: int) -> list[Utterance]:
         samples, rate = sf.read(utterance.audio_filepath, dtype="int16")
         target = out_dir / "dev" / f"{index:04d}.flac"
         sf.write(target, samples, rate, format="FLAC", subtype="PCM_16")
-        copies.append(Utterance(target, utterance.duration, utterance.text, utterance.phones, dict(utterance.extra)))
+        copies.append(replace(utterance, audio_filepath=target))
     return copies
 
 
@@ -67,12 +68,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the training subset")
     args = parser.parse_args()
 
-    half_precision_copy(args.init, args.out / "init.ckpt")
+    init = load_checkpoint(args.init)
+    half_precision_copy(init, args.init, args.out / "init.ckpt")
     dev = flac_subset(args.dev, args.out, args.dev_utterances)
     write_manifest(args.out / "dev.jsonl", dev, relative_to=args.out)
     hours = (args.budget_mb * 1e6 - folder_bytes(args.out)) / PACK_BYTES_PER_AUDIO_S / 3600
-    pack, _ = pack_manifests(args.train, load_checkpoint(args.init).config.labels.kind, hours, args.seed,
-                             args.feature_cache)
+    pack, _ = pack_manifests(args.train, init.config.labels.kind, hours, args.seed, args.feature_cache)
     write_pack(args.out / "train.pack", pack)
     summary = {"train_hours": round(pack.hours, 2), "train_utterances": len(pack),
                "dev_utterances": len(dev), "megabytes": round(folder_bytes(args.out) / 1e6, 1)}
