@@ -86,9 +86,14 @@ def decode_raw(data: bytes, encoding: str, sample_rate: int) -> np.ndarray:
 
 
 def encode_pcm16(samples: np.ndarray) -> bytes:
-    """Float samples -> headerless little-endian 16-bit PCM, clipped to [-1, 1] (what a client
-    streaming LINEAR16 sends; the inverse of :func:`decode_raw` up to rounding)."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(_RAW_DTYPES["pcm16"]).tobytes()
+    """Float samples -> headerless little-endian 16-bit PCM (what a client streaming LINEAR16 sends).
+
+    The exact inverse of :func:`decode_raw` on its grid: samples are scaled by 32768 and rounded to
+    the nearest step, so any float lands within half a step of what it decodes to. Truncating
+    instead would add a DC offset and distortion that matter for quiet talkers; values beyond the
+    int16 range clip."""
+    steps = np.rint(np.asarray(samples, dtype=np.float64) * 32768.0)
+    return np.clip(steps, -32768, 32767).astype(_RAW_DTYPES["pcm16"]).tobytes()
 
 
 def prepare_waveform(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiomodels.audio import load_audio
+from audiomodels.audio import decode_raw, encode_pcm16, load_audio
 from audiomodels.recognizer import Recognizer
 from training.augment import colored_noise
 from training.manifest import read_manifest
@@ -36,7 +36,7 @@ def at_level(samples: np.ndarray, rms_dbfs: float) -> np.ndarray:
     """``samples`` scaled to ``rms_dbfs`` and rounded to 16-bit steps."""
     rms = 10 * np.log10(max(float(np.mean(np.square(samples, dtype=np.float64))), 1e-20))
     scaled = samples * 10 ** ((rms_dbfs - rms) / 20)
-    return (np.clip(np.round(scaled * 32767), -32768, 32767) / 32767).astype(np.float32)
+    return decode_raw(encode_pcm16(scaled), "pcm16", 16000)
 
 
 def error_rate(recognizer: Recognizer, waveforms: list[np.ndarray], references: list[str]) -> float:

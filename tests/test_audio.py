@@ -215,12 +215,20 @@ def test_decode_raw_pcm16_little_endian():
     np.testing.assert_array_equal(out, values / 32768)
 
 
-def test_encode_pcm16_clips_and_round_trips_within_one_step():
-    samples = np.array([-2.0, -1.0, -0.25, 0.0, 0.5, 1.0, 3.0], dtype=np.float32)
+def test_encode_pcm16_clips_and_rounds_to_the_nearest_step():
+    samples = np.array([-2.0, -1.0, -0.25, -0.6 / 32768, 0.0, 0.4 / 32768, 0.5, 1.0, 3.0], dtype=np.float32)
     data = encode_pcm16(samples)
     assert len(data) == 2 * len(samples)
-    assert np.frombuffer(data, "<i2").tolist() == [-32767, -32767, -8191, 0, 16383, 32767, 32767]
-    np.testing.assert_allclose(decode_raw(data, "pcm16", RATE), np.clip(samples, -1, 1), atol=1 / 16384)
+    assert np.frombuffer(data, "<i2").tolist() == [-32768, -32768, -8192, -1, 0, 0, 16384, 32767, 32767]
+
+
+def test_encode_pcm16_inverts_decode_raw():
+    grid = np.arange(-32768, 32768, dtype="<i2")
+    assert encode_pcm16(decode_raw(grid.tobytes(), "pcm16", RATE)) == grid.tobytes()
+    quiet = noise(4000) * 1e-3  # about -60 dBFS: a few steps either side of zero
+    error = decode_raw(encode_pcm16(quiet), "pcm16", RATE) - quiet
+    assert np.abs(error).max() <= 0.5 / 32768 + 1e-9
+    assert abs(float(error.mean())) < 0.05 / 32768  # rounding, unlike truncation, adds no DC offset
 
 
 def test_decode_raw_float32_little_endian():

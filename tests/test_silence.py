@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiomodels.audio import load_audio
+from audiomodels.audio import decode_raw, encode_pcm16, load_audio
 from audiomodels.recognizer import Recognizer
 from audiomodels.silence import (
     BLOCK_S,
@@ -177,7 +177,7 @@ def test_a_quiet_talker_is_read_about_as_well_as_one_at_the_training_level(tmp_p
         for text, samples in speech.items():
             if rms_dbfs is not None:
                 rms = 10 * np.log10(np.mean(np.square(samples, dtype=np.float64)))
-                samples = (np.round(samples * 10 ** ((rms_dbfs - rms) / 20) * 32767) / 32767).astype(np.float32)
+                samples = decode_raw(encode_pcm16(samples * 10 ** ((rms_dbfs - rms) / 20)), "pcm16", RATE)
             total += char_errors(text, recognizer.transcribe(samples, RATE).text)
         return total.rate
 
