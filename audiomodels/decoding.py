@@ -59,6 +59,19 @@ def prefix_beam_search(
     token_top_k: int | None = None,
     fusion: Fusion | None = None,
 ) -> list[int]:
+    """The best hypothesis of :func:`prefix_beam_search_nbest` (see there)."""
+    return prefix_beam_search_nbest(log_probs, beam_size, blank, token_prune_logprob, token_top_k, fusion)[0]
+
+
+def prefix_beam_search_nbest(
+    log_probs: torch.Tensor,
+    beam_size: int = 8,
+    blank: int = 0,
+    token_prune_logprob: float = DEFAULT_TOKEN_PRUNE_LOGPROB,
+    token_top_k: int | None = None,
+    fusion: Fusion | None = None,
+    num_best: int = 1,
+) -> list[list[int]]:
     """CTC prefix beam search (Hannun et al., 2014) in log space, optionally with a label LM.
 
     Each prefix keeps two scores: ``p_blank`` (its paths so far end in blank) and
@@ -91,15 +104,20 @@ def prefix_beam_search(
     sentence included for the final choice); the LM score of a prefix is computed once, when its
     trie node is made.
 
-    Returns the most probable surviving prefix as label ids (blank never included).
+    Returns the ``num_best`` (at most ``beam_size``) most probable surviving prefixes, best first,
+    as label ids (blank never included); fewer when fewer survive pruning (on frames certain of
+    blank only the empty prefix does). Prefixes are distinct label sequences, so no hypothesis
+    comes twice.
     """
     _check_matrix(log_probs)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if not 1 <= num_best <= beam_size:
+        raise ValueError(f"num_best must be 1-{beam_size} (the beam), got {num_best}")
     lp = log_probs.detach().to("cpu", torch.float64).numpy()
     num_frames, num_labels = lp.shape
     if num_frames == 0:
-        return []
+        return [[]]
     k = min(num_labels, token_top_k if token_top_k is not None else beam_size)
     if k < 1:
         raise ValueError(f"token_top_k must be >= 1, got {token_top_k}")
@@ -150,11 +168,15 @@ def prefix_beam_search(
         beams = {node: (pb, pnb) for node, (pb, pnb) in best}
 
     if fusion is None:
-        node = best[0][0]  # nlargest sorts best first
+        ranked = [node for node, _ in best]  # nlargest sorts best first
     else:
-        node = max(beams, key=lambda n: rank((n, beams[n])) + fusion.finish(lm_states[n]))
-    labels: list[int] = []
-    while node > 0:
-        labels.append(last_labels[node])
-        node = parents[node]
-    return labels[::-1]
+        ranked = sorted(beams, key=lambda n: rank((n, beams[n])) + fusion.finish(lm_states[n]), reverse=True)
+
+    def labels_of(node: int) -> list[int]:
+        labels: list[int] = []
+        while node > 0:
+            labels.append(last_labels[node])
+            node = parents[node]
+        return labels[::-1]
+
+    return [labels_of(node) for node in ranked[:num_best]]

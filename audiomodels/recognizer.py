@@ -7,6 +7,7 @@ featurizer and one decoder in the product. Results are plain frozen dataclasses.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from audiomodels.alignment import LabelSpan, align_labels, group_words
 from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
-from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search
+from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search_nbest
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
@@ -82,6 +83,9 @@ class Transcript:
     frame_labels: tuple[str, ...]  # per model frame: the argmax label ("<blank>" for blank)
     duration_s: float
     frame_shift_s: float
+    # Beam search's runner-up hypotheses, best first, each with its own alignment (only when
+    # more than one alternative was asked for; their own ``alternatives`` are empty).
+    alternatives: tuple["Transcript", ...] = ()
 
     @property
     def confidence(self) -> float:
@@ -167,21 +171,25 @@ class Recognizer:
         log_probs = mean_posterior(log_probs.float().split(len(waveforms)))
         return log_probs.cpu(), out_lengths[: len(waveforms)].cpu()
 
-    def transcribe(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, beam_size: int = 1) -> Transcript:
+    def transcribe(
+        self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, beam_size: int = 1, alternatives: int = 1
+    ) -> Transcript:
         """Recognize one utterance."""
-        return self.transcribe_batch([(waveform, sample_rate)], beam_size=beam_size)[0]
+        return self.transcribe_batch([(waveform, sample_rate)], beam_size=beam_size, alternatives=alternatives)[0]
 
     def transcribe_batch(
         self,
         items: Sequence[tuple[np.ndarray | torch.Tensor, int]],
         *,
         beam_size: int = 1,
+        alternatives: int = 1,
         max_batch_seconds: float = 600.0,
     ) -> list[Transcript]:
         """Recognize many utterances: length-sorted, padded, one model call per batch.
 
         ``max_batch_seconds`` bounds the padded audio per model call (memory; a K-warp ensemble
-        counts each utterance K times); results come back in input order.
+        counts each utterance K times); results come back in input order. ``alternatives``: see
+        :meth:`decode`.
         """
         prepared = [self.prepare(waveform, rate) for waveform, rate in items]
         starts = [self.speech_start(waveform) for waveform in prepared]
@@ -194,7 +202,7 @@ class Recognizer:
             for row, index in enumerate(batch):
                 emitted = self._after_silence(log_probs[row, : lengths[row]], starts[index] // frame_samples)
                 duration = len(prepared[index]) / self.sample_rate
-                results[index] = self.decode(emitted, duration, beam_size=beam_size)
+                results[index] = self.decode(emitted, duration, beam_size=beam_size, alternatives=alternatives)
         return [r for r in results if r is not None]
 
     def speech_start(self, prepared: np.ndarray) -> int:
@@ -231,15 +239,27 @@ class Recognizer:
         blanks[:, self.labels.blank_id] = 0.0
         return torch.cat([blanks, log_probs])
 
-    def decode(self, log_probs: torch.Tensor, duration_s: float, *, beam_size: int = 1) -> Transcript:
-        """One utterance's log-probs (T, V) -> transcript with aligned label segments and words."""
+    def decode(
+        self, log_probs: torch.Tensor, duration_s: float, *, beam_size: int = 1, alternatives: int = 1
+    ) -> Transcript:
+        """One utterance's log-probs (T, V) -> transcript with aligned label segments and words.
+
+        ``alternatives`` > 1 (beam search only, at most ``beam_size``) also keeps that many
+        hypotheses in all, best first: the runner-ups go to :attr:`Transcript.alternatives`."""
+        blank = self.labels.blank_id
         if beam_size <= 1:
-            label_ids = greedy_decode(log_probs, blank=self.labels.blank_id)
+            if alternatives > 1:
+                raise ValueError(f"{alternatives} alternatives need beam search (beam_size >= {alternatives})")
+            hypotheses = [greedy_decode(log_probs, blank=blank)]
         else:
-            blank = self.labels.blank_id
-            label_ids = prefix_beam_search(log_probs, beam_size=beam_size, blank=blank, fusion=self.fusion)
-        spans = align_labels(log_probs, label_ids, blank=self.labels.blank_id)
-        return self._transcript(log_probs, spans, duration_s)
+            hypotheses = prefix_beam_search_nbest(
+                log_probs, beam_size=beam_size, blank=blank, fusion=self.fusion, num_best=alternatives
+            )
+        best, *others = [
+            self._transcript(log_probs, align_labels(log_probs, label_ids, blank=blank), duration_s)
+            for label_ids in hypotheses
+        ]
+        return dataclasses.replace(best, alternatives=tuple(others)) if others else best
 
     def align(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, transcript: str) -> Transcript:
         """Force-align a known transcript (raises ``LabelError``/``AlignmentError`` when it cannot)."""

@@ -43,6 +43,7 @@ class _Batch:
     model: str
     recognizer: Recognizer
     beam_size: int
+    alternatives: int
     timer: asyncio.TimerHandle
     waveforms: list[np.ndarray] = field(default_factory=list)
     futures: list[asyncio.Future[Batched]] = field(default_factory=list)
@@ -52,7 +53,7 @@ class _Batch:
 
 
 class Batcher:
-    """Collects requests per (model, beam size) and runs each batch with ``run`` (the model executor).
+    """Collects requests per (model, beam size, alternatives) and runs each batch with ``run`` (the model executor).
 
     ``on_batch(model, size)`` is told the size of every model call (the batch-size metric).
     """
@@ -61,12 +62,14 @@ class Batcher:
         self._run = run
         self._settings = settings
         self._on_batch = on_batch
-        self._pending: dict[tuple[str, int], _Batch] = {}
+        self._pending: dict[tuple[str, int, int], _Batch] = {}
         self._running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
-    async def transcribe(self, entry: ModelEntry, waveform: np.ndarray, beam_size: int) -> Batched:
+    async def transcribe(
+        self, entry: ModelEntry, waveform: np.ndarray, beam_size: int, alternatives: int = 1
+    ) -> Batched:
         """Recognize one waveform that ``entry.recognizer.prepare`` returned (validated, at the model's rate)."""
-        key = (entry.name, beam_size)
+        key = (entry.name, beam_size, alternatives)
         batch = self._pending.get(key)
         budget = self._settings.max_audio_s * entry.recognizer.sample_rate
         if batch is not None and batch.padded_samples_with(waveform) > budget:
@@ -75,7 +78,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if batch is None:
             timer = loop.call_later(self._settings.wait_s, self._flush, key)
-            batch = self._pending[key] = _Batch(entry.name, entry.recognizer, beam_size, timer)
+            batch = self._pending[key] = _Batch(entry.name, entry.recognizer, beam_size, alternatives, timer)
         future: asyncio.Future[Batched] = loop.create_future()
         batch.waveforms.append(waveform)
         batch.futures.append(future)
@@ -83,7 +86,7 @@ class Batcher:
             self._flush(key)
         return await future
 
-    def _flush(self, key: tuple[str, int]) -> None:
+    def _flush(self, key: tuple[str, int, int]) -> None:
         batch = self._pending.pop(key)
         batch.timer.cancel()
         task = asyncio.create_task(self._compute(batch))
@@ -100,6 +103,7 @@ class Batcher:
             batch.recognizer.transcribe_batch,
             [(waveform, rate) for waveform, _ in waiting],
             beam_size=batch.beam_size,
+            alternatives=batch.alternatives,
             max_batch_seconds=self._settings.max_audio_s,
         )
         try:

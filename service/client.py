@@ -194,6 +194,13 @@ def _reporting_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[arg
     return wrapped
 
 
+def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam-size", type=int, default=0)
+    parser.add_argument(
+        "--alternatives", type=int, default=0, help="hypotheses per result, best first (needs --beam-size at least this)"
+    )
+
+
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG; any rate, mono or not)")
     _add_connection_arguments(parser)
@@ -201,7 +208,7 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     parser.add_argument("--interim", action="store_true", help="show partial results while audio streams")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
-    parser.add_argument("--beam-size", type=int, default=0)
+    _add_decoding_arguments(parser)
     parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")
     parser.add_argument(
         "--latency-ms", type=int, default=0, help="algorithmic latency of the streaming model (0 = the model's default)"
@@ -215,6 +222,7 @@ def _run_stream(args: argparse.Namespace) -> int:
         args,
         interim_results=args.interim,
         beam_size=args.beam_size,
+        max_alternatives=args.alternatives,
         endpoint_silence_ms=args.endpoint_silence_ms,
         stream_latency_ms=args.latency_ms,
     )
@@ -241,16 +249,22 @@ def _add_recognize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG)")
     _add_connection_arguments(parser)
     _add_model_arguments(parser)
-    parser.add_argument("--beam-size", type=int, default=0)
+    _add_decoding_arguments(parser)
 
 
 @_reporting_errors
 def _run_recognize(args: argparse.Namespace) -> int:
-    response = recognize_file(args.file, _connection(args), _config(args, beam_size=args.beam_size))
+    """The transcript; with several alternatives, one numbered line each with its confidence."""
+    config = _config(args, beam_size=args.beam_size, max_alternatives=args.alternatives)
+    response = recognize_file(args.file, _connection(args), config)
+    alternatives = response.results[0].alternatives
     if args.json:
         print(json.dumps(_as_dict(response), ensure_ascii=False))
+    elif len(alternatives) == 1:
+        print(alternatives[0].transcript)
     else:
-        print(response.results[0].alternatives[0].transcript)
+        for rank, alternative in enumerate(alternatives, 1):
+            print(f"{rank}. {alternative.transcript}\t({alternative.confidence:.2f})")
     return 0
 
 

@@ -84,6 +84,17 @@ def beam_size(config: pb.RecognitionConfig, limits: Limits) -> int:
     return max(1, config.beam_size)
 
 
+def alternatives(config: pb.RecognitionConfig, limits: Limits) -> int:
+    """Hypotheses per result; the beam must hold them (greedy decoding has one)."""
+    beam = beam_size(config, limits)
+    if not 0 <= config.max_alternatives <= beam:
+        raise RequestError(
+            f"max_alternatives must be 0-{beam} (at most beam_size: the beam holds the alternatives), "
+            f"got {config.max_alternatives}"
+        )
+    return max(1, config.max_alternatives)
+
+
 def stream_settings(config: pb.RecognitionConfig, limits: Limits) -> StreamSettings:
     """A streaming config -> session settings (raw audio only; thresholds within server limits)."""
     if config.encoding not in RAW_ENCODINGS:
@@ -105,6 +116,7 @@ def stream_settings(config: pb.RecognitionConfig, limits: Limits) -> StreamSetti
         sample_rate=_raw_rate(config),
         interim_results=config.interim_results,
         beam_size=beam_size(config, limits),
+        alternatives=alternatives(config, limits),
         endpoint_silence_s=config.endpoint_silence_ms / 1000 or defaults.endpoint_silence_s,
         max_utterance_s=config.max_utterance_s or limits.max_utterance_s,
         max_stream_s=limits.max_stream_s,
@@ -141,9 +153,16 @@ def result(
     is_final: bool = True,
 ) -> pb.Result:
     """One result; words and labels (as the config asks) only on finals, times from ``start_s``."""
-    words = word_infos(transcript.words, start_s) if is_final and config.word_time_offsets else []
+    with_words = is_final and config.word_time_offsets
     message = pb.Result(
-        alternatives=[pb.Alternative(transcript=transcript.text, confidence=transcript.confidence, words=words)],
+        alternatives=[
+            pb.Alternative(
+                transcript=hypothesis.text,
+                confidence=hypothesis.confidence,
+                words=word_infos(hypothesis.words, start_s) if with_words else [],
+            )
+            for hypothesis in (transcript, *transcript.alternatives)
+        ],
         is_final=is_final,
         start_s=round(start_s, 3),
         end_s=_at(start_s, transcript.duration_s) if end_s is None else round(end_s, 3),

@@ -135,8 +135,9 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
             config = request.config
             entry = self._model(call, config.model)
             beam_size = mapping.beam_size(config, self._limits)
+            alternatives = mapping.alternatives(config, self._limits)
             waveform = await self._waveform(call, entry, config, request.audio)
-            batched = await self._batcher.transcribe(entry, waveform, beam_size)
+            batched = await self._batcher.transcribe(entry, waveform, beam_size, alternatives)
             call.compute_s += batched.compute_s
             return mapping.recognize_response(batched.transcript, config, entry.name)
 

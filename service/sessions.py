@@ -65,6 +65,7 @@ class StreamSettings:
     sample_rate: int  # Hz of the incoming samples
     interim_results: bool = False
     beam_size: int = 1  # finals only; interims are greedy
+    alternatives: int = 1  # hypotheses per final (at most beam_size)
     endpoint_silence_s: float = 0.8  # this much silence after speech ends an utterance
     # Kept before the first speech block (audiomodels/silence.py); as the Recognizer's, so that a final
     # is the offline transcript of its span.
@@ -367,7 +368,13 @@ class StreamingSession:
         duration_s = cut.end_sample / self.settings.sample_rate - start_s
         log_probs = utterance.emissions(len(self.recognizer.labels))
         transcript = await self._run(
-            partial(self.recognizer.decode, log_probs, duration_s, beam_size=self.settings.beam_size)
+            partial(
+                self.recognizer.decode,
+                log_probs,
+                duration_s,
+                beam_size=self.settings.beam_size,
+                alternatives=self.settings.alternatives,
+            )
         )
         return StreamResult(transcript, start_s, start_s + duration_s, is_final=True)
 

@@ -1,6 +1,6 @@
 """Batching of concurrent Recognize calls: the Batcher with a fake model, then through the real server.
 
-The fake shows how requests are grouped (wait, item cap, padded-audio budget, beam size) and how
+The fake shows how requests are grouped (wait, item cap, padded-audio budget, decoding) and how
 failures and cancellations are confined; the server test shows that batched transcripts equal
 the offline ones and that a bad request among good ones fails alone.
 """
@@ -35,12 +35,12 @@ class FakeRecognizer:
     sample_rate = RATE
 
     def __init__(self) -> None:
-        self.calls: list[tuple[list[int], int]] = []
+        self.calls: list[tuple[list[int], int, int]] = []  # (item lengths, beam size, alternatives)
 
     def transcribe_batch(
-        self, items: list[tuple[np.ndarray, int]], *, beam_size: int, max_batch_seconds: float
+        self, items: list[tuple[np.ndarray, int]], *, beam_size: int, alternatives: int, max_batch_seconds: float
     ) -> list[Transcript]:
-        self.calls.append(([len(w) for w, _ in items], beam_size))
+        self.calls.append(([len(w) for w, _ in items], beam_size, alternatives))
         if any(w[0] < 0 for w, _ in items):
             raise RuntimeError("model fault")
         return [Transcript(f"{len(w)}", (), (), (), len(w) / RATE, 0.01) for w, _ in items]
@@ -50,16 +50,18 @@ async def one_second_run(work: Callable[[], T]) -> tuple[T, float]:
     return work(), 1.0  # every model call "takes" one second
 
 
-def run_batcher(settings: BatchSettings, requests: list[tuple[int, int]]) -> tuple[FakeRecognizer, list, list[int]]:
-    """Submit (length, beam size) requests at once (a negative length: a waveform the model fails on);
-    return the fake, each request's outcome and the batch sizes."""
+def run_batcher(
+    settings: BatchSettings, requests: list[tuple[int, int]] | list[tuple[int, int, int]]
+) -> tuple[FakeRecognizer, list, list[int]]:
+    """Submit (length, beam size[, alternatives]) requests at once (a negative length: a waveform the
+    model fails on); return the fake, each request's outcome and the batch sizes."""
     fake = FakeRecognizer()
     entry = ModelEntry("fake", fake, size_bytes=0)  # type: ignore[arg-type]
     sizes: list[int] = []
 
     async def main() -> list:
         batcher = Batcher(one_second_run, settings, lambda model, size: sizes.append(size))
-        calls = [batcher.transcribe(entry, np.full(abs(n), np.sign(n)), beam) for n, beam in requests]
+        calls = [batcher.transcribe(entry, np.full(abs(n), np.sign(n)), *decoding) for n, *decoding in requests]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     return fake, asyncio.run(main()), sizes
@@ -67,19 +69,19 @@ def run_batcher(settings: BatchSettings, requests: list[tuple[int, int]]) -> tup
 
 def test_concurrent_requests_share_one_call_and_split_its_compute_by_length() -> None:
     fake, outcomes, sizes = run_batcher(BatchSettings(wait_s=0.01), [(100, 1), (300, 1), (200, 1)])
-    assert fake.calls == [([100, 300, 200], 1)] and sizes == [3]
+    assert fake.calls == [([100, 300, 200], 1, 1)] and sizes == [3]
     assert [o.transcript.text for o in outcomes] == ["100", "300", "200"]
     assert [o.compute_s for o in outcomes] == pytest.approx([1 / 6, 3 / 6, 2 / 6])
 
 
-def test_batches_respect_the_item_cap_the_audio_budget_and_the_beam_size() -> None:
+def test_batches_respect_the_item_cap_the_audio_budget_and_the_decoding() -> None:
     fake, _, sizes = run_batcher(BatchSettings(wait_s=0.01, max_items=2), [(10, 1)] * 5)
     assert sizes == [2, 2, 1]
     # budget 5 s padded: 2 x 2 s fits, a third 2 s item (3 x 2 s) starts a new batch
     fake, _, _ = run_batcher(BatchSettings(wait_s=0.01, max_audio_s=5.0), [(200, 1)] * 3)
-    assert [lengths for lengths, _ in fake.calls] == [[200, 200], [200]]
-    fake, _, _ = run_batcher(BatchSettings(wait_s=0.01), [(10, 1), (10, 4), (10, 1)])
-    assert fake.calls == [([10, 10], 1), ([10], 4)]
+    assert [lengths for lengths, *_ in fake.calls] == [[200, 200], [200]]
+    fake, _, _ = run_batcher(BatchSettings(wait_s=0.01), [(10, 1), (10, 4), (10, 1), (10, 4, 3), (10, 4, 1)])
+    assert fake.calls == [([10, 10], 1, 1), ([10, 10], 4, 1), ([10], 4, 3)]
 
 
 def test_a_model_fault_fails_its_batch_only() -> None:
@@ -101,7 +103,7 @@ def test_a_cancelled_request_leaves_its_batch() -> None:
         gone.cancel()
         return (await kept).transcript.text
 
-    assert asyncio.run(main()) == "20" and fake.calls == [([20], 1)]
+    assert asyncio.run(main()) == "20" and fake.calls == [([20], 1, 1)]
 
 
 # --------------------------------------------------------------------------- through the server

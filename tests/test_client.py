@@ -83,6 +83,10 @@ def test_recognize_and_align_commands(grpc_server: LoopbackServer, speech_files,
     assert cli_main(["recognize", path, "--server", grpc_server.address, "--json", "--labels"]) == 0
     response = json.loads(capsys.readouterr().out)
     assert response["model"] == "tiny" and response["results"][0]["segments"]
+    assert cli_main(["recognize", path, "--server", grpc_server.address, "--beam-size", "8", "--alternatives", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("1. seven green apples\t(")
+    assert [line.split(". ", 1)[0] for line in lines] == ["1", "2", "3"]
 
 
 def test_library_calls_send_containers_as_they_are(grpc_server: LoopbackServer, speech_files, tmp_path) -> None:
@@ -117,6 +121,8 @@ def test_errors_exit_nonzero_with_the_servers_message(
     for argv in (["recognize", path], ["stream", path, "--fast"]):
         assert cli_main([*argv, "--server", grpc_server.address, "--model", "nope"]) == 1
         assert "NOT_FOUND: model 'nope' is not loaded; available: tiny" in capsys.readouterr().err
+    assert cli_main(["recognize", path, "--server", grpc_server.address, "--alternatives", "2"]) == 1
+    assert "INVALID_ARGUMENT: max_alternatives must be 0-1" in capsys.readouterr().err
     assert cli_main(["align", path, "hello 世界", "--server", grpc_server.address]) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
     assert cli_main(["recognize", path, "--server", closed_port, "--timeout", "5"]) == 1

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audiomodels.alignment import AlignmentError, LabelSpan, WordSpan, align_labels, group_words
-from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search
+from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search, prefix_beam_search_nbest
 
 BLANK, A, B, C, SEP = 0, 1, 2, 3, 4
 
@@ -154,6 +154,29 @@ def test_exhaustive_beam_finds_most_probable_sequence(seed: int) -> None:
     best = max(ctc_log_prob(lp, seq) for seq in all_label_sequences(4, 3))
     assert ctc_log_prob(lp, beam) == pytest.approx(best)
     assert ctc_log_prob(lp, beam) >= ctc_log_prob(lp, greedy_decode(lp)) - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_exhaustive_nbest_is_the_most_probable_sequences_in_order(seed: int) -> None:
+    # As above the search is exact, so its n-best list must be the n most probable label
+    # sequences, best first, each once.
+    lp = random_log_probs(seed, frames=4, labels=3, temperature=1.0)
+    nbest = prefix_beam_search_nbest(lp, beam_size=64, token_prune_logprob=-math.inf, num_best=5)
+    exact = sorted((ctc_log_prob(lp, seq) for seq in all_label_sequences(4, 3)), reverse=True)
+    assert [ctc_log_prob(lp, seq) for seq in nbest] == pytest.approx(exact[:5])
+    assert len({tuple(seq) for seq in nbest}) == 5
+    assert nbest[0] == prefix_beam_search(lp, beam_size=64, token_prune_logprob=-math.inf)
+
+
+def test_nbest_bounds() -> None:
+    lp = random_log_probs(0, frames=6, labels=4, temperature=1.0)
+    with pytest.raises(ValueError, match="num_best must be 1-4"):
+        prefix_beam_search_nbest(lp, beam_size=4, num_best=5)
+    with pytest.raises(ValueError, match="num_best"):
+        prefix_beam_search_nbest(lp, beam_size=4, num_best=0)
+    certain_blanks = peaks([BLANK] * 5, peak=1.0)  # no other label survives pruning: one hypothesis
+    assert prefix_beam_search_nbest(certain_blanks, beam_size=8, num_best=3) == [[]]
+    assert prefix_beam_search_nbest(lp[:0], beam_size=8, num_best=3) == [[]]
 
 
 def test_beam_result_usually_more_probable_than_greedy() -> None:

@@ -105,8 +105,18 @@ def raw_config(**fields: object) -> pb.RecognitionConfig:
     return pb.RecognitionConfig(**{"encoding": pb.LINEAR16, "sample_rate_hz": RATE, **fields})
 
 
-def offline(recognizer: Recognizer, data: bytes, beam_size: int = 1) -> Transcript:
-    return recognizer.transcribe(decode_raw(data, "pcm16", RATE), RATE, beam_size=beam_size)
+def offline(recognizer: Recognizer, data: bytes, beam_size: int = 1, alternatives: int = 1) -> Transcript:
+    return recognizer.transcribe(decode_raw(data, "pcm16", RATE), RATE, beam_size=beam_size, alternatives=alternatives)
+
+
+def assert_alternatives(result: pb.Result, expected: Transcript) -> None:
+    """``result`` holds ``expected`` and its runner-ups, best first, each with its words."""
+    hypotheses = (expected, *expected.alternatives)
+    assert [a.transcript for a in result.alternatives] == [h.text for h in hypotheses]
+    assert len({h.text for h in hypotheses}) == len(hypotheses)  # distinct
+    for alternative, hypothesis in zip(result.alternatives, hypotheses, strict=True):
+        assert alternative.confidence == pytest.approx(hypothesis.confidence, abs=2e-3)
+        assert_same_words(list(alternative.words), hypothesis, result.start_s)
 
 
 def assert_same_words(actual: list[pb.WordInfo], expected: Transcript, offset_s: float = 0.0) -> None:
@@ -238,6 +248,19 @@ def test_recognize_leaves_out_words_and_labels_unless_asked(stub: pb_grpc.Speech
     assert not result.alternatives[0].words and not result.segments and not result.frame_labels
 
 
+def test_recognize_returns_the_beams_alternatives_best_first(stub, recognizer, pcm) -> None:
+    data = pcm["hello world"]
+    expected = offline(recognizer, data, beam_size=8, alternatives=3)
+    assert expected.text == "hello world" and len(expected.alternatives) == 2
+    config = raw_config(beam_size=8, max_alternatives=3, word_time_offsets=True)
+    (result,) = stub.Recognize(pb.RecognizeRequest(config=config, audio=data)).results
+    assert_alternatives(result, expected)
+    (result,) = stub.Recognize(pb.RecognizeRequest(config=raw_config(beam_size=8), audio=data)).results
+    assert [a.transcript for a in result.alternatives] == ["hello world"]  # one unless asked
+    with pytest.raises(ValueError, match="need beam search"):
+        offline(recognizer, data, alternatives=2)  # greedy decoding has one hypothesis
+
+
 def test_align_returns_words_and_labels_with_times(stub: pb_grpc.SpeechLabelerStub, recognizer, pcm) -> None:
     data = pcm["open the door"]
     response = stub.Align(pb.AlignRequest(config=raw_config(), audio=data, transcript="Open the DOOR!"))
@@ -311,6 +334,16 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
         ),
         "too short": (recognize(config=raw_config(), audio=speech[:200]), Code.INVALID_ARGUMENT, "shorter"),
         "negative beam": (recognize(config=raw_config(beam_size=-1), audio=speech), Code.INVALID_ARGUMENT, "beam_size"),
+        "alternatives without a beam": (
+            recognize(config=raw_config(max_alternatives=2), audio=speech),
+            Code.INVALID_ARGUMENT,
+            "max_alternatives must be 0-1",
+        ),
+        "more alternatives than the beam": (
+            recognize(config=raw_config(beam_size=4, max_alternatives=5), audio=speech),
+            Code.INVALID_ARGUMENT,
+            "max_alternatives must be 0-4",
+        ),
         "too long": (
             recognize(config=raw_config(sample_rate_hz=8000), audio=long_audio),
             Code.RESOURCE_EXHAUSTED,
@@ -389,6 +422,15 @@ def test_streamed_final_equals_the_offline_chunked_transcript(stub, streaming, p
     ]
     assert final.start_s == 0.0 and final.end_s == pytest.approx(len(data) / 2 / RATE, abs=1e-3)
     grpc_server.wait_for_no_streams()
+
+
+def test_streamed_finals_carry_the_alternatives_of_their_offline_twins(stub, streaming, two_utterances) -> None:
+    config = raw_config(beam_size=8, max_alternatives=3, word_time_offsets=True)
+    results = finals(stream(stub, config, chunks(two_utterances, [3200])))
+    assert len(results) == 2
+    for result in results:
+        span = two_utterances[round(result.start_s * RATE) * 2 : round(result.end_s * RATE) * 2]
+        assert_alternatives(result, offline(streaming, span, beam_size=8, alternatives=3))
 
 
 def test_streams_choose_their_latency_and_each_equals_its_offline_twin(stub, recognizer, pcm, grpc_server) -> None:
@@ -633,6 +675,11 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             [request(config=raw_config(stream_latency_ms=-5))],
             Code.INVALID_ARGUMENT,
             "stream_latency_ms",
+        ),
+        "more alternatives than the beam": (
+            [request(config=raw_config(beam_size=2, max_alternatives=3))],
+            Code.INVALID_ARGUMENT,
+            "max_alternatives must be 0-2",
         ),
         "utterance cap over limit": ([request(config=raw_config(max_utterance_s=99))], Code.INVALID_ARGUMENT, "10"),
         "trailing odd byte": (
