@@ -13,7 +13,7 @@ VOICE_PACKAGES := festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspi
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-pack bench-levels gpu-inputs clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-pack bench-levels bench-phrases gpu-inputs clean
 
 install: $(STAMP)
 
@@ -75,6 +75,11 @@ bench-warps: install corpora
 # Both shipped models on held-out speech at -10 to -70 dBFS and on noise alone, with and without the level gain.
 bench-levels: install $(TEST_SPLIT)
 	$(PY) benchmarks/levels.py
+
+# Phrase hints: the words the char model's LM does not know, hinted among distractors, per boost (dev tunes, test reports).
+bench-phrases: install $(TEST_SPLIT)
+	$(PY) benchmarks/phrase_hints.py --manifest data/corpus/dev.jsonl --boosts 1 1.5 2 2.5 3 4 --out benchmarks/results/phrase_hints_dev.json
+	$(PY) benchmarks/phrase_hints.py --boosts 1 2 3
 
 # A feature pack's size, rounding and the char model's greedy CER on packed vs exact features (test split).
 bench-pack: install $(TEST_SPLIT)

@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-
-from audiomodels.lm import Fusion
 
 # A label whose frame probability is below 1e-4 cannot start a prefix that survives a beam
 # of useful width on a calibrated model, and skipping it is most of the speed-up.
 DEFAULT_TOKEN_PRUNE_LOGPROB = math.log(1e-4)
 
 _NEG_INF = float("-inf")
+
+
+class PrefixScorer(Protocol):
+    """What beam search adds to a prefix's acoustic score, label by label: a label LM
+    (:class:`audiomodels.lm.Fusion`), phrase hints (:mod:`audiomodels.context`) or both."""
+
+    def initial_state(self) -> Any: ...
+
+    def extend(self, state: Any, label: int) -> tuple[float, Any]: ...
+
+    def finish(self, state: Any) -> float: ...
 
 
 def _check_matrix(log_probs: torch.Tensor) -> None:
@@ -57,7 +67,7 @@ def prefix_beam_search(
     blank: int = 0,
     token_prune_logprob: float = DEFAULT_TOKEN_PRUNE_LOGPROB,
     token_top_k: int | None = None,
-    fusion: Fusion | None = None,
+    fusion: PrefixScorer | None = None,
 ) -> list[int]:
     """The best hypothesis of :func:`prefix_beam_search_nbest` (see there)."""
     return prefix_beam_search_nbest(log_probs, beam_size, blank, token_prune_logprob, token_top_k, fusion)[0]
@@ -69,7 +79,7 @@ def prefix_beam_search_nbest(
     blank: int = 0,
     token_prune_logprob: float = DEFAULT_TOKEN_PRUNE_LOGPROB,
     token_top_k: int | None = None,
-    fusion: Fusion | None = None,
+    fusion: PrefixScorer | None = None,
     num_best: int = 1,
 ) -> list[list[int]]:
     """CTC prefix beam search (Hannun et al., 2014) in log space, optionally with a label LM.
@@ -99,10 +109,10 @@ def prefix_beam_search_nbest(
     nodes of a trie, so extending or hashing one is O(1) whatever its length; the trie holds
     O(T * beam_size * K) nodes.
 
-    With ``fusion`` (shallow fusion of a label LM, and of a word LM at each completed word)
-    prefixes are ranked by acoustic log-probability + the fused LM score (:class:`Fusion`; end of
-    sentence included for the final choice); the LM score of a prefix is computed once, when its
-    trie node is made.
+    With ``fusion`` (shallow fusion of a label LM, and of a word LM at each completed word; or
+    phrase hints) prefixes are ranked by acoustic log-probability + its score
+    (:class:`PrefixScorer`; end of sentence included for the final choice); the score of a prefix
+    is computed once, when its trie node is made.
 
     Returns the ``num_best`` (at most ``beam_size``) most probable surviving prefixes, best first,
     as label ids (blank never included); fewer when fewer survive pruning (on frames certain of

@@ -19,6 +19,7 @@ from audiomodels.alignment import LabelSpan, align_labels, group_words
 from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
+from audiomodels.context import BiasedFusion, PhraseBias
 from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search_nbest
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
@@ -172,10 +173,18 @@ class Recognizer:
         return log_probs.cpu(), out_lengths[: len(waveforms)].cpu()
 
     def transcribe(
-        self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, beam_size: int = 1, alternatives: int = 1
+        self,
+        waveform: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        *,
+        beam_size: int = 1,
+        alternatives: int = 1,
+        bias: PhraseBias | None = None,
     ) -> Transcript:
         """Recognize one utterance."""
-        return self.transcribe_batch([(waveform, sample_rate)], beam_size=beam_size, alternatives=alternatives)[0]
+        return self.transcribe_batch(
+            [(waveform, sample_rate)], beam_size=beam_size, alternatives=alternatives, bias=bias
+        )[0]
 
     def transcribe_batch(
         self,
@@ -183,13 +192,14 @@ class Recognizer:
         *,
         beam_size: int = 1,
         alternatives: int = 1,
+        bias: PhraseBias | None = None,
         max_batch_seconds: float = 600.0,
     ) -> list[Transcript]:
         """Recognize many utterances: length-sorted, padded, one model call per batch.
 
         ``max_batch_seconds`` bounds the padded audio per model call (memory; a K-warp ensemble
-        counts each utterance K times); results come back in input order. ``alternatives``: see
-        :meth:`decode`.
+        counts each utterance K times); results come back in input order. ``alternatives`` and
+        ``bias``: see :meth:`decode`.
         """
         prepared = [self.prepare(waveform, rate) for waveform, rate in items]
         starts = [self.speech_start(waveform) for waveform in prepared]
@@ -202,8 +212,19 @@ class Recognizer:
             for row, index in enumerate(batch):
                 emitted = self._after_silence(log_probs[row, : lengths[row]], starts[index] // frame_samples)
                 duration = len(prepared[index]) / self.sample_rate
-                results[index] = self.decode(emitted, duration, beam_size=beam_size, alternatives=alternatives)
+                results[index] = self.decode(
+                    emitted, duration, beam_size=beam_size, alternatives=alternatives, bias=bias
+                )
         return [r for r in results if r is not None]
+
+    def decodable(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, float]:
+        """One utterance's log-probs as :meth:`transcribe` hands them to :meth:`decode`, and its
+        duration: for decoding the same model output many ways (benchmarks, tuning)."""
+        prepared = self.prepare(waveform, sample_rate)
+        start = self.speech_start(prepared)
+        log_probs, lengths = self.emissions([self.leveled(prepared[start:])])
+        skipped = start // self.featurizer.config.frame_samples
+        return self._after_silence(log_probs[0, : lengths[0]], skipped), len(prepared) / self.sample_rate
 
     def speech_start(self, prepared: np.ndarray) -> int:
         """First sample of a prepared waveform the model needs to see (a whole model frame)."""
@@ -240,20 +261,30 @@ class Recognizer:
         return torch.cat([blanks, log_probs])
 
     def decode(
-        self, log_probs: torch.Tensor, duration_s: float, *, beam_size: int = 1, alternatives: int = 1
+        self,
+        log_probs: torch.Tensor,
+        duration_s: float,
+        *,
+        beam_size: int = 1,
+        alternatives: int = 1,
+        bias: PhraseBias | None = None,
     ) -> Transcript:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words.
 
         ``alternatives`` > 1 (beam search only, at most ``beam_size``) also keeps that many
-        hypotheses in all, best first: the runner-ups go to :attr:`Transcript.alternatives`."""
+        hypotheses in all, best first: the runner-ups go to :attr:`Transcript.alternatives`.
+        ``bias`` (beam search only) favours hinted phrases, on top of the LM if there is one."""
         blank = self.labels.blank_id
         if beam_size <= 1:
             if alternatives > 1:
                 raise ValueError(f"{alternatives} alternatives need beam search (beam_size >= {alternatives})")
+            if bias is not None:
+                raise ValueError("phrase hints need beam search (beam_size > 1)")
             hypotheses = [greedy_decode(log_probs, blank=blank)]
         else:
+            scorer = self.fusion if bias is None else BiasedFusion(bias, self.fusion)
             hypotheses = prefix_beam_search_nbest(
-                log_probs, beam_size=beam_size, blank=blank, fusion=self.fusion, num_best=alternatives
+                log_probs, beam_size=beam_size, blank=blank, fusion=scorer, num_best=alternatives
             )
         best, *others = [
             self._transcript(log_probs, align_labels(log_probs, label_ids, blank=blank), duration_s)

@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from audiomodels.audio import AudioError, audio_duration, load_audio
+from audiomodels.context import PhraseBias
 from audiomodels.files import atomic_write_text
 from audiomodels.recognizer import Recognizer, Transcript
 from service import formats, segmenter
@@ -124,6 +125,7 @@ class LocalSettings:
     """How the local path reads, cuts and batches audio."""
 
     beam_size: int = 1  # CTC prefix beam width (1 = greedy)
+    bias: PhraseBias | None = None  # phrase hints (beam search only)
     batch_seconds: float = 300.0  # padded audio per model call (bounds memory)
     batch_files: int = 64  # most files recognized (and written) together; 1 = write each file when done
     max_segment_s: float = 15.0  # longer files are cut at pauses into pieces at most this long (about training length)
@@ -251,6 +253,7 @@ class LocalTranscriber:
             self.recognizer.transcribe_batch(
                 [(samples, rate) for _, samples in pieces],
                 beam_size=self.settings.beam_size,
+                bias=self.settings.bias,
                 max_batch_seconds=self.settings.batch_seconds,
             )
         )
@@ -311,10 +314,17 @@ class RemoteTranscriber:
     model: str = ""  # the server's name; "" = its default model
     beam_size: int = 1
     concurrency: int = 4
+    phrases: tuple[str, ...] = ()  # phrase hints, checked by the server against its model
+    phrase_boost: float = 0.0  # 0 = the server's default
 
     def __call__(self, paths: Sequence[str]) -> Iterator[Record]:
         config = pb.RecognitionConfig(
-            model=self.model, word_time_offsets=True, frame_labels=True, beam_size=self.beam_size
+            model=self.model,
+            word_time_offsets=True,
+            frame_labels=True,
+            beam_size=self.beam_size,
+            phrases=self.phrases,
+            phrase_boost=self.phrase_boost if self.phrases else 0.0,
         )
         with self.connection.channel() as channel, ThreadPoolExecutor(self.concurrency) as pool:
             stub = pb_grpc.SpeechLabelerStub(channel)

@@ -17,6 +17,7 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
+from audiomodels.context import PhraseBias
 from audiomodels.recognizer import Recognizer, Transcript
 from service.registry import ModelEntry
 
@@ -33,6 +34,9 @@ class BatchSettings:
     max_audio_s: float = 120.0  # padded: requests x the longest one
 
 
+_Key = tuple[str, int, int, PhraseBias | None]  # model, beam size, alternatives, phrase hints
+
+
 class Batched(NamedTuple):
     transcript: Transcript
     compute_s: float  # this request's share of the model call, by audio length
@@ -44,6 +48,7 @@ class _Batch:
     recognizer: Recognizer
     beam_size: int
     alternatives: int
+    bias: PhraseBias | None
     timer: asyncio.TimerHandle
     waveforms: list[np.ndarray] = field(default_factory=list)
     futures: list[asyncio.Future[Batched]] = field(default_factory=list)
@@ -53,7 +58,7 @@ class _Batch:
 
 
 class Batcher:
-    """Collects requests per (model, beam size, alternatives) and runs each batch with ``run`` (the model executor).
+    """Collects requests per (model, beam size, alternatives, phrase hints) and runs each batch with ``run`` (the model executor).
 
     ``on_batch(model, size)`` is told the size of every model call (the batch-size metric).
     """
@@ -62,14 +67,19 @@ class Batcher:
         self._run = run
         self._settings = settings
         self._on_batch = on_batch
-        self._pending: dict[tuple[str, int, int], _Batch] = {}
+        self._pending: dict[_Key, _Batch] = {}
         self._running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     async def transcribe(
-        self, entry: ModelEntry, waveform: np.ndarray, beam_size: int, alternatives: int = 1
+        self,
+        entry: ModelEntry,
+        waveform: np.ndarray,
+        beam_size: int,
+        alternatives: int = 1,
+        bias: PhraseBias | None = None,
     ) -> Batched:
         """Recognize one waveform that ``entry.recognizer.prepare`` returned (validated, at the model's rate)."""
-        key = (entry.name, beam_size, alternatives)
+        key = (entry.name, beam_size, alternatives, bias)
         batch = self._pending.get(key)
         budget = self._settings.max_audio_s * entry.recognizer.sample_rate
         if batch is not None and batch.padded_samples_with(waveform) > budget:
@@ -78,7 +88,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if batch is None:
             timer = loop.call_later(self._settings.wait_s, self._flush, key)
-            batch = self._pending[key] = _Batch(entry.name, entry.recognizer, beam_size, alternatives, timer)
+            batch = self._pending[key] = _Batch(entry.name, entry.recognizer, beam_size, alternatives, bias, timer)
         future: asyncio.Future[Batched] = loop.create_future()
         batch.waveforms.append(waveform)
         batch.futures.append(future)
@@ -86,7 +96,7 @@ class Batcher:
             self._flush(key)
         return await future
 
-    def _flush(self, key: tuple[str, int, int]) -> None:
+    def _flush(self, key: _Key) -> None:
         batch = self._pending.pop(key)
         batch.timer.cancel()
         task = asyncio.create_task(self._compute(batch))
@@ -104,6 +114,7 @@ class Batcher:
             [(waveform, rate) for waveform, _ in waiting],
             beam_size=batch.beam_size,
             alternatives=batch.alternatives,
+            bias=batch.bias,
             max_batch_seconds=self._settings.max_audio_s,
         )
         try:

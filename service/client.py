@@ -199,6 +199,18 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--alternatives", type=int, default=0, help="hypotheses per result, best first (needs --beam-size at least this)"
     )
+    parser.add_argument("--phrase", action="append", default=[], help="a word or phrase to favour (repeatable)")
+    parser.add_argument("--phrase-boost", type=float, default=0.0, help="reward per matched label (0 = server default)")
+
+
+def _decoding(args: argparse.Namespace) -> dict[str, object]:
+    """The config fields of :func:`_add_decoding_arguments`."""
+    return {
+        "beam_size": args.beam_size,
+        "max_alternatives": args.alternatives,
+        "phrases": args.phrase,
+        "phrase_boost": args.phrase_boost,
+    }
 
 
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,8 +233,7 @@ def _run_stream(args: argparse.Namespace) -> int:
     config = _config(
         args,
         interim_results=args.interim,
-        beam_size=args.beam_size,
-        max_alternatives=args.alternatives,
+        **_decoding(args),
         endpoint_silence_ms=args.endpoint_silence_ms,
         stream_latency_ms=args.latency_ms,
     )
@@ -255,7 +266,7 @@ def _add_recognize_arguments(parser: argparse.ArgumentParser) -> None:
 @_reporting_errors
 def _run_recognize(args: argparse.Namespace) -> int:
     """The transcript; with several alternatives, one numbered line each with its confidence."""
-    config = _config(args, beam_size=args.beam_size, max_alternatives=args.alternatives)
+    config = _config(args, **_decoding(args))
     response = recognize_file(args.file, _connection(args), config)
     alternatives = response.results[0].alternatives
     if args.json:

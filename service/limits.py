@@ -22,6 +22,8 @@ class Limits:
     max_streams: int = 16  # concurrent StreamingRecognize calls
     stream_idle_timeout_s: float = 30.0  # longest wait for a stream's next message
     max_beam_size: int = 64
+    max_phrases: int = 1000  # phrase hints per request
+    max_phrase_chars: int = 100  # characters in one phrase hint
 
 
 class RequestError(ValueError):

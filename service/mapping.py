@@ -12,7 +12,8 @@ import numpy as np
 
 from audiomodels.alignment import AlignmentError
 from audiomodels.audio import AudioError, audio_duration, decode_audio, decode_raw
-from audiomodels.labels import LabelError
+from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
+from audiomodels.labels import LabelError, LabelSet
 from audiomodels.recognizer import Segment, Transcript, Word
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.limits import IdleTimeout, LimitExceeded, Limits, ModelNotFound, RequestError, ShuttingDown
@@ -95,7 +96,26 @@ def alternatives(config: pb.RecognitionConfig, limits: Limits) -> int:
     return max(1, config.max_alternatives)
 
 
-def stream_settings(config: pb.RecognitionConfig, limits: Limits) -> StreamSettings:
+def phrase_bias(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) -> PhraseBias | None:
+    """The request's phrase hints for a model with ``labels``; None without any."""
+    if not config.phrases:
+        if config.phrase_boost:
+            raise RequestError("phrase_boost is set but phrases is empty")
+        return None
+    if beam_size(config, limits) <= 1:
+        raise RequestError("phrases need beam search: set beam_size > 1")
+    if len(config.phrases) > limits.max_phrases:
+        raise LimitExceeded(f"{len(config.phrases)} phrases is over the limit of {limits.max_phrases}")
+    long = next((p for p in config.phrases if len(p) > limits.max_phrase_chars), None)
+    if long is not None:
+        raise LimitExceeded(f"phrase {long[:20]!r}... is over the limit of {limits.max_phrase_chars} characters")
+    try:
+        return PhraseBias.from_phrases(list(config.phrases), labels, config.phrase_boost or DEFAULT_BOOST)
+    except PhraseError as error:
+        raise RequestError(str(error)) from None
+
+
+def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) -> StreamSettings:
     """A streaming config -> session settings (raw audio only; thresholds within server limits)."""
     if config.encoding not in RAW_ENCODINGS:
         raise RequestError(
@@ -117,6 +137,7 @@ def stream_settings(config: pb.RecognitionConfig, limits: Limits) -> StreamSetti
         interim_results=config.interim_results,
         beam_size=beam_size(config, limits),
         alternatives=alternatives(config, limits),
+        bias=phrase_bias(config, labels, limits),
         endpoint_silence_s=config.endpoint_silence_ms / 1000 or defaults.endpoint_silence_s,
         max_utterance_s=config.max_utterance_s or limits.max_utterance_s,
         max_stream_s=limits.max_stream_s,

@@ -136,8 +136,9 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
             entry = self._model(call, config.model)
             beam_size = mapping.beam_size(config, self._limits)
             alternatives = mapping.alternatives(config, self._limits)
+            bias = mapping.phrase_bias(config, entry.recognizer.labels, self._limits)
             waveform = await self._waveform(call, entry, config, request.audio)
-            batched = await self._batcher.transcribe(entry, waveform, beam_size, alternatives)
+            batched = await self._batcher.transcribe(entry, waveform, beam_size, alternatives, bias)
             call.compute_s += batched.compute_s
             return mapping.recognize_response(batched.transcript, config, entry.name)
 
@@ -174,7 +175,7 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
                         raise RequestError("the first message of a stream must carry config, not audio")
                     config = first.config
                     entry = self._model(call, config.model)
-                    settings = mapping.stream_settings(config, limits)
+                    settings = mapping.stream_settings(config, entry.recognizer.labels, limits)
                     session = StreamingSession(
                         entry.recognizer, settings, partial(self._stream_step, call, entry), partial(self._run, call)
                     )

@@ -35,6 +35,7 @@ import torch
 
 from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
+from audiomodels.context import PhraseBias
 from audiomodels.decoding import greedy_decode
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.silence import (
@@ -66,6 +67,7 @@ class StreamSettings:
     interim_results: bool = False
     beam_size: int = 1  # finals only; interims are greedy
     alternatives: int = 1  # hypotheses per final (at most beam_size)
+    bias: PhraseBias | None = None  # phrase hints for the finals' beam search
     endpoint_silence_s: float = 0.8  # this much silence after speech ends an utterance
     # Kept before the first speech block (audiomodels/silence.py); as the Recognizer's, so that a final
     # is the offline transcript of its span.
@@ -374,6 +376,7 @@ class StreamingSession:
                 duration_s,
                 beam_size=self.settings.beam_size,
                 alternatives=self.settings.alternatives,
+                bias=self.settings.bias,
             )
         )
         return StreamResult(transcript, start_s, start_s + duration_s, is_final=True)

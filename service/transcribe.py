@@ -7,6 +7,7 @@ the job could not start (bad inputs or options, output directory in use).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 import torch
 
+from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
 from audiomodels.warp import add_warps_argument
@@ -44,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", help=f"model name: {MODELS_DIR}/NAME.ckpt, or the server's model with --server")
     model.add_argument("--checkpoint", type=Path, help=f"model checkpoint file (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("--beam-size", type=int, default=defaults.beam_size, help="CTC prefix beam width (1 = greedy)")
+    add_phrase_arguments(parser)
     parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
@@ -115,6 +118,27 @@ def _option(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+def add_phrase_arguments(parser: argparse.ArgumentParser) -> None:
+    """Phrase hints (beam search): ``--phrase`` (repeatable), ``--phrases-file``, ``--phrase-boost``."""
+    parser.add_argument("--phrase", action="append", default=[], help="a word or phrase to favour (repeatable)")
+    parser.add_argument("--phrases-file", type=Path, help="phrases to favour, one per line")
+    parser.add_argument("--phrase-boost", type=float, default=DEFAULT_BOOST, help="reward per matched label")
+
+
+def phrases_from_args(args: argparse.Namespace) -> list[str]:
+    """``--phrase`` values, then the non-blank lines of ``--phrases-file``."""
+    phrases = list(args.phrase)
+    if args.phrases_file:
+        try:
+            lines = args.phrases_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise JobError(f"cannot read --phrases-file: {error}") from None
+        phrases += [line.strip() for line in lines if line.strip()]
+    if phrases and args.beam_size <= 1:
+        raise JobError("phrase hints need beam search: add --beam-size 8 (or more)")
+    return phrases
+
+
 def transcriber(args: argparse.Namespace) -> Transcriber:
     """A :class:`RemoteTranscriber` with ``--server``, else a :class:`LocalTranscriber` on the chosen model."""
     if args.server:
@@ -124,7 +148,8 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
                 "--model (the server uses the LM it ships beside the model for beam search, and its own --warps)"
             )
         connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
-        return RemoteTranscriber(connection, args.model or "", args.beam_size, args.concurrency)
+        phrases = tuple(phrases_from_args(args))
+        return RemoteTranscriber(connection, args.model or "", args.beam_size, args.concurrency, phrases, args.phrase_boost)
     model = str(args.checkpoint) if args.checkpoint else args.model or DEFAULT_MODEL
     checkpoint = args.checkpoint or MODELS_DIR / f"{model}.ckpt"
     if not checkpoint.is_file():
@@ -145,6 +170,12 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
     except LMError as error:
         raise JobError(str(error)) from None
     recognizer = Recognizer.from_checkpoint(checkpoint, precision=args.precision, fusion=fusion, warps=args.warps)
+    if phrases := phrases_from_args(args):
+        try:
+            bias = PhraseBias.from_phrases(phrases, recognizer.labels, args.phrase_boost)
+        except PhraseError as error:
+            raise JobError(str(error)) from None
+        settings = dataclasses.replace(settings, bias=bias)
     return LocalTranscriber(recognizer, model, settings)
 
 

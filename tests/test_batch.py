@@ -389,6 +389,25 @@ def test_server_mode_gives_the_local_results(grpc_server, checkpoint: str, speec
     assert len(list(remote.glob("*.TextGrid"))) == 4
 
 
+def test_phrase_hints_reach_the_decoder_locally_and_through_a_server(
+    grpc_server, checkpoint: str, speech_files, tmp_path, capsys
+) -> None:
+    path = str(speech_files["hello world"])
+    hints = tmp_path / "hints.txt"
+    hints.write_text("hello word\n\n", encoding="utf-8")
+    local = ["--checkpoint", checkpoint, "--workers", "0", "--precision", "float32"]
+    remote = ["--server", grpc_server.address, "--model", "tiny"]
+    for where in (local, remote):
+        assert transcribe(path, "--out", "-", "--beam-size", "8", *where) == 0
+        assert json.loads(capsys.readouterr().out)["text"] == "hello world"
+        assert transcribe(path, "--out", "-", "--beam-size", "8", "--phrases-file", hints, "--phrase-boost", "10", *where) == 0
+        assert json.loads(capsys.readouterr().out)["text"] == "hello word"
+    assert transcribe(path, "--out", "-", "--phrase", "hello word", *local) == 2  # greedy has no hints
+    assert "need beam search" in capsys.readouterr().err
+    assert transcribe(path, "--out", "-", "--beam-size", "8", "--phrase", "東京", *local) == 2
+    assert "'東京'" in capsys.readouterr().err
+
+
 def test_a_warp_ensemble_server_gives_the_warp_ensemble_local_results(
     model_dir: Path, checkpoint: str, speech_files, tmp_path: Path
 ) -> None:

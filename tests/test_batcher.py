@@ -38,7 +38,7 @@ class FakeRecognizer:
         self.calls: list[tuple[list[int], int, int]] = []  # (item lengths, beam size, alternatives)
 
     def transcribe_batch(
-        self, items: list[tuple[np.ndarray, int]], *, beam_size: int, alternatives: int, max_batch_seconds: float
+        self, items: list[tuple[np.ndarray, int]], *, beam_size: int, alternatives: int, bias: object, max_batch_seconds: float
     ) -> list[Transcript]:
         self.calls.append(([len(w) for w, _ in items], beam_size, alternatives))
         if any(w[0] < 0 for w, _ in items):

@@ -87,6 +87,10 @@ def test_recognize_and_align_commands(grpc_server: LoopbackServer, speech_files,
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("1. seven green apples\t(")
     assert [line.split(". ", 1)[0] for line in lines] == ["1", "2", "3"]
+    hello = str(speech_files["hello world"])
+    hinted = ["--beam-size", "8", "--phrase", "hello word", "--phrase-boost", "10"]
+    assert cli_main(["recognize", hello, "--server", grpc_server.address, *hinted]) == 0
+    assert capsys.readouterr().out == "hello word\n"
 
 
 def test_library_calls_send_containers_as_they_are(grpc_server: LoopbackServer, speech_files, tmp_path) -> None:

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from audiomodels.audio import decode_raw, encode_pcm16, prepare_waveform
+from audiomodels.context import PhraseBias
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import Chunking
 from audiomodels.recognizer import Recognizer, Transcript
@@ -105,8 +106,11 @@ def raw_config(**fields: object) -> pb.RecognitionConfig:
     return pb.RecognitionConfig(**{"encoding": pb.LINEAR16, "sample_rate_hz": RATE, **fields})
 
 
-def offline(recognizer: Recognizer, data: bytes, beam_size: int = 1, alternatives: int = 1) -> Transcript:
-    return recognizer.transcribe(decode_raw(data, "pcm16", RATE), RATE, beam_size=beam_size, alternatives=alternatives)
+def offline(
+    recognizer: Recognizer, data: bytes, beam_size: int = 1, alternatives: int = 1, bias: PhraseBias | None = None
+) -> Transcript:
+    samples = decode_raw(data, "pcm16", RATE)
+    return recognizer.transcribe(samples, RATE, beam_size=beam_size, alternatives=alternatives, bias=bias)
 
 
 def assert_alternatives(result: pb.Result, expected: Transcript) -> None:
@@ -261,6 +265,18 @@ def test_recognize_returns_the_beams_alternatives_best_first(stub, recognizer, p
         offline(recognizer, data, alternatives=2)  # greedy decoding has one hypothesis
 
 
+def test_recognize_and_streams_follow_phrase_hints_as_offline(stub, recognizer, streaming, pcm) -> None:
+    data = pcm["hello world"]
+    bias = PhraseBias.from_phrases(["hello word"], recognizer.labels, boost=10.0)
+    assert offline(recognizer, data, beam_size=8).text == "hello world"
+    assert offline(recognizer, data, beam_size=8, bias=bias).text == "hello word"  # the hint is heard
+    config = raw_config(beam_size=8, phrases=["Hello word!"], phrase_boost=10.0)
+    (result,) = stub.Recognize(pb.RecognizeRequest(config=config, audio=data)).results
+    assert result.alternatives[0].transcript == "hello word"
+    (final,) = finals(stream(stub, config, chunks(data, [3200])))
+    assert final.alternatives[0].transcript == offline(streaming, data, beam_size=8, bias=bias).text
+
+
 def test_align_returns_words_and_labels_with_times(stub: pb_grpc.SpeechLabelerStub, recognizer, pcm) -> None:
     data = pcm["open the door"]
     response = stub.Align(pb.AlignRequest(config=raw_config(), audio=data, transcript="Open the DOOR!"))
@@ -343,6 +359,31 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
             recognize(config=raw_config(beam_size=4, max_alternatives=5), audio=speech),
             Code.INVALID_ARGUMENT,
             "max_alternatives must be 0-4",
+        ),
+        "phrases without a beam": (
+            recognize(config=raw_config(phrases=["ann"]), audio=speech),
+            Code.INVALID_ARGUMENT,
+            "phrases need beam search",
+        ),
+        "phrase outside the label set": (
+            recognize(config=raw_config(beam_size=4, phrases=["ann", "東京"]), audio=speech),
+            Code.INVALID_ARGUMENT,
+            "'東京'",
+        ),
+        "phrase boost out of range": (
+            recognize(config=raw_config(beam_size=4, phrases=["ann"], phrase_boost=25), audio=speech),
+            Code.INVALID_ARGUMENT,
+            "boost",
+        ),
+        "too many phrases": (
+            recognize(config=raw_config(beam_size=4, phrases=["ann"] * 1001), audio=speech),
+            Code.RESOURCE_EXHAUSTED,
+            "1001 phrases",
+        ),
+        "too long a phrase": (
+            recognize(config=raw_config(beam_size=4, phrases=["a" * 101]), audio=speech),
+            Code.RESOURCE_EXHAUSTED,
+            "100 characters",
         ),
         "too long": (
             recognize(config=raw_config(sample_rate_hz=8000), audio=long_audio),
@@ -680,6 +721,11 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             [request(config=raw_config(beam_size=2, max_alternatives=3))],
             Code.INVALID_ARGUMENT,
             "max_alternatives must be 0-2",
+        ),
+        "phrases without a beam": (
+            [request(config=raw_config(phrases=["ann"]))],
+            Code.INVALID_ARGUMENT,
+            "phrases need beam search",
         ),
         "utterance cap over limit": ([request(config=raw_config(max_utterance_s=99))], Code.INVALID_ARGUMENT, "10"),
         "trailing odd byte": (
