@@ -61,16 +61,9 @@ def _logaddexp(a: float, b: float) -> float:
     return a + math.log1p(math.exp(b - a))
 
 
-def prefix_beam_search(
-    log_probs: torch.Tensor,
-    beam_size: int = 8,
-    blank: int = 0,
-    token_prune_logprob: float = DEFAULT_TOKEN_PRUNE_LOGPROB,
-    token_top_k: int | None = None,
-    fusion: PrefixScorer | None = None,
-) -> list[int]:
-    """The best hypothesis of :func:`prefix_beam_search_nbest` (see there)."""
-    return prefix_beam_search_nbest(log_probs, beam_size, blank, token_prune_logprob, token_top_k, fusion)[0]
+def prefix_beam_search(log_probs: torch.Tensor, beam_size: int = 8, blank: int = 0, **options: Any) -> list[int]:
+    """The best hypothesis of :func:`prefix_beam_search_nbest` (``options``: its keyword arguments)."""
+    return prefix_beam_search_nbest(log_probs, beam_size, blank, **options)[0]
 
 
 def prefix_beam_search_nbest(
