@@ -66,7 +66,7 @@ class PhraseBias:
 
     @classmethod
     def from_phrases(cls, phrases: Sequence[str], labels: LabelSet, boost: float = DEFAULT_BOOST) -> PhraseBias:
-        """Phrases in the model's terms (text for char models, phone strings for phone models),
+        """Phrases as text (phone models: phonemized by espeak-ng, or phone strings as they are),
         normalized as training text was; duplicates are dropped."""
         separator = labels.word_separator_id()
         if separator is None:
@@ -74,8 +74,7 @@ class PhraseBias:
         encoded: dict[tuple[int, ...], None] = {}
         for phrase in phrases:
             try:
-                normalized = labels.normalize(phrase)
-                spelling = tuple(labels.encode(normalized))
+                spelling = tuple(labels.encode_text(phrase))
             except ValueError as error:  # LabelError: symbols outside the label set
                 raise PhraseError(f"phrase {phrase!r}: {error}") from None
             if not spelling:

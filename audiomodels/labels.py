@@ -403,6 +403,18 @@ class LabelSet:
             raise LabelError(f"unknown symbols for label set {self.kind!r}", unknown)
         return [self._index[t] for t in tokens]
 
+    def encode_text(self, text: str) -> list[int]:
+        """Label ids of what ``text`` says, for callers that hold words, not labels (Align,
+        phrase hints): char and custom sets normalize and encode it; the phone set takes it as
+        it is when every token already is one of its phones, and otherwise phonemizes it with
+        espeak-ng, as the training manifests' phones were made."""
+        if self.kind == "phone":
+            phones = self.normalize(text)
+            if not all(token in self._index and token != BLANK for token in phones.split()):
+                phones = phonemize(text)
+            return self.encode(phones)
+        return self.encode(self.normalize(text))
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of label ids, blanks skipped. Repeats are kept: CTC collapsing is the caller's."""
         joiner = "" if self.kind == "char" else " "

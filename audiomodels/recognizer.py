@@ -296,7 +296,7 @@ class Recognizer:
         """Force-align a known transcript (raises ``LabelError``/``AlignmentError`` when it cannot)."""
         prepared = self.prepare(waveform, sample_rate)
         prepared = prepared * np.float32(self.level_gain(prepared[self.speech_start(prepared) :]))
-        label_ids = self.labels.encode(self.labels.normalize(transcript))
+        label_ids = self.labels.encode_text(transcript)
         log_probs, lengths = self.emissions([prepared])
         emissions = log_probs[0, : lengths[0]]
         spans = align_labels(emissions, label_ids, blank=self.labels.blank_id)

@@ -213,6 +213,16 @@ def test_phone_set_layout_and_normalize() -> None:
     assert labels.tokenize("t ʃ tʃ") == ["t", "ʃ", "tʃ"]
 
 
+def test_encode_text_phonemizes_words_for_the_phone_set_and_keeps_phone_strings() -> None:
+    phones = LabelSet.phone()
+    assert phones.encode_text("Hello, world!") == phones.encode("h ə l oʊ | w ɜː l d")  # espeak-ng's phones
+    assert phones.encode_text(" h ə l oʊ ") == phones.encode("h ə l oʊ")  # already phones: as they are
+    chars = LabelSet.char()
+    assert chars.encode_text("Hello, World!") == chars.encode("hello world")
+    with pytest.raises(LabelError):
+        phones.encode_text("東京")
+
+
 # --------------------------------------------------------------------------- custom sets, configs
 
 
