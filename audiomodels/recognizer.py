@@ -195,36 +195,35 @@ class Recognizer:
         bias: PhraseBias | None = None,
         max_batch_seconds: float = 600.0,
     ) -> list[Transcript]:
-        """Recognize many utterances: length-sorted, padded, one model call per batch.
+        """Recognize many utterances: length-sorted, padded, one model call per batch
+        (:meth:`decodable_batch`), each then decoded with the same options (:meth:`decode`)."""
+        return [
+            self.decode(log_probs, duration, beam_size=beam_size, alternatives=alternatives, bias=bias)
+            for log_probs, duration in self.decodable_batch(items, max_batch_seconds)
+        ]
 
-        ``max_batch_seconds`` bounds the padded audio per model call (memory; a K-warp ensemble
-        counts each utterance K times); results come back in input order. ``alternatives`` and
-        ``bias``: see :meth:`decode`.
+    def decodable_batch(
+        self, items: Sequence[tuple[np.ndarray | torch.Tensor, int]], max_batch_seconds: float = 600.0
+    ) -> list[tuple[torch.Tensor, float]]:
+        """Each utterance's log-probs as :meth:`decode` takes them, and its duration, in input order.
+
+        The model runs on length-sorted, padded batches; ``max_batch_seconds`` bounds the padded
+        audio per model call (memory; a K-warp ensemble counts each utterance K times). Apart from
+        decoding, so that requests with different decoding options share model calls (the
+        server's batcher) and one model output can be decoded many ways (benchmarks).
         """
         prepared = [self.prepare(waveform, rate) for waveform, rate in items]
         starts = [self.speech_start(waveform) for waveform in prepared]
         speech = [self.leveled(waveform[start:]) for waveform, start in zip(prepared, starts)]
         frame_samples = self.featurizer.config.frame_samples
-        results: list[Transcript | None] = [None] * len(prepared)
+        results: list[tuple[torch.Tensor, float] | None] = [None] * len(prepared)
         budget = max_batch_seconds * self.sample_rate / max(1, len(self.warps))
         for batch in _length_sorted_batches(speech, budget):
             log_probs, lengths = self.emissions([speech[i] for i in batch])
             for row, index in enumerate(batch):
                 emitted = self._after_silence(log_probs[row, : lengths[row]], starts[index] // frame_samples)
-                duration = len(prepared[index]) / self.sample_rate
-                results[index] = self.decode(
-                    emitted, duration, beam_size=beam_size, alternatives=alternatives, bias=bias
-                )
+                results[index] = emitted, len(prepared[index]) / self.sample_rate
         return [r for r in results if r is not None]
-
-    def decodable(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, float]:
-        """One utterance's log-probs as :meth:`transcribe` hands them to :meth:`decode`, and its
-        duration: for decoding the same model output many ways (benchmarks, tuning)."""
-        prepared = self.prepare(waveform, sample_rate)
-        start = self.speech_start(prepared)
-        log_probs, lengths = self.emissions([self.leveled(prepared[start:])])
-        skipped = start // self.featurizer.config.frame_samples
-        return self._after_silence(log_probs[0, : lengths[0]], skipped), len(prepared) / self.sample_rate
 
     def speech_start(self, prepared: np.ndarray) -> int:
         """First sample of a prepared waveform the model needs to see (a whole model frame)."""

@@ -74,7 +74,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     distractors = [rng.sample([w for w in pool if w not in set(own)], args.distractors) for own in spoken]
 
-    emissions = [recognizer.decodable(load_audio(u.audio_filepath), 16000) for u in utterances]  # the model once each
+    emissions = recognizer.decodable_batch([(load_audio(u.audio_filepath), 16000) for u in utterances], 120.0)
 
     def decode(hints: list[list[str]] | None, boost: float) -> dict[str, float]:
         chars, words, hits = ErrorCounts(), ErrorCounts(), [0, 0]

@@ -37,7 +37,7 @@ from audiomodels.streaming import ChunkInput
 from audiomodels.warp import add_warps_argument
 from service import logs, mapping
 from service.auth import BearerTokenInterceptor, token_from
-from service.batcher import Batcher, BatchSettings
+from service.batcher import Batcher, BatchSettings, Decoding
 from service.calls import CallRecord, request_id, run_timed
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
@@ -138,7 +138,7 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
             alternatives = mapping.alternatives(config, self._limits)
             bias = mapping.phrase_bias(config, entry.recognizer.labels, self._limits)
             waveform = await self._waveform(call, entry, config, request.audio)
-            batched = await self._batcher.transcribe(entry, waveform, beam_size, alternatives, bias)
+            batched = await self._batcher.transcribe(entry, waveform, Decoding(beam_size, alternatives, bias))
             call.compute_s += batched.compute_s
             return mapping.recognize_response(batched.transcript, config, entry.name)
 
