@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/corpus/test.jsonl"))
     parser.add_argument("--limit", type=int, default=300, help="first N utterances of the manifest")
     parser.add_argument("--checkpoint", type=Path, default=Path("models/char.ckpt"))
-    parser.add_argument("--steps-per-std", type=int, nargs="+", default=[4, STEPS_PER_STD, 16])
+    parser.add_argument("--steps-per-std", type=int, nargs="+", default=sorted({4, 8, STEPS_PER_STD}))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feature_pack.json"))
     args = parser.parse_args()
