@@ -68,9 +68,15 @@ def make_record(
     segments: Sequence[Record] = (),
     duration_s: float | None = None,
     error: str | None = None,
+    alternatives: Sequence[Record] | None = None,
 ) -> Record:
-    """The one JSON line per file; ``error`` is None exactly when the file was transcribed."""
-    return {
+    """The one JSON line per file; ``error`` is None exactly when the file was transcribed.
+
+    ``alternatives`` (only when more than one hypothesis was asked for): per stretch of speech the
+    file was recognized in (the whole file, or each piece a long file was cut into at pauses), its
+    start and end and the beam's hypotheses, best first; the best of each is in ``text``.
+    """
+    record = {
         "audio": audio,
         "text": text,
         "words": list(words),
@@ -79,9 +85,23 @@ def make_record(
         "model": model,
         "error": error,
     }
+    if alternatives is not None:
+        record["alternatives"] = list(alternatives)
+    return record
 
 
-def transcript_record(audio: str, model: str, transcript: Transcript) -> Record:
+def alternatives_record(start_s: float, end_s: float, hypotheses: Iterable[tuple[str, float]]) -> Record:
+    """One stretch of a file and its hypotheses (text, confidence), best first."""
+    return {
+        "start_s": round(start_s, 3),
+        "end_s": round(end_s, 3),
+        "hypotheses": [{"text": text, "confidence": round(confidence, 4)} for text, confidence in hypotheses],
+    }
+
+
+def transcript_record(
+    audio: str, model: str, transcript: Transcript, alternatives: Sequence[Record] | None = None
+) -> Record:
     return make_record(
         audio,
         model,
@@ -89,6 +109,7 @@ def transcript_record(audio: str, model: str, transcript: Transcript) -> Record:
         words=[vars(word).copy() for word in transcript.words],  # flat dataclasses: much cheaper than asdict
         segments=[vars(segment).copy() for segment in transcript.segments],
         duration_s=transcript.duration_s,
+        alternatives=alternatives,
     )
 
 
@@ -125,6 +146,7 @@ class LocalSettings:
     """How the local path reads, cuts and batches audio."""
 
     beam_size: int = 1  # CTC prefix beam width (1 = greedy)
+    alternatives: int = 1  # hypotheses per stretch of speech (beam search only, at most beam_size)
     bias: PhraseBias | None = None  # phrase hints (beam search only)
     batch_seconds: float = 300.0  # padded audio per model call (bounds memory)
     batch_files: int = 64  # most files recognized (and written) together; 1 = write each file when done
@@ -253,6 +275,7 @@ class LocalTranscriber:
             self.recognizer.transcribe_batch(
                 [(samples, rate) for _, samples in pieces],
                 beam_size=self.settings.beam_size,
+                alternatives=self.settings.alternatives,
                 bias=self.settings.bias,
                 max_batch_seconds=self.settings.batch_seconds,
             )
@@ -261,14 +284,25 @@ class LocalTranscriber:
             if item.error is not None:
                 yield make_record(item.path, self.model, error=item.error)
                 continue
+            recognized = [(start, next(transcripts)) for start, _ in item.pieces]
             stitched = segmenter.stitch(
-                [(start, next(transcripts)) for start, _ in item.pieces],
+                recognized,
                 item.num_samples,
                 rate,
                 self.recognizer.labels,
                 self.recognizer.featurizer.num_model_frames(item.num_samples),
             )
-            yield transcript_record(item.path, self.model, stitched)
+            alternatives = None
+            if self.settings.alternatives > 1:
+                alternatives = [
+                    alternatives_record(
+                        start / rate,
+                        start / rate + transcript.duration_s,
+                        ((h.text, h.confidence) for h in (transcript, *transcript.alternatives)),
+                    )
+                    for start, transcript in recognized
+                ]
+            yield transcript_record(item.path, self.model, stitched, alternatives)
 
 
 _WORKER_TRANSCRIBER: LocalTranscriber | None = None  # set in each model process by _init_model_worker
@@ -316,6 +350,7 @@ class RemoteTranscriber:
     concurrency: int = 4
     phrases: tuple[str, ...] = ()  # phrase hints, checked by the server against its model
     phrase_boost: float = 0.0  # 0 = the server's default
+    alternatives: int = 1  # hypotheses per file (the server recognizes a file whole)
 
     def __call__(self, paths: Sequence[str]) -> Iterator[Record]:
         config = pb.RecognitionConfig(
@@ -323,6 +358,7 @@ class RemoteTranscriber:
             word_time_offsets=True,
             frame_labels=True,
             beam_size=self.beam_size,
+            max_alternatives=self.alternatives,
             phrases=self.phrases,
             phrase_boost=self.phrase_boost if self.phrases else 0.0,
         )
@@ -360,6 +396,13 @@ class RemoteTranscriber:
                 for s in result.segments
             ],
             duration_s=round(result.end_s - result.start_s, 3),
+            alternatives=[
+                alternatives_record(
+                    result.start_s, result.end_s, ((a.transcript, a.confidence) for a in result.alternatives)
+                )
+            ]
+            if self.alternatives > 1
+            else None,
         )
 
 

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", help=f"model name: {MODELS_DIR}/NAME.ckpt, or the server's model with --server")
     model.add_argument("--checkpoint", type=Path, help=f"model checkpoint file (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("--beam-size", type=int, default=defaults.beam_size, help="CTC prefix beam width (1 = greedy)")
+    parser.add_argument(
+        "--alternatives",
+        type=int,
+        default=defaults.alternatives,
+        help="N > 1: also write up to N hypotheses per stretch of speech, best first (needs --beam-size N or more)",
+    )
     add_phrase_arguments(parser)
     parser.add_argument(
         "--resume",
@@ -141,6 +147,11 @@ def phrases_from_args(args: argparse.Namespace) -> list[str]:
 
 def transcriber(args: argparse.Namespace) -> Transcriber:
     """A :class:`RemoteTranscriber` with ``--server``, else a :class:`LocalTranscriber` on the chosen model."""
+    if not 1 <= args.alternatives <= max(1, args.beam_size):
+        raise JobError(
+            f"--alternatives {args.alternatives}: must be 1 to the beam size ({args.beam_size}); "
+            "the beam holds the alternatives, so add --beam-size N (N >= the alternatives)"
+        )
     if args.server:
         if args.checkpoint or args.lm or args.warps:
             raise JobError(
@@ -149,7 +160,9 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
             )
         connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
         phrases = tuple(phrases_from_args(args))
-        return RemoteTranscriber(connection, args.model or "", args.beam_size, args.concurrency, phrases, args.phrase_boost)
+        return RemoteTranscriber(
+            connection, args.model or "", args.beam_size, args.concurrency, phrases, args.phrase_boost, args.alternatives
+        )
     model = str(args.checkpoint) if args.checkpoint else args.model or DEFAULT_MODEL
     checkpoint = args.checkpoint or MODELS_DIR / f"{model}.ckpt"
     if not checkpoint.is_file():
@@ -158,6 +171,7 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
         torch.set_num_threads(args.threads)
     settings = LocalSettings(
         beam_size=args.beam_size,
+        alternatives=args.alternatives,
         batch_seconds=args.batch_seconds,
         batch_files=args.batch_files,
         max_segment_s=args.max_segment_s,

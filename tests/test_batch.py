@@ -408,6 +408,43 @@ def test_phrase_hints_reach_the_decoder_locally_and_through_a_server(
     assert "'東京'" in capsys.readouterr().err
 
 
+def test_alternatives_per_stretch_of_speech_locally_and_through_a_server(
+    grpc_server, checkpoint: str, speech_files, tmp_path, capsys
+) -> None:
+    rate = 16000
+    silence = np.zeros(rate, dtype=np.float32)
+    first, second = (load_audio(speech_files[text]) for text in TEXTS[:2])
+    long_file = tmp_path / "two.wav"
+    sf.write(long_file, np.concatenate([silence, first, silence, second, silence]), rate, subtype="FLOAT")
+    local = ["--checkpoint", checkpoint, "--workers", "0", "--precision", "float32", "--beam-size", "8"]
+    assert transcribe(long_file, "--out", "-", *local, "--alternatives", "3", "--max-segment-s", "3") == 0
+    record = json.loads(capsys.readouterr().out)
+    recognizer = Recognizer.from_checkpoint(checkpoint)
+    cut = segmenter.split(load_audio(long_file), max_samples=3 * rate, grid=480, sample_rate=rate)
+    assert len(cut) == 2 and [(a["start_s"], a["end_s"]) for a in record["alternatives"]] == [
+        (round(start / rate, 3), round(start / rate + len(samples) / rate, 3)) for start, samples in cut
+    ]  # one entry per piece the file was cut into, in file time
+    for stretch, (_, samples) in zip(record["alternatives"], cut, strict=True):
+        expected = recognizer.transcribe(samples, rate, beam_size=8, alternatives=3)
+        assert [h["text"] for h in stretch["hypotheses"]] == [t.text for t in (expected, *expected.alternatives)]
+        assert 1 < len(stretch["hypotheses"]) <= 3
+        assert all(0.0 <= h["confidence"] <= 1.0 for h in stretch["hypotheses"])
+    assert record["text"] == " ".join(a["hypotheses"][0]["text"] for a in record["alternatives"])
+
+    path = speech_files[TEXTS[2]]
+    remote = ["--server", grpc_server.address, "--model", "tiny", "--beam-size", "8"]
+    found = []
+    for where in (local, remote):
+        assert transcribe(path, "--out", "-", *where, "--alternatives", "4") == 0
+        (stretch,) = json.loads(capsys.readouterr().out)["alternatives"]
+        assert stretch["start_s"] == 0.0 and stretch["end_s"] == round(len(load_audio(path)) / rate, 3)
+        found.append([h["text"] for h in stretch["hypotheses"]])
+    assert found[0] == found[1] and found[0][0] == TEXTS[2] and len(set(found[0])) == len(found[0]) > 1
+    assert transcribe(path, "--out", "-", *local) == 0 and "alternatives" not in json.loads(capsys.readouterr().out)
+    assert transcribe(path, "--out", "-", *local, "--alternatives", "9") == 2  # more than the beam holds
+    assert "--alternatives 9" in capsys.readouterr().err
+
+
 def test_a_warp_ensemble_server_gives_the_warp_ensemble_local_results(
     model_dir: Path, checkpoint: str, speech_files, tmp_path: Path
 ) -> None:
