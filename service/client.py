@@ -3,9 +3,10 @@
 
 Files are read with soundfile. ``recognize``/``align`` send WAV, FLAC, MP3 and Ogg files as they
 are (the server reads their headers; compressed files stay small on the wire) and anything else
-as FLOAT32 samples; ``stream`` always sends
-FLOAT32 samples at the file's own rate (lossless for any source format), in ``chunk_ms`` pieces,
-paced in real time unless ``realtime=False``.
+as FLOAT32 samples; ``stream`` sends a file as FLOAT32 samples at its own rate (lossless for any
+source format), in ``chunk_ms`` pieces, paced in real time unless ``realtime=False``, and live raw
+audio from standard input (``stream -``: a microphone through ``arecord``, ``sox`` or ``ffmpeg``)
+as it arrives.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 import numpy as np
@@ -29,6 +31,7 @@ from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # frame labels of long audio make big responses
+RAW_ENCODINGS = {"pcm16": (pb.LINEAR16, 2), "float32": (pb.FLOAT32, 4)}  # name -> (proto encoding, bytes per sample)
 _CONTAINERS = {"WAV": pb.WAV, "WAVEX": pb.WAV, "RF64": pb.WAV, "FLAC": pb.FLAC, "MP3": pb.MP3, "OGG": pb.OGG}
 
 
@@ -77,10 +80,10 @@ def file_request(path: str | Path, config: pb.RecognitionConfig) -> tuple[pb.Rec
     return _raw_config(config, rate), samples.astype("<f4").tobytes()
 
 
-def _raw_config(config: pb.RecognitionConfig, rate: int) -> pb.RecognitionConfig:
+def _raw_config(config: pb.RecognitionConfig, rate: int, encoding: str = "float32") -> pb.RecognitionConfig:
     sent = pb.RecognitionConfig()
     sent.CopyFrom(config)
-    sent.encoding, sent.sample_rate_hz = pb.FLOAT32, rate
+    sent.encoding, sent.sample_rate_hz = RAW_ENCODINGS[encoding][0], rate
     return sent
 
 
@@ -107,17 +110,47 @@ def align_file(
         return stub.Align(request, timeout=connection.timeout_s, metadata=connection.metadata)
 
 
-def stream_requests(
-    samples: np.ndarray, rate: int, config: pb.RecognitionConfig, *, chunk_ms: float = 100.0, realtime: bool = True
-) -> Iterator[pb.StreamingRecognizeRequest]:
-    """Config first, then FLOAT32 chunks; with ``realtime`` each chunk waits until its audio has 'happened'."""
-    yield pb.StreamingRecognizeRequest(config=_raw_config(config, rate))
+def paced_chunks(
+    samples: np.ndarray, rate: int, *, chunk_ms: float = 100.0, realtime: bool = True
+) -> Iterator[bytes]:
+    """FLOAT32 chunks of ``samples``; with ``realtime`` each waits until its audio has 'happened'."""
     step = max(1, round(rate * chunk_ms / 1000))
     started = time.monotonic()
     for offset in range(0, len(samples), step):
         if realtime:
             time.sleep(max(0.0, started + offset / rate - time.monotonic()))
-        yield pb.StreamingRecognizeRequest(audio=samples[offset : offset + step].astype("<f4").tobytes())
+        yield samples[offset : offset + step].astype("<f4").tobytes()
+
+
+def live_chunks(source: BinaryIO, max_bytes: int) -> Iterator[bytes]:
+    """What a live source (a pipe from a recorder) has written, as soon as it has, up to
+    ``max_bytes`` at a time, until it closes; any cut between samples is fine for the server."""
+    read = getattr(source, "read1", source.read)  # read1: return what is there rather than wait for max_bytes
+    while chunk := read(max_bytes):
+        yield chunk
+
+
+def stream_audio(
+    chunks: Iterable[bytes],
+    encoding: str,
+    rate: int,
+    connection: Connection = Connection(),
+    config: pb.RecognitionConfig | None = None,
+) -> Iterator[pb.Result]:
+    """Stream raw audio (``"pcm16"`` or ``"float32"`` little-endian chunks at ``rate``) and yield
+    the server's results (interims too, if the config asks) as they arrive."""
+    sent = _raw_config(config or pb.RecognitionConfig(word_time_offsets=True), rate, encoding)
+    with connection.channel() as channel:
+        stub = pb_grpc.SpeechLabelerStub(channel)
+        messages = _stream_messages(sent, chunks)
+        for response in stub.StreamingRecognize(messages, timeout=connection.timeout_s, metadata=connection.metadata):
+            yield from response.results
+
+
+def _stream_messages(config: pb.RecognitionConfig, chunks: Iterable[bytes]) -> Iterator[pb.StreamingRecognizeRequest]:
+    yield pb.StreamingRecognizeRequest(config=config)
+    for chunk in chunks:
+        yield pb.StreamingRecognizeRequest(audio=chunk)
 
 
 def stream_file(
@@ -130,12 +163,8 @@ def stream_file(
 ) -> Iterator[pb.Result]:
     """Stream a file and yield the server's results (interims too, if the config asks) as they arrive."""
     samples, rate = read_samples(path)
-    config = config or pb.RecognitionConfig(word_time_offsets=True)
-    with connection.channel() as channel:
-        stub = pb_grpc.SpeechLabelerStub(channel)
-        requests = stream_requests(samples, rate, config, chunk_ms=chunk_ms, realtime=realtime)
-        for response in stub.StreamingRecognize(requests, timeout=connection.timeout_s, metadata=connection.metadata):
-            yield from response.results
+    chunks = paced_chunks(samples, rate, chunk_ms=chunk_ms, realtime=realtime)
+    yield from stream_audio(chunks, "float32", rate, connection, config)
 
 
 def check_health(connection: Connection = Connection(), service: str = "") -> str:
@@ -214,10 +243,19 @@ def _decoding(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG; any rate, mono or not)")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="audio file (WAV, FLAC, MP3, OGG; any rate, mono or not), or - for live raw mono audio on "
+        "standard input (e.g. arecord -q -f S16_LE -r 16000 -c 1 -t raw | speechlabel stream -)",
+    )
     _add_connection_arguments(parser)
     _add_model_arguments(parser)
-    parser.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    parser.add_argument("--raw-rate", type=int, default=16000, help="sample rate of the audio on standard input")
+    parser.add_argument(
+        "--raw-encoding", choices=list(RAW_ENCODINGS), default="pcm16", help="little-endian samples on standard input"
+    )
+    parser.add_argument("--fast", action="store_true", help="send a file as fast as possible instead of in real time")
     parser.add_argument("--interim", action="store_true", help="show partial results while audio streams")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
     _add_decoding_arguments(parser)
@@ -239,7 +277,13 @@ def _run_stream(args: argparse.Namespace) -> int:
     )
     refresh = sys.stdout.isatty() and not args.json
     pending_line = False
-    for result in stream_file(args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast):
+    if str(args.file) == "-":  # live: sent as the recorder writes it, so it paces itself
+        chunk_bytes = max(1, round(args.raw_rate * args.chunk_ms / 1000)) * RAW_ENCODINGS[args.raw_encoding][1]
+        chunks = live_chunks(sys.stdin.buffer, chunk_bytes)
+        results = stream_audio(chunks, args.raw_encoding, args.raw_rate, _connection(args), config)
+    else:
+        results = stream_file(args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast)
+    for result in results:
         text = result.alternatives[0].transcript if result.alternatives else ""
         if args.json:
             print(json.dumps(_as_dict(result), ensure_ascii=False), flush=True)

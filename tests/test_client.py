@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import soundfile as sf
 
-from audiomodels.audio import load_audio
+from audiomodels.audio import encode_pcm16, load_audio
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from service.client import Connection, align_file, check_health, file_request, recognize_file, stream_file
@@ -61,6 +65,45 @@ def test_stream_file_paces_in_real_time_with_interims_first(grpc_server: Loopbac
     *interims, final = results
     assert interims and not any(r.is_final for r in interims)
     assert final.is_final and final.alternatives[0].transcript == "hello world"
+
+
+class LiveRecorder:
+    """Standard input fed like a recorder's pipe: 16-bit samples written in 50 ms pieces as they 'happen'."""
+
+    def __init__(self, samples: np.ndarray, rate: int) -> None:
+        read_fd, self._write_fd = os.pipe()
+        self.buffer = io.BufferedReader(io.FileIO(read_fd, "rb"))
+        self.written_at: list[float] = []
+        self._thread = threading.Thread(target=self._record, args=(encode_pcm16(samples), rate), daemon=True)
+        self._thread.start()
+
+    def _record(self, data: bytes, rate: int) -> None:
+        piece = rate // 20 * 2
+        with os.fdopen(self._write_fd, "wb", buffering=0) as pipe:
+            for offset in range(0, len(data), piece):
+                time.sleep(0.05)
+                pipe.write(data[offset : offset + piece])
+                self.written_at.append(time.monotonic())
+
+
+def test_stream_command_takes_live_raw_audio_on_standard_input(
+    grpc_server: LoopbackServer, speech_files, recognizer, capsys, monkeypatch
+) -> None:
+    path = speech_files["the quick brown fox"]
+    samples = load_audio(path)  # 16 kHz
+    recorder = LiveRecorder(samples, 16000)
+    monkeypatch.setattr(sys, "stdin", recorder)
+    status = cli_main(["stream", "-", "--server", grpc_server.address, "--json", "--interim"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0
+    *interims, final = lines
+    assert interims and final["is_final"] and not any(line.get("is_final") for line in interims)
+    assert final["alternatives"][0]["transcript"] == offline_text(recognizer, path) == "the quick brown fox"
+    assert len(recorder.written_at) == -(-len(samples) * 2 // 1600)  # every piece went through the pipe
+
+    monkeypatch.setattr(sys, "stdin", LiveRecorder(samples[:1600], 16000))
+    assert cli_main(["stream", "-", "--server", grpc_server.address, "--raw-rate", "1000"]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err  # a rate the server refuses
 
 
 def test_stream_command_text_output(grpc_server: LoopbackServer, speech_files, capsys) -> None:
