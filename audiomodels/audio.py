@@ -96,6 +96,11 @@ def encode_pcm16(samples: np.ndarray) -> bytes:
     return np.clip(steps, -32768, 32767).astype(_RAW_DTYPES["pcm16"]).tobytes()
 
 
+def quantize_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples as a LINEAR16 client sends them: rounded to 16-bit steps (and clipped)."""
+    return decode_raw(encode_pcm16(samples), "pcm16", 16000)
+
+
 def prepare_waveform(
     samples: np.ndarray | torch.Tensor,
     sample_rate: int,

@@ -14,9 +14,9 @@ than the 0.8 s endpointing silence, so every pause should end an utterance). A c
 digital silence between utterances.
 
 Scored from the endpointer's cuts (:class:`service.sessions.Endpointer`, fed block by block as a
-stream session feeds it), with the server's rule (default stream settings: a noise floor) and the
-reference, a fixed threshold on the whole band's RMS (``--reference-dbfs``, -45 dBFS: the
-server's rule before):
+stream session feeds it), with the server's rule (default stream settings: a noise floor, and a
+threshold that holds lower inside an utterance) and the reference, a fixed threshold on the whole
+band's RMS (``--reference-dbfs``, -45 dBFS: the server's first rule, no hold):
 - ``endpointed``: utterances whose own pause holds a cut (the final comes in that pause);
 - ``split``: cuts inside speech; ``merged``: pauses without a cut (the utterance's final waits for
   a later one); ``lost_speech``: the share of speech samples in no utterance (never recognized);
@@ -44,7 +44,7 @@ from audiomodels.audio import encode_pcm16, load_audio
 from audiomodels.recognizer import Recognizer
 from audiomodels.silence import BLOCK_S
 from service.sessions import BlockSplitter, Cut, Endpointer, StreamSettings, run_stream
-from training.augment import NOISE_COLORS, colored_noise
+from training.augment import NOISE_COLORS, colored_noise, to_level
 from training.manifest import Utterance, read_manifest
 from training.metrics import ErrorCounts, char_errors
 
@@ -101,8 +101,7 @@ def build_conversation(
         position += len(audio)
     parts.append(np.zeros(round(pauses[-1] * RATE), np.float32))
     samples = np.concatenate(parts)
-    speech_rms = np.sqrt(np.mean(np.concatenate([audio for audio, _ in pieces]).astype(np.float64) ** 2))
-    samples *= 10 ** (condition.speech_dbfs / 20) / speech_rms
+    samples = to_level(samples, condition.speech_dbfs, measured_on=np.concatenate([audio for audio, _ in pieces]))
     if condition.noise_dbfs is not None:
         samples += 10 ** (condition.noise_dbfs / 20) * colored_noise(len(samples), noise_color, rng)
     return Conversation(np.clip(samples, -1.0, 1.0).astype(np.float32), speech, [text for _, text in pieces])
@@ -187,7 +186,8 @@ def run(
     rules = {
         "noise floor": StreamSettings("pcm16", RATE),
         f"fixed {args.reference_dbfs:g} dBFS": StreamSettings(
-            "pcm16", RATE, silence_dbfs=args.reference_dbfs, above_noise_db=-np.inf, speech_band_hz=None
+            "pcm16", RATE, silence_dbfs=args.reference_dbfs, above_noise_db=-np.inf, speech_band_hz=None,
+            speech_hold_db=0.0,
         ),
     }
     results: dict[str, dict[str, Any]] = {rule: {} for rule in rules}

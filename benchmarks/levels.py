@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiomodels.audio import decode_raw, encode_pcm16, load_audio
+from audiomodels.audio import load_audio, quantize_pcm16
 from audiomodels.recognizer import Recognizer
-from training.augment import colored_noise
+from training.augment import colored_noise, to_level
 from training.manifest import read_manifest
 from training.metrics import ErrorCounts, char_errors, phone_errors
 
@@ -34,9 +34,7 @@ NOISE_LEVELS = (-55.0, -45.0, -35.0)
 
 def at_level(samples: np.ndarray, rms_dbfs: float) -> np.ndarray:
     """``samples`` scaled to ``rms_dbfs`` and rounded to 16-bit steps."""
-    rms = 10 * np.log10(max(float(np.mean(np.square(samples, dtype=np.float64))), 1e-20))
-    scaled = samples * 10 ** ((rms_dbfs - rms) / 20)
-    return decode_raw(encode_pcm16(scaled), "pcm16", 16000)
+    return quantize_pcm16(to_level(samples, rms_dbfs))
 
 
 def error_rate(recognizer: Recognizer, waveforms: list[np.ndarray], references: list[str]) -> float:

@@ -45,6 +45,7 @@ from audiomodels.silence import (
     SILENCE_DBFS,
     SPEECH_ABOVE_NOISE_DB,
     SPEECH_BAND_HZ,
+    SPEECH_HOLD_DB,
     SpeechDetector,
 )
 from audiomodels.streaming import ChunkedStream, ChunkInput, step_streams
@@ -76,6 +77,7 @@ class StreamSettings:
     max_stream_s: float = 3600.0
     silence_dbfs: float = SILENCE_DBFS  # block RMS at or below this level counts as silence
     above_noise_db: float = SPEECH_ABOVE_NOISE_DB  # and speech stands this far above the noise floor
+    speech_hold_db: float = SPEECH_HOLD_DB  # inside an utterance silence_dbfs is this much lower
     speech_band_hz: tuple[float, float] | None = SPEECH_BAND_HZ  # where levels are measured (None: all)
     latency_s: float = 0.0  # chunk + look-ahead of the model; 0 = the model's own streaming chunking
 
@@ -164,7 +166,11 @@ class Endpointer:
         self.has_speech = False
         self._silence_run = 0  # silent blocks since the last speech block
         self._is_speech = SpeechDetector(
-            rate, settings.silence_dbfs, settings.above_noise_db, band_hz=settings.speech_band_hz
+            rate,
+            settings.silence_dbfs,
+            settings.above_noise_db,
+            band_hz=settings.speech_band_hz,
+            hold_db=settings.speech_hold_db,
         )
         self._opening_end = round(OPENING_S * rate)
         self._opening_keep = max(self._leading, self._max_utterance - block)  # an utterance still fits
@@ -196,7 +202,7 @@ class Endpointer:
         return None
 
     def _advance(self, samples: np.ndarray) -> None:
-        speech = self._is_speech(samples)
+        speech = self._is_speech(samples, in_utterance=self.has_speech)
         self.position += len(samples)
         if self._opening:
             first_was_speech = self._is_speech.first_block_was_speech()

@@ -277,6 +277,14 @@ def test_gain_scales_by_decibels() -> None:
     assert np.max(np.abs(augment.gain(audio, 6.0))) == pytest.approx(0.5 * 10 ** (6 / 20), rel=1e-4)
 
 
+def test_to_level_sets_the_rms_of_the_audio_or_of_its_speech() -> None:
+    audio = tone()
+    assert augment.rms_dbfs(augment.to_level(audio, -40.0)) == pytest.approx(-40.0, abs=1e-3)
+    with_pause = np.concatenate([audio, np.zeros(len(audio), np.float32)])
+    assert augment.rms_dbfs(augment.to_level(with_pause, -40.0, measured_on=audio)[: len(audio)]) == pytest.approx(-40.0, abs=1e-3)
+    assert augment.rms_dbfs(np.zeros(10, np.float32)) == -200.0
+
+
 def test_augment_chain_is_seeded_and_respects_the_probability() -> None:
     assert all(augment.sample_augment(np.random.default_rng(i), 0.0) == [] for i in range(20))
     chains = [augment.sample_augment(np.random.default_rng(i), 1.0) for i in range(50)]

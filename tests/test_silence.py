@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiomodels.audio import decode_raw, encode_pcm16, load_audio
+from audiomodels.audio import load_audio, quantize_pcm16
 from audiomodels.recognizer import Recognizer
 from audiomodels.silence import (
     BLOCK_S,
@@ -20,9 +20,10 @@ from audiomodels.silence import (
     level_window_s,
     speech_start,
 )
+from service.sessions import Endpointer, StreamSettings
 from tests.conftest import synthesize_wav
 from training.metrics import ErrorCounts, char_errors
-from training.augment import colored_noise
+from training.augment import colored_noise, to_level
 
 RATE = 16000
 
@@ -93,6 +94,38 @@ def test_a_first_block_proves_to_be_speech_only_against_a_quieter_one() -> None:
         detect = SpeechDetector(RATE)
         decisions(detect, signal)
         assert detect.first_block_was_speech() is expected, name
+
+
+def test_inside_an_utterance_the_threshold_holds_lower() -> None:
+    speaking = SpeechDetector(RATE)
+    decisions(speaking, np.concatenate([np.zeros(RATE // 2, np.float32), tone(0.5, -55.0)]))
+    assert speaking(tone(BLOCK_S, -64.0), in_utterance=True)  # a weak syllable of a quiet talker
+    assert not speaking(tone(BLOCK_S, -64.0)) and not speaking(tone(BLOCK_S, -67.0), in_utterance=True)
+    in_noise = SpeechDetector(RATE)
+    decisions(in_noise, pink(2.0, -40.0))
+    assert not in_noise(pink(BLOCK_S, -40.0, seed=1), in_utterance=True)  # the noise floor rules there
+
+
+def cuts(signal: np.ndarray, settings: StreamSettings) -> list[tuple[float, float]]:
+    block = round(BLOCK_S * RATE)
+    endpointer = Endpointer(settings, block)
+    found = [endpointer.on_block(signal[i : i + block]) for i in range(0, len(signal) - block + 1, block)]
+    found.append(endpointer.finish(signal[len(signal) - len(signal) % block :]))
+    return [(cut.start_sample / RATE, cut.end_sample / RATE) for cut in found if cut is not None]
+
+
+def test_a_quiet_talker_dipping_below_the_threshold_is_not_cut_in_two() -> None:
+    def syllables(seconds: float, dbfs: float) -> list[np.ndarray]:  # 0.3 s sounds, 0.1 s gaps
+        return [tone(0.3, dbfs), np.zeros(RATE // 10, np.float32)] * round(seconds / 0.4)
+
+    gap = [np.zeros(RATE // 2, np.float32)]
+    dip = np.concatenate(gap + syllables(1.2, -57.0) + syllables(1.2, -64.0) + syllables(1.2, -57.0) + gap * 4)
+    assert cuts(dip, StreamSettings("pcm16", RATE)) == [(0.4, 4.8)]  # 0.1 s before, ended 0.8 s after the speech
+    assert len(cuts(dip, StreamSettings("pcm16", RATE, speech_hold_db=0.0))) == 2  # without the hold: split
+    pauses_in_noise = pink(5.0, -40.0)
+    pauses_in_noise[RATE : 2 * RATE] += tone(1.0, -20.0)
+    pauses_in_noise[3 * RATE : 4 * RATE] += tone(1.0, -20.0)
+    assert len(cuts(pauses_in_noise, StreamSettings("pcm16", RATE))) == 2  # a pause in noise still ends one
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +209,7 @@ def test_a_quiet_talker_is_read_about_as_well_as_one_at_the_training_level(tmp_p
         total = ErrorCounts()
         for text, samples in speech.items():
             if rms_dbfs is not None:
-                rms = 10 * np.log10(np.mean(np.square(samples, dtype=np.float64)))
-                samples = decode_raw(encode_pcm16(samples * 10 ** ((rms_dbfs - rms) / 20)), "pcm16", RATE)
+                samples = quantize_pcm16(to_level(samples, rms_dbfs))
             total += char_errors(text, recognizer.transcribe(samples, RATE).text)
         return total.rate
 

@@ -81,6 +81,17 @@ def gain(audio: np.ndarray, db: float) -> np.ndarray:
     return (audio * np.float32(10 ** (db / 20))).astype(np.float32)
 
 
+def rms_dbfs(audio: np.ndarray) -> float:
+    """RMS level in dB re full scale (-200 for silence)."""
+    return 10.0 * float(np.log10(max(float(np.mean(np.square(audio, dtype=np.float64))), 1e-20)))
+
+
+def to_level(audio: np.ndarray, dbfs: float, measured_on: np.ndarray | None = None) -> np.ndarray:
+    """``audio`` scaled so the RMS of ``measured_on`` (default: ``audio`` itself) is ``dbfs``:
+    a talker recorded that loud (benchmarks and tests of quiet and loud input)."""
+    return gain(audio, dbfs - rms_dbfs(audio if measured_on is None else measured_on))
+
+
 def speed(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
     """Speed perturbation (tempo and pitch together) by resampling; length becomes len/factor."""
     source_rate = round(sample_rate * factor)  # factors with 2 decimals keep the ratio small
