@@ -44,7 +44,7 @@ from audiomodels.audio import encode_pcm16, load_audio
 from audiomodels.recognizer import Recognizer
 from audiomodels.silence import BLOCK_S
 from service.sessions import BlockSplitter, Cut, Endpointer, StreamSettings, run_stream
-from training.augment import NOISE_COLORS, colored_noise, to_level
+from training.augment import BACKGROUNDS, background, to_level
 from training.manifest import Utterance, read_manifest
 from training.metrics import ErrorCounts, char_errors
 
@@ -103,7 +103,7 @@ def build_conversation(
     samples = np.concatenate(parts)
     samples = to_level(samples, condition.speech_dbfs, measured_on=np.concatenate([audio for audio, _ in pieces]))
     if condition.noise_dbfs is not None:
-        samples += 10 ** (condition.noise_dbfs / 20) * colored_noise(len(samples), noise_color, rng)
+        samples += 10 ** (condition.noise_dbfs / 20) * background(len(samples), noise_color, rng)
     return Conversation(np.clip(samples, -1.0, 1.0).astype(np.float32), speech, [text for _, text in pieces])
 
 
@@ -236,7 +236,7 @@ def main() -> None:
                           "S-20:N-35", "S-20:N-30", "S-30:N-45"]  # fmt: skip
     parser.add_argument("--conditions", type=parse_condition, nargs="+",
                         default=[parse_condition(c) for c in default_conditions], help="S<speech dBFS>[:N<noise dBFS>]")  # fmt: skip
-    parser.add_argument("--noise-color", choices=sorted(NOISE_COLORS), default="pink")
+    parser.add_argument("--noise-color", choices=BACKGROUNDS, default="pink")
     parser.add_argument("--model", type=Path, default=Path("models/char.ckpt"))
     parser.add_argument("--no-model", action="store_true", help="score the cuts only")
     parser.add_argument("--reference-dbfs", type=float, default=-45.0,

@@ -36,7 +36,7 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.recognizer import Recognizer
-from training.augment import NOISE_COLORS, add_noise, reverb, telephone
+from training.augment import BACKGROUNDS, add_noise, reverb, telephone
 from training.evaluate import EvaluationResult, breakdown, evaluate, parse_fields
 from training.manifest import Utterance, read_manifest
 
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("models/char.ckpt"), Path("models/phone.ckpt")])
     parser.add_argument("--manifest", type=Path, default=Path("data/corpus/test.jsonl"))
     parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0, 10.0, 5.0])
-    parser.add_argument("--colors", nargs="+", choices=sorted(NOISE_COLORS), default=["white", "pink", "brown"])
+    parser.add_argument("--colors", nargs="+", choices=BACKGROUNDS, default=["white", "pink", "brown"])
     rooms = [parse_room(room) for room in ("0.3:6", "0.6:3", "0.9:0")]
     parser.add_argument("--rooms", type=parse_room, nargs="*", default=rooms,
                         help="rooms as RT60:DRR (seconds:dB); none with an empty --rooms")

@@ -20,6 +20,9 @@ TELEPHONE_BAND = (300.0, 3400.0)  # Hz, the classic PSTN voice band
 
 # Power spectral density slope k (PSD ~ 1/f^k) of each generated noise color.
 NOISE_COLORS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+# Every background :func:`background` makes: the noise colours, and music (tonal, not steady: the
+# shipped char model spells it out as letters, "a bade a an a aa apa", where it is silent in noise).
+BACKGROUNDS = (*NOISE_COLORS, "music")
 
 # Chance of each step once an utterance is augmented, in the order the steps are applied:
 # the talker's rate, then the room, then background noise, then the channel, then the level.
@@ -41,9 +44,47 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
     return (white / max(float(white.std()), 1e-12)).astype(np.float32)
 
 
+def synthetic_music(num_samples: int, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """Unit-variance music: three voices of plucked notes (a fundamental of 65-1047 Hz and six
+    decaying harmonics, 0.12-0.8 s each, on a major scale) over a drum of noise bursts on the beat.
+
+    No recording can be downloaded here; what matters to a speech model is what music has and noise
+    has not: harmonic partials like a voice's, and levels that change note by note.
+    """
+    out = np.zeros(num_samples)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11])
+    for lowest_octave in (0, 1, 2):
+        position = int(rng.integers(0, sample_rate // 4))
+        while position < num_samples:
+            length = min(int(rng.uniform(0.12, 0.8) * sample_rate), num_samples - position)
+            step = scale[rng.integers(len(scale))] + 12 * (lowest_octave + int(rng.integers(2)))
+            f0 = 65.4 * 2.0 ** (step / 12)
+            t = np.arange(length) / sample_rate
+            envelope = np.exp(-t * rng.uniform(1.5, 8.0)) * (1.0 - np.exp(-t * 300.0))
+            note = sum(0.6**h * np.sin(2 * np.pi * f0 * (h + 1) * t + rng.uniform(0, 2 * np.pi)) for h in range(7))
+            out[position : position + length] += rng.uniform(0.4, 1.0) * envelope * note
+            position += length
+    beat = int(sample_rate * rng.uniform(0.35, 0.6))
+    burst = np.exp(-np.arange(sample_rate // 10) / (sample_rate * 0.02))
+    for position in range(int(rng.integers(beat)), num_samples, beat):
+        length = min(len(burst), num_samples - position)
+        out[position : position + length] += burst[:length] * rng.standard_normal(length)
+    return (out / max(float(out.std()), 1e-12)).astype(np.float32)
+
+
+def background(num_samples: int, kind: str, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """Unit-variance background sound of one of :data:`BACKGROUNDS`."""
+    if kind == "music":
+        return synthetic_music(num_samples, rng, sample_rate)
+    if kind not in NOISE_COLORS:
+        raise ValueError(f"unknown background {kind!r}; known: {', '.join(BACKGROUNDS)}")
+    return colored_noise(num_samples, kind, rng)
+
+
 def add_noise(audio: np.ndarray, snr_db: float, color: str, rng: np.random.Generator) -> np.ndarray:
-    """Add noise at ``snr_db`` relative to the utterance's mean power (silences included)."""
-    noise = colored_noise(len(audio), color, rng)
+    """Add a background (:data:`BACKGROUNDS`) at ``snr_db`` relative to the utterance's mean power
+    (silences included)."""
+    noise = background(len(audio), color, rng)
     signal_power = float(np.mean(np.square(audio, dtype=np.float64)))
     scale = np.sqrt(signal_power / 10 ** (snr_db / 10))
     return (audio + scale * noise).astype(np.float32)

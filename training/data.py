@@ -24,7 +24,7 @@ from audiomodels.checkpoint import atomic_torch_save
 from audiomodels.features import FeatureStats, Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.warp import warp_features, warp_matrix
-from training.augment import NOISE_COLORS
+from training.augment import BACKGROUNDS
 from training.feature_pack import FeaturePack, FeaturePackError
 from training.manifest import Utterance
 from training.noise import FeatureNoise
@@ -49,13 +49,19 @@ class AugmentConfig:
     reverb_rt60: tuple[float, float] = (0.2, 0.9)  # reverberation time range in seconds, drawn uniformly
     reverb_drr_db: tuple[float, float] = (-2.0, 12.0)  # direct-to-reverberant ratio range (lower: farther away)
     noise_prob: float = 0.0  # probability that fresh noise is added to an utterance's features (training/noise.py)
-    noise_snr_db: tuple[float, float] = (5.0, 30.0)  # SNR range, drawn uniformly; the colour uniformly from NOISE_COLORS
+    noise_snr_db: tuple[float, float] = (5.0, 30.0)  # SNR range, drawn uniformly; the kind uniformly from noise_kinds
+    noise_kinds: tuple[str, ...] = ("brown", "pink", "white")  # of training.augment.BACKGROUNDS ("music" too)
     telephone_prob: float = 0.0  # probability that an utterance goes through a phone line (training/telephone.py)
     # Probability that an utterance gets silence before and after its speech, as recordings have and the synthetic
     # corpus mostly lacks (its speech starts within ~0.2 s; 0.5 s of silence around clean test speech costs the
     # shipped models 1-1.6 points, 0.3 s before 150 test utterances, degraded ones included, cost char 3.2).
     silence_prob: float = 0.0
     silence_s: tuple[float, float] = (0.0, 1.0)  # seconds at each end, drawn uniformly and independently
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.noise_kinds if kind not in BACKGROUNDS]
+        if unknown or not self.noise_kinds:
+            raise ValueError(f"augment.noise_kinds must name some of {', '.join(BACKGROUNDS)}, got {list(self.noise_kinds)}")
 
 
 class SpeechDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -245,9 +251,9 @@ def _draw_noise(config: AugmentConfig, generator: torch.Generator) -> tuple[floa
     perturb = torch.rand((), generator=generator).item() < config.noise_prob
     low, high = config.noise_snr_db
     snr_db = low + (high - low) * torch.rand((), generator=generator).item()
-    colors = sorted(NOISE_COLORS)
-    color = colors[int(torch.randint(len(colors), (), generator=generator))]
-    return (snr_db, color) if perturb else None
+    kinds = config.noise_kinds
+    kind = kinds[int(torch.randint(len(kinds), (), generator=generator))]
+    return (snr_db, kind) if perturb else None
 
 
 def spec_augment(

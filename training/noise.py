@@ -12,6 +12,9 @@ noise's mel spectrum and its frame-to-frame spread come from running
 colour; each frame's noise power is drawn per band from a gamma distribution with that mean and
 spread. SNR is relative to the utterance's mean power with silences included, as in
 :func:`training.augment.add_noise`.
+
+Music is not steady, so it has no such per-band law: its mel power is taken frame by frame from a
+bank of :func:`training.augment.synthetic_music` clips, featurized once, at a random clip and offset.
 """
 
 from __future__ import annotations
@@ -20,16 +23,19 @@ import numpy as np
 import torch
 
 from audiomodels.features import Featurizer
-from training.augment import NOISE_COLORS, colored_noise
+from training.augment import NOISE_COLORS, colored_noise, synthetic_music
 
 # Calibration noise comes in utterance-sized pieces: colored_noise scales each piece to unit
 # variance, and the share of a red (brown) noise's power below the first mel band grows with length.
 _CALIBRATION_PIECES = 10
 _CALIBRATION_PIECE_SECONDS = 4.0
+_MUSIC_CLIPS = 24  # distinct pieces of music in the bank (a fixed seed: the same bank in every run)
+_MUSIC_CLIP_SECONDS = 8.0
 
 
 class FeatureNoise:
-    """Adds noise of one of :data:`~training.augment.NOISE_COLORS` to stacked model frames."""
+    """Adds a background of :data:`~training.augment.BACKGROUNDS` (noise of a colour, or music) to
+    stacked model frames."""
 
     def __init__(self, featurizer: Featurizer) -> None:
         self.featurizer = featurizer
@@ -47,12 +53,19 @@ class FeatureNoise:
         filters = featurizer.mel_filters.double()
         weights = torch.linalg.lstsq(filters, torch.ones(filters.shape[0], 1, dtype=torch.float64)).solution[:, 0]
         self._power_weights = weights / (self._mean["white"] @ weights)
+        clip = round(_MUSIC_CLIP_SECONDS * featurizer.config.sample_rate)
+        music_rng = np.random.default_rng(1)
+        music = torch.stack([torch.from_numpy(synthetic_music(clip, music_rng, featurizer.config.sample_rate))
+                             for _ in range(_MUSIC_CLIPS)])  # fmt: skip
+        self._music = featurizer.mel_power(music).double()  # (clips, frames, n_mels) of unit-variance music
 
     def add(self, features: torch.Tensor, snr_db: float, color: str, generator: torch.Generator) -> torch.Tensor:
-        """Stacked model frames ``(T, stack * n_mfcc)`` of speech -> the same speech in noise."""
-        if color not in self._mean:
-            raise ValueError(f"unknown noise colour {color!r}; known: {sorted(self._mean)}")
+        """Stacked model frames ``(T, stack * n_mfcc)`` of speech -> the same speech in noise (or music)."""
+        if color not in self._mean and color != "music":
+            raise ValueError(f"unknown noise colour {color!r}; known: {sorted(self._mean)} and music")
         rng = np.random.default_rng(int(torch.randint(2**62, (), generator=generator)))
+        if color == "music":
+            return self._add_music(features, snr_db, rng)
 
         def in_noise(speech: torch.Tensor) -> torch.Tensor:
             signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
@@ -62,3 +75,14 @@ class FeatureNoise:
             return speech + noise_variance * self._mean[color] * spread
 
         return self.featurizer.map_mel_power(features, in_noise)
+
+    def _add_music(self, features: torch.Tensor, snr_db: float, rng: np.random.Generator) -> torch.Tensor:
+        clips, frames, _ = self._music.shape
+
+        def in_music(speech: torch.Tensor) -> torch.Tensor:
+            signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
+            clip = self._music[int(rng.integers(clips))]
+            index = (int(rng.integers(frames)) + torch.arange(len(speech))) % frames  # looped past its end
+            return speech + signal_power / 10.0 ** (snr_db / 10.0) * clip[index]
+
+        return self.featurizer.map_mel_power(features, in_music)
