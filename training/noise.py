@@ -19,6 +19,8 @@ bank of :func:`training.augment.synthetic_music` clips, featurized once, at a ra
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -53,11 +55,20 @@ class FeatureNoise:
         filters = featurizer.mel_filters.double()
         weights = torch.linalg.lstsq(filters, torch.ones(filters.shape[0], 1, dtype=torch.float64)).solution[:, 0]
         self._power_weights = weights / (self._mean["white"] @ weights)
-        clip = round(_MUSIC_CLIP_SECONDS * featurizer.config.sample_rate)
-        music_rng = np.random.default_rng(1)
-        music = torch.stack([torch.from_numpy(synthetic_music(clip, music_rng, featurizer.config.sample_rate))
-                             for _ in range(_MUSIC_CLIPS)])  # fmt: skip
-        self._music = featurizer.mel_power(music).double()  # (clips, frames, n_mels) of unit-variance music
+
+    @functools.cached_property
+    def _music(self) -> torch.Tensor:
+        """(clips, frames, n_mels) mel power of unit-variance music; built on first use, since runs
+        that draw only noise colours never need it."""
+        rate = self.featurizer.config.sample_rate
+        rng = np.random.default_rng(1)
+        clips = [torch.from_numpy(synthetic_music(round(_MUSIC_CLIP_SECONDS * rate), rng, rate)) for _ in range(_MUSIC_CLIPS)]
+        return self.featurizer.mel_power(torch.stack(clips)).double()
+
+    def _noise_power(self, speech: torch.Tensor, snr_db: float) -> float:
+        """The noise's total power per frame that puts it ``snr_db`` under the speech's mean power."""
+        signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
+        return signal_power / 10.0 ** (snr_db / 10.0)
 
     def add(self, features: torch.Tensor, snr_db: float, color: str, generator: torch.Generator) -> torch.Tensor:
         """Stacked model frames ``(T, stack * n_mfcc)`` of speech -> the same speech in noise (or music)."""
@@ -68,8 +79,7 @@ class FeatureNoise:
             return self._add_music(features, snr_db, rng)
 
         def in_noise(speech: torch.Tensor) -> torch.Tensor:
-            signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
-            noise_variance = signal_power / 10.0 ** (snr_db / 10.0)
+            noise_variance = self._noise_power(speech, snr_db)
             shape = self._shape[color].expand_as(speech)
             spread = torch.from_numpy(rng.gamma(shape.numpy(), 1.0 / shape.numpy()))  # mean 1, the band's variance
             return speech + noise_variance * self._mean[color] * spread
@@ -80,9 +90,8 @@ class FeatureNoise:
         clips, frames, _ = self._music.shape
 
         def in_music(speech: torch.Tensor) -> torch.Tensor:
-            signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
             clip = self._music[int(rng.integers(clips))]
             index = (int(rng.integers(frames)) + torch.arange(len(speech))) % frames  # looped past its end
-            return speech + signal_power / 10.0 ** (snr_db / 10.0) * clip[index]
+            return speech + self._noise_power(speech, snr_db) * clip[index]
 
         return self.featurizer.map_mel_power(features, in_music)
