@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -69,15 +70,24 @@ class NgramLM:
         return (BOS,) * (self.order - 1)
 
     def log_prob(self, state: LMState, label: int) -> float:
-        """log P(label | state), backing off to shorter histories until the n-gram was seen."""
+        """log P(label | state), backing off to shorter histories until the n-gram was seen.
+
+        A packed key's last k digits are the key of its last k labels, so every shorter history
+        is one modulo away (beam search with an LM spends most of its time here)."""
+        base, powers = self.base, self._powers
+        history = pack(state, base)
+        ngram = history * base + label + 1
         backoff = 0.0
-        for start in range(len(state) + 1):
-            history = state[start:]
-            value = self.log_probs.get(pack((*history, label), self.base))
+        for length in range(len(state), -1, -1):
+            value = self.log_probs.get(ngram % powers[length + 1])
             if value is not None:
                 return backoff + value
-            backoff += self.backoffs.get(pack(history, self.base), 0.0)
+            backoff += self.backoffs.get(history % powers[length], 0.0)
         raise LMError(f"label id {label} is outside the LM's vocabulary")
+
+    @cached_property
+    def _powers(self) -> list[int]:
+        return [self.base**length for length in range(self.order + 1)]
 
     def advance(self, state: LMState, label: int) -> LMState:
         return (*state[1:], label) if self.order > 1 else ()
