@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +20,28 @@ import torch
 DEFAULT_TOKEN_PRUNE_LOGPROB = math.log(1e-4)
 
 _NEG_INF = float("-inf")
+
+# A settling search keeps the leader's last this many words open. Over 400 dev utterances streamed in
+# 600 ms chunks (char model, beam 8 + LM), settling every chunk with 4 / 3 / 2 / 1 open words left
+# CER at 8.37 / 8.34 / 8.39 / 8.44% (8.40% without) and raised the share of interim text settled
+# from 53% to 80 / 84 / 89 / 94%: the doubts a beam carries for long are about early words
+# ("bread" or "read") that the rest of the sentence does not decide.
+OPEN_WORDS = 2
+
+
+@dataclass(frozen=True)
+class Settling:
+    """How a live stream's beam search commits: every ``every_frames`` frames the hypotheses that
+    disagree with the leading one before its last ``open_words`` words (split at ``separator``)
+    leave the beam, so what an interim shows before them is never taken back."""
+
+    every_frames: int
+    separator: int
+    open_words: int = OPEN_WORDS
+
+    def __post_init__(self) -> None:
+        if self.every_frames < 1 or self.open_words < 1:
+            raise ValueError(f"settling needs every_frames and open_words >= 1, got {self}")
 
 
 class PrefixScorer(Protocol):
@@ -52,6 +75,49 @@ def greedy_decode(log_probs: torch.Tensor, blank: int = 0) -> list[int]:
     return [label for label in path.tolist() if label != blank]
 
 
+class FrameSearch(Protocol):
+    """A decoder fed a ``(T, V)`` matrix in pieces of frames (:class:`GreedySearch`,
+    :class:`PrefixBeam`): any split gives the result of one pass over the whole matrix, so a live
+    stream decodes each model chunk once, and its interims and final come from the same search."""
+
+    def advance(self, log_probs: torch.Tensor) -> None: ...
+
+    def best(self) -> list[int]: ...
+
+    def stable(self) -> list[int]: ...
+
+    def hypotheses(self, num_best: int = 1) -> list[list[int]]: ...
+
+
+class GreedySearch:
+    """:func:`greedy_decode` fed frames in pieces (a repeat across a piece boundary collapses too)."""
+
+    def __init__(self, blank: int = 0) -> None:
+        self.blank = blank
+        self._labels: list[int] = []
+        self._last = -1  # the previous frame's best label
+
+    def advance(self, log_probs: torch.Tensor) -> None:
+        path = torch.unique_consecutive(frame_argmax(log_probs)).tolist()
+        if path and path[0] == self._last:
+            path = path[1:]
+        self._labels += [label for label in path if label != self.blank]
+        if path:
+            self._last = path[-1]
+
+    def best(self) -> list[int]:
+        return list(self._labels)
+
+    def stable(self) -> list[int]:
+        """Greedy decoding never takes a label back: everything so far is settled."""
+        return self.best()
+
+    def hypotheses(self, num_best: int = 1) -> list[list[int]]:
+        if num_best != 1:
+            raise ValueError(f"greedy decoding has one hypothesis, not {num_best}")
+        return [self.best()]
+
+
 def _logaddexp(a: float, b: float) -> float:
     # Scalar version: np.logaddexp on Python floats costs several times more per call.
     if a < b:
@@ -75,7 +141,19 @@ def prefix_beam_search_nbest(
     fusion: PrefixScorer | None = None,
     num_best: int = 1,
 ) -> list[list[int]]:
-    """CTC prefix beam search (Hannun et al., 2014) in log space, optionally with a label LM.
+    """The ``num_best`` (at most ``beam_size``) most probable prefixes of :class:`PrefixBeam` over a
+    whole ``(T, V)`` matrix, best first, end of sentence scored: see the class for the search."""
+    beam = PrefixBeam(beam_size, blank, token_prune_logprob, token_top_k, fusion)
+    beam.advance(log_probs)
+    return beam.hypotheses(num_best)
+
+
+class PrefixBeam:
+    """CTC prefix beam search (Hannun et al., 2014) in log space, optionally with a label LM,
+    fed frames in pieces: :meth:`advance` over any split of a matrix leaves exactly the beam of
+    one pass over all of it, so a live stream searches each model chunk once as it arrives and
+    its final result is the offline search's. With ``settling`` (live streams and their offline
+    twins) it also commits to its leader's words as it goes (:class:`Settling`).
 
     Each prefix keeps two scores: ``p_blank`` (its paths so far end in blank) and
     ``p_nonblank`` (they end in its last label). The split is what makes repeats right:
@@ -106,80 +184,134 @@ def prefix_beam_search_nbest(
     phrase hints) prefixes are ranked by acoustic log-probability + its score
     (:class:`PrefixScorer`; end of sentence included for the final choice); the score of a prefix
     is computed once, when its trie node is made.
-
-    Returns the ``num_best`` (at most ``beam_size``) most probable surviving prefixes, best first,
-    as label ids (blank never included); fewer when fewer survive pruning (on frames certain of
-    blank only the empty prefix does). Prefixes are distinct label sequences, so no hypothesis
-    comes twice.
     """
-    _check_matrix(log_probs)
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if not 1 <= num_best <= beam_size:
-        raise ValueError(f"num_best must be 1-{beam_size} (the beam), got {num_best}")
-    lp = log_probs.detach().to("cpu", torch.float64).numpy()
-    num_frames, num_labels = lp.shape
-    if num_frames == 0:
-        return [[]]
-    k = min(num_labels, token_top_k if token_top_k is not None else beam_size)
-    if k < 1:
-        raise ValueError(f"token_top_k must be >= 1, got {token_top_k}")
-    top = np.argpartition(lp, num_labels - k, axis=1)[:, num_labels - k :]
 
-    # Trie of prefixes: node 0 is the empty prefix; a node stores its parent and last label.
-    parents = [-1]
-    last_labels = [-1]
-    children: dict[tuple[int, int], int] = {}
-    beams: dict[int, tuple[float, float]] = {0: (0.0, _NEG_INF)}  # node -> (p_blank, p_nonblank)
-    lm_scores = [0.0]  # node -> weighted LM score of its prefix (length and word bonuses included)
-    lm_states = [fusion.initial_state() if fusion is not None else None]
+    def __init__(
+        self,
+        beam_size: int = 8,
+        blank: int = 0,
+        token_prune_logprob: float = DEFAULT_TOKEN_PRUNE_LOGPROB,
+        token_top_k: int | None = None,
+        fusion: PrefixScorer | None = None,
+        settling: Settling | None = None,
+    ) -> None:
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        top_k = token_top_k if token_top_k is not None else beam_size
+        if top_k < 1:
+            raise ValueError(f"token_top_k must be >= 1, got {token_top_k}")
+        self.beam_size, self.blank = beam_size, blank
+        self._prune, self._top_k, self._fusion = token_prune_logprob, top_k, fusion
+        self._settling = settling
+        self._frames = 0  # searched so far (settling falls on fixed frames, whatever the pieces)
+        # Trie of prefixes: node 0 is the empty prefix; a node stores its parent and last label.
+        self._parents = [-1]
+        self._last_labels = [-1]
+        self._children: dict[tuple[int, int], int] = {}
+        self._beams: dict[int, tuple[float, float]] = {0: (0.0, _NEG_INF)}  # node -> (p_blank, p_nonblank), best first
+        self._lm_scores = [0.0]  # node -> weighted LM score of its prefix (length and word bonuses included)
+        self._lm_states = [fusion.initial_state() if fusion is not None else None]
 
-    def rank(item: tuple[int, list[float] | tuple[float, float]]) -> float:
+    def _rank(self, item: tuple[int, list[float] | tuple[float, float]]) -> float:
         node, (pb, pnb) = item
-        return _logaddexp(pb, pnb) + lm_scores[node]
+        return _logaddexp(pb, pnb) + self._lm_scores[node]
 
-    for t in range(num_frames):
-        row = lp[t].tolist()
-        p_blank = row[blank]
-        candidates = [c for c in top[t].tolist() if c != blank and row[c] >= token_prune_logprob]
-        scores: dict[int, list[float]] = {}
+    def _new_child(self, node: int, label: int) -> int:
+        child = self._children[(node, label)] = len(self._parents)
+        self._parents.append(node)
+        self._last_labels.append(label)
+        if self._fusion is not None:
+            gained, state = self._fusion.extend(self._lm_states[node], label)
+            self._lm_scores.append(self._lm_scores[node] + gained)
+            self._lm_states.append(state)
+        else:
+            self._lm_scores.append(0.0)
+            self._lm_states.append(None)
+        return child
 
-        for node, (pb, pnb) in beams.items():
-            total = _logaddexp(pb, pnb)
-            last = last_labels[node]
-            entry = scores.setdefault(node, [_NEG_INF, _NEG_INF])
-            entry[0] = _logaddexp(entry[0], total + p_blank)
-            if last >= 0:
-                entry[1] = _logaddexp(entry[1], pnb + row[last])
-            for c in candidates:
-                child = children.get((node, c))
-                if child is None:
-                    child = children[(node, c)] = len(parents)
-                    parents.append(node)
-                    last_labels.append(c)
-                    if fusion is not None:
-                        gained, state = fusion.extend(lm_states[node], c)
-                        lm_scores.append(lm_scores[node] + gained)
-                        lm_states.append(state)
-                    else:
-                        lm_scores.append(0.0)
-                        lm_states.append(None)
-                entry = scores.setdefault(child, [_NEG_INF, _NEG_INF])
-                entry[1] = _logaddexp(entry[1], (pb if c == last else total) + row[c])
+    def advance(self, log_probs: torch.Tensor) -> None:
+        """Search the next ``(T, V)`` frames (T may be 0)."""
+        _check_matrix(log_probs)
+        lp = log_probs.detach().to("cpu", torch.float64).numpy()
+        num_labels = lp.shape[1]
+        k = min(num_labels, self._top_k)
+        top = np.argpartition(lp, num_labels - k, axis=1)[:, num_labels - k :]
+        blank, beams, lm_scores = self.blank, self._beams, self._lm_scores
 
-        best = heapq.nlargest(beam_size, scores.items(), key=rank)
-        beams = {node: (pb, pnb) for node, (pb, pnb) in best}
+        def rank(item: tuple[int, list[float]]) -> float:
+            node, (pb, pnb) = item
+            return _logaddexp(pb, pnb) + lm_scores[node]
 
-    if fusion is None:
-        ranked = [node for node, _ in best]  # nlargest sorts best first
-    else:
-        ranked = sorted(beams, key=lambda n: rank((n, beams[n])) + fusion.finish(lm_states[n]), reverse=True)
+        children, last_labels, new_child = self._children, self._last_labels, self._new_child  # hot loop: locals
+        settle_every = self._settling.every_frames if self._settling else 0
+        for t in range(len(lp)):
+            row = lp[t].tolist()
+            p_blank = row[blank]
+            candidates = [c for c in top[t].tolist() if c != blank and row[c] >= self._prune]
+            scores: dict[int, list[float]] = {}
+            for node, (pb, pnb) in beams.items():
+                total = _logaddexp(pb, pnb)
+                last = last_labels[node]
+                entry = scores.setdefault(node, [_NEG_INF, _NEG_INF])
+                entry[0] = _logaddexp(entry[0], total + p_blank)
+                if last >= 0:
+                    entry[1] = _logaddexp(entry[1], pnb + row[last])
+                for c in candidates:
+                    child = children.get((node, c))
+                    if child is None:
+                        child = new_child(node, c)
+                    entry = scores.setdefault(child, [_NEG_INF, _NEG_INF])
+                    entry[1] = _logaddexp(entry[1], (pb if c == last else total) + row[c])
+            best = heapq.nlargest(self.beam_size, scores.items(), key=rank)  # sorted, best first
+            live = [item for item in best if max(item[1]) > _NEG_INF] or best[:1]  # impossible prefixes drop out
+            beams = {node: (pb, pnb) for node, (pb, pnb) in live}
+            self._frames += 1
+            if settle_every and self._frames % settle_every == 0:
+                beams = self._settled(beams)
+        self._beams = beams
 
-    def labels_of(node: int) -> list[int]:
+    def _settled(self, beams: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+        """The beams that agree with the leader up to the word break before its open words."""
+        assert self._settling is not None
+        leader = self._labels_of(next(iter(beams)))
+        breaks = [i for i, label in enumerate(leader) if label == self._settling.separator]
+        if len(breaks) < self._settling.open_words:
+            return beams
+        cut = breaks[-self._settling.open_words]
+        return {node: scores for node, scores in beams.items() if self._labels_of(node)[:cut] == leader[:cut]}
+
+    def best(self) -> list[int]:
+        """The leading prefix so far, as a live result shows it: no end-of-sentence score, since
+        the utterance goes on."""
+        return self._labels_of(next(iter(self._beams)))
+
+    def stable(self) -> list[int]:
+        """The labels every surviving prefix starts with. Every later prefix extends a surviving one,
+        so no later result (the final's hypotheses included) changes them: what a live caption can
+        show as settled."""
+        prefixes = [self._labels_of(node) for node in self._beams]
+        shortest = min(prefixes, key=len)
+        for length, label in enumerate(shortest):
+            if any(prefix[length] != label for prefix in prefixes):
+                return shortest[:length]
+        return shortest
+
+    def hypotheses(self, num_best: int = 1) -> list[list[int]]:
+        """The ``num_best`` (at most ``beam_size``) most probable surviving prefixes as the search's
+        final answer (with a fusion: end of sentence scored), best first, as label ids (blank never
+        included); fewer when fewer survive pruning (on frames certain of blank only the empty prefix
+        does). Prefixes are distinct label sequences, so no hypothesis comes twice."""
+        if not 1 <= num_best <= self.beam_size:
+            raise ValueError(f"num_best must be 1-{self.beam_size} (the beam), got {num_best}")
+        ranked = list(self._beams)
+        if self._fusion is not None:
+            finish = self._fusion.finish
+            ranked.sort(key=lambda n: self._rank((n, self._beams[n])) + finish(self._lm_states[n]), reverse=True)
+        return [self._labels_of(node) for node in ranked[:num_best]]
+
+    def _labels_of(self, node: int) -> list[int]:
         labels: list[int] = []
         while node > 0:
-            labels.append(last_labels[node])
-            node = parents[node]
+            labels.append(self._last_labels[node])
+            node = self._parents[node]
         return labels[::-1]
-
-    return [labels_of(node) for node in ranked[:num_best]]

@@ -20,7 +20,7 @@ from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.context import BiasedFusion, PhraseBias
-from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search_nbest
+from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, Settling, frame_argmax
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
@@ -268,23 +268,46 @@ class Recognizer:
         alternatives: int = 1,
         bias: PhraseBias | None = None,
     ) -> Transcript:
-        """One utterance's log-probs (T, V) -> transcript with aligned label segments and words.
+        """One utterance's log-probs (T, V) -> transcript with aligned label segments and words
+        (:meth:`search` over all of them, then :meth:`transcript`)."""
+        search = self.search(beam_size, alternatives, bias)
+        search.advance(log_probs)
+        return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
 
-        ``alternatives`` > 1 (beam search only, at most ``beam_size``) also keeps that many
-        hypotheses in all, best first: the runner-ups go to :attr:`Transcript.alternatives`.
-        ``bias`` (beam search only) favours hinted phrases, on top of the LM if there is one."""
+    def search(
+        self,
+        beam_size: int = 1,
+        alternatives: int = 1,
+        bias: PhraseBias | None = None,
+        chunking: Chunking | None = None,
+    ) -> FrameSearch:
+        """A fresh search for one utterance: greedy, or beam search with this recognizer's LM.
+
+        ``alternatives`` > 1 (beam search only, at most ``beam_size``) is how many hypotheses will be
+        asked of it. ``bias`` (beam search only) favours hinted phrases, on top of the LM if there is
+        one. Fed frames in pieces it gives the one-pass result, so live streams search as they go.
+        In a chunked mode (``chunking``, default this recognizer's) beam search settles its leader's
+        words every chunk (:class:`audiomodels.decoding.Settling`) as a live stream's does, so a
+        chunked recognizer is a stream's offline twin in decoding too."""
         blank = self.labels.blank_id
         if beam_size <= 1:
             if alternatives > 1:
                 raise ValueError(f"{alternatives} alternatives need beam search (beam_size >= {alternatives})")
             if bias is not None:
                 raise ValueError("phrase hints need beam search (beam_size > 1)")
-            hypotheses = [greedy_decode(log_probs, blank=blank)]
-        else:
-            scorer = self.fusion if bias is None else BiasedFusion(bias, self.fusion)
-            hypotheses = prefix_beam_search_nbest(
-                log_probs, beam_size=beam_size, blank=blank, fusion=scorer, num_best=alternatives
-            )
+            return GreedySearch(blank)
+        if not 1 <= alternatives <= beam_size:
+            raise ValueError(f"alternatives must be 1-{beam_size} (the beam), got {alternatives}")
+        scorer = self.fusion if bias is None else BiasedFusion(bias, self.fusion)
+        chunking = chunking or self.chunking
+        separator = self.labels.word_separator_id()
+        settling = Settling(chunking.chunk, separator) if chunking and separator is not None else None
+        return PrefixBeam(beam_size, blank, fusion=scorer, settling=settling)
+
+    def transcript(self, log_probs: torch.Tensor, hypotheses: Sequence[list[int]], duration_s: float) -> Transcript:
+        """Searched hypotheses (label ids, best first) -> the best one's transcript, each aligned to
+        ``log_probs`` for its own times; the runner-ups go to :attr:`Transcript.alternatives`."""
+        blank = self.labels.blank_id
         best, *others = [
             self._transcript(log_probs, align_labels(log_probs, label_ids, blank=blank), duration_s)
             for label_ids in hypotheses

@@ -267,7 +267,8 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
 
 @_reporting_errors
 def _run_stream(args: argparse.Namespace) -> int:
-    """Finals on their own lines; partials on one line that refreshes (on a terminal)."""
+    """Finals on their own lines; partials on one line that refreshes (on a terminal), their
+    unsettled end dimmed."""
     config = _config(
         args,
         interim_results=args.interim,
@@ -288,8 +289,9 @@ def _run_stream(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(_as_dict(result), ensure_ascii=False), flush=True)
         elif not result.is_final:
-            if refresh:
-                print(f"\r{text}\x1b[K", end="", flush=True)
+            if refresh:  # the part the server may still change is dimmed
+                stable = result.stable_transcript if text.startswith(result.stable_transcript) else ""
+                print(f"\r{stable}\x1b[2m{text[len(stable):]}\x1b[0m\x1b[K", end="", flush=True)
                 pending_line = True
         else:
             clear = "\r\x1b[K" if pending_line else ""

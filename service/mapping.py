@@ -200,9 +200,12 @@ def recognize_response(transcript: Transcript, config: pb.RecognitionConfig, mod
 
 
 def streaming_response(results: Iterable[StreamResult], config: pb.RecognitionConfig) -> pb.StreamingRecognizeResponse:
-    return pb.StreamingRecognizeResponse(
-        results=[result(r.transcript, config, start_s=r.start_s, end_s=r.end_s, is_final=r.is_final) for r in results]
-    )
+    messages = []
+    for r in results:
+        message = result(r.transcript, config, start_s=r.start_s, end_s=r.end_s, is_final=r.is_final)
+        message.stable_transcript = r.stable_text
+        messages.append(message)
+    return pb.StreamingRecognizeResponse(results=messages)
 
 
 def align_response(transcript: Transcript, model: str) -> pb.AlignResponse:

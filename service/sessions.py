@@ -13,9 +13,12 @@ sample: a streaming resampler to the model's rate, features and the latency-cont
 chunk by chunk (:mod:`audiomodels.streaming`), batched with every other live stream by the
 server's stream batcher. Each model chunk yields an interim result covering the utterance up to
 its last frame; nothing is ever recomputed, and the silence between utterances costs no model
-compute. At the cut the utterance's last frames run without waiting for look-ahead and its final
-is decoded (greedy or beam, with word and label times). A final is therefore the offline chunked
-computation of exactly its own samples: it depends neither on how the client chunked its bytes
+compute. The utterance's search (greedy, or beam search with the LM and phrase hints) also
+advances chunk by chunk, so an interim is its leading hypothesis so far, with the part every
+hypothesis still in the search begins with marked stable (no later result changes it). At the cut the
+utterance's last frames run without waiting for look-ahead, the search takes them, and the final
+is its result, aligned for word and label times. A final is therefore the offline chunked
+transcript of exactly its own samples: it depends neither on how the client chunked its bytes
 nor on what the stream held before the utterance (a model state carried through seconds of
 silence costs accuracy; models/HISTORY.md).
 """
@@ -28,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -36,7 +39,6 @@ import torch
 from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
-from audiomodels.decoding import greedy_decode
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.silence import (
     BLOCK_S,
@@ -55,7 +57,7 @@ MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recogni
 _BYTES_PER_SAMPLE = {"pcm16": 2, "float32": 4}
 
 Request = TypeVar("Request")
-Runner = Callable[[Callable[[], Transcript]], Awaitable[Transcript]]
+Runner = Callable[[Callable[[], Any]], Awaitable[Any]]  # runs work off the event loop
 Stepper = Callable[[ChunkInput], Awaitable[tuple[torch.Tensor, torch.Tensor]]]  # -> (log_probs, state)
 
 
@@ -66,9 +68,9 @@ class StreamSettings:
     encoding: str  # "pcm16" or "float32" (headerless little-endian mono)
     sample_rate: int  # Hz of the incoming samples
     interim_results: bool = False
-    beam_size: int = 1  # finals only; interims are greedy
+    beam_size: int = 1  # interims show the search's leading hypothesis, finals its result
     alternatives: int = 1  # hypotheses per final (at most beam_size)
-    bias: PhraseBias | None = None  # phrase hints for the finals' beam search
+    bias: PhraseBias | None = None  # phrase hints for the beam search
     endpoint_silence_s: float = 0.8  # this much silence after speech ends an utterance
     # Kept before the first speech block (audiomodels/silence.py); as the Recognizer's, so that a final
     # is the offline transcript of its span.
@@ -220,6 +222,8 @@ class StreamResult:
     start_s: float  # seconds from the start of the stream
     end_s: float  # interims: the end of the audio the model has labelled so far
     is_final: bool
+    # The start of the transcript's text that no later result of this utterance changes (finals: all of it).
+    stable_text: str
 
 
 def stream_chunking(recognizer: Recognizer, latency_s: float) -> Chunking:
@@ -233,8 +237,8 @@ def stream_chunking(recognizer: Recognizer, latency_s: float) -> Chunking:
 
 
 class UtteranceModel:
-    """One utterance's model computation, fed from its first sample: resampler, chunked model state
-    and the log-probs emitted so far.
+    """One utterance's model computation, fed from its first sample: resampler, chunked model state,
+    the log-probs emitted so far and the search over them.
 
     Each utterance starts from a fresh state, so its log-probs are exactly the offline chunked
     computation of its own samples, whatever the stream held before it. That includes the level
@@ -248,6 +252,7 @@ class UtteranceModel:
         self._resampler = StreamingResampler(rate, model_rate) if rate != model_rate else None
         self.stream = ChunkedStream(recognizer.featurizer, chunking)
         self.log_probs: list[torch.Tensor] = []
+        self.search = recognizer.search(settings.beam_size, settings.alternatives, settings.bias, chunking)
         self._recognizer, self._chunking = recognizer, chunking
         self._level_window = round(recognizer.level_window_s(chunking) * model_rate)
         self._gain: np.float32 | None = None
@@ -361,42 +366,42 @@ class StreamingSession:
         return results
 
     async def _run_ready(self, utterance: UtteranceModel) -> bool:
-        """Step the utterance's ready chunks in order; True if there were any."""
-        stepped = False
+        """Step the utterance's ready chunks in order and search their frames; True if there were any."""
+        emitted = []
         while (chunk := utterance.stream.ready()) is not None:
             log_probs, state = await self._step(chunk)
             utterance.stream.advance(chunk, state)
-            utterance.log_probs.append(log_probs)
+            emitted.append(log_probs)
             self.model_frames += len(log_probs)
-            stepped = True
-        return stepped
+        if not emitted:
+            return False
+        utterance.log_probs += emitted
+        frames = torch.cat(emitted)
+        if self.settings.beam_size > 1:  # milliseconds of Python per chunk: off the event loop
+            await self._run(partial(utterance.search.advance, frames))
+        else:
+            utterance.search.advance(frames)
+        return True
 
     async def _final(self, utterance: UtteranceModel, cut: Cut) -> StreamResult:
         start_s = cut.start_sample / self.settings.sample_rate
         duration_s = cut.end_sample / self.settings.sample_rate - start_s
         log_probs = utterance.emissions(len(self.recognizer.labels))
-        transcript = await self._run(
-            partial(
-                self.recognizer.decode,
-                log_probs,
-                duration_s,
-                beam_size=self.settings.beam_size,
-                alternatives=self.settings.alternatives,
-                bias=self.settings.bias,
-            )
-        )
-        return StreamResult(transcript, start_s, start_s + duration_s, is_final=True)
+        hypotheses = utterance.search.hypotheses(self.settings.alternatives)
+        transcript = await self._run(partial(self.recognizer.transcript, log_probs, hypotheses, duration_s))
+        return StreamResult(transcript, start_s, start_s + duration_s, is_final=True, stable_text=transcript.text)
 
     def _interim(self, utterance: UtteranceModel) -> StreamResult:
-        """Greedy text of the utterance in progress, up to its last emitted frame."""
-        labels = self.recognizer.labels
-        log_probs = utterance.emissions(len(labels))
-        text = labels.decode(greedy_decode(log_probs, blank=labels.blank_id))
+        """The search's leading hypothesis for the utterance in progress, up to its last emitted frame,
+        and the part of it the search has settled."""
+        labels, search = self.recognizer.labels, utterance.search
+        text = labels.decode(search.best())
         shift = self._frame_shift_s
-        duration_s = round(len(log_probs) * shift, 3)
+        duration_s = round(utterance.stream.frames_emitted * shift, 3)
         transcript = Transcript(text, (), (), (), duration_s, shift)
         start_s = utterance.start_sample / self.settings.sample_rate
-        return StreamResult(transcript, start_s, start_s + duration_s, is_final=False)
+        stable_text = labels.decode(search.stable())
+        return StreamResult(transcript, start_s, start_s + duration_s, is_final=False, stable_text=stable_text)
 
 
 def run_stream(

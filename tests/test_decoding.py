@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audiomodels.alignment import AlignmentError, LabelSpan, WordSpan, align_labels, group_words
-from audiomodels.decoding import frame_argmax, greedy_decode, prefix_beam_search, prefix_beam_search_nbest
+from audiomodels.decoding import (
+    GreedySearch,
+    PrefixBeam,
+    Settling,
+    frame_argmax,
+    greedy_decode,
+    prefix_beam_search,
+    prefix_beam_search_nbest,
+)
 
 BLANK, A, B, C, SEP = 0, 1, 2, 3, 4
 
@@ -191,6 +199,121 @@ def test_beam_result_usually_more_probable_than_greedy() -> None:
     assert sum(g < -1e-9 for g in gains) <= 4
     assert min(gains) > -0.5
     assert sum(gains) > 0
+
+
+# --- searching frames in pieces (live streams) --------------------------------------------
+
+
+class RisingScorer:
+    """A stateful prefix scorer for the tests: a label one above the previous gains, others lose,
+    and the end of sentence costs by the last label, so fusion reorders the beam."""
+
+    def initial_state(self) -> int:
+        return 0
+
+    def extend(self, state: int, label: int) -> tuple[float, int]:
+        return (0.7 if label == state + 1 else -0.4), label
+
+    def finish(self, state: int) -> float:
+        return -3.0 * state
+
+
+def split_points(frames: int, cuts: list[int]) -> list[int]:
+    return sorted({0, frames, *(c % (frames + 1) for c in cuts)})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    frames=st.integers(0, 40),
+    cuts=st.lists(st.integers(0, 40), max_size=6),
+    fused=st.booleans(),
+    settling=st.sampled_from([None, Settling(3, SEP, 1), Settling(5, SEP, 2)]),
+)
+def test_a_beam_fed_in_pieces_is_the_one_pass_search(
+    seed: int, frames: int, cuts: list[int], fused: bool, settling: Settling | None
+) -> None:
+    # What a live stream relies on: its interims are the leading prefix of the frames so far, and
+    # its final (n-best, end of sentence scored) is the offline search of the whole utterance,
+    # settling included (it falls on fixed frames, not on the pieces).
+    lp = random_log_probs(seed, frames=frames, labels=5, temperature=2.0)
+    fusion = RisingScorer() if fused else None
+    points = split_points(frames, cuts)
+    beam = PrefixBeam(4, fusion=fusion, settling=settling)
+    shown: list[tuple[list[int], list[int]]] = []  # (stable, best) after each piece
+    for start, end in zip(points, points[1:]):
+        beam.advance(lp[start:end])
+        whole_so_far = PrefixBeam(4, fusion=fusion, settling=settling)
+        whole_so_far.advance(lp[:end])
+        assert beam.best() == whole_so_far.best()
+        assert beam.hypotheses(4) == whole_so_far.hypotheses(4)
+        shown.append((beam.stable(), beam.best()))
+    final = beam.hypotheses(4)
+    one_pass = PrefixBeam(4, fusion=fusion, settling=settling)
+    one_pass.advance(lp)
+    assert final == one_pass.hypotheses(4)
+    if settling is None:
+        assert final == prefix_beam_search_nbest(lp, beam_size=4, fusion=fusion, num_best=4)
+    # What was shown as stable is never taken back: later leaders and every final hypothesis start with it.
+    for i, (stable, best) in enumerate(shown):
+        assert best[: len(stable)] == stable
+        for later in [b for _, b in shown[i + 1 :]] + final:
+            assert later[: len(stable)] == stable, (stable, later)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), open_words=st.integers(1, 3))
+def test_settling_commits_to_the_leader_but_its_open_words(seed: int, open_words: int) -> None:
+    lp = random_log_probs(seed, frames=60, labels=5, temperature=2.0)  # SEP is one of five labels
+    settled = PrefixBeam(4, settling=Settling(10, SEP, open_words))
+    for start in range(0, 60, 10):
+        settled.advance(lp[start : start + 10])
+        leader = settled.best()
+        breaks = [i for i, label in enumerate(leader) if label == SEP]
+        settled_length = breaks[-open_words] if len(breaks) >= open_words else 0
+        assert settled.stable()[:settled_length] == leader[:settled_length]
+
+
+def test_settling_needs_a_period_and_open_words() -> None:
+    with pytest.raises(ValueError, match="settling needs"):
+        Settling(0, SEP)
+    with pytest.raises(ValueError, match="settling needs"):
+        Settling(20, SEP, open_words=0)
+
+
+def test_the_end_of_sentence_score_decides_only_the_final_answer() -> None:
+    # "A" then "B" is rising (+0.7 each) but ends high (-6.0 against -3.0); the interim ranks without that cost.
+    lp = peaks([A, BLANK, B], num_labels=5, peak=0.6)
+    beam = PrefixBeam(4, fusion=RisingScorer())
+    beam.advance(lp)
+    assert beam.best() == [A, B]
+    assert beam.stable() == [A]  # B is still in doubt, A in every hypothesis
+    assert beam.hypotheses(1) == [[A]]
+
+
+def test_certain_frames_settle_the_whole_prefix_and_flat_ones_settle_less() -> None:
+    beam = PrefixBeam(4)
+    beam.advance(peaks([A, BLANK, B, B, BLANK], peak=1.0))  # no other label survives pruning
+    assert beam.stable() == beam.best() == [A, B]
+    beam.advance(torch.tensor([[0.34, 0.0, 0.0, 0.33, 0.33]]).clamp_min(1e-9).log())  # blank, C or SEP
+    assert beam.stable() == [A, B] and len({tuple(h) for h in beam.hypotheses(3)}) == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    path=st.lists(st.sampled_from([BLANK, A, B]), max_size=30),
+    cuts=st.lists(st.integers(0, 30), max_size=6),
+)
+def test_greedy_fed_in_pieces_is_greedy_decoding(path: list[int], cuts: list[int]) -> None:
+    lp = peaks(path)  # repeats across a piece boundary must still collapse
+    points = split_points(len(path), cuts)
+    search = GreedySearch()
+    for start, end in zip(points, points[1:]):
+        search.advance(lp[start:end])
+        assert search.stable() == search.best() == greedy_decode(lp[:end])
+    assert search.hypotheses() == [greedy_decode(lp)]
+    with pytest.raises(ValueError, match="one hypothesis"):
+        search.hypotheses(2)
 
 
 # --- alignment ------------------------------------------------------------------------

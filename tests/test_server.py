@@ -40,7 +40,7 @@ from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from service.proto_gen import check_current
 from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
-from service.sessions import BLOCK_S, StreamSettings, run_stream
+from service.sessions import BLOCK_S, StreamSettings, run_stream, stream_chunking
 from training.augment import colored_noise
 from tests.conftest import SPEECH_TEXTS
 from tests.grpc_harness import LoopbackServer
@@ -277,6 +277,34 @@ def test_recognize_and_streams_follow_phrase_hints_as_offline(stub, recognizer, 
     assert final.alternatives[0].transcript == offline(streaming, data, beam_size=8, bias=bias).text
 
 
+def test_stream_interims_are_the_beam_searchs_leading_hypothesis_with_hints(recognizer, pcm) -> None:
+    # The search runs chunk by chunk, so interims show what the final will say as it is said:
+    # the hinted phrase appears in an interim before the final, where greedy interims cannot.
+    data = pcm["hello world"]
+    bias = PhraseBias.from_phrases(["hello word"], recognizer.labels, boost=10.0)
+    hinted = StreamSettings("pcm16", RATE, interim_results=True, beam_size=8, bias=bias, latency_s=0.3)
+    results, _ = run_stream(recognizer, hinted, chunks(data, [3200]))
+    *interims, final = results
+    assert final.is_final and final.transcript.text == "hello word" and len(interims) >= 4
+    assert interims[-1].transcript.text == "hello word"
+    greedy, _ = run_stream(recognizer, replace(hinted, beam_size=1, bias=None), chunks(data, [3200]))
+    assert "hello word" not in [r.transcript.text for r in greedy[:-1]]
+    # What an interim marks stable, no later result takes back; a final is stable as a whole.
+    for i, earlier in enumerate(results):
+        assert earlier.transcript.text.startswith(earlier.stable_text)
+        assert all(later.transcript.text.startswith(earlier.stable_text) for later in results[i + 1 :])
+    assert final.stable_text == final.transcript.text
+    assert any(len(r.stable_text) < len(r.transcript.text) for r in interims)  # the beam held doubts
+    # Each interim is the search's leading prefix over the frames the stream had labelled then.
+    twin = Recognizer(recognizer.config, recognizer.model, chunking=stream_chunking(recognizer, 0.3))
+    span = decode_raw(data, "pcm16", RATE)[round(final.start_s * RATE) : round(final.end_s * RATE)]
+    ((log_probs, _),) = twin.decodable_batch([(span, RATE)])
+    for interim in interims:
+        search = twin.search(8, bias=bias)
+        search.advance(log_probs[: round(interim.transcript.duration_s / interim.transcript.frame_shift_s)])
+        assert interim.transcript.text == twin.labels.decode(search.best())
+
+
 def test_align_returns_words_and_labels_with_times(stub: pb_grpc.SpeechLabelerStub, recognizer, pcm) -> None:
     data = pcm["open the door"]
     response = stub.Align(pb.AlignRequest(config=raw_config(), audio=data, transcript="Open the DOOR!"))
@@ -503,6 +531,8 @@ def test_interim_results_come_before_each_final(stub, two_utterances, grpc_serve
     assert all(r.end_s <= results[first_final].end_s for r in results[:first_final])
     assert all(r.start_s >= results[first_final].end_s for r in results[first_final + 1 :])
     assert all(not r.alternatives[0].words for r in results if not r.is_final)
+    # Greedy decoding never takes a label back: every result is stable as a whole.
+    assert all(r.stable_transcript == r.alternatives[0].transcript for r in results)
     grpc_server.wait_for_no_streams()
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bspeechlabel/v1/speech.proto\x12\x0espeechlabel.v1\"\xda\x02\n\x11RecognitionConfig\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.speechlabel.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x19\n\x11word_time_offsets\x18\x05 \x01(\x08\x12\x14\n\x0c\x66rame_labels\x18\x06 \x01(\x08\x12\x11\n\tbeam_size\x18\x07 \x01(\x05\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x08 \x01(\x05\x12\x17\n\x0fmax_utterance_s\x18\t \x01(\x01\x12\x19\n\x11stream_latency_ms\x18\n \x01(\x05\x12\x18\n\x10max_alternatives\x18\x0b \x01(\x05\x12\x0f\n\x07phrases\x18\x0c \x03(\t\x12\x14\n\x0cphrase_boost\x18\r \x01(\x02\"T\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.speechlabel.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"l\n\x19StreamingRecognizeRequest\x12\x33\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.speechlabel.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"L\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"L\n\x0cLabelSegment\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\r\n\x05score\x18\x04 \x01(\x02\"^\n\x0b\x41lternative\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x05words\x18\x03 \x03(\x0b\x32\x18.speechlabel.v1.WordInfo\"\xca\x01\n\x06Result\x12\x31\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32\x1b.speechlabel.v1.Alternative\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.speechlabel.v1.LabelSegment\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12\x0f\n\x07start_s\x18\x04 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x05 \x01(\x01\x12\x14\n\x0c\x66rame_labels\x18\x06 \x03(\t\x12\x15\n\rframe_shift_s\x18\x07 \x01(\x01\"K\n\x11RecognizeResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.speechlabel.v1.Result\x12\r\n\x05model\x18\x02 \x01(\t\"E\n\x1aStreamingRecognizeResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.speechlabel.v1.Result\"d\n\x0c\x41lignRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.speechlabel.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x12\n\ntranscript\x18\x03 \x01(\t\"\x8b\x01\n\rAlignResponse\x12\'\n\x05words\x18\x01 \x03(\x0b\x32\x18.speechlabel.v1.WordInfo\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.speechlabel.v1.LabelSegment\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nduration_s\x18\x04 \x01(\x01\"\x13\n\x11ListModelsRequest\"\x8a\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nlabel_type\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x16\n\x0enum_parameters\x18\x04 \x01(\x03\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x37\n\x07metrics\x18\x06 \x03(\x0b\x32&.speechlabel.v1.ModelInfo.MetricsEntry\x12\x12\n\nmodel_card\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x15\n\rframe_shift_s\x18\n \x01(\x01\x12\x16\n\x0etraining_steps\x18\x0b \x01(\x03\x12\x16\n\x0etraining_hours\x18\x0c \x01(\x01\x12\x19\n\x11stream_latency_ms\x18\r \x01(\x05\x12\x14\n\x0cwarp_factors\x18\x0e \x03(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"V\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.speechlabel.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t*o\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\x07\n\x03WAV\x10\x03\x12\x08\n\x04\x46LAC\x10\x04\x12\x07\n\x03MP3\x10\x05\x12\x07\n\x03OGG\x10\x06\x32\xed\x02\n\rSpeechLabeler\x12P\n\tRecognize\x12 .speechlabel.v1.RecognizeRequest\x1a!.speechlabel.v1.RecognizeResponse\x12o\n\x12StreamingRecognize\x12).speechlabel.v1.StreamingRecognizeRequest\x1a*.speechlabel.v1.StreamingRecognizeResponse(\x01\x30\x01\x12\x44\n\x05\x41lign\x12\x1c.speechlabel.v1.AlignRequest\x1a\x1d.speechlabel.v1.AlignResponse\x12S\n\nListModels\x12!.speechlabel.v1.ListModelsRequest\x1a\".speechlabel.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bspeechlabel/v1/speech.proto\x12\x0espeechlabel.v1\"\xda\x02\n\x11RecognitionConfig\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.speechlabel.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x19\n\x11word_time_offsets\x18\x05 \x01(\x08\x12\x14\n\x0c\x66rame_labels\x18\x06 \x01(\x08\x12\x11\n\tbeam_size\x18\x07 \x01(\x05\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x08 \x01(\x05\x12\x17\n\x0fmax_utterance_s\x18\t \x01(\x01\x12\x19\n\x11stream_latency_ms\x18\n \x01(\x05\x12\x18\n\x10max_alternatives\x18\x0b \x01(\x05\x12\x0f\n\x07phrases\x18\x0c \x03(\t\x12\x14\n\x0cphrase_boost\x18\r \x01(\x02\"T\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.speechlabel.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"l\n\x19StreamingRecognizeRequest\x12\x33\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.speechlabel.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"L\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"L\n\x0cLabelSegment\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\r\n\x05score\x18\x04 \x01(\x02\"^\n\x0b\x41lternative\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x05words\x18\x03 \x03(\x0b\x32\x18.speechlabel.v1.WordInfo\"\xe5\x01\n\x06Result\x12\x31\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32\x1b.speechlabel.v1.Alternative\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.speechlabel.v1.LabelSegment\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12\x0f\n\x07start_s\x18\x04 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x05 \x01(\x01\x12\x14\n\x0c\x66rame_labels\x18\x06 \x03(\t\x12\x15\n\rframe_shift_s\x18\x07 \x01(\x01\x12\x19\n\x11stable_transcript\x18\x08 \x01(\t\"K\n\x11RecognizeResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.speechlabel.v1.Result\x12\r\n\x05model\x18\x02 \x01(\t\"E\n\x1aStreamingRecognizeResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.speechlabel.v1.Result\"d\n\x0c\x41lignRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.speechlabel.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x12\n\ntranscript\x18\x03 \x01(\t\"\x8b\x01\n\rAlignResponse\x12\'\n\x05words\x18\x01 \x03(\x0b\x32\x18.speechlabel.v1.WordInfo\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.speechlabel.v1.LabelSegment\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nduration_s\x18\x04 \x01(\x01\"\x13\n\x11ListModelsRequest\"\x8a\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nlabel_type\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x16\n\x0enum_parameters\x18\x04 \x01(\x03\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x37\n\x07metrics\x18\x06 \x03(\x0b\x32&.speechlabel.v1.ModelInfo.MetricsEntry\x12\x12\n\nmodel_card\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x15\n\rframe_shift_s\x18\n \x01(\x01\x12\x16\n\x0etraining_steps\x18\x0b \x01(\x03\x12\x16\n\x0etraining_hours\x18\x0c \x01(\x01\x12\x19\n\x11stream_latency_ms\x18\r \x01(\x05\x12\x14\n\x0cwarp_factors\x18\x0e \x03(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"V\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.speechlabel.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t*o\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\x07\n\x03WAV\x10\x03\x12\x08\n\x04\x46LAC\x10\x04\x12\x07\n\x03MP3\x10\x05\x12\x07\n\x03OGG\x10\x06\x32\xed\x02\n\rSpeechLabeler\x12P\n\tRecognize\x12 .speechlabel.v1.RecognizeRequest\x1a!.speechlabel.v1.RecognizeResponse\x12o\n\x12StreamingRecognize\x12).speechlabel.v1.StreamingRecognizeRequest\x1a*.speechlabel.v1.StreamingRecognizeResponse(\x01\x30\x01\x12\x44\n\x05\x41lign\x12\x1c.speechlabel.v1.AlignRequest\x1a\x1d.speechlabel.v1.AlignResponse\x12S\n\nListModels\x12!.speechlabel.v1.ListModelsRequest\x1a\".speechlabel.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_AUDIOENCODING']._serialized_start=1947
-  _globals['_AUDIOENCODING']._serialized_end=2058
+  _globals['_AUDIOENCODING']._serialized_start=1974
+  _globals['_AUDIOENCODING']._serialized_end=2085
   _globals['_RECOGNITIONCONFIG']._serialized_start=48
   _globals['_RECOGNITIONCONFIG']._serialized_end=394
   _globals['_RECOGNIZEREQUEST']._serialized_start=396
@@ -48,23 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALTERNATIVE']._serialized_start=748
   _globals['_ALTERNATIVE']._serialized_end=842
   _globals['_RESULT']._serialized_start=845
-  _globals['_RESULT']._serialized_end=1047
-  _globals['_RECOGNIZERESPONSE']._serialized_start=1049
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1124
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1126
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1195
-  _globals['_ALIGNREQUEST']._serialized_start=1197
-  _globals['_ALIGNREQUEST']._serialized_end=1297
-  _globals['_ALIGNRESPONSE']._serialized_start=1300
-  _globals['_ALIGNRESPONSE']._serialized_end=1439
-  _globals['_LISTMODELSREQUEST']._serialized_start=1441
-  _globals['_LISTMODELSREQUEST']._serialized_end=1460
-  _globals['_MODELINFO']._serialized_start=1463
-  _globals['_MODELINFO']._serialized_end=1857
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1811
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1857
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1859
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1945
-  _globals['_SPEECHLABELER']._serialized_start=2061
-  _globals['_SPEECHLABELER']._serialized_end=2426
+  _globals['_RESULT']._serialized_end=1074
+  _globals['_RECOGNIZERESPONSE']._serialized_start=1076
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1151
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1153
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1222
+  _globals['_ALIGNREQUEST']._serialized_start=1224
+  _globals['_ALIGNREQUEST']._serialized_end=1324
+  _globals['_ALIGNRESPONSE']._serialized_start=1327
+  _globals['_ALIGNRESPONSE']._serialized_end=1466
+  _globals['_LISTMODELSREQUEST']._serialized_start=1468
+  _globals['_LISTMODELSREQUEST']._serialized_end=1487
+  _globals['_MODELINFO']._serialized_start=1490
+  _globals['_MODELINFO']._serialized_end=1884
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1838
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1884
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1886
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1972
+  _globals['_SPEECHLABELER']._serialized_start=2088
+  _globals['_SPEECHLABELER']._serialized_end=2453
 # @@protoc_insertion_point(module_scope)

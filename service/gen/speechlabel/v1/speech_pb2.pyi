@@ -105,7 +105,7 @@ class Alternative(_message.Message):
     def __init__(self, transcript: _Optional[str] = ..., confidence: _Optional[float] = ..., words: _Optional[_Iterable[_Union[WordInfo, _Mapping]]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("alternatives", "segments", "is_final", "start_s", "end_s", "frame_labels", "frame_shift_s")
+    __slots__ = ("alternatives", "segments", "is_final", "start_s", "end_s", "frame_labels", "frame_shift_s", "stable_transcript")
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class Result(_message.Message):
     END_S_FIELD_NUMBER: _ClassVar[int]
     FRAME_LABELS_FIELD_NUMBER: _ClassVar[int]
     FRAME_SHIFT_S_FIELD_NUMBER: _ClassVar[int]
+    STABLE_TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     alternatives: _containers.RepeatedCompositeFieldContainer[Alternative]
     segments: _containers.RepeatedCompositeFieldContainer[LabelSegment]
     is_final: bool
@@ -120,7 +121,8 @@ class Result(_message.Message):
     end_s: float
     frame_labels: _containers.RepeatedScalarFieldContainer[str]
     frame_shift_s: float
-    def __init__(self, alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[LabelSegment, _Mapping]]] = ..., is_final: _Optional[bool] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frame_labels: _Optional[_Iterable[str]] = ..., frame_shift_s: _Optional[float] = ...) -> None: ...
+    stable_transcript: str
+    def __init__(self, alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[LabelSegment, _Mapping]]] = ..., is_final: _Optional[bool] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frame_labels: _Optional[_Iterable[str]] = ..., frame_shift_s: _Optional[float] = ..., stable_transcript: _Optional[str] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
     __slots__ = ("results", "model")
