@@ -57,12 +57,14 @@ bench-accuracy: install $(TEST_SPLIT)
 	$(PY) -m pip install -q -e '.[bench]'
 	OMP_NUM_THREADS=1 $(PY) benchmarks/accuracy.py --manifest data/corpus/test.jsonl --limit 174 --checkpoint models/char.ckpt
 
-# Live streams under load (batching on vs off), and accuracy in full-context vs chunked streaming mode.
+# Live streams under load (batching on vs off), accuracy in full-context vs chunked streaming mode,
+# endpointing, and what interims say before their finals per decoder.
 bench-streaming: install $(TEST_SPLIT)
 	$(PY) benchmarks/stream_load.py --streams 10,25,50,75,100,125,150 --modes on,off
 	$(PY) benchmarks/streaming_accuracy.py --checkpoints models/char.ckpt models/phone.ckpt
 	$(PY) benchmarks/endpointing.py
 	$(PY) benchmarks/endpointing.py --first-pause 0 --out benchmarks/results/endpointing_mid_sentence.json
+	$(PY) benchmarks/stream_interims.py
 
 # Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, in three rooms and on a phone line, both shipped models.
 bench-robustness: install $(TEST_SPLIT)

@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/stream_load.py [--streams 10,25,50,100,150] [--modes on,off]
         [--manifest data/corpus/test.jsonl] [--model char] [--chunk-ms 100] [--server-threads 2]
-        [--latency-budget-ms 250] [--max-duration S] [--leading-silence S] [--warps W1,W2,...]
+        [--latency-budget-ms 250] [--max-duration S] [--leading-silence S] [--warps W1,W2,...] [--beam-size 8]
         [--out benchmarks/results/stream_load.json]
 
 For every N and batching mode a fresh ``speechlabel serve`` runs in its own process on loopback
@@ -14,7 +14,9 @@ other. Stream i sends utterance i of the manifest (cycling; after ``--leading-si
 digital silence, a talker who starts a while after the microphone opens) as LINEAR16 in
 ``--chunk-ms`` pieces at real-time pace (chunk k at the stream's start + k x chunk), with interim results on, then
 half-closes and reads until the server ends the call. Streams start at random offsets within
-the first second (the same offsets for both modes).
+the first second (the same offsets for both modes). With ``--beam-size`` N > 1 every stream asks
+for beam search (the server searches each chunk with the model's own LM, for interims and finals),
+and the reference finals are decoded the same way.
 
 What is measured, and why:
 
@@ -76,6 +78,7 @@ import torch
 
 from audiomodels.audio import decode_raw
 from audiomodels.checkpoint import load_checkpoint
+from audiomodels.lm import own_fusion
 from audiomodels.recognizer import Recognizer
 from audiomodels.silence import BLOCK_S
 from audiomodels.warp import add_warps_argument, format_warps
@@ -162,15 +165,21 @@ def stream_audio(args: argparse.Namespace) -> StreamAudio:
     return StreamAudio(args.max_duration, args.leading_silence)
 
 
-def streaming_reference(checkpoint: Path, warps: tuple[float, ...] = ()) -> tuple[Recognizer, str, float]:
-    """The recognizer in the server's streaming mode, its description and algorithmic latency (s)."""
+def streaming_reference(
+    checkpoint: Path, warps: tuple[float, ...] = (), beam_size: int = 1
+) -> tuple[Recognizer, str, float]:
+    """The recognizer in the server's streaming mode (with the model's own LM for beam search), its
+    description and algorithmic latency (s)."""
     loaded = load_checkpoint(checkpoint)
     config = loaded.config
     chunking = config.model.streaming
-    recognizer = Recognizer(config, loaded.build_model(), chunking=chunking, warps=warps)
+    fusion = own_fusion(checkpoint) if beam_size > 1 else None
+    recognizer = Recognizer(config, loaded.build_model(), chunking=chunking, warps=warps, fusion=fusion)
     description = f"chunked: {chunking.chunk} frames + {chunking.right_context} right context"
     if warps:
         description += f", warp ensemble {format_warps(warps)}"
+    if beam_size > 1:
+        description += f", beam {beam_size}" + (" + LM" if fusion else "")
     return recognizer, description, round(chunking.latency_frames * config.features.frame_shift_s, 6)
 
 
@@ -182,9 +191,10 @@ class SpanReferences:
     end of the stream.
     """
 
-    def __init__(self, recognizer: Recognizer, audio: StreamAudio) -> None:
+    def __init__(self, recognizer: Recognizer, audio: StreamAudio, beam_size: int = 1) -> None:
         self._recognizer = recognizer
         self._audio = audio
+        self._beam_size = beam_size
         self._texts: dict[tuple[str, float, float], str] = {}
 
     def text(self, path: str, start_s: float, end_s: float) -> str:
@@ -193,7 +203,7 @@ class SpanReferences:
             samples, rate = self._audio.load(path)
             waveform = decode_raw(samples.tobytes(), "pcm16", rate)
             start, end = (self._sample(t, len(waveform), rate) for t in (start_s, end_s))
-            self._texts[key] = self._recognizer.transcribe(waveform[start:end], rate).text
+            self._texts[key] = self._recognizer.transcribe(waveform[start:end], rate, beam_size=self._beam_size).text
         return self._texts[key]
 
     @staticmethod
@@ -304,12 +314,13 @@ async def receive_results(call: grpc.aio.StreamStreamCall, record: StreamRecord)
 
 async def run_stream(
     channel: grpc.aio.Channel, spec: StreamSpec, audio: tuple[np.ndarray, int], start_at: float,
-    model: str, chunk_ms: float,
+    template: bytes, chunk_ms: float,
 ) -> StreamRecord:  # fmt: skip
     """One client: wait for its start, stream in real time, record every chunk and result."""
     samples, rate = audio
     record = StreamRecord(spec.index, spec.path)
-    config = pb.RecognitionConfig(encoding=pb.LINEAR16, sample_rate_hz=rate, model=model, interim_results=True)
+    config = pb.RecognitionConfig.FromString(template)
+    config.sample_rate_hz = rate
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     call = pb_grpc.SpeechLabelerStub(channel).StreamingRecognize(timeout=len(samples) / rate + STREAM_SLACK_S)
     outcomes = await asyncio.gather(
@@ -328,7 +339,7 @@ async def run_stream(
 
 
 async def run_clients(
-    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, stream_audio: StreamAudio,
+    address: str, specs: list[StreamSpec], template: bytes, chunk_ms: float, stream_audio: StreamAudio,
     ready: Barrier,
 ) -> list[StreamRecord]:  # fmt: skip
     """Load audio and connect, meet the other processes at ``ready``, then run every stream."""
@@ -341,7 +352,7 @@ async def run_clients(
         started = time.monotonic()
         return await asyncio.gather(
             *(
-                run_stream(channel, spec, audio[spec.path], started + spec.delay_s, model, chunk_ms)
+                run_stream(channel, spec, audio[spec.path], started + spec.delay_s, template, chunk_ms)
                 for channel, spec in zip(channels, specs)
             )
         )
@@ -350,10 +361,19 @@ async def run_clients(
 
 
 def client_process(
-    address: str, specs: list[StreamSpec], model: str, chunk_ms: float, stream_audio: StreamAudio,
+    address: str, specs: list[StreamSpec], template: bytes, chunk_ms: float, stream_audio: StreamAudio,
     ready: Barrier, results: multiprocessing.Queue,
 ) -> None:  # fmt: skip
-    results.put(asyncio.run(run_clients(address, specs, model, chunk_ms, stream_audio, ready)))
+    results.put(asyncio.run(run_clients(address, specs, template, chunk_ms, stream_audio, ready)))
+
+
+def request_config(args: argparse.Namespace) -> bytes:
+    """Every stream's config but its sample rate, serialized (the generated messages do not pickle
+    into the client processes)."""
+    config = pb.RecognitionConfig(
+        encoding=pb.LINEAR16, model=args.model, interim_results=True, beam_size=args.beam_size
+    )
+    return config.SerializeToString()
 
 
 def run_load(
@@ -367,7 +387,7 @@ def run_load(
     clients = [
         context.Process(
             target=client_process,
-            args=(address, specs[i::procs], args.model, args.chunk_ms, stream_audio(args), ready, queue),
+            args=(address, specs[i::procs], request_config(args), args.chunk_ms, stream_audio(args), ready, queue),
         )
         for i in range(procs)
     ]
@@ -525,6 +545,7 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("models"), help="directory the server serves")
     parser.add_argument("--model", default="char", help="model name (checkpoint MODELS_DIR/MODEL.ckpt)")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
+    parser.add_argument("--beam-size", type=int, default=1, help="beam search with the model's own LM (1 = greedy)")
     parser.add_argument("--port", type=int, default=0, help="server port (0 = a free one per run)")
     parser.add_argument("--server-threads", type=int, default=2, help="torch/OMP threads of the server")
     parser.add_argument("--client-procs", type=int, default=2, help="client processes sharing the streams")
@@ -550,8 +571,10 @@ def main() -> None:
     utterances: list[Utterance] = read_manifest(args.manifest)
     cycled = [utterances[i % len(utterances)] for i in range(max(args.streams))]
     paths = [str(utterance.audio_filepath) for utterance in cycled]
-    recognizer, reference_mode, algorithmic_s = streaming_reference(args.models_dir / f"{args.model}.ckpt", args.warps)
-    references = SpanReferences(recognizer, stream_audio(args))
+    recognizer, reference_mode, algorithmic_s = streaming_reference(
+        args.models_dir / f"{args.model}.ckpt", args.warps, args.beam_size
+    )
+    references = SpanReferences(recognizer, stream_audio(args), args.beam_size)
     print(
         f"reference finals: {reference_mode}; algorithmic latency {1000 * algorithmic_s:.0f} ms; a stream is live "
         f"when its p99 chunk latency is at most {1000 * algorithmic_s + args.latency_budget_ms:.0f} ms"
