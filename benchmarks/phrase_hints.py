@@ -42,6 +42,13 @@ def unknown_words(text: str, known: set[str]) -> list[str]:
     return [w for w in text.split() if len(w) >= 3 and w not in known]
 
 
+def distractor_lists(spoken: list[list[str]], count: int, seed: int) -> list[list[str]]:
+    """Per utterance, ``count`` of the other utterances' unknown words: hints that are not said."""
+    pool = sorted({w for words in spoken for w in words})
+    rng = random.Random(seed)
+    return [rng.sample([w for w in pool if w not in set(own)], count) for own in spoken]
+
+
 def recall(hinted: list[str], hypothesis: str) -> tuple[int, int]:
     """(hinted words found in the hypothesis, hinted words), as multisets."""
     found = Counter(hypothesis.split())
@@ -70,9 +77,7 @@ def main() -> None:
     utterances = read_manifest(args.manifest)
     references = [labels.normalize(u.text) for u in utterances]
     spoken = [unknown_words(r, known) for r in references]
-    pool = sorted({w for words in spoken for w in words})
-    rng = random.Random(args.seed)
-    distractors = [rng.sample([w for w in pool if w not in set(own)], args.distractors) for own in spoken]
+    distractors = distractor_lists(spoken, args.distractors, args.seed)
 
     emissions = recognizer.decodable_batch([(load_audio(u.audio_filepath), 16000) for u in utterances], 120.0)
 
@@ -89,7 +94,7 @@ def main() -> None:
         return {"cer": chars.rate, "wer": words.rate, "unknown_word_recall": hits[0] / max(hits[1], 1)}
 
     print(f"{len(utterances)} utterances, {sum(map(len, spoken))} spoken words outside the LM "
-          f"({len(pool)} distinct), {args.distractors} distractors each; beam {args.beam_size} + LM")  # fmt: skip
+          f"({len({w for words in spoken for w in words})} distinct), {args.distractors} distractors each; beam {args.beam_size} + LM")  # fmt: skip
     results: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "manifest": str(args.manifest),

@@ -36,7 +36,6 @@ Scores:
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -53,7 +52,7 @@ from service.sessions import StreamResult, StreamSettings, run_stream, stream_ch
 from training.manifest import read_manifest
 from training.metrics import ErrorCounts, char_errors, word_errors
 
-from phrase_hints import recall, unknown_words  # beside this script in benchmarks/
+from phrase_hints import distractor_lists, recall, unknown_words  # beside this script in benchmarks/
 from report import write_report
 
 RATE = 16000
@@ -118,9 +117,8 @@ def main() -> None:
     utterances = read_manifest(args.manifest)
     references = [labels.normalize(u.text) for u in utterances]
     spoken = [unknown_words(r, known) for r in references]
-    pool = sorted({w for words in spoken for w in words})  # distractors come from the whole split
-    rng = random.Random(args.seed)
-    hints = [own + rng.sample([w for w in pool if w not in set(own)], args.distractors) for own in spoken]
+    distractors = distractor_lists(spoken, args.distractors, args.seed)  # from the whole split
+    hints = [own + extra for own, extra in zip(spoken, distractors)]
     utterances, references, spoken = utterances[: args.limit], references[: args.limit], spoken[: args.limit]
     decoders: dict[str, dict[str, Any]] = {
         "greedy": {},

@@ -18,6 +18,16 @@ def test_unknown_words_and_their_recall() -> None:
         assert bench.recall(["ann", "ann", "bob"], "ann met bobby") == (1, 3)  # whole words, as a multiset
 
 
+def test_distractors_are_other_utterances_unknown_words_drawn_by_seed() -> None:
+    with benchmark_module("phrase_hints.py") as bench:
+        spoken = [["ann", "zyx"], ["bob"], [], ["qwerty", "ann"]]
+        lists = bench.distractor_lists(spoken, 2, seed=0)
+        assert [len(extra) for extra in lists] == [2, 2, 2, 2]
+        assert all(not set(extra) & set(own) for own, extra in zip(spoken, lists))  # never the said words
+        assert all(set(extra) <= {"ann", "zyx", "bob", "qwerty"} for extra in lists)
+        assert bench.distractor_lists(spoken, 2, seed=0) == lists
+
+
 def test_decodable_output_decodes_as_transcribe_does(model_dir, speech_files) -> None:
     recognizer = Recognizer.from_checkpoint(model_dir / "tiny.ckpt")
     samples, rate = sf.read(speech_files["hello world"], dtype="float32")
