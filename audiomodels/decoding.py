@@ -69,10 +69,12 @@ def frame_argmax(log_probs: torch.Tensor) -> torch.Tensor:
 def greedy_decode(log_probs: torch.Tensor, blank: int = 0) -> list[int]:
     """Best-path decoding: per-frame argmax, repeats collapsed, then blanks removed.
 
-    Collapsing happens before blank removal, so ``a a _ a`` gives ``[a, a]``.
+    Collapsing happens before blank removal, so ``a a _ a`` gives ``[a, a]``. One pass of
+    :class:`GreedySearch`.
     """
-    path = torch.unique_consecutive(frame_argmax(log_probs))
-    return [label for label in path.tolist() if label != blank]
+    search = GreedySearch(blank)
+    search.advance(log_probs)
+    return search.best()
 
 
 class FrameSearch(Protocol):
@@ -90,7 +92,8 @@ class FrameSearch(Protocol):
 
 
 class GreedySearch:
-    """:func:`greedy_decode` fed frames in pieces (a repeat across a piece boundary collapses too)."""
+    """Best-path decoding (:func:`greedy_decode`) fed frames in pieces: a repeat across a piece
+    boundary collapses too, so any split gives the one-pass labels."""
 
     def __init__(self, blank: int = 0) -> None:
         self.blank = blank
