@@ -89,9 +89,9 @@ def test_noise_kinds_are_checked_when_a_config_is_read() -> None:
         AugmentConfig(noise_kinds=("pink", "jazz"))
 
 
-def test_stacked_frames_keep_their_shape_and_an_unknown_colour_is_refused() -> None:
+def test_stacked_frames_keep_their_shape_and_an_unknown_background_is_refused() -> None:
     stacked = Featurizer(FeatureConfig(stack=3))(np.random.default_rng(0).standard_normal(8000).astype(np.float32))
     noise = FeatureNoise(Featurizer(FeatureConfig(stack=3)))
     assert noise.add(stacked, 10.0, "white", torch.Generator()).shape == stacked.shape
-    with pytest.raises(ValueError, match="colour"):
+    with pytest.raises(ValueError, match="unknown background .purple."):
         noise.add(stacked, 10.0, "purple", torch.Generator())

@@ -81,10 +81,10 @@ def background(num_samples: int, kind: str, rng: np.random.Generator, sample_rat
     return colored_noise(num_samples, kind, rng)
 
 
-def add_noise(audio: np.ndarray, snr_db: float, color: str, rng: np.random.Generator) -> np.ndarray:
-    """Add a background (:data:`BACKGROUNDS`) at ``snr_db`` relative to the utterance's mean power
-    (silences included)."""
-    noise = background(len(audio), color, rng)
+def add_noise(audio: np.ndarray, snr_db: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Add a background of ``kind`` (:data:`BACKGROUNDS`) at ``snr_db`` relative to the utterance's
+    mean power (silences included)."""
+    noise = background(len(audio), kind, rng)
     signal_power = float(np.mean(np.square(audio, dtype=np.float64)))
     scale = np.sqrt(signal_power / 10 ** (snr_db / 10))
     return (audio + scale * noise).astype(np.float32)

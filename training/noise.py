@@ -70,19 +70,19 @@ class FeatureNoise:
         signal_power = float((speech @ self._power_weights).mean()) if len(speech) else 0.0
         return signal_power / 10.0 ** (snr_db / 10.0)
 
-    def add(self, features: torch.Tensor, snr_db: float, color: str, generator: torch.Generator) -> torch.Tensor:
+    def add(self, features: torch.Tensor, snr_db: float, kind: str, generator: torch.Generator) -> torch.Tensor:
         """Stacked model frames ``(T, stack * n_mfcc)`` of speech -> the same speech in noise (or music)."""
-        if color not in self._mean and color != "music":
-            raise ValueError(f"unknown noise colour {color!r}; known: {sorted(self._mean)} and music")
+        if kind not in self._mean and kind != "music":
+            raise ValueError(f"unknown background {kind!r}; known: {sorted(self._mean)} and music")
         rng = np.random.default_rng(int(torch.randint(2**62, (), generator=generator)))
-        if color == "music":
+        if kind == "music":
             return self._add_music(features, snr_db, rng)
 
         def in_noise(speech: torch.Tensor) -> torch.Tensor:
             noise_variance = self._noise_power(speech, snr_db)
-            shape = self._shape[color].expand_as(speech)
+            shape = self._shape[kind].expand_as(speech)
             spread = torch.from_numpy(rng.gamma(shape.numpy(), 1.0 / shape.numpy()))  # mean 1, the band's variance
-            return speech + noise_variance * self._mean[color] * spread
+            return speech + noise_variance * self._mean[kind] * spread
 
         return self.featurizer.map_mel_power(features, in_noise)
 
