@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
-from audiomodels.adaptation import Adaptation
 from audiomodels.alignment import LabelSpan, align_labels, group_words
 from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
@@ -112,7 +110,6 @@ class Recognizer:
         warps: Sequence[float] = (),
         leading_silence_s: float | None = LEADING_SILENCE_S,
         level_dbfs: tuple[float, float] | None = SPEECH_LEVEL_DBFS,
-        adaptation: Adaptation | None = None,
     ) -> None:
         """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
         CPUs with native support and changes transcripts very little (see the batch benchmark);
@@ -127,8 +124,7 @@ class Recognizer:
         the first sample. ``level_dbfs``: an utterance whose start's loudest block lies outside this range
         (the training speech's) is scaled to its nearer edge, unless that would raise its noise too
         far (:func:`audiomodels.silence.level_gain`; also each utterance of a live stream); ``None``
-        leaves every level alone. ``adaptation`` tunes the input projection to each utterance before its
-        passes (:mod:`audiomodels.adaptation`): whole utterances only, live streams never adapt.
+        leaves every level alone.
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -147,7 +143,6 @@ class Recognizer:
         self.warp_matrices = [warp_matrix(config.features, w) for w in self.warps]
         self.leading_silence_s = leading_silence_s
         self.level_dbfs = level_dbfs
-        self.adaptation = adaptation
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
@@ -171,34 +166,11 @@ class Recognizer:
         calls) and their posteriors are averaged."""
         features, lengths = self.featurizer.batch(list(waveforms))
         passes = [warp_features(features, m) for m in self.warp_matrices] or [features]
-        inputs = torch.cat(passes).to(self.device, self.dtype)
-        if self.adaptation is None:
-            log_probs, out_lengths = self.model(inputs, lengths.repeat(len(passes)).to(self.device), self.chunking)
-        else:
-            log_probs, out_lengths = self._adapted_passes(features, lengths, len(passes), inputs)
+        log_probs, out_lengths = self.model(
+            torch.cat(passes).to(self.device, self.dtype), lengths.repeat(len(passes)).to(self.device), self.chunking
+        )
         log_probs = mean_posterior(log_probs.float().split(len(waveforms)))
         return log_probs.cpu(), out_lengths[: len(waveforms)].cpu()
-
-    def _adapted_passes(
-        self, features: torch.Tensor, lengths: torch.Tensor, num_passes: int, inputs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's output on ``inputs`` (``num_passes`` copies of the batch, pass-major), each
-        utterance's passes run with the weights adapted to its plain features."""
-        assert self.adaptation is not None
-        batch = len(features)
-        all_lengths = lengths.repeat(num_passes).to(self.device)
-        log_probs = inputs.new_zeros(*inputs.shape[:2], self.config.model.num_labels)
-        for item in range(batch):
-            length = int(lengths[item])
-            weights = self.adaptation.weights(
-                self.model, features[item].to(self.device, self.dtype), length, self.labels.blank_id, self.chunking
-            )
-            rows = torch.arange(item, len(inputs), batch, device=self.device)
-            item_lengths = all_lengths[rows]
-            log_probs[rows, :length] = functional_call(
-                self.model, weights, (inputs[rows, :length], item_lengths, self.chunking)
-            )[0]
-        return log_probs, all_lengths
 
     def transcribe(
         self,

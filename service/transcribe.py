@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import torch
 
-from audiomodels.adaptation import add_adaptation_argument
 from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
@@ -87,7 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fusion_arguments(local)
     add_warps_argument(local)
-    add_adaptation_argument(local)
     local.add_argument(
         "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
     )
@@ -155,9 +153,9 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
             "the beam holds the alternatives, so add --beam-size N (N >= the alternatives)"
         )
     if args.server:
-        if args.checkpoint or args.lm or args.warps or args.adapt:
+        if args.checkpoint or args.lm or args.warps:
             raise JobError(
-                "--checkpoint, --lm, --warps and --adapt are for local recognition; with --server choose the model with "
+                "--checkpoint, --lm and --warps are for local recognition; with --server choose the model with "
                 "--model (the server uses the LM it ships beside the model for beam search, and its own --warps)"
             )
         connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
@@ -185,9 +183,7 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
         fusion = fusion_from_args(args, checkpoint)
     except LMError as error:
         raise JobError(str(error)) from None
-    recognizer = Recognizer.from_checkpoint(
-        checkpoint, precision=args.precision, fusion=fusion, warps=args.warps, adaptation=args.adapt
-    )
+    recognizer = Recognizer.from_checkpoint(checkpoint, precision=args.precision, fusion=fusion, warps=args.warps)
     if phrases := phrases_from_args(args):
         try:
             bias = PhraseBias.from_phrases(phrases, recognizer.labels, args.phrase_boost)

@@ -463,19 +463,3 @@ def test_a_warp_ensemble_server_gives_the_warp_ensemble_local_results(
     remote, local, plain = (read_log(tmp_path / name) for name in ("remote", "local", "plain"))
     assert [r["segments"] for r in remote] == [r["segments"] for r in local]
     assert [r["segments"] for r in local] != [r["segments"] for r in plain]
-
-
-def test_adapting_jobs_adapt_in_every_model_process_and_refuse_a_server(
-    checkpoint: str, speech_files, tmp_path: Path
-) -> None:
-    """``--adapt`` travels to the model processes (the same records as in one process), changes what
-    the model hears, and is refused with ``--server``, whose recognizers are the server's own."""
-    inputs = list(speech_files.values())
-    local = ["--checkpoint", checkpoint, "--workers", "0", "--precision", "float32"]
-    assert transcribe(*inputs, "--out", tmp_path / "one", *local, "--adapt", "3", "--model-procs", "1") == 0
-    assert transcribe(*inputs, "--out", tmp_path / "two", *local, "--adapt", "3", "--model-procs", "2") == 0
-    assert transcribe(*inputs, "--out", tmp_path / "plain", *local, "--model-procs", "1") == 0
-    one, two, plain = (read_log(tmp_path / name) for name in ("one", "two", "plain"))
-    assert [r["segments"] for r in one] == [r["segments"] for r in two]
-    assert [r["segments"] for r in one] != [r["segments"] for r in plain]
-    assert transcribe(*inputs, "--out", tmp_path / "refused", "--server", "localhost:1", "--adapt", "3") == 2

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from audiomodels.adaptation import add_adaptation_argument
 from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.config import Chunking
@@ -107,69 +106,46 @@ def evaluate(
     large for the device fails on the first batch rather than at the end. References: ``labels.normalize(text)`` for char/custom models, the ``phones`` field
     for phone models (hypotheses are already in the label alphabet).
     """
-    return evaluate_decoders(recognizer, utterances, (beam_size,), batch_seconds=batch_seconds, progress=progress)[
-        beam_size
-    ]
-
-
-def evaluate_decoders(
-    recognizer: Recognizer,
-    utterances: Sequence[Utterance],
-    beam_sizes: Sequence[int],
-    *,
-    batch_seconds: float = 120.0,
-    progress: bool = False,
-) -> dict[int, EvaluationResult]:
-    """:func:`evaluate` with each beam size (1 = greedy) on one model output per utterance: where the
-    model's work is costly (warp ensembles, test-time adaptation) it is done once. Each result's
-    wall time is the shared work (audio, features, model) plus its own decoding and scoring."""
+    start = time.perf_counter()
     scorers = _scorers(recognizer.labels)
-    rows: dict[int, list[dict[str, Any]]] = {beam: [{} for _ in utterances] for beam in beam_sizes}
-    totals = {beam: dict.fromkeys(scorers, ErrorCounts()) for beam in beam_sizes}
-    own_seconds = dict.fromkeys(beam_sizes, 0.0)
-    shared_seconds = audio_seconds = 0.0
+    rows: list[dict[str, Any]] = [{} for _ in utterances]
+    totals = dict.fromkeys(scorers, ErrorCounts())
+    audio_seconds = 0.0
     with tqdm(total=len(utterances), disable=not progress, unit="utt", desc="evaluate") as bar:
         for batch in _batches(utterances, batch_seconds):
-            start = time.perf_counter()
             loaded: list[tuple[int, str, np.ndarray]] = []
             for index in batch:
                 try:
                     loaded.append((index, *_load(recognizer, utterances[index])))
                 except ValueError as error:  # AudioError, LabelError or no phones: this row fails
-                    for beam in beam_sizes:
-                        rows[beam][index] = _row(utterances[index], utterances[index].duration, error=str(error))
-            outputs = recognizer.decodable_batch(
-                [(audio, recognizer.sample_rate) for _, _, audio in loaded], max_batch_seconds=batch_seconds
+                    rows[index] = _row(utterances[index], utterances[index].duration, error=str(error))
+            transcripts = recognizer.transcribe_batch(
+                [(audio, recognizer.sample_rate) for _, _, audio in loaded],
+                beam_size=beam_size,
+                max_batch_seconds=batch_seconds,
             )
-            shared_seconds += time.perf_counter() - start
-            audio_seconds += sum(len(audio) for _, _, audio in loaded) / recognizer.sample_rate
-            for beam in beam_sizes:
-                start = time.perf_counter()
-                for (index, reference, audio), (log_probs, duration) in zip(loaded, outputs, strict=True):
-                    hypothesis = recognizer.decode(log_probs, duration, beam_size=beam).text
-                    counts = {name: score(reference, hypothesis) for name, score in scorers.items()}
-                    totals[beam] = {name: totals[beam][name] + counts[name] for name in scorers}
-                    rows[beam][index] = _row(
-                        utterances[index],
-                        len(audio) / recognizer.sample_rate,
-                        reference=reference,
-                        hypothesis=hypothesis,
-                        **{name: _counts_record(c) for name, c in counts.items()},
-                    )
-                own_seconds[beam] += time.perf_counter() - start
+            for (index, reference, audio), transcript in zip(loaded, transcripts, strict=True):
+                counts = {name: score(reference, transcript.text) for name, score in scorers.items()}
+                totals = {name: totals[name] + counts[name] for name in totals}
+                duration = len(audio) / recognizer.sample_rate
+                audio_seconds += duration
+                rows[index] = _row(
+                    utterances[index],
+                    duration,
+                    reference=reference,
+                    hypothesis=transcript.text,
+                    **{name: _counts_record(c) for name, c in counts.items()},
+                )
             bar.update(len(batch))
-    return {
-        beam: EvaluationResult(
-            kind=recognizer.labels.kind,
-            **totals[beam],
-            num_utterances=len(utterances),
-            num_failed=sum("error" in row for row in rows[beam]),
-            audio_seconds=audio_seconds,
-            wall_seconds=shared_seconds + own_seconds[beam],
-            per_utterance=rows[beam],
-        )
-        for beam in beam_sizes
-    }
+    return EvaluationResult(
+        kind=recognizer.labels.kind,
+        **totals,
+        num_utterances=len(utterances),
+        num_failed=sum("error" in row for row in rows),
+        audio_seconds=audio_seconds,
+        wall_seconds=time.perf_counter() - start,
+        per_utterance=rows,
+    )
 
 
 def breakdown(
@@ -366,7 +342,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fusion_arguments(parser)
     add_warps_argument(parser)
-    add_adaptation_argument(parser)
     parser.add_argument(
         "--by",
         metavar="FIELD[,FIELD]",
@@ -390,7 +365,6 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             fusion=fusion_from_args(args, args.checkpoint),
             warps=args.warps,
-            adaptation=args.adapt,
         )
         utterances = read_manifest(args.manifest)
     except (CheckpointError, ManifestError, LMError, OSError) as error:
