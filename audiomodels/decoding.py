@@ -239,12 +239,7 @@ class PrefixBeam:
         num_labels = lp.shape[1]
         k = min(num_labels, self._top_k)
         top = np.argpartition(lp, num_labels - k, axis=1)[:, num_labels - k :]
-        blank, beams, lm_scores = self.blank, self._beams, self._lm_scores
-
-        def rank(item: tuple[int, list[float]]) -> float:
-            node, (pb, pnb) = item
-            return _logaddexp(pb, pnb) + lm_scores[node]
-
+        blank, beams, rank = self.blank, self._beams, self._rank
         children, last_labels, new_child = self._children, self._last_labels, self._new_child  # hot loop: locals
         settle_every = self._settling.every_frames if self._settling else 0
         for t in range(len(lp)):
