@@ -3,15 +3,19 @@
 A speech service's users know words the model and its LM do not: names, product terms, the
 options of a menu. :class:`PhraseBias` rewards a beam hypothesis ``boost`` per label for every
 label that continues a hinted phrase, and takes the reward back when the match breaks off, so
-only whole phrases keep their bonus (a prefix trie of the phrases; the idea of the context graphs
-in WeNet and icefall). Phrases match at word boundaries only: a match starts at the start of the
-utterance or after a word separator, and is whole only where a separator or the end follows, so
-"ann" lifts "ann" but not "annual". :class:`BiasedFusion` adds it to the label LM's score (or
-stands alone without one) in :func:`audiomodels.decoding.prefix_beam_search_nbest`.
+only whole phrases keep their bonus (a trie of the phrases with Aho-Corasick failure links; the
+idea of the context graphs in WeNet and icefall). Phrases match at word boundaries only: a match
+starts at the start of the utterance or after a word separator, and is whole only where a
+separator or the end follows, so "ann" lifts "ann" but not "annual". When a match breaks off,
+the failure link carries on with the longest of its word-aligned tails that begins a phrase, so
+with "new york city" and "york times" hinted, "new york times" keeps "york times".
+:class:`BiasedFusion` adds it to the label LM's score (or stands alone without one) in
+:func:`audiomodels.decoding.prefix_beam_search_nbest`.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,8 +25,9 @@ from audiomodels.lm import Fusion, FusionState
 DEFAULT_BOOST = 2.0  # per matched label; the best of 1-4 on the corpus's dev split with the shipped char model (README)
 MAX_BOOST = 20.0
 
-# (trie node: the phrase labels matched so far, 0 = none; whether a phrase may start here)
-BiasState = tuple[int, bool]
+# (trie node: the phrase labels matched so far, 0 = none; whether a phrase may start here;
+#  which of the node's labels lie in a whole phrase, bit i = the i-th label from the end)
+BiasState = tuple[int, bool, int]
 
 
 class PhraseError(ValueError):
@@ -31,38 +36,77 @@ class PhraseError(ValueError):
 
 @dataclass(frozen=True)
 class PhraseBias:
-    """A prefix trie of phrases (as label ids, each ended by the word separator) and the boost.
+    """A trie of phrases (as label ids, each ended by the word separator) and the boost.
 
-    Equal phrase lists and boosts compare and hash equal, so requests with the same hints can
-    share a batch. Build it with :meth:`from_phrases`. One match is followed at a time (no
-    Aho-Corasick failure links): a phrase that starts inside another's broken match is missed
-    unless the break falls on a word boundary.
+    Every label that extends a match earns ``boost`` at once, so a hypothesis halfway through a
+    phrase survives the beam; labels that end up in no whole phrase give it back when the match
+    moves past them, so a finished utterance keeps ``boost`` per label of its whole phrases
+    (their separators included), wherever matches overlap. Equal phrase lists and boosts compare
+    and hash equal, so requests with the same hints can share a batch. Build it with
+    :meth:`from_phrases`.
     """
 
     phrases: tuple[tuple[int, ...], ...]
     separator: int
     boost: float = DEFAULT_BOOST
     _children: dict[tuple[int, int], int] = field(default_factory=dict, init=False, compare=False, repr=False)
-    # per node: labels matched beyond the last whole phrase on its path (what breaking off costs)
-    _pending: list[int] = field(default_factory=list, init=False, compare=False, repr=False)
+    # per node: labels on its path; the longest proper tail of its path that starts after a
+    # separator and is a node too (the failure link); the longest whole phrase that ends its path
+    _depth: list[int] = field(default_factory=list, init=False, compare=False, repr=False)
+    _fail: list[int] = field(default_factory=list, init=False, compare=False, repr=False)
+    _whole_tail: list[int] = field(default_factory=list, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.boost <= MAX_BOOST:
             raise PhraseError(f"phrase boost must be in (0, {MAX_BOOST:g}], got {self.boost:g}")
-        parents, whole = [0], [False]
+        self._link_failures(*self._build_trie())
+
+    def _build_trie(self) -> tuple[list[int], list[bool]]:
+        """Nodes for every phrase's labels and separator; returns each node's last label and
+        whether a whole phrase ends at it."""
+        last_labels, whole = [-1], [False]
+        self._depth.append(0)
         for phrase in self.phrases:
             node = 0
             for label in (*phrase, self.separator):
                 child = self._children.get((node, label))
                 if child is None:
-                    child = self._children[(node, label)] = len(parents)
-                    parents.append(node)
+                    child = self._children[(node, label)] = len(last_labels)
+                    last_labels.append(label)
                     whole.append(False)
+                    self._depth.append(self._depth[node] + 1)
                 node = child
             whole[node] = True
-        self._pending.append(0)
-        for node in range(1, len(parents)):  # a parent's id is below its children's
-            self._pending.append(0 if whole[node] else self._pending[parents[node]] + 1)
+        return last_labels, whole
+
+    def _link_failures(self, last_labels: list[int], whole: list[bool]) -> None:
+        """Failure links and whole tails, breadth first: both point to shallower nodes."""
+        self._fail.extend([0] * len(last_labels))
+        self._whole_tail.extend([0] * len(last_labels))
+        by_parent: dict[int, list[tuple[int, int]]] = {}
+        for (parent, label), child in self._children.items():
+            by_parent.setdefault(parent, []).append((label, child))
+        queue = deque([0])
+        while queue:
+            node = queue.popleft()
+            for label, child in by_parent.get(node, []):
+                if node:
+                    self._fail[child] = self._link(node, label, after_separator=last_labels[node] == self.separator)
+                inherited = self._whole_tail[self._fail[child]]
+                self._whole_tail[child] = self._depth[child] if whole[child] else inherited
+                queue.append(child)
+
+    def _link(self, node: int, label: int, after_separator: bool) -> int:
+        """Failure link of ``node``'s child by ``label``: the longest tail of that path that starts
+        after a separator and is a node (the root, 0, when none is)."""
+        tail = self._fail[node]
+        while True:
+            child = self._children.get((tail, label))
+            if child is not None and (tail or after_separator):
+                return child
+            if not tail:
+                return 0
+            tail = self._fail[tail]
 
     @classmethod
     def from_phrases(cls, phrases: Sequence[str], labels: LabelSet, boost: float = DEFAULT_BOOST) -> PhraseBias:
@@ -83,24 +127,33 @@ class PhraseBias:
         return cls(tuple(encoded), separator, boost)
 
     def initial_state(self) -> BiasState:
-        return 0, True
+        return 0, True, 0
 
     def extend(self, state: BiasState, label: int) -> tuple[float, BiasState]:
-        """The score a hypothesis gains by ``label`` (negative when a partial match breaks off)."""
-        node, word_start = state
+        """The score a hypothesis gains by ``label`` (negative when labels of a match it gives up
+        turn out in no whole phrase)."""
+        node, word_start, covered = state
+        lost = 0
+        while node and (node, label) not in self._children:  # the match breaks off: its tail goes on
+            tail = self._fail[node]
+            lost += self._depth[node] - self._depth[tail] - (covered >> self._depth[tail]).bit_count()
+            covered &= (1 << self._depth[tail]) - 1
+            node = tail
         child = self._children.get((node, label))
-        if child is not None and (node or word_start):  # a match goes on, or starts at a word start
-            return self.boost, (child, label == self.separator)
-        lost = -self.boost * self._pending[node]
-        if node and word_start and (start := self._children.get((0, label))) is not None:
-            return lost + self.boost, (start, False)  # broke off at a word boundary, where another starts
-        return lost, (0, label == self.separator)
+        if child is None or not (node or word_start):  # a match starts only at a word start
+            return -self.boost * lost, (0, label == self.separator, 0)
+        covered <<= 1
+        if self._whole_tail[child]:
+            covered |= (1 << self._whole_tail[child]) - 1
+        return self.boost * (1 - lost), (child, label == self.separator, covered)
 
     def finish(self, state: BiasState) -> float:
-        """At the end of the utterance a phrase is whole if its separator would end it."""
-        node, _ = state
-        end = self._children.get((node, self.separator))
-        return 0.0 if end is not None and self._pending[end] == 0 else -self.boost * self._pending[node]
+        """At the end of the utterance a phrase is whole if its separator would end it: the score
+        of that separator, less its own boost, less the labels still in no whole phrase."""
+        gained, (node, _, covered) = self.extend(state, self.separator)
+        uncovered = self._depth[node] - covered.bit_count()
+        separator_kept = 1 if node and covered & 1 else 0
+        return gained - self.boost * (uncovered + separator_kept)
 
 
 @dataclass(frozen=True)

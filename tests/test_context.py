@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audiomodels.context import BiasedFusion, PhraseBias, PhraseError
 from audiomodels.decoding import prefix_beam_search
@@ -46,6 +48,45 @@ def test_a_phrase_inside_a_longer_one_keeps_its_boost_when_the_longer_breaks_off
     assert score(bias, "new jersey") == pytest.approx(BOOST * 4)  # "new" and its separator
     assert score(bias, "new yo") == pytest.approx(BOOST * 4)
     assert score(bias, "new york") == pytest.approx(BOOST * 8)
+
+
+def test_a_phrase_starting_inside_another_broken_match_is_found() -> None:
+    bias = PhraseBias.from_phrases(["new york city", "york times"], LABELS, BOOST)
+    assert score(bias, "new york times") == pytest.approx(BOOST * len("york times"))
+    assert score(bias, "the new york times today") == pytest.approx(BOOST * len("york times "))
+    assert score(bias, "new york city") == pytest.approx(BOOST * len("new york city"))
+    assert score(bias, "new yorker times") == pytest.approx(0.0)  # "york" inside a word is no start
+
+
+def test_a_whole_phrase_at_the_end_of_a_longer_partial_match_keeps_its_boost() -> None:
+    bias = PhraseBias.from_phrases(["big new york deal", "new york"], LABELS, BOOST)
+    assert score(bias, "big new york plan") == pytest.approx(BOOST * len("new york "))
+    assert score(bias, "big new york deal") == pytest.approx(BOOST * len("big new york deal"))
+
+
+def covered_labels(phrases: list[str], text: str) -> int:
+    """The labels of ``text`` inside a whole occurrence of a phrase, found by brute force."""
+    covered: set[int] = set()
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == " "]
+    for phrase in phrases:
+        for start in starts:
+            end = start + len(phrase)
+            if text[start:end] == phrase and (end == len(text) or text[end] == " "):
+                covered.update(range(start, min(end + 1, len(text))))
+    return len(covered)
+
+
+WORDS = st.sampled_from(["a", "b", "ab", "ba", "aab"])
+PHRASES = st.lists(st.lists(WORDS, min_size=1, max_size=3).map(" ".join), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(PHRASES, st.lists(WORDS, min_size=1, max_size=8).map(" ".join))
+def test_a_finished_utterance_keeps_the_boost_of_exactly_the_labels_of_its_whole_phrases(
+    phrases: list[str], text: str
+) -> None:
+    bias = PhraseBias.from_phrases(phrases, LABELS, BOOST)
+    assert score(bias, text) == pytest.approx(BOOST * covered_labels(phrases, text))
 
 
 def test_bad_phrases_and_boosts_are_refused_by_name() -> None:
