@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
 from audiomodels.model import AcousticModel
+from audiomodels.phone_check import PhoneCheck
 from audiomodels.silence import LEADING_SILENCE_S, SPEECH_LEVEL_DBFS, level_gain, level_window_s, speech_start
 from audiomodels.warp import check_warps, mean_posterior, warp_features, warp_matrix
 
@@ -94,6 +96,14 @@ class Transcript:
         return float(np.mean([w.confidence for w in self.words])) if self.words else 0.0
 
 
+class Decodable(NamedTuple):
+    """One utterance's model output as :meth:`Recognizer.decode` takes it."""
+
+    log_probs: torch.Tensor  # (T, V) of the recognizer's model
+    duration_s: float
+    phone_log_probs: torch.Tensor | None = None  # the phone check's model's, when it runs
+
+
 class Recognizer:
     """Featurizer + model + label set rebuilt from one checkpoint."""
 
@@ -110,6 +120,7 @@ class Recognizer:
         warps: Sequence[float] = (),
         leading_silence_s: float | None = LEADING_SILENCE_S,
         level_dbfs: tuple[float, float] | None = SPEECH_LEVEL_DBFS,
+        phone_check: PhoneCheck | None = None,
     ) -> None:
         """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
         CPUs with native support and changes transcripts very little (see the batch benchmark);
@@ -124,7 +135,8 @@ class Recognizer:
         the first sample. ``level_dbfs``: an utterance whose start's loudest block lies outside this range
         (the training speech's) is scaled to its nearer edge, unless that would raise its noise too
         far (:func:`audiomodels.silence.level_gain`; also each utterance of a live stream); ``None``
-        leaves every level alone.
+        leaves every level alone. ``phone_check`` (char models): beam search's hypotheses are
+        re-ranked by a phone model's likelihood of their phones (:mod:`audiomodels.phone_check`).
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -143,6 +155,9 @@ class Recognizer:
         self.warp_matrices = [warp_matrix(config.features, w) for w in self.warps]
         self.leading_silence_s = leading_silence_s
         self.level_dbfs = level_dbfs
+        if phone_check is not None:
+            phone_check.check_serves(self.labels, self.sample_rate)
+        self.phone_check = phone_check
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
@@ -198,14 +213,19 @@ class Recognizer:
         """Recognize many utterances: length-sorted, padded, one model call per batch
         (:meth:`decodable_batch`), each then decoded with the same options (:meth:`decode`)."""
         return [
-            self.decode(log_probs, duration, beam_size=beam_size, alternatives=alternatives, bias=bias)
-            for log_probs, duration in self.decodable_batch(items, max_batch_seconds)
+            self.decode(*output, beam_size=beam_size, alternatives=alternatives, bias=bias)
+            for output in self.decodable_batch(items, max_batch_seconds, phone_check=beam_size > 1)
         ]
 
     def decodable_batch(
-        self, items: Sequence[tuple[np.ndarray | torch.Tensor, int]], max_batch_seconds: float = 600.0
-    ) -> list[tuple[torch.Tensor, float]]:
-        """Each utterance's log-probs as :meth:`decode` takes them, and its duration, in input order.
+        self,
+        items: Sequence[tuple[np.ndarray | torch.Tensor, int]],
+        max_batch_seconds: float = 600.0,
+        phone_check: bool = True,
+    ) -> list[Decodable]:
+        """Each utterance's log-probs as :meth:`decode` takes them, and its duration, in input order;
+        with a :attr:`phone_check` (and ``phone_check`` true: some of them will be beam searched)
+        also its phone model's log-probs.
 
         The model runs on length-sorted, padded batches; ``max_batch_seconds`` bounds the padded
         audio per model call (memory; a K-warp ensemble counts each utterance K times). Apart from
@@ -223,7 +243,11 @@ class Recognizer:
             for row, index in enumerate(batch):
                 emitted = self._after_silence(log_probs[row, : lengths[row]], starts[index] // frame_samples)
                 results[index] = emitted, len(prepared[index]) / self.sample_rate
-        return [r for r in results if r is not None]
+        outputs = [Decodable(*r) for r in results if r is not None]
+        if self.phone_check is None or not phone_check:
+            return outputs
+        phones = self.phone_check.recognizer.decodable_batch(items, max_batch_seconds)
+        return [output._replace(phone_log_probs=p.log_probs) for output, p in zip(outputs, phones, strict=True)]
 
     def speech_start(self, prepared: np.ndarray) -> int:
         """First sample of a prepared waveform the model needs to see (a whole model frame)."""
@@ -263,16 +287,21 @@ class Recognizer:
         self,
         log_probs: torch.Tensor,
         duration_s: float,
+        phone_log_probs: torch.Tensor | None = None,
         *,
         beam_size: int = 1,
         alternatives: int = 1,
         bias: PhraseBias | None = None,
     ) -> Transcript:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words
-        (:meth:`search` over all of them, then :meth:`transcript`)."""
+        (:meth:`search` over all of them, then :meth:`transcript`). With ``phone_log_probs`` (from
+        :meth:`decodable_batch`) beam search's whole beam is re-ranked by the :attr:`phone_check`."""
         search = self.search(beam_size, alternatives, bias)
         search.advance(log_probs)
-        return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
+        if phone_log_probs is None or self.phone_check is None or not isinstance(search, PrefixBeam):
+            return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
+        ranked = self.phone_check.rerank(search.scored_hypotheses(beam_size), self.labels, phone_log_probs)
+        return self.transcript(log_probs, ranked[:alternatives], duration_s)
 
     def search(
         self,

@@ -83,9 +83,9 @@ def main() -> None:
 
     def decode(hints: list[list[str]] | None, boost: float) -> dict[str, float]:
         chars, words, hits = ErrorCounts(), ErrorCounts(), [0, 0]
-        for i, (log_probs, duration) in enumerate(emissions):
+        for i, output in enumerate(emissions):
             bias = PhraseBias.from_phrases(hints[i], labels, boost) if hints and hints[i] else None
-            text = recognizer.decode(log_probs, duration, beam_size=args.beam_size, bias=bias).text
+            text = recognizer.decode(*output, beam_size=args.beam_size, bias=bias).text
             chars += char_errors(references[i], text)
             words += word_errors(references[i], text)
             found, total = recall(spoken[i], text)

@@ -77,7 +77,7 @@ def cut_timings(
 ) -> tuple[float, float]:
     """(seconds to search the unsearched tail and align, as a stream's settling search does; seconds
     to search everything and align, as finals were decoded before)."""
-    ((log_probs, duration),) = twin.decodable_batch([(audio, RATE)])
+    ((log_probs, duration, _),) = twin.decodable_batch([(audio, RATE)])
     search = twin.search(**options)
     search.advance(log_probs[:searched_frames])
     started = time.perf_counter()

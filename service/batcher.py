@@ -111,11 +111,10 @@ class Batcher:
         recognizer, rate = batch.recognizer, batch.recognizer.sample_rate
 
         def work() -> list[Transcript]:
-            outputs = recognizer.decodable_batch([(r.waveform, rate) for r in waiting], self._settings.max_audio_s)
-            return [
-                recognizer.decode(log_probs, duration, **r.decoding._asdict())
-                for (log_probs, duration), r in zip(outputs, waiting, strict=True)
-            ]
+            searched = any(r.decoding.beam_size > 1 for r in waiting)  # only beams take a phone check
+            audio = [(r.waveform, rate) for r in waiting]
+            outputs = recognizer.decodable_batch(audio, self._settings.max_audio_s, phone_check=searched)
+            return [recognizer.decode(*output, **r.decoding._asdict()) for output, r in zip(outputs, waiting, strict=True)]
 
         try:
             transcripts, seconds = await self._run(work)

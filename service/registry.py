@@ -80,8 +80,11 @@ class ModelRegistry:
 
 
 def load_entry(path: Path, **recognizer_kwargs: Any) -> ModelEntry:
-    """One checkpoint file -> a ready recognizer plus its ListModels facts."""
+    """One checkpoint file -> a ready recognizer plus its ListModels facts. A ``phone_check`` among
+    ``recognizer_kwargs`` goes to char models only: it re-ranks spelled hypotheses."""
     checkpoint = load_checkpoint(path)
+    if checkpoint.config.labels.kind != "char":
+        recognizer_kwargs = {k: v for k, v in recognizer_kwargs.items() if k != "phone_check"}
     try:  # beam search requests (beam_size > 1) use the model's own LM when one ships beside it
         fusion = own_fusion(path)
         recognizer = Recognizer(checkpoint.config, checkpoint.build_model(), fusion=fusion, **recognizer_kwargs)

@@ -16,8 +16,10 @@ from typing import TypeVar
 
 import torch
 
+from audiomodels.checkpoint import CheckpointError
 from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
+from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
 from audiomodels.warp import add_warps_argument
 from service.auth import token_from
@@ -86,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fusion_arguments(local)
     add_warps_argument(local)
+    add_phone_check_arguments(local)
     local.add_argument(
         "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
     )
@@ -152,11 +155,14 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
             f"--alternatives {args.alternatives}: must be 1 to the beam size ({args.beam_size}); "
             "the beam holds the alternatives, so add --beam-size N (N >= the alternatives)"
         )
+    if args.phone_check and args.beam_size <= 1:
+        raise JobError("--phone-check re-ranks beam search's hypotheses: add --beam-size 8 (or more)")
     if args.server:
-        if args.checkpoint or args.lm or args.warps:
+        if args.checkpoint or args.lm or args.warps or args.phone_check:
             raise JobError(
-                "--checkpoint, --lm and --warps are for local recognition; with --server choose the model with "
-                "--model (the server uses the LM it ships beside the model for beam search, and its own --warps)"
+                "--checkpoint, --lm, --warps and --phone-check are for local recognition; with --server choose "
+                "the model with --model (the server uses the LM it ships beside the model for beam search, and "
+                "its own --warps and --phone-check)"
             )
         connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
         phrases = tuple(phrases_from_args(args))
@@ -181,9 +187,12 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
     )
     try:
         fusion = fusion_from_args(args, checkpoint)
-    except LMError as error:
+        phone_check = phone_check_from_args(args, precision=args.precision)
+        recognizer = Recognizer.from_checkpoint(
+            checkpoint, precision=args.precision, fusion=fusion, warps=args.warps, phone_check=phone_check
+        )
+    except (LMError, CheckpointError, PhoneCheckError) as error:
         raise JobError(str(error)) from None
-    recognizer = Recognizer.from_checkpoint(checkpoint, precision=args.precision, fusion=fusion, warps=args.warps)
     if phrases := phrases_from_args(args):
         try:
             bias = PhraseBias.from_phrases(phrases, recognizer.labels, args.phrase_boost)

@@ -32,7 +32,7 @@ def test_decodable_output_decodes_as_transcribe_does(model_dir, speech_files) ->
     recognizer = Recognizer.from_checkpoint(model_dir / "tiny.ckpt")
     samples, rate = sf.read(speech_files["hello world"], dtype="float32")
     padded = np.concatenate([np.zeros(rate, np.float32), samples])  # leading silence is skipped, then restored
-    ((log_probs, duration),) = recognizer.decodable_batch([(padded, rate)])
+    ((log_probs, duration, _),) = recognizer.decodable_batch([(padded, rate)])
     expected = recognizer.transcribe(padded, rate, beam_size=4)
     assert duration == pytest.approx(len(padded) / rate, abs=1e-4)  # resampled to 16 kHz
     assert recognizer.decode(log_probs, duration, beam_size=4) == expected

@@ -31,6 +31,7 @@ from audiomodels.audio import decode_raw, encode_pcm16, prepare_waveform
 from audiomodels.context import PhraseBias
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import Chunking
+from audiomodels.phone_check import PhoneCheck
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.silence import SILENCE_DBFS, speech_start
 from service import mapping
@@ -51,6 +52,8 @@ Code = grpc.StatusCode
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
+
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +301,7 @@ def test_stream_interims_are_the_beam_searchs_leading_hypothesis_with_hints(reco
     # Each interim is the search's leading prefix over the frames the stream had labelled then.
     twin = Recognizer(recognizer.config, recognizer.model, chunking=stream_chunking(recognizer, 0.3))
     span = decode_raw(data, "pcm16", RATE)[round(final.start_s * RATE) : round(final.end_s * RATE)]
-    ((log_probs, _),) = twin.decodable_batch([(span, RATE)])
+    ((log_probs, _, _),) = twin.decodable_batch([(span, RATE)])
     for interim in interims:
         search = twin.search(8, bias=bias)
         search.advance(log_probs[: round(interim.transcript.duration_s / interim.transcript.frame_shift_s)])
@@ -906,6 +909,36 @@ def test_a_warp_ensemble_server_streams_and_recognizes_like_its_offline_twins(
         assert_same_words(list(result.alternatives[0].words), offline(ensemble, data))
         confidences = [w.confidence for w in result.alternatives[0].words]
         assert confidences != pytest.approx([w.confidence for w in offline(plain, data).words], abs=2e-3), name
+
+
+def test_a_phone_checked_server_recognizes_like_its_offline_twin(
+    model_dir: Path, recognizer: Recognizer, pcm, tmp_path: Path
+) -> None:
+    """``serve --phone-check``: Recognize with beam search re-ranks a char model's beam as the offline
+    recognizer with the same check does (a heavy weight, so the check changes what the tiny model
+    says); a phone model in the same directory is served unchecked."""
+    check = PhoneCheck(Recognizer.from_checkpoint(SHIPPED_MODELS / "phone.ckpt"), weight=10.0)
+    (tmp_path / "tiny.ckpt").symlink_to(model_dir / "tiny.ckpt")
+    (tmp_path / "phone.ckpt").symlink_to(SHIPPED_MODELS / "phone.ckpt")
+    models = ModelRegistry.load_dir(tmp_path, default="tiny", phone_check=check)
+    assert models.get("tiny").recognizer.phone_check is check and models.get("phone").recognizer.phone_check is None
+    checked = Recognizer(recognizer.config, recognizer.model, fusion=recognizer.fusion, phone_check=check)
+    server = LoopbackServer(models, workers=1)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            served = pb_grpc.SpeechLabelerStub(channel)
+            config = raw_config(beam_size=4, max_alternatives=4)
+            results = {text: served.Recognize(pb.RecognizeRequest(config=config, audio=data)).results[0] for text, data in pcm.items()}
+    finally:
+        server.close()
+    changed = 0
+    for text, data in pcm.items():
+        expected = offline(checked, data, beam_size=4, alternatives=4)
+        ranked = [expected.text, *(a.text for a in expected.alternatives)]
+        assert [a.transcript for a in results[text].alternatives] == ranked, text
+        plain = offline(recognizer, data, beam_size=4, alternatives=4)
+        changed += ranked != [plain.text, *(a.text for a in plain.alternatives)]
+    assert changed  # the check reached the served results
 
 
 def test_bearer_token_guards_everything_but_health(model_dir: Path, pcm) -> None:

@@ -32,6 +32,7 @@ from audiomodels.config import Chunking
 from audiomodels.labels import LabelSet
 from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
+from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
 from audiomodels.warp import add_warps_argument
 from training.manifest import ManifestError, Utterance, read_manifest
 from training.metrics import ErrorCounts, align_tokens, char_errors, phone_errors, word_errors
@@ -342,6 +343,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fusion_arguments(parser)
     add_warps_argument(parser)
+    add_phone_check_arguments(parser)
     parser.add_argument(
         "--by",
         metavar="FIELD[,FIELD]",
@@ -357,6 +359,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate; exit 0 when some utterances failed (they are listed and counted), 1 when none
     could be scored: a script gating on the rates must not read "0.00%" as a perfect score."""
+    if args.phone_check and args.beam_size <= 1:
+        raise SystemExit("speechlabel evaluate: --phone-check re-ranks beam search's hypotheses: add --beam-size 8")
     try:
         recognizer = Recognizer.from_checkpoint(
             args.checkpoint,
@@ -365,9 +369,10 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             fusion=fusion_from_args(args, args.checkpoint),
             warps=args.warps,
+            phone_check=phone_check_from_args(args, device=args.device, precision=args.precision),
         )
         utterances = read_manifest(args.manifest)
-    except (CheckpointError, ManifestError, LMError, OSError) as error:
+    except (CheckpointError, ManifestError, LMError, PhoneCheckError, OSError) as error:
         raise SystemExit(f"speechlabel evaluate: {error}") from error
     result = evaluate(
         recognizer,

@@ -1,0 +1,114 @@
+"""The phone check: the shipped phone model's likelihood of a char hypothesis' phones, and the
+re-ranking of the char model's beam by it, on real espeak-ng speech."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiomodels.audio import load_audio
+from audiomodels.lm import own_fusion
+from audiomodels.phone_check import PhoneCheck, PhoneCheckError
+from audiomodels.recognizer import Recognizer
+from service.cli import main as cli_main
+from tests.conftest import synthesize_wav
+from training.evaluate import add_arguments, run
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+SPOKEN = "open the door"
+
+
+@pytest.fixture(scope="module")
+def phone_check() -> PhoneCheck:
+    return PhoneCheck(Recognizer.from_checkpoint(MODELS / "phone.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def char_recognizer(phone_check: PhoneCheck) -> Recognizer:
+    char = MODELS / "char.ckpt"
+    return Recognizer.from_checkpoint(char, fusion=own_fusion(char), phone_check=phone_check)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """SPOKEN in a voice the shipped models never trained on (a held-out test voice of the corpus)."""
+    path = synthesize_wav(SPOKEN, tmp_path_factory.mktemp("speech") / "door.wav", voice="en-us+m7")
+    return load_audio(path, target_rate=16000)
+
+
+@pytest.fixture(scope="module")
+def phone_log_probs(char_recognizer: Recognizer, speech: np.ndarray) -> torch.Tensor:
+    ((_, _, phone_log_probs),) = char_recognizer.decodable_batch([(speech, 16000)])
+    assert phone_log_probs is not None
+    return phone_log_probs
+
+
+def test_the_phone_model_finds_the_words_spoken_likelier_than_near_misses(
+    phone_check: PhoneCheck, phone_log_probs: torch.Tensor
+) -> None:
+    texts = [SPOKEN, "often the door", "open the tour", "open a door", ""]
+    likelihoods = phone_check.log_likelihoods(texts, phone_log_probs)
+    assert likelihoods[0] == max(likelihoods)
+    assert all(likelihood < likelihoods[0] - 1.0 for likelihood in likelihoods[1:])
+
+
+def test_its_opinion_overturns_a_close_call_of_the_beam_but_not_a_clear_one(
+    char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
+) -> None:
+    labels = char_recognizer.labels
+    miss, hit = labels.encode(labels.normalize("often the door")), labels.encode(SPOKEN)
+    close = phone_check.rerank([(miss, -20.0), (hit, -21.0)], labels, phone_log_probs)
+    assert close == [hit, miss]
+    clear = phone_check.rerank([(miss, -20.0), (hit, -2000.0)], labels, phone_log_probs)
+    assert clear == [miss, hit]
+
+
+def test_a_checked_recognizer_runs_the_phone_model_only_for_beam_search(
+    char_recognizer: Recognizer, speech: np.ndarray
+) -> None:
+    ((_, _, skipped),) = char_recognizer.decodable_batch([(speech, 16000)], phone_check=False)
+    assert skipped is None
+    checked = char_recognizer.transcribe(speech, 16000, beam_size=8, alternatives=3)
+    assert checked.text == SPOKEN
+    assert len({checked.text, *(a.text for a in checked.alternatives)}) == 3  # the re-ranked beam's runner-ups
+    unchecked = Recognizer(char_recognizer.config, char_recognizer.model, fusion=char_recognizer.fusion)
+    greedy = char_recognizer.transcribe(speech, 16000)  # no phone pass, nothing to re-rank
+    assert greedy == unchecked.transcribe(speech, 16000)
+
+
+def test_phone_checks_that_cannot_serve_are_refused_by_name(phone_check: PhoneCheck) -> None:
+    char_model = Recognizer.from_checkpoint(MODELS / "char.ckpt")
+    with pytest.raises(PhoneCheckError, match="needs a phone model, got a char model"):
+        Recognizer.from_checkpoint(MODELS / "char.ckpt", phone_check=PhoneCheck(char_model))
+    with pytest.raises(PhoneCheckError, match="not a phone model's"):
+        Recognizer.from_checkpoint(MODELS / "phone.ckpt", phone_check=phone_check)
+    with pytest.raises(PhoneCheckError, match="weight must be in"):
+        Recognizer.from_checkpoint(MODELS / "char.ckpt", phone_check=PhoneCheck(phone_check.recognizer, 0.0))
+
+
+def test_the_commands_refuse_a_phone_check_without_beam_search_or_phone_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    greedy = parser.parse_args(["--checkpoint", str(MODELS / "char.ckpt"), "--manifest", str(manifest), "--phone-check"])
+    with pytest.raises(SystemExit, match="--phone-check re-ranks beam search's hypotheses"):
+        run(greedy)
+    missing = tmp_path / "none.ckpt"
+    args = ["--checkpoint", str(MODELS / "char.ckpt"), "--manifest", str(manifest), "--beam-size", "8"]
+    with pytest.raises(SystemExit, match="none.ckpt"):
+        run(parser.parse_args([*args, "--phone-check", str(missing)]))
+    audio = synthesize_wav("hello", tmp_path / "hello.wav")
+    job = ["transcribe", str(audio), "--out", str(tmp_path / "out"), "--no-progress", "--phone-check"]
+    assert cli_main(job) == 2  # greedy by default
+    assert "add --beam-size" in capsys.readouterr().err
+    assert cli_main([*job, str(missing), "--beam-size", "8"]) == 2
+    assert "none.ckpt" in capsys.readouterr().err
+    assert cli_main([*job, "--beam-size", "4", "--server", "localhost:1"]) == 2
+    assert "--phone-check are for local recognition" in capsys.readouterr().err
