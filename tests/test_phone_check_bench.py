@@ -1,0 +1,38 @@
+"""benchmarks/phone_check.py: each split and beam scored plainly and with the phone check, per engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audiomodels.phone_check import PhoneCheck
+from audiomodels.recognizer import Recognizer
+from tests.bench_scripts import benchmark_module
+from training.evaluate import evaluate
+from training.manifest import Utterance, write_manifest
+
+PHONE_MODEL = Path(__file__).resolve().parent.parent / "models" / "phone.ckpt"
+
+
+def test_every_split_and_beam_is_scored_plainly_and_with_the_check(
+    trained: tuple[Path, list[float]], speech_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    utterances = [
+        Utterance(path, 1.0, text, extra={"voice": "espeak-ng:en-us"}) for text, path in speech_files.items()
+    ]
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(manifest, utterances, relative_to=tmp_path)
+    checkpoint, check = trained[0], PhoneCheck(Recognizer.from_checkpoint(PHONE_MODEL), weight=10.0)
+    with benchmark_module("phone_check.py") as bench:
+        results = bench.score(checkpoint, check, {"test": manifest}, beam_sizes=[2, 4])
+        bench.print_table(results)
+
+    assert list(results["test"]) == ["beam2", "beam4"]  # the tiny model has no LM beside it
+    for decoder, beam_size in (("beam2", 2), ("beam4", 4)):
+        plain, checked = results["test"][decoder]["plain"], results["test"][decoder]["checked"]
+        for row, phone_check in ((plain, None), (checked, check)):  # each row is what evaluate() gives that recognizer
+            recognizer = Recognizer.from_checkpoint(checkpoint, phone_check=phone_check)
+            assert row["counts"] == evaluate(recognizer, utterances, beam_size=beam_size).summary()["counts"]
+            assert row["by_engine"] == {"espeak-ng": row["rates"]} and row["real_time_factor"] > 0
+    assert "| test | beam2 | " in capsys.readouterr().out
