@@ -13,7 +13,7 @@ VOICE_PACKAGES := festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspi
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-pack bench-levels bench-phrases gpu-inputs clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-pack bench-levels bench-phrases gpu-inputs clean
 
 install: $(STAMP)
 
@@ -73,6 +73,10 @@ bench-robustness: install $(TEST_SPLIT)
 # Both shipped models plainly vs with the warp ensemble (--warps), greedy and beam 8 + LM, on dev and the held-out tests.
 bench-warps: install corpora
 	$(PY) benchmarks/warp_ensemble.py --checkpoints models/char.ckpt models/phone.ckpt
+
+# The char model's beam (8 and 32, + LM) as it ranks itself vs re-ranked by the phone model (--phone-check), dev and held-out tests.
+bench-phone-check: install corpora
+	$(PY) benchmarks/phone_check.py
 
 # Both shipped models on held-out speech at -10 to -70 dBFS and on noise alone, with and without the level gain.
 bench-levels: install $(TEST_SPLIT)
