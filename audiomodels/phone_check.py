@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +55,12 @@ class PhoneCheck:
             )
         if not 0 < self.weight <= 10:
             raise PhoneCheckError(f"phone check weight must be in (0, 10], got {self.weight:g}")
+
+    def emissions(self, speech: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """The phone model's log-probs (T, V) of each model-rate waveform, as the char model heard it
+        (its leading silence skipped and its level set: silence adds nothing to a CTC likelihood)."""
+        log_probs, lengths = self.recognizer.emissions(speech)
+        return [log_probs[row, :length] for row, length in enumerate(lengths.tolist())]
 
     def rerank(
         self, scored: Sequence[tuple[list[int], float]], labels: LabelSet, phone_log_probs: torch.Tensor

@@ -225,7 +225,7 @@ class Recognizer:
     ) -> list[Decodable]:
         """Each utterance's log-probs as :meth:`decode` takes them, and its duration, in input order;
         with a :attr:`phone_check` (and ``phone_check`` true: some of them will be beam searched)
-        also its phone model's log-probs.
+        also its phone model's log-probs of the same speech (silence skipped, level set).
 
         The model runs on length-sorted, padded batches; ``max_batch_seconds`` bounds the padded
         audio per model call (memory; a K-warp ensemble counts each utterance K times). Apart from
@@ -236,18 +236,16 @@ class Recognizer:
         starts = [self.speech_start(waveform) for waveform in prepared]
         speech = [self.leveled(waveform[start:]) for waveform, start in zip(prepared, starts)]
         frame_samples = self.featurizer.config.frame_samples
-        results: list[tuple[torch.Tensor, float] | None] = [None] * len(prepared)
+        check = self.phone_check if phone_check else None
+        results: list[Decodable | None] = [None] * len(prepared)
         budget = max_batch_seconds * self.sample_rate / max(1, len(self.warps))
         for batch in _length_sorted_batches(speech, budget):
             log_probs, lengths = self.emissions([speech[i] for i in batch])
+            heard = check.emissions([speech[i] for i in batch]) if check else [None] * len(batch)
             for row, index in enumerate(batch):
                 emitted = self._after_silence(log_probs[row, : lengths[row]], starts[index] // frame_samples)
-                results[index] = emitted, len(prepared[index]) / self.sample_rate
-        outputs = [Decodable(*r) for r in results if r is not None]
-        if self.phone_check is None or not phone_check:
-            return outputs
-        phones = self.phone_check.recognizer.decodable_batch(items, max_batch_seconds)
-        return [output._replace(phone_log_probs=p.log_probs) for output, p in zip(outputs, phones, strict=True)]
+                results[index] = Decodable(emitted, len(prepared[index]) / self.sample_rate, heard[row])
+        return [r for r in results if r is not None]
 
     def speech_start(self, prepared: np.ndarray) -> int:
         """First sample of a prepared waveform the model needs to see (a whole model frame)."""
@@ -298,10 +296,17 @@ class Recognizer:
         :meth:`decodable_batch`) beam search's whole beam is re-ranked by the :attr:`phone_check`."""
         search = self.search(beam_size, alternatives, bias)
         search.advance(log_probs)
+        return self.transcript(log_probs, self.ranked_hypotheses(search, alternatives, phone_log_probs), duration_s)
+
+    def ranked_hypotheses(
+        self, search: FrameSearch, alternatives: int = 1, phone_log_probs: torch.Tensor | None = None
+    ) -> list[list[int]]:
+        """A finished search's ``alternatives`` best hypotheses; with the phone model's log-probs of
+        the utterance (and a :attr:`phone_check`), the best of the whole beam by the check."""
         if phone_log_probs is None or self.phone_check is None or not isinstance(search, PrefixBeam):
-            return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
-        ranked = self.phone_check.rerank(search.scored_hypotheses(beam_size), self.labels, phone_log_probs)
-        return self.transcript(log_probs, ranked[:alternatives], duration_s)
+            return search.hypotheses(alternatives)
+        scored = search.scored_hypotheses(search.beam_size)
+        return self.phone_check.rerank(scored, self.labels, phone_log_probs)[:alternatives]
 
     def search(
         self,

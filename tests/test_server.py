@@ -922,15 +922,15 @@ def test_a_phone_checked_server_recognizes_like_its_offline_twin(
     (tmp_path / "phone.ckpt").symlink_to(SHIPPED_MODELS / "phone.ckpt")
     models = ModelRegistry.load_dir(tmp_path, default="tiny", phone_check=check)
     assert models.get("tiny").recognizer.phone_check is check and models.get("phone").recognizer.phone_check is None
-    checked = Recognizer(recognizer.config, recognizer.model, fusion=recognizer.fusion, phone_check=check)
+    config = raw_config(beam_size=4, max_alternatives=4)
     server = LoopbackServer(models, workers=1)
     try:
         with grpc.insecure_channel(server.address) as channel:
             served = pb_grpc.SpeechLabelerStub(channel)
-            config = raw_config(beam_size=4, max_alternatives=4)
             results = {text: served.Recognize(pb.RecognizeRequest(config=config, audio=data)).results[0] for text, data in pcm.items()}
     finally:
         server.close()
+    checked = Recognizer(recognizer.config, recognizer.model, fusion=recognizer.fusion, phone_check=check)
     changed = 0
     for text, data in pcm.items():
         expected = offline(checked, data, beam_size=4, alternatives=4)
