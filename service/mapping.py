@@ -236,6 +236,7 @@ def model_info(entry: ModelEntry, default_name: str) -> pb.ModelInfo:
             recognizer.config.model.streaming.latency_frames * recognizer.config.features.frame_shift_s * 1000
         ),
         warp_factors=recognizer.warps,
+        phone_check_weight=recognizer.phone_check.weight if recognizer.phone_check else 0.0,
     )
 
 

@@ -202,6 +202,7 @@ def test_list_models_reports_checkpoint_facts(stub: pb_grpc.SpeechLabelerStub, m
     streaming = load_checkpoint(model_dir / "tiny.ckpt").config.model.streaming
     assert model.stream_latency_ms == round(streaming.latency_frames * 30)
     assert list(model.warp_factors) == []  # one plain pass unless the server runs with --warps
+    assert model.phone_check_weight == 0.0  # no phone check unless the server runs with --phone-check
 
 
 # --------------------------------------------------------------------------- unary calls
@@ -928,6 +929,8 @@ def test_a_phone_checked_server_recognizes_like_its_offline_twin(
         with grpc.insecure_channel(server.address) as channel:
             served = pb_grpc.SpeechLabelerStub(channel)
             results = {text: served.Recognize(pb.RecognizeRequest(config=config, audio=data)).results[0] for text, data in pcm.items()}
+            listed = {m.name: m.phone_check_weight for m in served.ListModels(pb.ListModelsRequest()).models}
+            assert listed == {"tiny": 10.0, "phone": 0.0}
     finally:
         server.close()
     checked = Recognizer(recognizer.config, recognizer.model, fusion=recognizer.fusion, phone_check=check)
