@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from training.manifest import Utterance, write_manifest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -30,3 +32,11 @@ def benchmark_module(script: str) -> Iterator[ModuleType]:
     finally:
         sys.path.remove(str(BENCHMARKS))
         del sys.modules[name]
+
+
+def speech_manifest(speech_files: dict[str, Path], directory: Path) -> tuple[Path, list[Utterance]]:
+    """The conftest's espeak-ng utterances as a test split a benchmark reads: its path and records."""
+    utterances = [Utterance(path, 1.0, text, extra={"voice": "espeak-ng:en-us"}) for text, path in speech_files.items()]
+    manifest = directory / "test.jsonl"
+    write_manifest(manifest, utterances, relative_to=directory)
+    return manifest, utterances

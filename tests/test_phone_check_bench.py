@@ -8,9 +8,8 @@ import pytest
 
 from audiomodels.phone_check import PhoneCheck
 from audiomodels.recognizer import Recognizer
-from tests.bench_scripts import benchmark_module
+from tests.bench_scripts import benchmark_module, speech_manifest
 from training.evaluate import evaluate
-from training.manifest import Utterance, write_manifest
 
 PHONE_MODEL = Path(__file__).resolve().parent.parent / "models" / "phone.ckpt"
 
@@ -18,11 +17,7 @@ PHONE_MODEL = Path(__file__).resolve().parent.parent / "models" / "phone.ckpt"
 def test_every_split_and_beam_is_scored_plainly_and_with_the_check(
     trained: tuple[Path, list[float]], speech_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    utterances = [
-        Utterance(path, 1.0, text, extra={"voice": "espeak-ng:en-us"}) for text, path in speech_files.items()
-    ]
-    manifest = tmp_path / "test.jsonl"
-    write_manifest(manifest, utterances, relative_to=tmp_path)
+    manifest, utterances = speech_manifest(speech_files, tmp_path)
     checkpoint, check = trained[0], PhoneCheck(Recognizer.from_checkpoint(PHONE_MODEL), weight=10.0)
     with benchmark_module("phone_check.py") as bench:
         results = bench.score(checkpoint, check, {"test": manifest}, beam_sizes=[2, 4])

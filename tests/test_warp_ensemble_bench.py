@@ -8,19 +8,14 @@ from pathlib import Path
 import pytest
 
 from audiomodels.recognizer import Recognizer
-from tests.bench_scripts import benchmark_module
+from tests.bench_scripts import benchmark_module, speech_manifest
 from training.evaluate import evaluate
-from training.manifest import Utterance, write_manifest
 
 
 def test_every_split_and_decoder_is_scored_plainly_and_with_the_warps(
     trained: tuple[Path, list[float]], speech_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    utterances = [
-        Utterance(path, 1.0, text, extra={"voice": "espeak-ng:en-us"}) for text, path in speech_files.items()
-    ]
-    manifest = tmp_path / "test.jsonl"
-    write_manifest(manifest, utterances, relative_to=tmp_path)
+    manifest, utterances = speech_manifest(speech_files, tmp_path)
     checkpoint, warps = trained[0], (0.9, 1.1)
     with benchmark_module("warp_ensemble.py") as bench:
         assert bench.parse_split("test=a/b.jsonl") == ("test", Path("a/b.jsonl"))
