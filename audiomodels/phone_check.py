@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the recognizer holds a PhoneCheck, which holds the phone mo
     from audiomodels.recognizer import Recognizer
 
 DEFAULT_WEIGHT = 0.5  # 0.5-0.7 were best on 200 dev utterances with beam 32 + LM (models/HISTORY.md)
-DEFAULT_PHONE_MODEL = Path("models/phone.ckpt")
+DEFAULT_PHONE_MODEL = Path(__file__).resolve().parent.parent / "models" / "phone.ckpt"  # the shipped one, from any directory
 
 
 class PhoneCheckError(ValueError):
@@ -110,8 +110,8 @@ def add_phone_check_arguments(parser: argparse.ArgumentParser | argparse._Argume
         nargs="?",
         const=DEFAULT_PHONE_MODEL,
         metavar="PHONE_CKPT",
-        help=f"beam search only, char models: re-rank the beam's hypotheses by a phone model's likelihood of "
-        f"their phones (default model {DEFAULT_PHONE_MODEL}): fewer errors on unfamiliar voices, for a second "
+        help="beam search only, char models: re-rank the beam's hypotheses by a phone model's likelihood of "
+        "their phones (default: the shipped models/phone.ckpt): fewer errors on unfamiliar voices, for a second "
         "model pass and an espeak-ng call per utterance",
     )
     parser.add_argument(
