@@ -10,8 +10,6 @@ on transcripts that do not match the audio.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -21,6 +19,7 @@ from pathlib import Path
 from num2words import num2words
 
 from audiomodels.config import LabelConfig
+from audiomodels.espeak import ipa_lines
 
 BLANK = "<blank>"
 PHONE_WORD_SEPARATOR = "|"
@@ -218,9 +217,6 @@ def _is_separator(c: str) -> bool:
 # --sep: espeak puts it between phones, never inside one (tʃ, aɪ, ɜː), so --tie is not needed.
 _ESPEAK_SEPARATOR = "_"
 _STRESS_MARKS = str.maketrans("", "", "ˈˌ")
-# espeak-ng cuts a line longer than about 700 characters into clauses at arbitrary points
-# (even inside a word), which would misalign a batch; lines are sent in chunks well below it.
-_CHUNK_CHARS = 300
 
 
 def phonemize(text: str, voice: str = "en-us") -> str:
@@ -229,10 +225,10 @@ def phonemize(text: str, voice: str = "en-us") -> str:
 
 
 def phonemize_batch(texts: Sequence[str], voice: str = "en-us", check: bool = True) -> list[str]:
-    """espeak-ng IPA phones for many texts with one espeak-ng process.
+    """espeak-ng IPA phones for many texts, from its library in this process (:mod:`audiomodels.espeak`).
 
-    Each text goes through :func:`normalize_text`, then espeak-ng (``-q --ipa --sep=_``,
-    text on stdin, one input line per chunk of at most ~300 characters). The result is
+    Each text goes through :func:`normalize_text`, then espeak-ng (as ``-q --ipa --sep=_`` prints
+    it). The result is
     canonical: phones separated by single spaces, words by ``" | "``, e.g.
     ``"h ə l oʊ | w ɜː l d"``. espeak-ng's separator option keeps multi-character phones
     (aɪ, tʃ, iː, ɜː, ɑːɹ) as one token. Stress marks ˈ ˌ are dropped: stress is not an
@@ -241,51 +237,19 @@ def phonemize_batch(texts: Sequence[str], voice: str = "en-us", check: bool = Tr
     "xvi" as "roman sixteen"). Phones outside :data:`PHONES` raise :class:`LabelError`, unless
     ``check`` is false (bulk text, e.g. for LMs, where the caller skips such texts one by one).
     """
-    chunked = [_chunks(normalize_text(t)) for t in texts]
-    lines = iter(_run_espeak([line for chunks in chunked for line in chunks], voice))
-    results = [_canonical_words(next(lines) for _ in chunks) for chunks in chunked]
+    lines = ipa_lines([normalize_text(t) for t in texts], voice, _ESPEAK_SEPARATOR)
+    results = [_canonical_words(line) for line in lines]
     if check:
         _check_phones(" ".join(results))
     return results
 
 
-def _chunks(normalized: str) -> list[str]:
-    """Split a normalized text at word boundaries into lines espeak-ng will not cut."""
-    chunks: list[str] = []
-    for word in normalized.split():
-        if chunks and len(chunks[-1]) + 1 + len(word) <= _CHUNK_CHARS:
-            chunks[-1] += " " + word
-        else:
-            chunks.append(word)
-    return chunks
-
-
-def _run_espeak(lines: list[str], voice: str) -> list[str]:
-    """One espeak-ng process; in line mode it answers each input line with one output line."""
-    if not lines:
-        return []
-    executable = shutil.which("espeak-ng")
-    if executable is None:
-        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
-    command = [executable, "-q", "-v", voice, "--ipa", f"--sep={_ESPEAK_SEPARATOR}"]
-    done = subprocess.run(
-        command, input="\n".join(lines) + "\n", capture_output=True, encoding="utf-8"
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"espeak-ng failed ({done.returncode}): {done.stderr.strip()}")
-    output = done.stdout.splitlines()
-    if len(output) != len(lines):
-        raise RuntimeError(f"espeak-ng answered {len(output)} lines for {len(lines)} inputs")
-    return output
-
-
-def _canonical_words(ipa_lines: Iterable[str]) -> str:
+def _canonical_words(ipa: str) -> str:
     words = []
-    for line in ipa_lines:
-        for word in line.translate(_STRESS_MARKS).split():
-            phones = [p for p in word.split(_ESPEAK_SEPARATOR) if p]
-            if phones:
-                words.append(" ".join(phones))
+    for word in ipa.translate(_STRESS_MARKS).split():
+        phones = [p for p in word.split(_ESPEAK_SEPARATOR) if p]
+        if phones:
+            words.append(" ".join(phones))
     return f" {PHONE_WORD_SEPARATOR} ".join(words)
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from audiomodels.config import AcousticConfig, LabelConfig
+from audiomodels.espeak import EspeakError
 from audiomodels.labels import (
     BLANK,
     PHONES,
     LabelError,
+    _canonical_words,
     LabelSet,
     normalize_text,
     phonemize,
@@ -197,7 +200,7 @@ def test_phones_outside_inventory_raise() -> None:
 
 
 def test_unknown_voice_raises() -> None:
-    with pytest.raises(RuntimeError, match="espeak-ng failed"):
+    with pytest.raises(EspeakError, match="no voice"):
         phonemize("hi", voice="xx-no-such-voice")
 
 
@@ -282,3 +285,13 @@ def test_default_config_is_char_and_custom_needs_symbols() -> None:
         LabelSet.from_config(LabelConfig(kind="custom"))
     with pytest.raises(LabelError):
         LabelSet.from_config(LabelConfig(kind="klingon"))
+
+
+def test_library_phonemizes_as_the_espeak_ng_program() -> None:
+    """The in-process library (audiomodels.espeak) gives the phones the corpus's program gave."""
+    texts = [normalize_text(t) for t in ("The quick brown fox.", "I bought a boat, sir!", "42", PARAGRAPH)]
+    program = subprocess.run(
+        ["espeak-ng", "-q", "-v", "en-us", "--ipa", "--sep=_"],
+        input="\n".join(texts) + "\n", capture_output=True, encoding="utf-8", check=True,
+    ).stdout.splitlines()
+    assert phonemize_batch(texts) == [_canonical_words(line) for line in program]
