@@ -237,11 +237,17 @@ def phonemize_batch(texts: Sequence[str], voice: str = "en-us", check: bool = Tr
     "xvi" as "roman sixteen"). Phones outside :data:`PHONES` raise :class:`LabelError`, unless
     ``check`` is false (bulk text, e.g. for LMs, where the caller skips such texts one by one).
     """
-    lines = ipa_lines([normalize_text(t) for t in texts], voice, _ESPEAK_SEPARATOR)
-    results = [_canonical_words(line) for line in lines]
+    results = phonemize_normalized([normalize_text(t) for t in texts], voice)
     if check:
         _check_phones(" ".join(results))
     return results
+
+
+def phonemize_normalized(texts: Sequence[str], voice: str = "en-us") -> list[str]:
+    """:func:`phonemize_batch` of texts :func:`normalize_text` has already made (a char label
+    set's output), unchecked: a decoder phonemizing its hypotheses as it searches saves the
+    normalization, half the cost of each call."""
+    return [_canonical_words(line) for line in ipa_lines(list(texts), voice, _ESPEAK_SEPARATOR)]
 
 
 def _canonical_words(ipa: str) -> str:

@@ -1,34 +1,44 @@
-"""A phone model's second opinion on a char model's beam: re-ranking its hypotheses by what the
-phone model hears.
+"""A phone model's second opinion on a char model's beam search: it guides the search word by
+word and re-ranks the beam it ends with.
 
 The shipped char and phone models hear the same audio through different label sets and were
-trained apart, so they err in different places. Beam search with the char model and its LM ends
-with up to ``beam_size`` hypotheses; each is phonemized with espeak-ng (as the phone model's
-training targets were) and scored by the phone model's CTC log-likelihood of those phones over the
-utterance; the hypothesis with the best ``beam score + weight x phone log-likelihood`` wins. On the
-corpus's held-out test split it took the shipped char model with beam 32 + LM from 11.64% to
-11.05% CER (models/HISTORY.md), for a second model pass and one espeak-ng call per utterance.
+trained apart, so they err in different places. Hypotheses are phonemized with espeak-ng (as the
+phone model's training targets were) and scored by the phone model's CTC probabilities of those
+phones over the utterance (:mod:`audiomodels.ctc_prefix`):
+
+- while the char model searches, each word a hypothesis ends adds ``search_weight`` x what the
+  phone model thinks of the words so far (:class:`PhoneGuide`), so hypotheses it does not hear
+  leave the beam early and ones it does stay;
+- the beam's hypotheses, phonemized as whole sentences, are then re-ranked by beam score +
+  ``weight`` x the phone model's log-likelihood of their phones.
+
+On the corpus's held-out test split the re-ranking alone took the shipped char model with beam 32
++ LM from 11.64% to 11.05% CER, and guiding the search as well took beam 8 + LM from 11.74% to
+11.50% (models/HISTORY.md), for a second model pass and the search's phonemization.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from audiomodels.labels import LabelError, LabelSet, phonemize_batch
+from audiomodels.ctc_prefix import CtcPrefixScores
+from audiomodels.decoding import PrefixScorer
+from audiomodels.labels import BLANK, LabelSet, phonemize_normalized
 
 if TYPE_CHECKING:  # the recognizer holds a PhoneCheck, which holds the phone model's recognizer
     from audiomodels.recognizer import Recognizer
 
 DEFAULT_WEIGHT = 0.5  # 0.5-0.7 were best on 200 dev utterances with beam 32 + LM (models/HISTORY.md)
+# Guiding the search: chosen on 200 dev utterances with beam 8 + LM and the re-ranking at 0.5 (models/HISTORY.md)
+DEFAULT_SEARCH_WEIGHT = 0.2
+DEFAULT_WORD_BONUS = 1.0
 DEFAULT_PHONE_MODEL = Path(__file__).resolve().parent.parent / "models" / "phone.ckpt"  # the shipped one, from any directory
 
 
@@ -38,10 +48,13 @@ class PhoneCheckError(ValueError):
 
 @dataclass(frozen=True)
 class PhoneCheck:
-    """The phone model (as a :class:`Recognizer`) and how much its opinion weighs."""
+    """The phone model (as a :class:`Recognizer`) and how much its opinion weighs: ``weight`` in
+    re-ranking the beam, ``search_weight`` (0: re-ranking only) and ``word_bonus`` in the search."""
 
     recognizer: Recognizer
     weight: float = DEFAULT_WEIGHT
+    search_weight: float = DEFAULT_SEARCH_WEIGHT
+    word_bonus: float = DEFAULT_WORD_BONUS
 
     def check_serves(self, labels: LabelSet, sample_rate: int) -> None:
         """Refuse a check for a model that does not spell words, or hears another sample rate."""
@@ -55,6 +68,8 @@ class PhoneCheck:
             )
         if not 0 < self.weight <= 10:
             raise PhoneCheckError(f"phone check weight must be in (0, 10], got {self.weight:g}")
+        if not 0 <= self.search_weight <= 10:
+            raise PhoneCheckError(f"phone check search weight must be in [0, 10], got {self.search_weight:g}")
 
     def emissions(self, speech: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """The phone model's log-probs (T, V) of each model-rate waveform, as the char model heard it
@@ -62,44 +77,106 @@ class PhoneCheck:
         log_probs, lengths = self.recognizer.emissions(speech)
         return [log_probs[row, :length] for row, length in enumerate(lengths.tolist())]
 
+    def scores(self, phone_log_probs: torch.Tensor) -> CtcPrefixScores:
+        """The phone model's prefix and whole-sequence scores over one utterance's log-probs (T, V)."""
+        return CtcPrefixScores(phone_log_probs, self.recognizer.labels.blank_id)
+
+    def guide(self, scorer: PrefixScorer | None, labels: LabelSet, scores: CtcPrefixScores) -> PrefixScorer | None:
+        """The scorer a checked beam search runs with: ``scorer``'s (LM, hints) plus, at each word's
+        end, the phone model's say on the words so far (:class:`PhoneGuide`); ``scorer`` itself
+        when the check only re-ranks (``search_weight`` 0)."""
+        if self.search_weight == 0:
+            return scorer
+        return PhoneGuide(scorer, scores, Phonemes(labels, self.recognizer.labels), self.search_weight, self.word_bonus)
+
     def rerank(
-        self, scored: Sequence[tuple[list[int], float]], labels: LabelSet, phone_log_probs: torch.Tensor
+        self, scored: Sequence[tuple[list[int], float]], labels: LabelSet, scores: CtcPrefixScores
     ) -> list[list[int]]:
         """Hypotheses (label ids of ``labels``, with their beam scores) best first by beam score +
-        weight x the phone model's log-likelihood of their phones in ``phone_log_probs`` (T, V)."""
-        texts = [labels.decode(label_ids) for label_ids, _ in scored]
-        likelihoods = self.log_likelihoods(texts, phone_log_probs)
+        weight x the phone model's log-likelihood of their phones (``scores.whole``)."""
+        phonemes = Phonemes(labels, self.recognizer.labels)
+        likelihoods = [scores.whole(phonemes.of_sentence(label_ids)) for label_ids, _ in scored]
         order = sorted(
             range(len(scored)), key=lambda i: scored[i][1] + self.weight * likelihoods[i], reverse=True
         )
         return [scored[i][0] for i in order]
 
-    def log_likelihoods(self, texts: Sequence[str], phone_log_probs: torch.Tensor) -> list[float]:
-        """The phone model's CTC log-likelihood of each text's espeak-ng phones (-inf for phones it
-        has no label for, or more phones than frames)."""
-        phone_labels = self.recognizer.labels
-        blank = phone_labels.blank_id
-        frames = torch.tensor([len(phone_log_probs)])
-        likelihoods = []
-        for phones in phonemize_batch(texts, check=False):
-            try:
-                target = phone_labels.encode(phones)
-            except LabelError:
-                likelihoods.append(-math.inf)
-                continue
-            if not target:
-                likelihoods.append(float(phone_log_probs[:, blank].sum()))
-                continue
-            loss = F.ctc_loss(
-                phone_log_probs.unsqueeze(1).float(),
-                torch.tensor([target]),
-                frames,
-                torch.tensor([len(target)]),
-                blank=blank,
-                reduction="sum",
-            )
-            likelihoods.append(-float(loss))
-        return likelihoods
+
+class Phonemes:
+    """A char hypothesis's phones as phone-model label ids, phonemized with espeak-ng as the phone
+    model's training targets were; phones outside the phone model's labels are left out."""
+
+    def __init__(self, char_labels: LabelSet, phone_labels: LabelSet) -> None:
+        self.char_labels, self.phone_labels = char_labels, phone_labels
+        self._phones = set(phone_labels.symbols) - {BLANK}
+        self._known: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+    def of_sentence(self, label_ids: Sequence[int]) -> tuple[int, ...]:
+        key = tuple(label_ids)
+        phones = self._known.get(key)
+        if phones is None:
+            text = self.char_labels.decode(key)
+            spoken = phonemize_normalized([text])[0] if text.strip() else ""
+            known = " ".join(phone for phone in spoken.split() if phone in self._phones)
+            phones = self._known[key] = tuple(self.phone_labels.encode(known))
+        return phones
+
+
+@dataclass
+class PhoneGuide:
+    """A beam search scorer (:class:`~audiomodels.decoding.PrefixScorer`): ``inner``'s scores plus,
+    each time a hypothesis ends a word, ``weight`` x the change in the phone model's prefix score
+    of its words' phones (:mod:`audiomodels.ctc_prefix`) and ``word_bonus``; at the end, the
+    phone model's whole-utterance likelihood replaces the prefix score.
+
+    Words are phonemized together, so each is spoken in the context of the ones before it (espeak-ng
+    says "a" as ɐ inside a sentence, eɪ alone). Scoring at word ends, not letters, keeps
+    half-spelled words out of espeak-ng, whose guesses for them are noise; the bonus per word
+    offsets the cost every word pays, which would otherwise favour hypotheses that run words
+    together to put it off."""
+
+    inner: PrefixScorer | None
+    scores: CtcPrefixScores
+    phonemes: Phonemes
+    weight: float
+    word_bonus: float
+
+    def __post_init__(self) -> None:
+        separator = self.phonemes.char_labels.word_separator_id()
+        if separator is None:
+            raise PhoneCheckError("the phone check's search needs a char label set with a word separator")
+        self.separator = separator
+
+    def initial_state(self) -> GuideState:
+        return (self.inner.initial_state() if self.inner else None), (), ()
+
+    def extend(self, state: GuideState, label: int) -> tuple[float, GuideState]:
+        inner_state, words, spelling = state
+        gained = 0.0
+        if self.inner is not None:
+            gained, inner_state = self.inner.extend(inner_state, label)
+        if label != self.separator:
+            return gained, (inner_state, words, (*spelling, label))
+        if not spelling:
+            return gained, (inner_state, words, ())
+        longer = self._joined(words, spelling)
+        gained += self.weight * (self._prefix(longer) - self._prefix(words)) + self.word_bonus
+        return gained, (inner_state, longer, ())
+
+    def finish(self, state: GuideState) -> float:
+        inner_state, words, spelling = state
+        score = self.inner.finish(inner_state) if self.inner is not None else 0.0
+        whole = self.scores.whole(self.phonemes.of_sentence(self._joined(words, spelling)))
+        return score + self.weight * (whole - self._prefix(words)) + (self.word_bonus if spelling else 0.0)
+
+    def _joined(self, words: tuple[int, ...], spelling: tuple[int, ...]) -> tuple[int, ...]:
+        return (*words, self.separator, *spelling) if words and spelling else words or spelling
+
+    def _prefix(self, words: tuple[int, ...]) -> float:
+        return self.scores.prefix(self.phonemes.of_sentence(words))
+
+
+GuideState = tuple[Any, tuple[int, ...], tuple[int, ...]]  # inner scorer's state, words so far, word being spelled
 
 
 def add_phone_check_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -110,16 +187,24 @@ def add_phone_check_arguments(parser: argparse.ArgumentParser | argparse._Argume
         nargs="?",
         const=DEFAULT_PHONE_MODEL,
         metavar="PHONE_CKPT",
-        help="beam search only, char models: re-rank the beam's hypotheses by a phone model's likelihood of "
-        "their phones (default: the shipped models/phone.ckpt): fewer errors on unfamiliar voices, for a second "
-        "model pass and an espeak-ng call per utterance",
+        help="beam search only, char models: a phone model (default: the shipped models/phone.ckpt) guides the "
+        "search word by word and re-ranks the beam by its likelihood of the hypotheses' phones: fewer errors on "
+        "unfamiliar voices, for a second model pass",
     )
     parser.add_argument(
         "--phone-check-weight",
         type=float,
         default=DEFAULT_WEIGHT,
         metavar="W",
-        help=f"weight of the phone model's log-likelihood against the beam score (default {DEFAULT_WEIGHT})",
+        help=f"weight of the phone model's log-likelihood in re-ranking the beam (default {DEFAULT_WEIGHT})",
+    )
+    parser.add_argument(
+        "--phone-check-search-weight",
+        type=float,
+        default=DEFAULT_SEARCH_WEIGHT,
+        metavar="W",
+        help=f"weight of the phone model's say on each word during the search (default {DEFAULT_SEARCH_WEIGHT}; "
+        "0: re-rank only)",
     )
 
 
@@ -130,4 +215,5 @@ def phone_check_from_args(args: argparse.Namespace, **recognizer_options: object
         return None
     from audiomodels.recognizer import Recognizer  # at call time: the recognizer module imports this one
 
-    return PhoneCheck(Recognizer.from_checkpoint(args.phone_check, **recognizer_options), args.phone_check_weight)
+    recognizer = Recognizer.from_checkpoint(args.phone_check, **recognizer_options)
+    return PhoneCheck(recognizer, args.phone_check_weight, args.phone_check_search_weight)

@@ -21,6 +21,7 @@ from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.context import BiasedFusion, PhraseBias
+from audiomodels.ctc_prefix import CtcPrefixScores
 from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, Settling, frame_argmax
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
@@ -293,20 +294,18 @@ class Recognizer:
     ) -> Transcript:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words
         (:meth:`search` over all of them, then :meth:`transcript`). With ``phone_log_probs`` (from
-        :meth:`decodable_batch`) beam search's whole beam is re-ranked by the :attr:`phone_check`."""
-        search = self.search(beam_size, alternatives, bias)
+        :meth:`decodable_batch`) and a :attr:`phone_check`, the phone model guides beam search and
+        re-ranks its whole beam (:mod:`audiomodels.phone_check`)."""
+        check, scores = self.phone_check, None
+        if check is not None and phone_log_probs is not None and beam_size > 1:
+            scores = check.scores(phone_log_probs)
+        search = self.search(beam_size, alternatives, bias, phone_scores=scores)
         search.advance(log_probs)
-        return self.transcript(log_probs, self.ranked_hypotheses(search, alternatives, phone_log_probs), duration_s)
-
-    def ranked_hypotheses(
-        self, search: FrameSearch, alternatives: int = 1, phone_log_probs: torch.Tensor | None = None
-    ) -> list[list[int]]:
-        """A finished search's ``alternatives`` best hypotheses; with the phone model's log-probs of
-        the utterance (and a :attr:`phone_check`), the best of the whole beam by the check."""
-        if phone_log_probs is None or self.phone_check is None or not isinstance(search, PrefixBeam):
-            return search.hypotheses(alternatives)
-        scored = search.scored_hypotheses(search.beam_size)
-        return self.phone_check.rerank(scored, self.labels, phone_log_probs)[:alternatives]
+        if check is not None and scores is not None and isinstance(search, PrefixBeam):
+            hypotheses = check.rerank(search.scored_hypotheses(beam_size), self.labels, scores)[:alternatives]
+        else:
+            hypotheses = search.hypotheses(alternatives)
+        return self.transcript(log_probs, hypotheses, duration_s)
 
     def search(
         self,
@@ -314,6 +313,7 @@ class Recognizer:
         alternatives: int = 1,
         bias: PhraseBias | None = None,
         chunking: Chunking | None = None,
+        phone_scores: CtcPrefixScores | None = None,
     ) -> FrameSearch:
         """A fresh search for one utterance: greedy, or beam search with this recognizer's LM.
 
@@ -322,7 +322,8 @@ class Recognizer:
         one. Fed frames in pieces it gives the one-pass result, so live streams search as they go.
         In a chunked mode (``chunking``, default this recognizer's) beam search settles its leader's
         words every chunk (:class:`audiomodels.decoding.Settling`) as a live stream's does, so a
-        chunked recognizer is a stream's offline twin in decoding too."""
+        chunked recognizer is a stream's offline twin in decoding too. ``phone_scores`` (the
+        :attr:`phone_check`'s model over the whole utterance, so offline only) guide beam search."""
         blank = self.labels.blank_id
         if beam_size <= 1:
             if alternatives > 1:
@@ -333,6 +334,8 @@ class Recognizer:
         if not 1 <= alternatives <= beam_size:
             raise ValueError(f"alternatives must be 1-{beam_size} (the beam), got {alternatives}")
         scorer = self.fusion if bias is None else BiasedFusion(bias, self.fusion)
+        if phone_scores is not None and self.phone_check is not None:
+            scorer = self.phone_check.guide(scorer, self.labels, phone_scores)
         chunking = chunking or self.chunking
         separator = self.labels.word_separator_id()
         settling = Settling(chunking.chunk, separator) if chunking and separator is not None else None

@@ -1,15 +1,17 @@
-"""What the phone check buys and costs: the char model's beam as it ranks itself vs re-ranked by
-the phone model's likelihood of each hypothesis' phones.
+"""What the phone check buys and costs: the char model's beam as it ranks itself, re-ranked by the
+phone model's likelihood of each hypothesis' phones, and with the phone model guiding the search too.
 
 Usage:
     python benchmarks/phone_check.py [--checkpoint models/char.ckpt] [--phone-model models/phone.ckpt]
         [--split dev=data/corpus/dev.jsonl --split test=data/corpus/test.jsonl ...]
-        [--beam-sizes 8 32] [--weight 0.5] [--threads 1] [--out benchmarks/results/phone_check.json]
+        [--beam-sizes 8 32] [--weight 0.5] [--search-weight 0.2] [--threads 1]
+        [--out benchmarks/results/phone_check.json]
 
 Every split is scored with ``training.evaluate.evaluate`` (the path of ``speechlabel evaluate
---phone-check``) at each beam size with the LM shipped beside the char model, once plainly and
-once with the check; the real-time factors of both are measured side by side on the same machine
-(the checked one includes the phone model's pass and espeak-ng). The splits default to the
+--phone-check``) at each beam size with the LM shipped beside the char model three ways: plainly
+("plain"), re-ranked only (``--phone-check-search-weight 0``, "reranked") and guided and re-ranked
+("checked", the default check); the real-time factors are measured side by side on the same
+machine (the checked ones include the phone model's pass and espeak-ng). The splits default to the
 shipped models' dev set (seen voices) and their three held-out test sets (unseen voices). Per
 split the scores of each synthesizer (``engine``) are kept too.
 """
@@ -17,13 +19,14 @@ split the scores of each synthesizer (``engine``) are kept too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from audiomodels.lm import own_fusion
-from audiomodels.phone_check import DEFAULT_PHONE_MODEL, DEFAULT_WEIGHT, PhoneCheck
+from audiomodels.phone_check import DEFAULT_PHONE_MODEL, DEFAULT_SEARCH_WEIGHT, DEFAULT_WEIGHT, PhoneCheck
 from audiomodels.recognizer import Recognizer
 from training.evaluate import breakdown, evaluate
 from training.manifest import read_manifest
@@ -35,9 +38,14 @@ from warp_ensemble import DEFAULT_SPLITS, parse_split
 def score(
     checkpoint: Path, check: PhoneCheck, splits: dict[str, Path], beam_sizes: list[int]
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{split: {"beamN + LM": {"plain": summary, "checked": summary}}}."""
+    """{split: {"beamN + LM": {"plain": summary, "reranked": summary, "checked": summary}}}."""
     plain = Recognizer.from_checkpoint(checkpoint, fusion=own_fusion(checkpoint))
-    checked = Recognizer(plain.config, plain.model, fusion=plain.fusion, phone_check=check)
+    reranking = dataclasses.replace(check, search_weight=0.0)
+    variants = {
+        "plain": plain,
+        "reranked": Recognizer(plain.config, plain.model, fusion=plain.fusion, phone_check=reranking),
+        "checked": Recognizer(plain.config, plain.model, fusion=plain.fusion, phone_check=check),
+    }
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for split, manifest in splits.items():
         utterances = read_manifest(manifest)
@@ -45,7 +53,7 @@ def score(
         for beam in beam_sizes:
             decoder = f"beam{beam} + LM" if plain.fusion else f"beam{beam}"
             results[split][decoder] = {}
-            for variant, recognizer in (("plain", plain), ("checked", checked)):
+            for variant, recognizer in variants.items():
                 result = evaluate(recognizer, utterances, beam_size=beam)
                 by_engine = breakdown(result, utterances, ["engine"])
                 results[split][decoder][variant] = {
@@ -58,14 +66,14 @@ def score(
 
 
 def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """A markdown table: CER and WER plain -> checked, and the real-time factors."""
-    print("\n| split | decoder | CER, plain -> checked | WER, plain -> checked | RTF, plain -> checked |")
+    """A markdown table: CER, WER and real-time factor plain / re-ranked / guided and re-ranked."""
+    print("\n| split | decoder | CER: plain / reranked / checked | WER: plain / reranked / checked | RTF: plain / reranked / checked |")
     print("|---|---|---|---|---|")
     for split, by_decoder in results.items():
         for decoder, variants in by_decoder.items():
-            plain, checked = variants["plain"], variants["checked"]
-            rates = [f"{100 * plain['rates'][n]:.2f}% -> {100 * checked['rates'][n]:.2f}%" for n in ("cer", "wer")]
-            speed = f"{plain['real_time_factor']:.4f} -> {checked['real_time_factor']:.4f}"
+            rows = [variants[name] for name in ("plain", "reranked", "checked")]
+            rates = [" / ".join(f"{100 * row['rates'][n]:.2f}%" for row in rows) for n in ("cer", "wer")]
+            speed = " / ".join(f"{row['real_time_factor']:.4f}" for row in rows)
             print(f"| {split} | {decoder} | {' | '.join(rates)} | {speed} |")
 
 
@@ -76,16 +84,21 @@ def main() -> None:
     parser.add_argument("--split", type=parse_split, action="append", metavar="NAME=MANIFEST",
                         help="a split to score (repeatable; default: dev and the three held-out test sets)")  # fmt: skip
     parser.add_argument("--beam-sizes", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="the phone model's weight")
+    parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="the phone model's weight in re-ranking")
+    parser.add_argument("--search-weight", type=float, default=DEFAULT_SEARCH_WEIGHT,
+                        help="the phone model's weight in guiding the search")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a loaded machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/phone_check.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = dict(args.split) if args.split else DEFAULT_SPLITS
-    check = PhoneCheck(Recognizer.from_checkpoint(args.phone_model), args.weight)
+    check = PhoneCheck(Recognizer.from_checkpoint(args.phone_model), args.weight, args.search_weight)
     results = score(args.checkpoint, check, splits, args.beam_sizes)
     print_table(results)
-    report = {"threads": args.threads, "weight": args.weight, "phone_model": str(args.phone_model), "results": results}
+    report = {
+        "threads": args.threads, "weight": args.weight, "search_weight": args.search_weight,
+        "word_bonus": check.word_bonus, "phone_model": str(args.phone_model), "results": results,
+    }
     write_report(args.out, report)
 
 

@@ -237,6 +237,7 @@ def model_info(entry: ModelEntry, default_name: str) -> pb.ModelInfo:
         ),
         warp_factors=recognizer.warps,
         phone_check_weight=recognizer.phone_check.weight if recognizer.phone_check else 0.0,
+        phone_check_search_weight=recognizer.phone_check.search_weight if recognizer.phone_check else 0.0,
     )
 
 

@@ -1,5 +1,5 @@
-"""The phone check: the shipped phone model's likelihood of a char hypothesis' phones, and the
-re-ranking of the char model's beam by it, on real espeak-ng speech."""
+"""The phone check: the shipped phone model's likelihood of a char hypothesis' phones, its guide
+of the char model's search and the re-ranking of its beam, on real espeak-ng speech."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.lm import own_fusion
-from audiomodels.phone_check import PhoneCheck, PhoneCheckError
+from audiomodels.phone_check import Phonemes, PhoneCheck, PhoneCheckError, PhoneGuide
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from tests.conftest import synthesize_wav
@@ -48,23 +48,61 @@ def phone_log_probs(char_recognizer: Recognizer, speech: np.ndarray) -> torch.Te
 
 
 def test_the_phone_model_finds_the_words_spoken_likelier_than_near_misses(
-    phone_check: PhoneCheck, phone_log_probs: torch.Tensor
+    char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
 ) -> None:
+    labels, scores = char_recognizer.labels, phone_check.scores(phone_log_probs)
+    phonemes = Phonemes(labels, phone_check.recognizer.labels)
     texts = [SPOKEN, "often the door", "open the tour", "open a door", ""]
-    likelihoods = phone_check.log_likelihoods(texts, phone_log_probs)
+    likelihoods = [scores.whole(phonemes.of_sentence(labels.encode(text))) for text in texts]
     assert likelihoods[0] == max(likelihoods)
     assert all(likelihood < likelihoods[0] - 1.0 for likelihood in likelihoods[1:])
+    assert list(phonemes.of_sentence(labels.encode("open a"))) == phone_check.recognizer.labels.encode("oʊ p ə n | eɪ")
 
 
 def test_its_opinion_overturns_a_close_call_of_the_beam_but_not_a_clear_one(
     char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
 ) -> None:
-    labels = char_recognizer.labels
+    labels, scores = char_recognizer.labels, phone_check.scores(phone_log_probs)
     miss, hit = labels.encode(labels.normalize("often the door")), labels.encode(SPOKEN)
-    close = phone_check.rerank([(miss, -20.0), (hit, -21.0)], labels, phone_log_probs)
+    close = phone_check.rerank([(miss, -20.0), (hit, -21.0)], labels, scores)
     assert close == [hit, miss]
-    clear = phone_check.rerank([(miss, -20.0), (hit, -2000.0)], labels, phone_log_probs)
+    clear = phone_check.rerank([(miss, -20.0), (hit, -2000.0)], labels, scores)
     assert clear == [miss, hit]
+
+
+def guide_total(guide: PhoneGuide, labels: list[int]) -> float:
+    """What a search with ``guide`` adds to a hypothesis spelled ``labels``, its end included."""
+    state, total = guide.initial_state(), 0.0
+    for label in labels:
+        gained, state = guide.extend(state, label)
+        total += gained
+    return total + guide.finish(state)
+
+
+def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_end(
+    char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
+) -> None:
+    labels, scores = char_recognizer.labels, phone_check.scores(phone_log_probs)
+    guide = phone_check.guide(None, labels, scores)
+    assert isinstance(guide, PhoneGuide)
+    phonemes = Phonemes(labels, phone_check.recognizer.labels)
+    for text in (SPOKEN, "often the door", "open the tour "):
+        spelled = labels.encode(text)
+        expected = guide.weight * scores.whole(phonemes.of_sentence(spelled)) + guide.word_bonus * len(text.split())
+        assert guide_total(guide, spelled) == pytest.approx(expected)
+    # mid-search, ending a word the phone model heard costs little, one it did not hear much more
+    space = labels.encode(" ")[0]
+    ended = {}
+    for word in ("open", "often"):
+        state = guide.initial_state()
+        for label in labels.encode(word):
+            state = guide.extend(state, label)[1]
+        ended[word] = guide.extend(state, space)[0]
+    assert ended["open"] > guide.word_bonus - 2.0 * guide.weight  # under 2 nats of the phone model's
+    assert ended["often"] < ended["open"] - 10.0 * guide.weight
+    # re-ranking only: the search keeps its own scorer
+    rerank_only = PhoneCheck(phone_check.recognizer, search_weight=0.0)
+    assert rerank_only.guide(char_recognizer.fusion, labels, scores) is char_recognizer.fusion
 
 
 def test_a_checked_recognizer_runs_the_phone_model_only_for_beam_search(
@@ -88,6 +126,8 @@ def test_phone_checks_that_cannot_serve_are_refused_by_name(phone_check: PhoneCh
         Recognizer.from_checkpoint(MODELS / "phone.ckpt", phone_check=phone_check)
     with pytest.raises(PhoneCheckError, match="weight must be in"):
         Recognizer.from_checkpoint(MODELS / "char.ckpt", phone_check=PhoneCheck(phone_check.recognizer, 0.0))
+    with pytest.raises(PhoneCheckError, match="search weight must be in"):
+        Recognizer.from_checkpoint(MODELS / "char.ckpt", phone_check=PhoneCheck(phone_check.recognizer, 0.5, -1.0))
 
 
 def test_the_commands_refuse_a_phone_check_without_beam_search_or_phone_model(

@@ -915,9 +915,9 @@ def test_a_warp_ensemble_server_streams_and_recognizes_like_its_offline_twins(
 def test_a_phone_checked_server_recognizes_like_its_offline_twin(
     model_dir: Path, recognizer: Recognizer, pcm, tmp_path: Path
 ) -> None:
-    """``serve --phone-check``: Recognize with beam search re-ranks a char model's beam as the offline
-    recognizer with the same check does (a heavy weight, so the check changes what the tiny model
-    says); a phone model in the same directory is served unchecked."""
+    """``serve --phone-check``: Recognize with beam search guides and re-ranks a char model's beam as
+    the offline recognizer with the same check does (a heavy weight, so the check changes what the
+    tiny model says); a phone model in the same directory is served unchecked."""
     check = PhoneCheck(Recognizer.from_checkpoint(SHIPPED_MODELS / "phone.ckpt"), weight=10.0)
     (tmp_path / "tiny.ckpt").symlink_to(model_dir / "tiny.ckpt")
     (tmp_path / "phone.ckpt").symlink_to(SHIPPED_MODELS / "phone.ckpt")
@@ -929,8 +929,11 @@ def test_a_phone_checked_server_recognizes_like_its_offline_twin(
         with grpc.insecure_channel(server.address) as channel:
             served = pb_grpc.SpeechLabelerStub(channel)
             results = {text: served.Recognize(pb.RecognizeRequest(config=config, audio=data)).results[0] for text, data in pcm.items()}
-            listed = {m.name: m.phone_check_weight for m in served.ListModels(pb.ListModelsRequest()).models}
-            assert listed == {"tiny": 10.0, "phone": 0.0}
+            listed = {
+                m.name: (m.phone_check_weight, m.phone_check_search_weight)
+                for m in served.ListModels(pb.ListModelsRequest()).models
+            }
+            assert listed == {"tiny": (10.0, check.search_weight), "phone": (0.0, 0.0)}
     finally:
         server.close()
     checked = Recognizer(recognizer.config, recognizer.model, fusion=recognizer.fusion, phone_check=check)
