@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
-from functools import cache
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 0x02  # no audio device is opened; phonemization only
 _INITIALIZE_DONT_EXIT = 0x8000  # a missing voice is an error code, not the end of the process
@@ -42,7 +41,6 @@ class _Library:
         if self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_DONT_EXIT) < 0:
             raise EspeakError("libespeak-ng failed to initialize (is espeak-ng-data installed?)")
         self.voice = ""
-        self.lock = threading.Lock()
 
     def set_voice(self, voice: str) -> None:
         if voice != self.voice:
@@ -51,18 +49,19 @@ class _Library:
             self.voice = voice
 
 
-@cache
-def _library() -> _Library:
-    return _Library()
+_LOCK = threading.Lock()  # the library's one global state: loading, voice and every call
+_loaded: list[_Library] = []
 
 
 def ipa_lines(lines: list[str], voice: str, separator: str) -> list[str]:
     """espeak-ng's IPA for each line (``separator`` between the phones of a word), as
     ``espeak-ng -q -v VOICE --ipa --sep=SEPARATOR`` prints it for the same lines on stdin."""
-    library = _library()
     mode = _PHONEMES_IPA | (ord(separator) << 8)
     results = []
-    with library.lock:
+    with _LOCK:
+        if not _loaded:
+            _loaded.append(_Library())
+        library = _loaded[0]
         library.set_voice(voice)
         for line in lines:
             buffer = ctypes.create_string_buffer(line.encode())

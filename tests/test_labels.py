@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,12 @@ def test_library_phonemizes_as_the_espeak_ng_program() -> None:
         input="\n".join(texts) + "\n", capture_output=True, encoding="utf-8", check=True,
     ).stdout.splitlines()
     assert phonemize_batch(texts) == [_canonical_words(line) for line in program]
+
+
+def test_threads_phonemizing_at_once_get_their_own_phones() -> None:
+    """The library has one global state; calls from a server's threads must not mix."""
+    texts = [f"{word} number {n}" for n, word in enumerate(["apple", "river", "golden", "thunder"] * 10)]
+    alone = [phonemize(text) for text in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(phonemize, texts))
+    assert together == alone
