@@ -74,7 +74,7 @@ bench-robustness: install $(TEST_SPLIT)
 bench-warps: install corpora
 	$(PY) benchmarks/warp_ensemble.py --checkpoints models/char.ckpt models/phone.ckpt
 
-# The char model's beam (8 and 32, + LM) as it ranks itself vs re-ranked by the phone model (--phone-check), dev and held-out tests.
+# The char model's beam (8 and 32, + LM) as it ranks itself, re-ranked by the phone model, and guided and re-ranked (--phone-check), dev and held-out tests.
 bench-phone-check: install corpora
 	$(PY) benchmarks/phone_check.py
 

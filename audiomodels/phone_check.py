@@ -13,8 +13,8 @@ phones over the utterance (:mod:`audiomodels.ctc_prefix`):
   ``weight`` x the phone model's log-likelihood of their phones.
 
 On the corpus's held-out test split the re-ranking alone took the shipped char model with beam 32
-+ LM from 11.64% to 11.05% CER, and guiding the search as well took beam 8 + LM from 11.74% to
-11.50% (models/HISTORY.md), for a second model pass and the search's phonemization.
++ LM from 11.64% to 11.05% CER, and guiding the search as well to 10.73% (README, The phone
+check), for a second model pass and the search's phonemization.
 """
 
 from __future__ import annotations
