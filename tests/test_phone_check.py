@@ -12,7 +12,7 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.lm import own_fusion
-from audiomodels.phone_check import Phonemes, PhoneCheck, PhoneCheckError, PhoneGuide
+from audiomodels.phone_check import Phonemes, PhoneCheck, PhoneCheckError, PhoneGuide, phone_check_from_args
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from tests.conftest import synthesize_wav
@@ -142,6 +142,9 @@ def test_the_commands_refuse_a_phone_check_without_beam_search_or_phone_model(
         run(greedy)
     missing = tmp_path / "none.ckpt"
     args = ["--checkpoint", str(MODELS / "char.ckpt"), "--manifest", str(manifest), "--beam-size", "8"]
+    weights = parser.parse_args([*args, "--phone-check", "--phone-check-weight", "0.7", "--phone-check-search-weight", "0"])
+    check = phone_check_from_args(weights)
+    assert check is not None and (check.weight, check.search_weight) == (0.7, 0.0)
     with pytest.raises(SystemExit, match="none.ckpt"):
         run(parser.parse_args([*args, "--phone-check", str(missing)]))
     audio = synthesize_wav("hello", tmp_path / "hello.wav")

@@ -1,7 +1,8 @@
-"""benchmarks/phone_check.py: each split and beam scored plainly and with the phone check, per engine."""
+"""benchmarks/phone_check.py: each split and beam scored plainly, re-ranked and guided by the phone check, per engine."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from training.evaluate import evaluate
 PHONE_MODEL = Path(__file__).resolve().parent.parent / "models" / "phone.ckpt"
 
 
-def test_every_split_and_beam_is_scored_plainly_and_with_the_check(
+def test_every_split_and_beam_is_scored_plainly_reranked_and_checked(
     trained: tuple[Path, list[float]], speech_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest, utterances = speech_manifest(speech_files, tmp_path)
@@ -24,9 +25,12 @@ def test_every_split_and_beam_is_scored_plainly_and_with_the_check(
         bench.print_table(results)
 
     assert list(results["test"]) == ["beam2", "beam4"]  # the tiny model has no LM beside it
+    reranking = dataclasses.replace(check, search_weight=0.0)
     for decoder, beam_size in (("beam2", 2), ("beam4", 4)):
-        plain, checked = results["test"][decoder]["plain"], results["test"][decoder]["checked"]
-        for row, phone_check in ((plain, None), (checked, check)):  # each row is what evaluate() gives that recognizer
+        rows = results["test"][decoder]
+        assert list(rows) == ["plain", "reranked", "checked"]
+        for variant, phone_check in (("plain", None), ("reranked", reranking), ("checked", check)):
+            row = rows[variant]  # each row is what evaluate() gives that recognizer
             recognizer = Recognizer.from_checkpoint(checkpoint, phone_check=phone_check)
             assert row["counts"] == evaluate(recognizer, utterances, beam_size=beam_size).summary()["counts"]
             assert row["by_engine"] == {"espeak-ng": row["rates"]} and row["real_time_factor"] > 0
