@@ -6,7 +6,7 @@ FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# libsndfile (bundled in the soundfile wheel) reads WAV/FLAC/MP3/Ogg; espeak-ng phonemizes transcripts for phone models.
+# libsndfile (bundled in the soundfile wheel) reads WAV/FLAC/MP3/Ogg; espeak-ng's library (libespeak-ng1, a dependency of espeak-ng) phonemizes transcripts for phone models and the phone check.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libsndfile1 espeak-ng \
     && rm -rf /var/lib/apt/lists/*
