@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from audiomodels.audio import load_audio
+from audiomodels.context import BiasedFusion, PhraseBias
+from audiomodels.decoding import PrefixScorer
 from audiomodels.lm import own_fusion
 from audiomodels.phone_check import Phonemes, PhoneCheck, PhoneCheckError, PhoneGuide, phone_check_from_args
 from audiomodels.recognizer import Recognizer
@@ -70,7 +72,7 @@ def test_its_opinion_overturns_a_close_call_of_the_beam_but_not_a_clear_one(
     assert clear == [miss, hit]
 
 
-def guide_total(guide: PhoneGuide, labels: list[int]) -> float:
+def guide_total(guide: PrefixScorer, labels: list[int]) -> float:
     """What a search with ``guide`` adds to a hypothesis spelled ``labels``, its end included."""
     state, total = guide.initial_state(), 0.0
     for label in labels:
@@ -100,6 +102,13 @@ def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_en
         ended[word] = guide.extend(state, space)[0]
     assert ended["open"] > guide.word_bonus - 2.0 * guide.weight  # under 2 nats of the phone model's
     assert ended["often"] < ended["open"] - 10.0 * guide.weight
+    # on top of the LM and phrase hints: their scores and the phone model's simply add up
+    hinted = BiasedFusion(PhraseBias.from_phrases(["the door"], labels), char_recognizer.fusion)
+    both = phone_check.guide(hinted, labels, scores)
+    assert isinstance(both, PhoneGuide)
+    for text in (SPOKEN, "often the door"):
+        spelled = labels.encode(text)
+        assert guide_total(both, spelled) == pytest.approx(guide_total(hinted, spelled) + guide_total(guide, spelled))
     # re-ranking only: the search keeps its own scorer
     rerank_only = PhoneCheck(phone_check.recognizer, search_weight=0.0)
     assert rerank_only.guide(char_recognizer.fusion, labels, scores) is char_recognizer.fusion
