@@ -228,8 +228,7 @@ def phonemize_batch(texts: Sequence[str], voice: str = "en-us", check: bool = Tr
     """espeak-ng IPA phones for many texts, from its library in this process (:mod:`audiomodels.espeak`).
 
     Each text goes through :func:`normalize_text`, then espeak-ng (as ``-q --ipa --sep=_`` prints
-    it). The result is
-    canonical: phones separated by single spaces, words by ``" | "``, e.g.
+    it). The result is canonical: phones separated by single spaces, words by ``" | "``, e.g.
     ``"h ə l oʊ | w ɜː l d"``. espeak-ng's separator option keeps multi-character phones
     (aɪ, tʃ, iː, ɜː, ɑːɹ) as one token. Stress marks ˈ ˌ are dropped: stress is not an
     acoustic unit the CTC model labels, and keeping it would triple the vowel symbols. Length marks stay attached to their vowel. Words follow espeak-ng's own
