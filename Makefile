@@ -51,11 +51,11 @@ bench: install
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/batch_transcribe.py --minutes 30 --checkpoint models/char.ckpt
 
-# Shipped char model vs PocketSphinx and Whisper tiny.en on the held-out test split of the seed-0 corpus
+# Shipped char model (plain, with its LM, and phone-checked) vs PocketSphinx and Whisper tiny.en on the held-out test split of the seed-0 corpus
 # (its first 174 utterances, 11.7 min: the test split of the 4-hour plan; the peers run at 3-4x real time).
 bench-accuracy: install $(TEST_SPLIT)
 	$(PY) -m pip install -q -e '.[bench]'
-	OMP_NUM_THREADS=1 $(PY) benchmarks/accuracy.py --manifest data/corpus/test.jsonl --limit 174 --checkpoint models/char.ckpt
+	OMP_NUM_THREADS=1 $(PY) benchmarks/accuracy.py --manifest data/corpus/test.jsonl --limit 174 --checkpoint models/char.ckpt --phone-check
 
 # Live streams under load (batching on vs off), accuracy in full-context vs chunked streaming mode,
 # endpointing, and what interims say before their finals per decoder.

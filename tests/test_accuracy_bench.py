@@ -44,14 +44,17 @@ def test_run_scores_ours_and_skips_missing_peers(
     out = tmp_path / "accuracy.json"
 
     assert accuracy.main(["--manifest", str(manifest), "--checkpoint", str(checkpoint), "--beam-size", "4",
-                          "--limit", "3", "--out", str(out)]) == 0
+                          "--limit", "3", "--phone-check", "--out", str(out)]) == 0
 
     report = json.loads(out.read_text())
     assert report["num_utterances"] == 3
     assert set(report["skipped"]) == {"pocketsphinx", "whisper-tiny.en"}
     assert all(".[bench]" in reason for reason in report["skipped"].values())
     ours = report["systems"]
-    assert [s["system"] for s in ours] == ["speechlabel char, greedy", "speechlabel char, beam 4"]
+    assert [s["system"] for s in ours] == [
+        "speechlabel char, greedy", "speechlabel char, beam 4", "speechlabel char, beam 4 + phone check"
+    ]
+    assert "guided and re-ranked by phone.ckpt" in ours[2]["notes"]
     for summary in ours:
         assert summary["num_scored"] == 3 and summary["num_failed"] == 0
         assert summary["rtf"] > 0 and summary["wer"] >= 0 and summary["cer"] >= 0
