@@ -49,7 +49,7 @@ from audiomodels.audio import encode_pcm16, load_audio
 from audiomodels.checkpoint import CheckpointError, load_checkpoint
 from audiomodels.labels import LabelError, normalize_text
 from audiomodels.lm import lm_beside, own_fusion
-from audiomodels.phone_check import DEFAULT_PHONE_MODEL, PhoneCheck
+from audiomodels.phone_check import PhoneCheck, add_phone_check_arguments, phone_check_from_args
 from audiomodels.recognizer import Recognizer
 from training.evaluate import evaluate
 from training.manifest import Utterance, read_manifest
@@ -150,10 +150,10 @@ def run_speechlabel(
     beam_sizes: Sequence[int],
     batch_seconds: float,
     utterances: Sequence[Utterance],
-    phone_model: Path | None = None,
+    phone_check: PhoneCheck | None = None,
 ) -> tuple[list[Outcome], dict[str, Any]]:
     """Our model through ``evaluate`` once per beam size, and at the widest with its LM and then
-    also checked by ``phone_model``; also returns what identifies the checkpoint."""
+    also with ``phone_check``; also returns what identifies the checkpoint."""
     start = time.perf_counter()
     try:
         loaded = load_checkpoint(checkpoint)
@@ -179,13 +179,10 @@ def run_speechlabel(
         words = f" + word {lm.words.ngrams.order}-gram" if lm.words is not None else ""
         runs.append((with_lm, max(beam_sizes), f"{lm.order}-gram char LM{words} ({lm_path.name})"))
         info["lm"] = {"path": str(lm_path), "order": lm.order, "source": lm.source}
-    if phone_model is not None and max(beam_sizes) > 1:
-        try:
-            check = PhoneCheck(Recognizer.from_checkpoint(phone_model))
-        except CheckpointError as error:
-            raise Unavailable(f"{error} (the phone model of --phone-check)") from error
-        checked = Recognizer(loaded.config, recognizer.model, fusion=fusion, phone_check=check)
-        runs.append((checked, max(beam_sizes), f"{runs[-1][2]}, guided and re-ranked by {phone_model.name}"))
+    if phone_check is not None and max(beam_sizes) > 1:
+        checked = Recognizer(loaded.config, recognizer.model, fusion=fusion, phone_check=phone_check)
+        weights = f"weights {phone_check.search_weight:g} / {phone_check.weight:g}"
+        runs.append((checked, max(beam_sizes), f"{runs[-1][2]}, guided and re-ranked by a phone model ({weights})"))
     outcomes = []
     for runner, beam_size, lm_note in runs:
         runner.transcribe(warm_up, runner.sample_rate, beam_size=beam_size)
@@ -317,14 +314,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--beam-size", type=int, default=8, help="our beam width, scored besides greedy (1 = greedy only)"
     )
-    parser.add_argument(
-        "--phone-check",
-        type=Path,
-        nargs="?",
-        const=DEFAULT_PHONE_MODEL,
-        metavar="PHONE_CKPT",
-        help="also score our beam search with its LM guided and re-ranked by this phone model (default: the shipped one)",
-    )
+    add_phone_check_arguments(parser)  # also scores our beam search with its LM and the check
     parser.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and CTranslate2 (default 1)")
     parser.add_argument(
@@ -363,9 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if name == "speechlabel":
                 beams = [1] if args.beam_size <= 1 else [1, args.beam_size]
-                ours, checkpoint_info = run_speechlabel(
-                    args.checkpoint, beams, args.batch_seconds, utterances, args.phone_check
-                )
+                try:
+                    check = phone_check_from_args(args)
+                except CheckpointError as error:
+                    raise Unavailable(f"{error} (the phone model of --phone-check)") from error
+                ours, checkpoint_info = run_speechlabel(args.checkpoint, beams, args.batch_seconds, utterances, check)
                 outcomes.extend(ours)
                 continue
             start = time.perf_counter()

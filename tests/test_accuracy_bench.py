@@ -54,7 +54,7 @@ def test_run_scores_ours_and_skips_missing_peers(
     assert [s["system"] for s in ours] == [
         "speechlabel char, greedy", "speechlabel char, beam 4", "speechlabel char, beam 4 + phone check"
     ]
-    assert "guided and re-ranked by phone.ckpt" in ours[2]["notes"]
+    assert "guided and re-ranked by a phone model (weights 0.2 / 0.5)" in ours[2]["notes"]
     for summary in ours:
         assert summary["num_scored"] == 3 and summary["num_failed"] == 0
         assert summary["rtf"] > 0 and summary["wer"] >= 0 and summary["cer"] >= 0
