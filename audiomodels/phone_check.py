@@ -77,49 +77,58 @@ class PhoneCheck:
         log_probs, lengths = self.recognizer.emissions(speech)
         return [log_probs[row, :length] for row, length in enumerate(lengths.tolist())]
 
-    def scores(self, phone_log_probs: torch.Tensor) -> CtcPrefixScores:
-        """The phone model's prefix and whole-sequence scores over one utterance's log-probs (T, V)."""
-        return CtcPrefixScores(phone_log_probs, self.recognizer.labels.blank_id)
+    def opinion(self, phone_log_probs: torch.Tensor, labels: LabelSet) -> PhoneOpinion:
+        """What the phone model makes of hypotheses in ``labels`` (a char label set) over one
+        utterance's phone log-probs (T, V): one per utterance, shared by the guide and the re-ranking."""
+        scores = CtcPrefixScores(phone_log_probs, self.recognizer.labels.blank_id)
+        return PhoneOpinion(scores, labels, self.recognizer.labels)
 
-    def guide(self, scorer: PrefixScorer | None, labels: LabelSet, scores: CtcPrefixScores) -> PrefixScorer | None:
+    def guide(self, scorer: PrefixScorer | None, opinion: PhoneOpinion) -> PrefixScorer | None:
         """The scorer a checked beam search runs with: ``scorer``'s (LM, hints) plus, at each word's
         end, the phone model's say on the words so far (:class:`PhoneGuide`); ``scorer`` itself
         when the check only re-ranks (``search_weight`` 0)."""
         if self.search_weight == 0:
             return scorer
-        return PhoneGuide(scorer, scores, Phonemes(labels, self.recognizer.labels), self.search_weight, self.word_bonus)
+        return PhoneGuide(scorer, opinion, self.search_weight, self.word_bonus)
 
-    def rerank(
-        self, scored: Sequence[tuple[list[int], float]], labels: LabelSet, scores: CtcPrefixScores
-    ) -> list[list[int]]:
-        """Hypotheses (label ids of ``labels``, with their beam scores) best first by beam score +
-        weight x the phone model's log-likelihood of their phones (``scores.whole``)."""
-        phonemes = Phonemes(labels, self.recognizer.labels)
-        likelihoods = [scores.whole(phonemes.of_sentence(label_ids)) for label_ids, _ in scored]
+    def rerank(self, scored: Sequence[tuple[list[int], float]], opinion: PhoneOpinion) -> list[list[int]]:
+        """Hypotheses (label ids, with their beam scores) best first by beam score + weight x the
+        phone model's log-likelihood of their phones (:meth:`PhoneOpinion.whole`)."""
+        likelihoods = [opinion.whole(label_ids) for label_ids, _ in scored]
         order = sorted(
             range(len(scored)), key=lambda i: scored[i][1] + self.weight * likelihoods[i], reverse=True
         )
         return [scored[i][0] for i in order]
 
 
-class Phonemes:
-    """A char hypothesis's phones as phone-model label ids, phonemized with espeak-ng as the phone
-    model's training targets were; phones outside the phone model's labels are left out."""
+class PhoneOpinion:
+    """The phone model's probabilities of char hypotheses' phones over one utterance. A hypothesis
+    is phonemized with espeak-ng as the phone model's training targets were (phones outside the
+    phone model's labels are left out), once per utterance however often it is asked about."""
 
-    def __init__(self, char_labels: LabelSet, phone_labels: LabelSet) -> None:
-        self.char_labels, self.phone_labels = char_labels, phone_labels
-        self._phones = set(phone_labels.symbols) - {BLANK}
+    def __init__(self, scores: CtcPrefixScores, char_labels: LabelSet, phone_labels: LabelSet) -> None:
+        self.scores, self.char_labels, self.phone_labels = scores, char_labels, phone_labels
+        self._phone_symbols = set(phone_labels.symbols) - {BLANK}
         self._known: dict[tuple[int, ...], tuple[int, ...]] = {}
 
-    def of_sentence(self, label_ids: Sequence[int]) -> tuple[int, ...]:
+    def phones(self, label_ids: Sequence[int]) -> tuple[int, ...]:
+        """The phone-model label ids of a hypothesis (char label ids) spoken as one sentence."""
         key = tuple(label_ids)
         phones = self._known.get(key)
         if phones is None:
             text = self.char_labels.decode(key)
             spoken = phonemize_normalized([text])[0] if text.strip() else ""
-            known = " ".join(phone for phone in spoken.split() if phone in self._phones)
+            known = " ".join(phone for phone in spoken.split() if phone in self._phone_symbols)
             phones = self._known[key] = tuple(self.phone_labels.encode(known))
         return phones
+
+    def prefix(self, label_ids: Sequence[int]) -> float:
+        """log P(the utterance's phones start with the hypothesis')."""
+        return self.scores.prefix(self.phones(label_ids))
+
+    def whole(self, label_ids: Sequence[int]) -> float:
+        """log P(the utterance's phones are exactly the hypothesis')."""
+        return self.scores.whole(self.phones(label_ids))
 
 
 @dataclass
@@ -136,13 +145,12 @@ class PhoneGuide:
     together to put it off."""
 
     inner: PrefixScorer | None
-    scores: CtcPrefixScores
-    phonemes: Phonemes
+    opinion: PhoneOpinion
     weight: float
     word_bonus: float
 
     def __post_init__(self) -> None:
-        separator = self.phonemes.char_labels.word_separator_id()
+        separator = self.opinion.char_labels.word_separator_id()
         if separator is None:
             raise PhoneCheckError("the phone check's search needs a char label set with a word separator")
         self.separator = separator
@@ -160,20 +168,17 @@ class PhoneGuide:
         if not spelling:
             return gained, (inner_state, words, ())
         longer = self._joined(words, spelling)
-        gained += self.weight * (self._prefix(longer) - self._prefix(words)) + self.word_bonus
+        gained += self.weight * (self.opinion.prefix(longer) - self.opinion.prefix(words)) + self.word_bonus
         return gained, (inner_state, longer, ())
 
     def finish(self, state: GuideState) -> float:
         inner_state, words, spelling = state
         score = self.inner.finish(inner_state) if self.inner is not None else 0.0
-        whole = self.scores.whole(self.phonemes.of_sentence(self._joined(words, spelling)))
-        return score + self.weight * (whole - self._prefix(words)) + (self.word_bonus if spelling else 0.0)
+        whole = self.opinion.whole(self._joined(words, spelling))
+        return score + self.weight * (whole - self.opinion.prefix(words)) + (self.word_bonus if spelling else 0.0)
 
     def _joined(self, words: tuple[int, ...], spelling: tuple[int, ...]) -> tuple[int, ...]:
         return (*words, self.separator, *spelling) if words and spelling else words or spelling
-
-    def _prefix(self, words: tuple[int, ...]) -> float:
-        return self.scores.prefix(self.phonemes.of_sentence(words))
 
 
 GuideState = tuple[Any, tuple[int, ...], tuple[int, ...]]  # inner scorer's state, words so far, word being spelled

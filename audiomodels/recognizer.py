@@ -21,13 +21,12 @@ from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.context import BiasedFusion, PhraseBias
-from audiomodels.ctc_prefix import CtcPrefixScores
 from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, Settling, frame_argmax
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
 from audiomodels.model import AcousticModel
-from audiomodels.phone_check import PhoneCheck
+from audiomodels.phone_check import PhoneCheck, PhoneOpinion
 from audiomodels.silence import LEADING_SILENCE_S, SPEECH_LEVEL_DBFS, level_gain, level_window_s, speech_start
 from audiomodels.warp import check_warps, mean_posterior, warp_features, warp_matrix
 
@@ -136,8 +135,8 @@ class Recognizer:
         the first sample. ``level_dbfs``: an utterance whose start's loudest block lies outside this range
         (the training speech's) is scaled to its nearer edge, unless that would raise its noise too
         far (:func:`audiomodels.silence.level_gain`; also each utterance of a live stream); ``None``
-        leaves every level alone. ``phone_check`` (char models): beam search's hypotheses are
-        re-ranked by a phone model's likelihood of their phones (:mod:`audiomodels.phone_check`).
+        leaves every level alone. ``phone_check`` (char models): a phone model guides beam search and
+        re-ranks its hypotheses by its likelihood of their phones (:mod:`audiomodels.phone_check`).
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -296,13 +295,13 @@ class Recognizer:
         (:meth:`search` over all of them, then :meth:`transcript`). With ``phone_log_probs`` (from
         :meth:`decodable_batch`) and a :attr:`phone_check`, the phone model guides beam search and
         re-ranks its whole beam (:mod:`audiomodels.phone_check`)."""
-        check, scores = self.phone_check, None
+        check, opinion = self.phone_check, None
         if check is not None and phone_log_probs is not None and beam_size > 1:
-            scores = check.scores(phone_log_probs)
-        search = self.search(beam_size, alternatives, bias, phone_scores=scores)
+            opinion = check.opinion(phone_log_probs, self.labels)
+        search = self.search(beam_size, alternatives, bias, phone_opinion=opinion)
         search.advance(log_probs)
-        if check is not None and scores is not None and isinstance(search, PrefixBeam):
-            hypotheses = check.rerank(search.scored_hypotheses(beam_size), self.labels, scores)[:alternatives]
+        if check is not None and opinion is not None and isinstance(search, PrefixBeam):
+            hypotheses = check.rerank(search.scored_hypotheses(beam_size), opinion)[:alternatives]
         else:
             hypotheses = search.hypotheses(alternatives)
         return self.transcript(log_probs, hypotheses, duration_s)
@@ -313,7 +312,7 @@ class Recognizer:
         alternatives: int = 1,
         bias: PhraseBias | None = None,
         chunking: Chunking | None = None,
-        phone_scores: CtcPrefixScores | None = None,
+        phone_opinion: PhoneOpinion | None = None,
     ) -> FrameSearch:
         """A fresh search for one utterance: greedy, or beam search with this recognizer's LM.
 
@@ -322,8 +321,8 @@ class Recognizer:
         one. Fed frames in pieces it gives the one-pass result, so live streams search as they go.
         In a chunked mode (``chunking``, default this recognizer's) beam search settles its leader's
         words every chunk (:class:`audiomodels.decoding.Settling`) as a live stream's does, so a
-        chunked recognizer is a stream's offline twin in decoding too. ``phone_scores`` (the
-        :attr:`phone_check`'s model over the whole utterance, so offline only) guide beam search."""
+        chunked recognizer is a stream's offline twin in decoding too. ``phone_opinion`` (the
+        :attr:`phone_check`'s model over the whole utterance, so offline only) guides beam search."""
         blank = self.labels.blank_id
         if beam_size <= 1:
             if alternatives > 1:
@@ -334,8 +333,8 @@ class Recognizer:
         if not 1 <= alternatives <= beam_size:
             raise ValueError(f"alternatives must be 1-{beam_size} (the beam), got {alternatives}")
         scorer = self.fusion if bias is None else BiasedFusion(bias, self.fusion)
-        if phone_scores is not None and self.phone_check is not None:
-            scorer = self.phone_check.guide(scorer, self.labels, phone_scores)
+        if phone_opinion is not None and self.phone_check is not None:
+            scorer = self.phone_check.guide(scorer, phone_opinion)
         chunking = chunking or self.chunking
         separator = self.labels.word_separator_id()
         settling = Settling(chunking.chunk, separator) if chunking and separator is not None else None

@@ -14,7 +14,7 @@ from audiomodels.audio import load_audio
 from audiomodels.context import BiasedFusion, PhraseBias
 from audiomodels.decoding import PrefixScorer
 from audiomodels.lm import own_fusion
-from audiomodels.phone_check import Phonemes, PhoneCheck, PhoneCheckError, PhoneGuide, phone_check_from_args
+from audiomodels.phone_check import PhoneCheck, PhoneCheckError, PhoneGuide, phone_check_from_args
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from tests.conftest import synthesize_wav
@@ -52,23 +52,24 @@ def phone_log_probs(char_recognizer: Recognizer, speech: np.ndarray) -> torch.Te
 def test_the_phone_model_finds_the_words_spoken_likelier_than_near_misses(
     char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
 ) -> None:
-    labels, scores = char_recognizer.labels, phone_check.scores(phone_log_probs)
-    phonemes = Phonemes(labels, phone_check.recognizer.labels)
+    labels = char_recognizer.labels
+    opinion = phone_check.opinion(phone_log_probs, labels)
     texts = [SPOKEN, "often the door", "open the tour", "open a door", ""]
-    likelihoods = [scores.whole(phonemes.of_sentence(labels.encode(text))) for text in texts]
+    likelihoods = [opinion.whole(labels.encode(text)) for text in texts]
     assert likelihoods[0] == max(likelihoods)
     assert all(likelihood < likelihoods[0] - 1.0 for likelihood in likelihoods[1:])
-    assert list(phonemes.of_sentence(labels.encode("open a"))) == phone_check.recognizer.labels.encode("oʊ p ə n | eɪ")
+    assert list(opinion.phones(labels.encode("open a"))) == phone_check.recognizer.labels.encode("oʊ p ə n | eɪ")
 
 
 def test_its_opinion_overturns_a_close_call_of_the_beam_but_not_a_clear_one(
     char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
 ) -> None:
-    labels, scores = char_recognizer.labels, phone_check.scores(phone_log_probs)
+    labels = char_recognizer.labels
+    opinion = phone_check.opinion(phone_log_probs, labels)
     miss, hit = labels.encode(labels.normalize("often the door")), labels.encode(SPOKEN)
-    close = phone_check.rerank([(miss, -20.0), (hit, -21.0)], labels, scores)
+    close = phone_check.rerank([(miss, -20.0), (hit, -21.0)], opinion)
     assert close == [hit, miss]
-    clear = phone_check.rerank([(miss, -20.0), (hit, -2000.0)], labels, scores)
+    clear = phone_check.rerank([(miss, -20.0), (hit, -2000.0)], opinion)
     assert clear == [miss, hit]
 
 
@@ -84,13 +85,13 @@ def guide_total(guide: PrefixScorer, labels: list[int]) -> float:
 def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_end(
     char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
 ) -> None:
-    labels, scores = char_recognizer.labels, phone_check.scores(phone_log_probs)
-    guide = phone_check.guide(None, labels, scores)
+    labels = char_recognizer.labels
+    opinion = phone_check.opinion(phone_log_probs, labels)
+    guide = phone_check.guide(None, opinion)
     assert isinstance(guide, PhoneGuide)
-    phonemes = Phonemes(labels, phone_check.recognizer.labels)
     for text in (SPOKEN, "often the door", "open the tour "):
         spelled = labels.encode(text)
-        expected = guide.weight * scores.whole(phonemes.of_sentence(spelled)) + guide.word_bonus * len(text.split())
+        expected = guide.weight * opinion.whole(spelled) + guide.word_bonus * len(text.split())
         assert guide_total(guide, spelled) == pytest.approx(expected)
     # mid-search, ending a word the phone model heard costs little, one it did not hear much more
     space = labels.encode(" ")[0]
@@ -104,14 +105,14 @@ def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_en
     assert ended["often"] < ended["open"] - 10.0 * guide.weight
     # on top of the LM and phrase hints: their scores and the phone model's simply add up
     hinted = BiasedFusion(PhraseBias.from_phrases(["the door"], labels), char_recognizer.fusion)
-    both = phone_check.guide(hinted, labels, scores)
+    both = phone_check.guide(hinted, opinion)
     assert isinstance(both, PhoneGuide)
     for text in (SPOKEN, "often the door"):
         spelled = labels.encode(text)
         assert guide_total(both, spelled) == pytest.approx(guide_total(hinted, spelled) + guide_total(guide, spelled))
     # re-ranking only: the search keeps its own scorer
     rerank_only = PhoneCheck(phone_check.recognizer, search_weight=0.0)
-    assert rerank_only.guide(char_recognizer.fusion, labels, scores) is char_recognizer.fusion
+    assert rerank_only.guide(char_recognizer.fusion, opinion) is char_recognizer.fusion
 
 
 def test_a_checked_recognizer_runs_the_phone_model_only_for_beam_search(
