@@ -56,10 +56,24 @@ class CtcPrefixScores:
         return max(float(np.logaddexp(ends_in_label[-1], ends_in_blank[-1])), IMPOSSIBLE)
 
     def _prefix(self, labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+        """The cached entry of ``labels``, computed from its longest cached prefix on (a loop, not
+        recursion: a long recording's sentence has thousands of labels)."""
         known = self._prefixes.get(labels)
         if known is not None:
             return known
-        ends_in_label, ends_in_blank, _ = self._prefix(labels[:-1])
+        cached = len(labels) - 1
+        while labels[:cached] not in self._prefixes:
+            cached -= 1
+        entry = self._prefixes[labels[:cached]]
+        for end in range(cached + 1, len(labels) + 1):
+            entry = self._prefixes[labels[:end]] = self._extended(entry, labels[:end])
+        return entry
+
+    def _extended(
+        self, shorter: tuple[np.ndarray, np.ndarray, float], labels: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """The entry of ``labels`` from ``shorter``, the entry of ``labels[:-1]``."""
+        ends_in_label, ends_in_blank, _ = shorter
         label = labels[-1]
         if label == self._blank:
             raise ValueError("a CTC prefix holds no blanks")
@@ -73,6 +87,4 @@ class CtcPrefixScores:
         blank_end = np.concatenate(
             [[-np.inf], self._blanks[1:] + np.logaddexp.accumulate(label_end[:-1] - self._blanks[:-1])]
         )
-        score = float(np.logaddexp.reduce(start[:-1] + row))
-        self._prefixes[labels] = label_end, blank_end, score
-        return label_end, blank_end, score
+        return label_end, blank_end, float(np.logaddexp.reduce(start[:-1] + row))

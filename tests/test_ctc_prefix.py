@@ -53,3 +53,14 @@ def test_labels_the_model_rules_out_and_blanks_in_a_prefix() -> None:
     assert scores.prefix((1, 5)) < -1e3 and math.isfinite(scores.prefix((1, 5)))
     with pytest.raises(ValueError, match="no blanks"):
         scores.prefix((1, 0))
+
+
+def test_a_long_recordings_sentence_is_scored_without_deep_recursion() -> None:
+    """Thousands of labels (minutes of speech) in one first call, as re-ranking asks of a long file."""
+    frames, target = 6000, tuple(1 + (i % (LABELS - 1)) for i in range(2500))
+    log_probs = random_log_probs(frames, seed=11)
+    expected = -F.ctc_loss(
+        log_probs.unsqueeze(1), torch.tensor([target]), torch.tensor([frames]), torch.tensor([len(target)]),
+        reduction="sum",
+    )
+    assert CtcPrefixScores(log_probs).whole(target) == pytest.approx(float(expected), rel=1e-9)
