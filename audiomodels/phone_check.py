@@ -213,11 +213,17 @@ def add_phone_check_arguments(parser: argparse.ArgumentParser | argparse._Argume
     )
 
 
-def phone_check_from_args(args: argparse.Namespace, **recognizer_options: object) -> PhoneCheck | None:
+def phone_check_from_args(
+    args: argparse.Namespace, beam_size: int | None = None, **recognizer_options: object
+) -> PhoneCheck | None:
     """The :class:`PhoneCheck` the options ask for (``recognizer_options``: device, precision), or None.
+    ``beam_size`` is the command's beam (None where each request brings its own, as on the server):
+    the check needs beam search, so a greedy command's check raises :class:`PhoneCheckError`.
     Raises ``CheckpointError`` for a missing or unreadable phone model."""
     if args.phone_check is None:
         return None
+    if beam_size is not None and beam_size <= 1:
+        raise PhoneCheckError("--phone-check guides and re-ranks beam search: add --beam-size 8 (or more)")
     from audiomodels.recognizer import Recognizer  # at call time: the recognizer module imports this one
 
     recognizer = Recognizer.from_checkpoint(args.phone_check, **recognizer_options)

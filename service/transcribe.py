@@ -155,8 +155,6 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
             f"--alternatives {args.alternatives}: must be 1 to the beam size ({args.beam_size}); "
             "the beam holds the alternatives, so add --beam-size N (N >= the alternatives)"
         )
-    if args.phone_check and args.beam_size <= 1:
-        raise JobError("--phone-check re-ranks beam search's hypotheses: add --beam-size 8 (or more)")
     if args.server:
         if args.checkpoint or args.lm or args.warps or args.phone_check:
             raise JobError(
@@ -187,7 +185,7 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
     )
     try:
         fusion = fusion_from_args(args, checkpoint)
-        phone_check = phone_check_from_args(args, precision=args.precision)
+        phone_check = phone_check_from_args(args, args.beam_size, precision=args.precision)
         recognizer = Recognizer.from_checkpoint(
             checkpoint, precision=args.precision, fusion=fusion, warps=args.warps, phone_check=phone_check
         )

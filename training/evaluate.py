@@ -359,8 +359,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate; exit 0 when some utterances failed (they are listed and counted), 1 when none
     could be scored: a script gating on the rates must not read "0.00%" as a perfect score."""
-    if args.phone_check and args.beam_size <= 1:
-        raise SystemExit("speechlabel evaluate: --phone-check re-ranks beam search's hypotheses: add --beam-size 8")
     try:
         recognizer = Recognizer.from_checkpoint(
             args.checkpoint,
@@ -369,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             fusion=fusion_from_args(args, args.checkpoint),
             warps=args.warps,
-            phone_check=phone_check_from_args(args, device=args.device, precision=args.precision),
+            phone_check=phone_check_from_args(args, args.beam_size, device=args.device, precision=args.precision),
         )
         utterances = read_manifest(args.manifest)
     except (CheckpointError, ManifestError, LMError, PhoneCheckError, OSError) as error:
