@@ -88,3 +88,20 @@ class CtcPrefixScores:
             [[-np.inf], self._blanks[1:] + np.logaddexp.accumulate(label_end[:-1] - self._blanks[:-1])]
         )
         return label_end, blank_end, float(np.logaddexp.reduce(start[:-1] + row))
+
+
+def sequence_log_likelihoods(log_probs: torch.Tensor, sequences: list[list[int]], blank: int = 0) -> list[float]:
+    """log P(sequence | utterance) of each label sequence under one utterance's CTC log-probs
+    ``(T, V)``, in one batched ``F.ctc_loss`` call (exact, where a beam's score sums only the
+    paths it kept); floored at :data:`IMPOSSIBLE`."""
+    if not sequences:
+        return []
+    frames = log_probs.detach().to("cpu", torch.float32)
+    inputs = frames.unsqueeze(1).expand(-1, len(sequences), -1)
+    targets = torch.tensor([label for sequence in sequences for label in sequence], dtype=torch.long)
+    target_lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.long)
+    input_lengths = torch.full((len(sequences),), len(frames), dtype=torch.long)
+    losses = torch.nn.functional.ctc_loss(
+        inputs, targets, input_lengths, target_lengths, blank=blank, reduction="none", zero_infinity=False
+    )
+    return [max(-float(loss), IMPOSSIBLE) for loss in losses]

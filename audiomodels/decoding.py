@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +54,17 @@ class PrefixScorer(Protocol):
     def extend(self, state: Any, label: int) -> tuple[float, Any]: ...
 
     def finish(self, state: Any) -> float: ...
+
+
+def sentence_score(scorer: PrefixScorer | None, labels: Sequence[int]) -> float:
+    """What a search with ``scorer`` adds to a hypothesis spelled ``labels``, its end included."""
+    if scorer is None:
+        return 0.0
+    state, total = scorer.initial_state(), 0.0
+    for label in labels:
+        gained, state = scorer.extend(state, label)
+        total += gained
+    return total + scorer.finish(state)
 
 
 def _check_matrix(log_probs: torch.Tensor) -> None:
@@ -303,7 +315,7 @@ class PrefixBeam:
 
     def scored_hypotheses(self, num_best: int = 1) -> list[tuple[list[int], float]]:
         """:meth:`hypotheses` with the score each was ranked by (log-probability of its paths, plus
-        with a fusion its LM score and bonuses, end of sentence included): what a re-ranker adds to."""
+        with a fusion its LM score and bonuses, end of sentence included)."""
         if not 1 <= num_best <= self.beam_size:
             raise ValueError(f"num_best must be 1-{self.beam_size} (the beam), got {num_best}")
         finish = self._fusion.finish if self._fusion is not None else lambda state: 0.0

@@ -21,7 +21,7 @@ from audiomodels.audio import prepare_waveform
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.context import BiasedFusion, PhraseBias
-from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, Settling, frame_argmax
+from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, PrefixScorer, Settling, frame_argmax
 from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
@@ -293,18 +293,34 @@ class Recognizer:
     ) -> Transcript:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words
         (:meth:`search` over all of them, then :meth:`transcript`). With ``phone_log_probs`` (from
-        :meth:`decodable_batch`) and a :attr:`phone_check`, the phone model guides beam search and
-        re-ranks its whole beam (:mod:`audiomodels.phone_check`)."""
-        check, opinion = self.phone_check, None
+        :meth:`decodable_batch`) and a :attr:`phone_check`, beam search is checked (:meth:`_checked`)."""
+        check = self.phone_check
         if check is not None and phone_log_probs is not None and beam_size > 1:
-            opinion = check.opinion(phone_log_probs, self.labels)
-        search = self.search(beam_size, alternatives, bias, phone_opinion=opinion)
+            hypotheses = self._checked(log_probs, check.opinion(phone_log_probs, self.labels), beam_size, bias)
+            return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
+        search = self.search(beam_size, alternatives, bias)
         search.advance(log_probs)
-        if check is not None and opinion is not None and isinstance(search, PrefixBeam):
-            hypotheses = check.rerank(search.scored_hypotheses(beam_size), opinion)[:alternatives]
-        else:
-            hypotheses = search.hypotheses(alternatives)
-        return self.transcript(log_probs, hypotheses, duration_s)
+        return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
+
+    def _checked(
+        self, log_probs: torch.Tensor, opinion: PhoneOpinion, beam_size: int, bias: PhraseBias | None
+    ) -> list[list[int]]:
+        """Beam search with the phone check (:mod:`audiomodels.phone_check`), best first: the phone
+        model guides one search, and the beams of it and of the same search unguided are ranked
+        together by one exact score. The unguided beam keeps in the running what the guide pruned:
+        where the phone model hears badly, guided hypotheses run words together or stop spelling
+        to put its cost off (models/HISTORY.md)."""
+        assert self.phone_check is not None
+        searches = [self.search(beam_size, bias=bias, phone_opinion=opinion)]
+        if self.phone_check.search_weight > 0:
+            searches.append(self.search(beam_size, bias=bias))
+        candidates: dict[tuple[int, ...], list[int]] = {}
+        for search in searches:
+            search.advance(log_probs)
+            for label_ids in search.hypotheses(beam_size):
+                candidates.setdefault(tuple(label_ids), label_ids)
+        scorer = self.phone_check.guide(self._scorer(bias), opinion)
+        return self.phone_check.rank(list(candidates.values()), log_probs, self.labels.blank_id, scorer, opinion)
 
     def search(
         self,
@@ -332,13 +348,17 @@ class Recognizer:
             return GreedySearch(blank)
         if not 1 <= alternatives <= beam_size:
             raise ValueError(f"alternatives must be 1-{beam_size} (the beam), got {alternatives}")
-        scorer = self.fusion if bias is None else BiasedFusion(bias, self.fusion)
+        scorer = self._scorer(bias)
         if phone_opinion is not None and self.phone_check is not None:
             scorer = self.phone_check.guide(scorer, phone_opinion)
         chunking = chunking or self.chunking
         separator = self.labels.word_separator_id()
         settling = Settling(chunking.chunk, separator) if chunking and separator is not None else None
         return PrefixBeam(beam_size, blank, fusion=scorer, settling=settling)
+
+    def _scorer(self, bias: PhraseBias | None) -> PrefixScorer | None:
+        """What beam search adds to the acoustic score: the LM, phrase hints on top of it, or neither."""
+        return self.fusion if bias is None else BiasedFusion(bias, self.fusion)
 
     def transcript(self, log_probs: torch.Tensor, hypotheses: Sequence[list[int]], duration_s: float) -> Transcript:
         """Searched hypotheses (label ids, best first) -> the best one's transcript, each aligned to

@@ -1,5 +1,6 @@
 """What the phone check buys and costs: the char model's beam as it ranks itself, re-ranked by the
-phone model's likelihood of each hypothesis' phones, and with the phone model guiding the search too.
+phone model's likelihood of each hypothesis' phones, and with the phone model guiding the search too
+(the guided and the unguided beams ranked together).
 
 Usage:
     python benchmarks/phone_check.py [--checkpoint models/char.ckpt] [--phone-model models/phone.ckpt]
@@ -9,8 +10,8 @@ Usage:
 
 Every split is scored with ``training.evaluate.evaluate`` (the path of ``speechlabel evaluate
 --phone-check``) at each beam size with the LM shipped beside the char model three ways: plainly
-("plain"), re-ranked only (``--phone-check-search-weight 0``, "reranked") and guided and re-ranked
-("checked", the default check); the real-time factors are measured side by side on the same
+("plain"), re-ranked only (``--phone-check-search-weight 0``, "reranked") and guided, with both
+beams ranked ("checked", the default check); the real-time factors are measured side by side on the same
 machine (the checked ones include the phone model's pass and espeak-ng). The splits default to the
 shipped models' dev set (seen voices) and their three held-out test sets (unseen voices). Per
 split the scores of each synthesizer (``engine``) are kept too.

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiomodels.ctc_prefix import IMPOSSIBLE, CtcPrefixScores
+from audiomodels.ctc_prefix import IMPOSSIBLE, CtcPrefixScores, sequence_log_likelihoods
 
 LABELS = 6  # blank and 5 labels
 
@@ -26,6 +26,18 @@ def test_whole_is_the_ctc_likelihood(target: tuple[int, ...]) -> None:
         log_probs.unsqueeze(1), torch.tensor([target]), torch.tensor([30]), torch.tensor([len(target)]), reduction="sum"
     )
     assert CtcPrefixScores(log_probs).whole(target) == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_a_beam_is_scored_in_one_call_as_one_by_one() -> None:
+    """sequence_log_likelihoods: the exact likelihood of each of a beam's hypotheses, the empty
+    one and one too long for the frames included."""
+    log_probs = random_log_probs(12, seed=5)
+    scores = CtcPrefixScores(log_probs)
+    beam = [[1, 2, 3], [], [2, 2], [3, 1, 3, 3, 2], [1, 2] * 7]
+    batched = sequence_log_likelihoods(log_probs, beam)
+    assert batched[:-1] == pytest.approx([scores.whole(tuple(target)) for target in beam[:-1]], abs=1e-4)
+    assert batched[-1] == IMPOSSIBLE
+    assert sequence_log_likelihoods(log_probs, []) == []
 
 
 @pytest.mark.parametrize("prefix", [(), (1,), (2, 2), (3, 1, 3)])

@@ -12,7 +12,8 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.context import BiasedFusion, PhraseBias
-from audiomodels.decoding import PrefixScorer
+from audiomodels.ctc_prefix import sequence_log_likelihoods
+from audiomodels.decoding import sentence_score
 from audiomodels.lm import own_fusion
 from audiomodels.phone_check import PhoneCheck, PhoneCheckError, PhoneGuide, phone_check_from_args
 from audiomodels.recognizer import Recognizer
@@ -61,25 +62,26 @@ def test_the_phone_model_finds_the_words_spoken_likelier_than_near_misses(
     assert list(opinion.phones(labels.encode("open a"))) == phone_check.recognizer.labels.encode("oʊ p ə n | eɪ")
 
 
-def test_its_opinion_overturns_a_close_call_of_the_beam_but_not_a_clear_one(
-    char_recognizer: Recognizer, phone_check: PhoneCheck, phone_log_probs: torch.Tensor
+def test_the_ranking_adds_the_phone_models_opinion_to_the_char_models_and_the_lms(
+    char_recognizer: Recognizer, phone_check: PhoneCheck, speech: np.ndarray, phone_log_probs: torch.Tensor
 ) -> None:
     labels = char_recognizer.labels
+    ((log_probs, _, _),) = char_recognizer.decodable_batch([(speech, 16000)])
     opinion = phone_check.opinion(phone_log_probs, labels)
-    miss, hit = labels.encode(labels.normalize("often the door")), labels.encode(SPOKEN)
-    close = phone_check.rerank([(miss, -20.0), (hit, -21.0)], opinion)
-    assert close == [hit, miss]
-    clear = phone_check.rerank([(miss, -20.0), (hit, -2000.0)], opinion)
-    assert clear == [miss, hit]
-
-
-def guide_total(guide: PrefixScorer, labels: list[int]) -> float:
-    """What a search with ``guide`` adds to a hypothesis spelled ``labels``, its end included."""
-    state, total = guide.initial_state(), 0.0
-    for label in labels:
-        gained, state = guide.extend(state, label)
-        total += gained
-    return total + guide.finish(state)
+    texts = ["often the door", SPOKEN, "open the tour", "open a door"]
+    hypotheses = [labels.encode(text) for text in texts]
+    scorer = phone_check.guide(char_recognizer.fusion, opinion)
+    ranked = phone_check.rank(hypotheses, log_probs, labels.blank_id, scorer, opinion)
+    assert labels.decode(ranked[0]) == SPOKEN
+    heard = sequence_log_likelihoods(log_probs, hypotheses, labels.blank_id)
+    totals = [
+        char_heard + sentence_score(scorer, label_ids) + phone_check.weight * opinion.whole(label_ids)
+        for char_heard, label_ids in zip(heard, hypotheses)
+    ]
+    assert ranked == [hypotheses[i] for i in sorted(range(len(texts)), key=totals.__getitem__, reverse=True)]
+    # the phone model's say widens the margin by which the words spoken win
+    unchecked = [char_heard + sentence_score(char_recognizer.fusion, ids) for char_heard, ids in zip(heard, hypotheses)]
+    assert max(unchecked) - sorted(unchecked)[-2] < max(totals) - sorted(totals)[-2]
 
 
 def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_end(
@@ -92,7 +94,7 @@ def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_en
     for text in (SPOKEN, "often the door", "open the tour "):
         spelled = labels.encode(text)
         expected = guide.weight * opinion.whole(spelled) + guide.word_bonus * len(text.split())
-        assert guide_total(guide, spelled) == pytest.approx(expected)
+        assert sentence_score(guide, spelled) == pytest.approx(expected)
     # mid-search, ending a word the phone model heard costs little, one it did not hear much more
     space = labels.encode(" ")[0]
     ended = {}
@@ -109,7 +111,7 @@ def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_en
     assert isinstance(both, PhoneGuide)
     for text in (SPOKEN, "often the door"):
         spelled = labels.encode(text)
-        assert guide_total(both, spelled) == pytest.approx(guide_total(hinted, spelled) + guide_total(guide, spelled))
+        assert sentence_score(both, spelled) == pytest.approx(sentence_score(hinted, spelled) + sentence_score(guide, spelled))
     # re-ranking only: the search keeps its own scorer
     rerank_only = PhoneCheck(phone_check.recognizer, search_weight=0.0)
     assert rerank_only.guide(char_recognizer.fusion, opinion) is char_recognizer.fusion
@@ -165,3 +167,31 @@ def test_the_commands_refuse_a_phone_check_without_beam_search_or_phone_model(
     assert "none.ckpt" in capsys.readouterr().err
     assert cli_main([*job, "--beam-size", "4", "--server", "localhost:1"]) == 2
     assert "--phone-check are for local recognition" in capsys.readouterr().err
+
+
+def test_a_checked_search_keeps_what_an_overbearing_guide_prunes(
+    char_recognizer: Recognizer, phone_check: PhoneCheck, tmp_path: Path
+) -> None:
+    """Where the phone model hears badly a heavy guide drives its beam to run words together (its
+    cost put off); the unguided beam, ranked beside it, keeps the spelling the objective prefers."""
+    path = synthesize_wav("the temperature of the aqueous content", tmp_path / "aqueous.wav", voice="en-us+m7")
+    heavy = PhoneCheck(phone_check.recognizer, search_weight=5.0)
+    recognizer = Recognizer(char_recognizer.config, char_recognizer.model, fusion=char_recognizer.fusion, phone_check=heavy)
+    ((log_probs, duration_s, phone_log_probs),) = recognizer.decodable_batch([(load_audio(path, target_rate=16000), 16000)])
+    assert phone_log_probs is not None
+    opinion = heavy.opinion(phone_log_probs, recognizer.labels)
+    scorer = heavy.guide(recognizer.fusion, opinion)
+
+    def objective(label_ids: list[int]) -> float:
+        (heard,) = sequence_log_likelihoods(log_probs, [label_ids], recognizer.labels.blank_id)
+        return heard + sentence_score(scorer, label_ids) + heavy.weight * opinion.whole(label_ids)
+
+    best = {}
+    for name, guided in (("guided", opinion), ("unguided", None)):
+        search = recognizer.search(8, phone_opinion=guided)
+        search.advance(log_probs)
+        best[name] = max(search.hypotheses(8), key=objective)
+    assert objective(best["guided"]) < objective(best["unguided"]) - 10.0
+    checked = recognizer.decode(log_probs, duration_s, phone_log_probs, beam_size=8)
+    assert checked.text == recognizer.labels.decode(best["unguided"])
+    assert len(checked.text.split()) > len(recognizer.labels.decode(best["guided"]).split())
