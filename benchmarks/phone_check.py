@@ -5,7 +5,7 @@ phone model's likelihood of each hypothesis' phones, and with the phone model gu
 Usage:
     python benchmarks/phone_check.py [--checkpoint models/char.ckpt] [--phone-model models/phone.ckpt]
         [--split dev=data/corpus/dev.jsonl --split test=data/corpus/test.jsonl ...]
-        [--beam-sizes 8 32] [--weight 0.5] [--search-weight 0.2] [--threads 1]
+        [--beam-sizes 8 32] [--weight 0.5] [--search-weight 0.3] [--threads 1]
         [--out benchmarks/results/phone_check.json]
 
 Every split is scored with ``training.evaluate.evaluate`` (the path of ``speechlabel evaluate

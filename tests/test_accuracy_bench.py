@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 
 from audiomodels.labels import LabelSet
+from audiomodels.phone_check import DEFAULT_SEARCH_WEIGHT, DEFAULT_WEIGHT
 from tests.bench_scripts import benchmark_module
 from tests.test_evaluate import save_tiny_model
 from training.manifest import Utterance, write_manifest
@@ -54,7 +55,8 @@ def test_run_scores_ours_and_skips_missing_peers(
     assert [s["system"] for s in ours] == [
         "speechlabel char, greedy", "speechlabel char, beam 4", "speechlabel char, beam 4 + phone check"
     ]
-    assert "guided and re-ranked by a phone model (weights 0.2 / 0.5)" in ours[2]["notes"]
+    weights = f"(weights {DEFAULT_SEARCH_WEIGHT:g} / {DEFAULT_WEIGHT:g})"
+    assert f"guided and re-ranked by a phone model {weights}" in ours[2]["notes"]
     for summary in ours:
         assert summary["num_scored"] == 3 and summary["num_failed"] == 0
         assert summary["rtf"] > 0 and summary["wer"] >= 0 and summary["cer"] >= 0
