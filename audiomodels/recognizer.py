@@ -296,14 +296,15 @@ class Recognizer:
         :meth:`decodable_batch`) and a :attr:`phone_check`, beam search is checked (:meth:`_checked`)."""
         check = self.phone_check
         if check is not None and phone_log_probs is not None and beam_size > 1:
-            hypotheses = self._checked(log_probs, check.opinion(phone_log_probs, self.labels), beam_size, bias)
+            opinion = check.opinion(phone_log_probs, self.labels)
+            hypotheses = self._checked(log_probs, opinion, beam_size, alternatives, bias)
             return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
         search = self.search(beam_size, alternatives, bias)
         search.advance(log_probs)
         return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
 
     def _checked(
-        self, log_probs: torch.Tensor, opinion: PhoneOpinion, beam_size: int, bias: PhraseBias | None
+        self, log_probs: torch.Tensor, opinion: PhoneOpinion, beam_size: int, alternatives: int, bias: PhraseBias | None
     ) -> list[list[int]]:
         """Beam search with the phone check (:mod:`audiomodels.phone_check`), best first: the phone
         model guides one search, and the beams of it and of the same search unguided are ranked
@@ -311,7 +312,7 @@ class Recognizer:
         where the phone model hears badly, guided hypotheses run words together or stop spelling
         to put its cost off (models/HISTORY.md)."""
         assert self.phone_check is not None
-        searches = [self.search(beam_size, bias=bias, phone_opinion=opinion)]
+        searches = [self.search(beam_size, alternatives, bias, phone_opinion=opinion)]  # checks alternatives
         if self.phone_check.search_weight > 0:
             searches.append(self.search(beam_size, bias=bias))
         candidates: dict[tuple[int, ...], list[int]] = {}
