@@ -310,18 +310,14 @@ class PrefixBeam:
         """The ``num_best`` (at most ``beam_size``) most probable surviving prefixes as the search's
         final answer (with a fusion: end of sentence scored), best first, as label ids (blank never
         included); fewer when fewer survive pruning (on frames certain of blank only the empty prefix
-        does). Prefixes are distinct label sequences, so no hypothesis comes twice."""
-        return [labels for labels, _ in self.scored_hypotheses(num_best)]
-
-    def scored_hypotheses(self, num_best: int = 1) -> list[tuple[list[int], float]]:
-        """:meth:`hypotheses` with the score each was ranked by (log-probability of its paths, plus
-        with a fusion its LM score and bonuses, end of sentence included)."""
+        does). Prefixes are distinct label sequences, so no hypothesis comes twice. Ranked by the
+        log-probability of their paths, plus with a fusion its LM score and bonuses."""
         if not 1 <= num_best <= self.beam_size:
             raise ValueError(f"num_best must be 1-{self.beam_size} (the beam), got {num_best}")
         finish = self._fusion.finish if self._fusion is not None else lambda state: 0.0
         scored = [(node, self._rank((node, beams)) + finish(self._lm_states[node])) for node, beams in self._beams.items()]
         scored.sort(key=lambda item: item[1], reverse=True)
-        return [(self._labels_of(node), score) for node, score in scored[:num_best]]
+        return [self._labels_of(node) for node, _ in scored[:num_best]]
 
     def _labels_of(self, node: int) -> list[int]:
         labels: list[int] = []

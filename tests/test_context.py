@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audiomodels.context import BiasedFusion, PhraseBias, PhraseError
-from audiomodels.decoding import prefix_beam_search
+from audiomodels.decoding import prefix_beam_search, sentence_score
 from audiomodels.labels import LabelSet
 
 LABELS = LabelSet.char()
@@ -17,11 +17,7 @@ BOOST = 2.0
 
 def score(bias: PhraseBias, text: str) -> float:
     """What a hypothesis spelling ``text`` gains from the hints, end of utterance included."""
-    state, total = bias.initial_state(), 0.0
-    for label in LABELS.encode(text):
-        gained, state = bias.extend(state, label)
-        total += gained
-    return total + bias.finish(state)
+    return sentence_score(bias, LABELS.encode(text))
 
 
 @pytest.mark.parametrize(
