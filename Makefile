@@ -10,10 +10,11 @@ SYSTEM_PACKAGES := espeak-ng sox libsndfile1 flite festival festvox-kallpc16k fe
 # RHVoice, SVOX Pico and MBROLA (Debian contrib/non-free, also spoken by festival: festvox-us1...): the corpus's
 # female and accented English voices; festival's British rab and don voices (contrib: the festival-extra engine).
 VOICE_PACKAGES := festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1
+MUSIC_PACKAGES := extremetuxracer-data frozen-bubble-data
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-pack bench-levels bench-phrases gpu-inputs clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-stream-finals bench-pack bench-levels bench-phrases gpu-inputs clean
 
 install: $(STAMP)
 
@@ -67,8 +68,18 @@ bench-streaming: install $(TEST_SPLIT)
 	$(PY) benchmarks/stream_interims.py
 
 # Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, in three rooms and on a phone line, both shipped models.
-bench-robustness: install $(TEST_SPLIT)
-	$(PY) benchmarks/robustness.py --checkpoints models/char.ckpt models/phone.ckpt
+bench-robustness: install $(TEST_SPLIT) data/music
+	$(PY) benchmarks/robustness.py --checkpoints models/char.ckpt models/phone.ckpt --recordings data/music
+
+# Real music for bench-robustness (nothing can be downloaded from the web here, but Debian's game data
+# carries composed soundtracks): Extreme Tux Racer's and Frozen Bubble's music, unpacked, not installed.
+data/music:
+	rm -rf $@.tmp && mkdir -p $@.tmp
+	$(SUDO) apt-get update -qq
+	cd $@.tmp && apt-get download -qq $(MUSIC_PACKAGES) && for deb in *.deb; do dpkg -x $$deb unpacked; done
+	mkdir -p $@.tmp/music
+	find $@.tmp/unpacked \( -path '*/etr/music/*.ogg' -o -name '*zik*.ogg' \) -exec cp {} $@.tmp/music/ \;
+	mv $@.tmp/music $@ && rm -rf $@.tmp
 
 # Both shipped models plainly vs with the warp ensemble (--warps), greedy and beam 8 + LM, on dev and the held-out tests.
 bench-warps: install corpora
@@ -77,6 +88,11 @@ bench-warps: install corpora
 # The char model's beam (8 and 32, + LM) as it ranks itself, re-ranked by the phone model, and guided and re-ranked (--phone-check), dev and held-out tests.
 bench-phone-check: install corpora
 	$(PY) benchmarks/phone_check.py
+
+# Live streams' finals, chunked vs decoded again whole (full_context_finals), with and without the phone check:
+# errors and the wait for each final.
+bench-stream-finals: install corpora
+	$(PY) benchmarks/stream_finals.py
 
 # Both shipped models on held-out speech at -10 to -70 dBFS and on noise alone, with and without the level gain.
 bench-levels: install $(TEST_SPLIT)

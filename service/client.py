@@ -263,6 +263,12 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-ms", type=int, default=0, help="algorithmic latency of the streaming model (0 = the model's default)"
     )
+    parser.add_argument(
+        "--full-context-finals",
+        action="store_true",
+        help="each final decoded again from its whole utterance by the full-context model (and the server's phone "
+        "check with --beam-size): fewer errors, each final later by that decode",
+    )
 
 
 @_reporting_errors
@@ -275,6 +281,7 @@ def _run_stream(args: argparse.Namespace) -> int:
         **_decoding(args),
         endpoint_silence_ms=args.endpoint_silence_ms,
         stream_latency_ms=args.latency_ms,
+        full_context_finals=args.full_context_finals,
     )
     refresh = sys.stdout.isatty() and not args.json
     pending_line = False

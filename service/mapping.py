@@ -142,6 +142,7 @@ def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limi
         max_utterance_s=config.max_utterance_s or limits.max_utterance_s,
         max_stream_s=limits.max_stream_s,
         latency_s=config.stream_latency_ms / 1000,
+        full_context_finals=config.full_context_finals,
     )
 
 

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
+from audiomodels.recognizer import Transcript
 from audiomodels.streaming import ChunkInput
 from audiomodels.warp import add_warps_argument
 from service import logs, mapping
@@ -115,6 +116,14 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
         call.compute_s += step.compute_s
         return step.log_probs, step.state
 
+    async def _recognize(
+        self, call: CallRecord, entry: ModelEntry, decoding: Decoding, waveform: np.ndarray
+    ) -> Transcript:
+        """One prepared waveform (the model's rate) decoded whole, batched with concurrent Recognize calls."""
+        batched = await self._batcher.transcribe(entry, waveform, decoding)
+        call.compute_s += batched.compute_s
+        return batched.transcript
+
     def _model(self, call: CallRecord, name: str) -> ModelEntry:
         entry = self._models.get(name)
         call.model = entry.name
@@ -139,9 +148,8 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
             alternatives = mapping.alternatives(config, self._limits)
             bias = mapping.phrase_bias(config, entry.recognizer.labels, self._limits)
             waveform = await self._waveform(call, entry, config, request.audio)
-            batched = await self._batcher.transcribe(entry, waveform, Decoding(beam_size, alternatives, bias))
-            call.compute_s += batched.compute_s
-            return mapping.recognize_response(batched.transcript, config, entry.name)
+            transcript = await self._recognize(call, entry, Decoding(beam_size, alternatives, bias), waveform)
+            return mapping.recognize_response(transcript, config, entry.name)
 
     async def Align(self, request: pb.AlignRequest, context: grpc.aio.ServicerContext) -> pb.AlignResponse:
         async with self._observed(context, "Align") as call:
@@ -177,8 +185,13 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
                     config = first.config
                     entry = self._model(call, config.model)
                     settings = mapping.stream_settings(config, entry.recognizer.labels, limits)
+                    decoding = Decoding(settings.beam_size, settings.alternatives, settings.bias)
                     session = StreamingSession(
-                        entry.recognizer, settings, partial(self._stream_step, call, entry), partial(self._run, call)
+                        entry.recognizer,
+                        settings,
+                        partial(self._stream_step, call, entry),
+                        partial(self._run, call),
+                        partial(self._recognize, call, entry, decoding),
                     )
                     try:
                         async for request in requests:
@@ -295,7 +308,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="inference threads")
     parser.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per model call (0 = torch default)")
     add_warps_argument(parser)  # every call: Recognize, Align and live streams (one state per warp)
-    add_phone_check_arguments(parser)  # Recognize calls with beam search on char models; not live streams
+    add_phone_check_arguments(parser)  # char models' beam search: Recognize, and full_context_finals of streams
     parser.add_argument("--grace-s", type=float, default=10.0, help="shutdown grace period for open calls")
     parser.add_argument("--auth-token", help="require 'authorization: Bearer TOKEN' (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")

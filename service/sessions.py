@@ -21,6 +21,11 @@ is its result, aligned for word and label times. A final is therefore the offlin
 transcript of exactly its own samples: it depends neither on how the client chunked its bytes
 nor on what the stream held before the utterance (a model state carried through seconds of
 silence costs accuracy; models/HISTORY.md).
+
+With ``full_context_finals`` the utterance's samples are kept and its final is instead what
+Recognize makes of them: the full-context model over the whole utterance, and the server's phone
+check with beam search. That costs the final a whole-utterance decode at the cut (README,
+Full-context finals); without interims the chunked model never runs.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ _BYTES_PER_SAMPLE = {"pcm16": 2, "float32": 4}
 Request = TypeVar("Request")
 Runner = Callable[[Callable[[], Any]], Awaitable[Any]]  # runs work off the event loop
 Stepper = Callable[[ChunkInput], Awaitable[tuple[torch.Tensor, torch.Tensor]]]  # -> (log_probs, state)
+# A whole utterance's model-rate samples -> its transcript, decoded as the stream's settings ask
+# (beam size, alternatives, hints) and as Recognize decodes it: full_context_finals
+UtteranceRecognizer = Callable[[np.ndarray], Awaitable[Transcript]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class StreamSettings:
     speech_hold_db: float = SPEECH_HOLD_DB  # inside an utterance silence_dbfs is this much lower
     speech_band_hz: tuple[float, float] | None = SPEECH_BAND_HZ  # where levels are measured (None: all)
     latency_s: float = 0.0  # chunk + look-ahead of the model; 0 = the model's own streaming chunking
+    full_context_finals: bool = False  # finals decoded again from the whole utterance by the full-context model
 
 
 class SampleDecoder:
@@ -244,6 +253,9 @@ class UtteranceModel:
     computation of its own samples, whatever the stream held before it. That includes the level
     gain (:meth:`Recognizer.level_gain`): the first :meth:`Recognizer.level_window_s` of model-rate
     samples wait until it is known, then everything is scaled by it.
+
+    With ``full_context_finals`` it also keeps the utterance's model-rate samples (:attr:`audio`)
+    for the final's whole-utterance decode, and runs the chunked model only for interims.
     """
 
     def __init__(self, recognizer: Recognizer, settings: StreamSettings, chunking: Chunking, start_sample: int) -> None:
@@ -257,17 +269,27 @@ class UtteranceModel:
         self._level_window = round(recognizer.level_window_s(chunking) * model_rate)
         self._gain: np.float32 | None = None
         self._held: list[np.ndarray] = []  # model-rate samples before the gain is known
+        self.audio: list[np.ndarray] | None = [] if settings.full_context_finals else None
+        self._chunked = settings.interim_results or not settings.full_context_finals
 
     def accept(self, block: np.ndarray) -> None:
-        self._feed(self._resampler.accept(block) if self._resampler else block)
+        self._take(self._resampler.accept(block) if self._resampler else block)
 
     def end(self) -> None:
         """The utterance is over: its last frames are computed without waiting for look-ahead."""
         if self._resampler is not None:
-            self._feed(self._resampler.finish())
+            self._take(self._resampler.finish())
+        if not self._chunked:
+            return
         if self._gain is None:
             self._release()
         self.stream.end()
+
+    def _take(self, samples: np.ndarray) -> None:
+        if self.audio is not None:
+            self.audio.append(samples)
+        if self._chunked:
+            self._feed(samples)
 
     def _feed(self, samples: np.ndarray) -> None:
         if self._gain is not None:
@@ -294,11 +316,19 @@ class StreamingSession:
     Audio waits in a look-back of ``leading_silence_s`` while the endpointer hears no speech; when
     speech starts, a fresh :class:`UtteranceModel` takes the look-back and every block after it up
     to the endpointer's cut, so silence between utterances costs no model compute. ``step`` runs
-    one model chunk (the server batches it with other streams' chunks) and ``run`` executes
-    decoding work off the event loop.
+    one model chunk (the server batches it with other streams' chunks), ``run`` executes
+    decoding work off the event loop and ``recognize`` decodes a whole utterance for
+    ``full_context_finals`` (the server batches it with Recognize calls).
     """
 
-    def __init__(self, recognizer: Recognizer, settings: StreamSettings, step: Stepper, run: Runner) -> None:
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        settings: StreamSettings,
+        step: Stepper,
+        run: Runner,
+        recognize: UtteranceRecognizer,
+    ) -> None:
         self.recognizer = recognizer
         self.settings = settings
         self.decoder = SampleDecoder(settings)
@@ -309,6 +339,7 @@ class StreamingSession:
         self._frame_shift_s = recognizer.config.features.frame_shift_s
         self._step = step
         self._run = run
+        self._recognize = recognize
         self._look_back: deque[tuple[int, np.ndarray]] = deque()  # (first sample, block) while no speech
         self._current: UtteranceModel | None = None
         self._ended: deque[tuple[UtteranceModel, Cut]] = deque()  # cut utterances whose final is not sent yet
@@ -359,7 +390,8 @@ class StreamingSession:
         results = []
         while self._ended:
             utterance, cut = self._ended.popleft()
-            await self._run_ready(utterance)
+            if utterance.audio is None:  # a full-context final needs none of the chunked model's last frames
+                await self._run_ready(utterance)
             results.append(await self._final(utterance, cut))
         if self._current is not None and await self._run_ready(self._current) and self.settings.interim_results:
             results.append(self._interim(self._current))
@@ -386,6 +418,9 @@ class StreamingSession:
     async def _final(self, utterance: UtteranceModel, cut: Cut) -> StreamResult:
         start_s = cut.start_sample / self.settings.sample_rate
         duration_s = cut.end_sample / self.settings.sample_rate - start_s
+        if utterance.audio is not None:
+            transcript = await self._recognize(np.concatenate(utterance.audio))
+            return StreamResult(transcript, start_s, start_s + duration_s, is_final=True, stable_text=transcript.text)
         log_probs = utterance.emissions(len(self.recognizer.labels))
         hypotheses = utterance.search.hypotheses(self.settings.alternatives)
         transcript = await self._run(partial(self.recognizer.transcript, log_probs, hypotheses, duration_s))
@@ -404,11 +439,9 @@ class StreamingSession:
         return StreamResult(transcript, start_s, start_s + duration_s, is_final=False, stable_text=stable_text)
 
 
-def run_stream(
-    recognizer: Recognizer, settings: StreamSettings, pieces: Iterable[bytes]
-) -> tuple[list[StreamResult], StreamingSession]:
-    """A whole stream through a session in this thread, without a server (no batching, no executor):
-    the results a client would get, for tests and offline benchmarks; (results, finished session)."""
+def direct_session(recognizer: Recognizer, settings: StreamSettings) -> StreamingSession:
+    """A session that does its model and decoding work in the calling thread, without a server (no
+    batching, no executor): for tests and offline benchmarks (:func:`run_stream`)."""
 
     async def direct(call: Callable[[], Transcript]) -> Transcript:
         return call()
@@ -417,8 +450,20 @@ def run_stream(
         ((log_probs, state),) = step_streams(recognizer.model, [chunk], recognizer.warp_matrices)
         return log_probs, state
 
+    async def recognize(samples: np.ndarray) -> Transcript:
+        decoding = {"beam_size": settings.beam_size, "alternatives": settings.alternatives, "bias": settings.bias}
+        return recognizer.transcribe(samples, recognizer.sample_rate, **decoding)
+
+    return StreamingSession(recognizer, settings, step, direct, recognize)
+
+
+def run_stream(
+    recognizer: Recognizer, settings: StreamSettings, pieces: Iterable[bytes]
+) -> tuple[list[StreamResult], StreamingSession]:
+    """A whole stream through a :func:`direct_session`: the results a client would get; (results, finished session)."""
+
     async def run() -> tuple[list[StreamResult], StreamingSession]:
-        session = StreamingSession(recognizer, settings, step, direct)
+        session = direct_session(recognizer, settings)
         return [r for piece in pieces for r in await session.accept(piece)] + await session.finish(), session
 
     return asyncio.run(run())

@@ -506,6 +506,29 @@ def test_streamed_finals_carry_the_alternatives_of_their_offline_twins(stub, str
         assert_alternatives(result, offline(streaming, span, beam_size=8, alternatives=3))
 
 
+def test_full_context_finals_are_recognize_of_their_spans(recognizer, streaming, two_utterances) -> None:
+    """``full_context_finals``: each final is the full-context model's transcript of its span, as
+    Recognize gives it, alternatives and word times included; interims (if asked) still come from
+    the chunked model, which does not run at all without them."""
+    settings_ = StreamSettings("pcm16", RATE, beam_size=8, alternatives=3, full_context_finals=True)
+    quiet, quiet_session = run_stream(recognizer, settings_, chunks(two_utterances, [3200]))
+    interim_settings = replace(settings_, interim_results=True)
+    with_interims, session = run_stream(recognizer, interim_settings, chunks(two_utterances, [3200]))
+    assert len(quiet) == 2 and all(r.is_final for r in quiet) and quiet_session.model_frames == 0
+    assert [r.transcript for r in with_interims if r.is_final] == [r.transcript for r in quiet]
+    assert len(with_interims) > len(quiet) and session.model_frames > 0
+    chunked, _ = run_stream(recognizer, replace(settings_, full_context_finals=False), [two_utterances])
+    for result, chunked_result in zip(quiet, chunked, strict=True):
+        span = two_utterances[round(result.start_s * RATE) * 2 : round(result.end_s * RATE) * 2]
+        expected = offline(recognizer, span, beam_size=8, alternatives=3)
+        assert result.transcript.text == result.stable_text == expected.text
+        assert [a.text for a in result.transcript.alternatives] == [a.text for a in expected.alternatives]
+        assert [(w.word, w.start_s, w.end_s) for w in result.transcript.words] == [
+            (w.word, w.start_s, w.end_s) for w in expected.words
+        ]
+        assert chunked_result.transcript.text == offline(streaming, span, beam_size=8).text  # without: the chunked twin's
+
+
 def test_streams_choose_their_latency_and_each_equals_its_offline_twin(stub, recognizer, pcm, grpc_server) -> None:
     data = pcm["the quick brown fox"]
     latencies = {300: Chunking(7, 3), 2000: Chunking(44, 22)}  # the default (0) is every other streaming test's
@@ -915,9 +938,10 @@ def test_a_warp_ensemble_server_streams_and_recognizes_like_its_offline_twins(
 def test_a_phone_checked_server_recognizes_like_its_offline_twin(
     model_dir: Path, recognizer: Recognizer, pcm, tmp_path: Path
 ) -> None:
-    """``serve --phone-check``: Recognize with beam search guides and re-ranks a char model's beam as
-    the offline recognizer with the same check does (a heavy weight, so the check changes what the
-    tiny model says); a phone model in the same directory is served unchecked."""
+    """``serve --phone-check``: Recognize with beam search (and a stream's full-context finals) guides
+    and re-ranks a char model's beam as the offline recognizer with the same check does (a heavy
+    weight, so the check changes what the tiny model says); a phone model in the same directory is
+    served unchecked."""
     check = PhoneCheck(Recognizer.from_checkpoint(SHIPPED_MODELS / "phone.ckpt"), weight=10.0)
     (tmp_path / "tiny.ckpt").symlink_to(model_dir / "tiny.ckpt")
     (tmp_path / "phone.ckpt").symlink_to(SHIPPED_MODELS / "phone.ckpt")
@@ -934,6 +958,8 @@ def test_a_phone_checked_server_recognizes_like_its_offline_twin(
                 for m in served.ListModels(pb.ListModelsRequest()).models
             }
             assert listed == {"tiny": (10.0, check.search_weight), "phone": (0.0, 0.0)}
+            full_context = raw_config(beam_size=4, max_alternatives=4, full_context_finals=True)
+            streamed = {text: finals(stream(served, full_context, chunks(data, [4410]))) for text, data in pcm.items()}
     finally:
         server.close()
     checked = Recognizer(recognizer.config, recognizer.model, fusion=recognizer.fusion, phone_check=check)
@@ -942,6 +968,10 @@ def test_a_phone_checked_server_recognizes_like_its_offline_twin(
         expected = offline(checked, data, beam_size=4, alternatives=4)
         ranked = [expected.text, *(a.text for a in expected.alternatives)]
         assert [a.transcript for a in results[text].alternatives] == ranked, text
+        (final,) = streamed[text]  # a stream's full-context final is checked too (its span: the whole file here)
+        span = data[round(final.start_s * RATE) * 2 : round(final.end_s * RATE) * 2]
+        expected_final = offline(checked, span, beam_size=4, alternatives=4)
+        assert [a.transcript for a in final.alternatives] == [expected_final.text, *(a.text for a in expected_final.alternatives)]
         plain = offline(recognizer, data, beam_size=4, alternatives=4)
         changed += ranked != [plain.text, *(a.text for a in plain.alternatives)]
     assert changed  # the check reached the served results

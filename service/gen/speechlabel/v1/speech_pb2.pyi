@@ -25,7 +25,7 @@ MP3: AudioEncoding
 OGG: AudioEncoding
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hz", "model", "interim_results", "word_time_offsets", "frame_labels", "beam_size", "endpoint_silence_ms", "max_utterance_s", "stream_latency_ms", "max_alternatives", "phrases", "phrase_boost")
+    __slots__ = ("encoding", "sample_rate_hz", "model", "interim_results", "word_time_offsets", "frame_labels", "beam_size", "endpoint_silence_ms", "max_utterance_s", "stream_latency_ms", "max_alternatives", "phrases", "phrase_boost", "full_context_finals")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class RecognitionConfig(_message.Message):
     MAX_ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     PHRASES_FIELD_NUMBER: _ClassVar[int]
     PHRASE_BOOST_FIELD_NUMBER: _ClassVar[int]
+    FULL_CONTEXT_FINALS_FIELD_NUMBER: _ClassVar[int]
     encoding: AudioEncoding
     sample_rate_hz: int
     model: str
@@ -52,7 +53,8 @@ class RecognitionConfig(_message.Message):
     max_alternatives: int
     phrases: _containers.RepeatedScalarFieldContainer[str]
     phrase_boost: float
-    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., model: _Optional[str] = ..., interim_results: _Optional[bool] = ..., word_time_offsets: _Optional[bool] = ..., frame_labels: _Optional[bool] = ..., beam_size: _Optional[int] = ..., endpoint_silence_ms: _Optional[int] = ..., max_utterance_s: _Optional[float] = ..., stream_latency_ms: _Optional[int] = ..., max_alternatives: _Optional[int] = ..., phrases: _Optional[_Iterable[str]] = ..., phrase_boost: _Optional[float] = ...) -> None: ...
+    full_context_finals: bool
+    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., model: _Optional[str] = ..., interim_results: _Optional[bool] = ..., word_time_offsets: _Optional[bool] = ..., frame_labels: _Optional[bool] = ..., beam_size: _Optional[int] = ..., endpoint_silence_ms: _Optional[int] = ..., max_utterance_s: _Optional[float] = ..., stream_latency_ms: _Optional[int] = ..., max_alternatives: _Optional[int] = ..., phrases: _Optional[_Iterable[str]] = ..., phrase_boost: _Optional[float] = ..., full_context_finals: _Optional[bool] = ...) -> None: ...
 
 class RecognizeRequest(_message.Message):
     __slots__ = ("config", "audio")
