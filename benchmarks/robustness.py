@@ -5,13 +5,16 @@ or with silence before and after it.
 Usage:
     python benchmarks/robustness.py [--checkpoints models/char.ckpt models/phone.ckpt]
         [--manifest data/corpus/test.jsonl] [--snrs 30 20 10 5] [--colors white pink brown]
+        [--recordings data/music --recording-snrs 20 10]
         [--rooms 0.3:6 0.6:3 0.9:0] [--no-telephone] [--silences 0.5]
         [--out benchmarks/results/robustness.json]
 
 Only the manifest's un-augmented utterances are used (the corpus bakes noise, reverb or a phone
 line into some of the others), so the clean row is a real baseline. Each condition applies the
 corpus's own augmentation -- :func:`training.augment.add_noise` (white, pink or brown, SNR over the
-utterance's mean power), :func:`training.augment.reverb` (a synthetic room given as
+utterance's mean power), recorded sound (``--recordings DIR``: an excerpt of a random file in it
+per utterance, e.g. the real music ``make data/music`` unpacks from Debian packages),
+:func:`training.augment.reverb` (a synthetic room given as
 ``RT60:DRR``, reverberation time in seconds and direct-to-reverberant ratio in dB) or
 :func:`training.augment.telephone` (8 kHz, 300-3400 Hz, mu-law) -- or puts that many seconds of
 digital silence before and after the speech (recordings start before the talker does; the
@@ -26,7 +29,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ import torch
 
 from audiomodels.audio import load_audio
 from audiomodels.recognizer import Recognizer
-from training.augment import BACKGROUNDS, add_noise, reverb, telephone
+from training.augment import BACKGROUNDS, add_background, add_noise, reverb, telephone
 from training.evaluate import EvaluationResult, breakdown, evaluate, parse_fields
 from training.manifest import Utterance, read_manifest
 
@@ -47,7 +50,8 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Condition:
-    """One way of degrading the audio; ``kind`` "clean", "noise", "room", "telephone" or "silence"."""
+    """One way of degrading the audio; ``kind`` "clean", "noise", "recorded" (``color`` names the
+    recordings), "room", "telephone" or "silence"."""
 
     kind: str
     color: str = ""
@@ -55,11 +59,14 @@ class Condition:
     rt60: float = 0.0
     drr_db: float = 0.0
     silence_s: float = 0.0
+    recordings: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)  # "recorded": 16 kHz mono
 
     @property
     def name(self) -> str:
         if self.kind == "noise":
             return f"{self.color} {self.snr_db:g} dB"
+        if self.kind == "recorded":
+            return f"recorded {self.color} {self.snr_db:g} dB"
         if self.kind == "room":
             return f"room {self.rt60:g} s {self.drr_db:g} dB"
         if self.kind == "silence":
@@ -69,6 +76,8 @@ class Condition:
     def apply(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.kind == "noise":
             return add_noise(audio, self.snr_db, self.color, rng)
+        if self.kind == "recorded":
+            return add_background(audio, self.snr_db, excerpt(self.recordings, len(audio), rng))
         if self.kind == "room":
             return reverb(audio, SAMPLE_RATE, self.rt60, self.drr_db, rng)
         if self.kind == "telephone":
@@ -79,6 +88,32 @@ class Condition:
 
 
 CLEAN = Condition("clean")
+QUIET_EXCERPT_DB = 20.0  # an excerpt this far below its recording's level is a pause or a fade: drawn again
+
+
+def load_recordings(directory: Path) -> tuple[np.ndarray, ...]:
+    """Every audio file under ``directory`` (WAV, FLAC, OGG, MP3), at 16 kHz mono."""
+    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".mp3"})
+    if not paths:
+        raise SystemExit(f"no audio files under {directory} (make data/music unpacks real music there)")
+    return tuple(load_audio(path, target_rate=SAMPLE_RATE) for path in paths)
+
+
+def excerpt(recordings: Sequence[np.ndarray], num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """A unit-variance stretch of ``num_samples`` from a random recording (drawn by length, looped if
+    shorter), not from one of its pauses or fades: scaled to unit variance, those would be a hiss,
+    not the sound."""
+    lengths = np.array([len(r) for r in recordings], dtype=np.float64)
+    for _ in range(10):
+        recording = recordings[int(rng.choice(len(recordings), p=lengths / lengths.sum()))]
+        if len(recording) < num_samples:
+            recording = np.tile(recording, -(-num_samples // len(recording)))
+        start = int(rng.integers(len(recording) - num_samples + 1))
+        piece = recording[start : start + num_samples].astype(np.float64)
+        level, whole = piece.std(), recording.std()
+        if level > whole * 10 ** (-QUIET_EXCERPT_DB / 20):
+            break
+    return (piece / max(level, 1e-12)).astype(np.float32)
 
 
 def parse_room(text: str) -> Condition:
@@ -150,6 +185,8 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/corpus/test.jsonl"))
     parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0, 10.0, 5.0])
     parser.add_argument("--colors", nargs="+", choices=BACKGROUNDS, default=["white", "pink", "brown"])
+    parser.add_argument("--recordings", type=Path, help="a directory of recorded backgrounds (make data/music: real music)")
+    parser.add_argument("--recording-snrs", type=float, nargs="+", default=[20.0, 10.0])
     rooms = [parse_room(room) for room in ("0.3:6", "0.6:3", "0.9:0")]
     parser.add_argument("--rooms", type=parse_room, nargs="*", default=rooms,
                         help="rooms as RT60:DRR (seconds:dB); none with an empty --rooms")
@@ -165,6 +202,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     clean = [u for u in read_manifest(args.manifest) if not u.extra.get("augment")]
     noises = [Condition("noise", color=color, snr_db=snr) for color in args.colors for snr in args.snrs]
+    if args.recordings is not None:
+        bank = load_recordings(args.recordings)
+        noises += [Condition("recorded", args.recordings.name, snr, recordings=bank) for snr in args.recording_snrs]
     silences = [Condition("silence", silence_s=seconds) for seconds in args.silences]
     conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")]), *silences]
     results = run(args.checkpoints, clean, conditions, parse_fields(args.by))

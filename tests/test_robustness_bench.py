@@ -37,6 +37,22 @@ def test_noisy_copies_have_the_asked_snr(bench: ModuleType, utterances: list[Utt
         assert copy.text == original.text
 
 
+def test_recorded_backgrounds_come_at_the_asked_snr_and_never_from_a_pause(
+    bench: ModuleType, utterances: list[Utterance], tmp_path: Path
+) -> None:
+    rate = 16000
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)
+    recording = np.concatenate([tone, np.zeros(3 * rate, np.float32)])  # a second of sound, three of pause
+    draws = [bench.excerpt((recording,), rate // 4, np.random.default_rng(seed)) for seed in range(20)]
+    assert all(np.count_nonzero(d) and np.std(d) == pytest.approx(1.0, abs=1e-3) for d in draws)
+    condition = bench.Condition("recorded", "tones", 10.0, recordings=(recording, tone))
+    assert condition.name == "recorded tones 10 dB" and condition == bench.Condition("recorded", "tones", 10.0)
+    for original, copy in zip(utterances, bench.degraded_copies(utterances, condition, tmp_path, seed=0), strict=True):
+        clean, noisy = load_audio(original.audio_filepath, target_rate=rate), load_audio(copy.audio_filepath)
+        snr_db = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean).astype(np.float64) ** 2))
+        assert snr_db == pytest.approx(10.0, abs=0.3)
+
+
 def test_rooms_add_a_decaying_tail_and_parse_from_the_command_line(
     bench: ModuleType, utterances: list[Utterance], tmp_path: Path
 ) -> None:

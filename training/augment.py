@@ -84,7 +84,12 @@ def background(num_samples: int, kind: str, rng: np.random.Generator, sample_rat
 def add_noise(audio: np.ndarray, snr_db: float, kind: str, rng: np.random.Generator) -> np.ndarray:
     """Add a background of ``kind`` (:data:`BACKGROUNDS`) at ``snr_db`` relative to the utterance's
     mean power (silences included)."""
-    noise = background(len(audio), kind, rng)
+    return add_background(audio, snr_db, background(len(audio), kind, rng))
+
+
+def add_background(audio: np.ndarray, snr_db: float, noise: np.ndarray) -> np.ndarray:
+    """Add ``noise`` (unit variance, as long as ``audio``) at ``snr_db`` relative to the utterance's
+    mean power (silences included)."""
     signal_power = float(np.mean(np.square(audio, dtype=np.float64)))
     scale = np.sqrt(signal_power / 10 ** (snr_db / 10))
     return (audio + scale * noise).astype(np.float32)
