@@ -33,7 +33,7 @@ from training.evaluate import breakdown, evaluate
 from training.manifest import read_manifest
 
 from report import write_report  # beside this script in benchmarks/
-from warp_ensemble import DEFAULT_SPLITS, parse_split
+from warp_ensemble import add_split_argument, chosen_splits
 
 
 def score(
@@ -82,8 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("models/char.ckpt"))
     parser.add_argument("--phone-model", type=Path, default=DEFAULT_PHONE_MODEL)
-    parser.add_argument("--split", type=parse_split, action="append", metavar="NAME=MANIFEST",
-                        help="a split to score (repeatable; default: dev and the three held-out test sets)")  # fmt: skip
+    add_split_argument(parser)
     parser.add_argument("--beam-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="the phone model's weight in re-ranking")
     parser.add_argument("--search-weight", type=float, default=DEFAULT_SEARCH_WEIGHT,
@@ -92,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/phone_check.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    splits = dict(args.split) if args.split else DEFAULT_SPLITS
+    splits = chosen_splits(args)
     check = PhoneCheck(Recognizer.from_checkpoint(args.phone_model), args.weight, args.search_weight)
     results = score(args.checkpoint, check, splits, args.beam_sizes)
     print_table(results)

@@ -41,7 +41,7 @@ from training.metrics import ErrorCounts, char_errors, word_errors
 
 from report import write_report  # beside this script in benchmarks/
 from stream_interims import MESSAGE, RATE, percentiles_ms
-from warp_ensemble import DEFAULT_SPLITS, parse_split
+from warp_ensemble import add_split_argument, chosen_splits
 
 
 def stream_once(
@@ -92,8 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("models/char.ckpt"))
     parser.add_argument("--phone-model", type=Path, default=DEFAULT_PHONE_MODEL)
-    parser.add_argument("--split", type=parse_split, action="append", metavar="NAME=MANIFEST",
-                        help="a split to score (repeatable; default: dev and the three held-out test sets)")  # fmt: skip
+    add_split_argument(parser)
     parser.add_argument("--limit", type=int, default=None, help="the first N utterances of each split only")
     parser.add_argument("--beam-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a loaded machine)")
@@ -107,7 +106,7 @@ def main() -> None:
     chunked = StreamSettings("pcm16", RATE, beam_size=args.beam_size)
     full = dataclasses.replace(chunked, full_context_finals=True)
     variants = {"chunked": (plain, chunked), "full context": (plain, full), "full context + check": (checked, full)}
-    splits = dict(args.split) if args.split else DEFAULT_SPLITS
+    splits = chosen_splits(args)
     results = {split: score(variants, manifest, args.limit) for split, manifest in splits.items()}
     decoder = f"beam{args.beam_size} + LM" if fusion else f"beam{args.beam_size}"
     print(f"\n| split | {decoder}: final CER | final WER | final latency p50 / p95 | RTF |")

@@ -46,6 +46,17 @@ def parse_split(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def add_split_argument(parser: argparse.ArgumentParser) -> None:
+    """``--split NAME=MANIFEST``, repeatable: the splits a benchmark scores (:func:`chosen_splits`)."""
+    parser.add_argument("--split", type=parse_split, action="append", metavar="NAME=MANIFEST",
+                        help="a split to score (repeatable; default: dev and the three held-out test sets)")  # fmt: skip
+
+
+def chosen_splits(args: argparse.Namespace) -> dict[str, Path]:
+    """The ``--split`` splits, or :data:`DEFAULT_SPLITS` without any."""
+    return dict(args.split) if args.split else DEFAULT_SPLITS
+
+
 def score(checkpoint: Path, splits: dict[str, Path], warps: tuple[float, ...], beam_size: int) -> dict[str, Any]:
     """{split: {decoder: {"plain": summary, "ensemble": summary}}} for one checkpoint."""
     base = Recognizer.from_checkpoint(checkpoint, fusion=own_fusion(checkpoint))
@@ -90,15 +101,14 @@ def print_table(report: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("models/char.ckpt")])
-    parser.add_argument("--split", type=parse_split, action="append", metavar="NAME=MANIFEST",
-                        help="a split to score (repeatable; default: dev and the three held-out test sets)")  # fmt: skip
+    add_split_argument(parser)
     parser.add_argument("--warps", type=parse_warps, default=RECOMMENDED_WARPS, help="the ensemble's factors")
     parser.add_argument("--beam-size", type=int, default=8, help="beam width of the LM rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a loaded machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/warp_ensemble.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    splits = dict(args.split) if args.split else DEFAULT_SPLITS
+    splits = chosen_splits(args)
     results = {str(path): score(path, splits, args.warps, args.beam_size) for path in args.checkpoints}
     report = {"threads": args.threads, "warps": list(args.warps), "beam_size": args.beam_size, "results": results}
     print_table(report)
