@@ -55,6 +55,25 @@ def test_stream_command_prints_finals_as_json(grpc_server: LoopbackServer, speec
     assert [w["word"] for w in final["alternatives"][0]["words"]] == ["the", "quick", "brown", "fox"]
 
 
+def test_stream_command_asks_for_full_context_finals(
+    grpc_server: LoopbackServer, speech_files, recognizer, capsys
+) -> None:
+    """``--full-context-finals``: the final is the full-context model's beam search over the whole
+    file, its word confidences included (the chunked model's posteriors would give others)."""
+    path = speech_files["seven green apples"]
+    args = ["stream", str(path), "--server", grpc_server.address, "--fast", "--json", "--beam-size", "4"]
+    status = cli_main([*args, "--full-context-finals"])
+    (final,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    samples, rate = sf.read(path, dtype="float32")
+    expected = recognizer.transcribe(samples, rate, beam_size=4)
+    assert status == 0 and final["is_final"] and final["alternatives"][0]["transcript"] == expected.text
+    confidences = [w["confidence"] for w in final["alternatives"][0]["words"]]
+    assert confidences == pytest.approx([w.confidence for w in expected.words], abs=2e-3)
+    chunked = Recognizer(recognizer.config, recognizer.model, chunking=recognizer.config.model.streaming)
+    chunked_words = chunked.transcribe(samples, rate, beam_size=4).words
+    assert confidences != pytest.approx([w.confidence for w in chunked_words], abs=2e-3)
+
+
 def test_stream_file_paces_in_real_time_with_interims_first(grpc_server: LoopbackServer, speech_files) -> None:
     path = speech_files["hello world"]
     duration = sf.info(str(path)).duration
