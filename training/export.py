@@ -110,6 +110,7 @@ def model_card(
         f"# `{name}` — {metadata['label_kind']} BiGRU-CTC model",
         "",
         f"- parameters: {num_parameters:,} ({size_mb:.1f} MB file); trained {metadata['step']} steps",
+        *_averaging_line(metadata),
         f"- training data: {json.dumps(evaluation['data']['train'])}",
         "- data: synthetic speech from `speechlabel corpus synth` (the engines above; Debian `fortunes` text); "
         "test = unseen sentences AND unseen voices, dev = unseen sentences"
@@ -139,6 +140,15 @@ def model_card(
             lines.append(f"| {split} | {decoder} | {rates} | {summary['real_time_factor']:.4f} |")
     tables = [line for key, field in GROUPINGS.items() if evaluation.get(key) for line in _group_table(evaluation, key, field)]
     return "\n".join(lines + tables) + "\n"
+
+
+def _averaging_line(metadata: dict[str, Any]) -> list[str]:
+    """Where averaged weights came from: the steps above are only the last source's."""
+    sources = metadata.get("averaged_from")
+    if not sources:
+        return []
+    named = ", ".join(f"`{source['path']}` (step {source['step']})" for source in sources)
+    return [f"- weights: the mean of {len(sources)} checkpoints ({named}); the steps and config are the last one's"]
 
 
 _GROUP_TITLES = {
