@@ -5,8 +5,9 @@ last few evaluations (a run with ``keep_checkpoints: N`` keeps them) lies nearer
 region SGD was moving through. That pays while the learning rate is high; at the end of a cosine
 decay it scored like the best checkpoint (measurements in the README, Retraining).
 Only checkpoints of one lineage can be averaged: the same config and the same feature
-normalization: one run, or fine-tuning rounds started from it (``init_from``) with its config. Averaging a
-round's first and last model (a "soup") gained nothing either (README, Retraining).
+normalization: one run, or fine-tuning rounds started from it (``init_from``) with its config.
+Averaging a round's first and last model (a "soup") pays where the round traded one held-out set
+for another: the shipped phone model is such a mean, better than both parts (README, Retraining).
 """
 
 from __future__ import annotations
