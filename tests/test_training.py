@@ -159,7 +159,7 @@ def test_kept_checkpoints_average_and_export(trained_run: Path, corpus: Path, tm
     assert [source["step"] for source in shipped["averaged_from"]] == [best_step, 160]
     assert 0 <= shipped["evaluation"]["test"]["greedy"]["rates"]["cer"] <= 1.5
     card = (tmp_path / "models" / "avg.md").read_text()
-    assert f"- weights: the mean of 2 checkpoints (`{trained_run / 'best.ckpt'}` (step {best_step})" in card
+    assert f"- weights: the mean of 2 checkpoints (`{trained_run / 'best.ckpt'}` (step {best_step}, share 0.5)" in card
 
 
 def test_compare_reads_two_exports_scores_by_split_speaker_and_condition(

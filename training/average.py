@@ -23,11 +23,13 @@ from audiomodels.checkpoint import Checkpoint, CheckpointError, load_checkpoint,
 NORMALIZATION_BUFFERS = ("feature_mean", "feature_std")
 
 
-def average_checkpoints(paths: Sequence[Path]) -> Checkpoint:
-    """The mean of the checkpoints' floating-point weights (computed in float64), with the config
-    of the first and the metadata of the last plus ``averaged_from`` (each path and step)."""
+def average_checkpoints(paths: Sequence[Path], weights: Sequence[float] | None = None) -> Checkpoint:
+    """The mean of the checkpoints' floating-point weights (computed in float64), weighted by
+    ``weights`` (normalized to sum 1; default equal), with the config of the first and the metadata
+    of the last plus ``averaged_from`` (each path, step and share)."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
+    shares = _shares(weights if weights is not None else [1.0] * len(paths), len(paths))
     checkpoints = [load_checkpoint(path) for path in paths]
     first = checkpoints[0]
     for path, other in zip(paths[1:], checkpoints[1:], strict=True):
@@ -41,10 +43,23 @@ def average_checkpoints(paths: Sequence[Path]) -> Checkpoint:
         if not tensor.is_floating_point():
             state_dict[name] = tensor
             continue
-        total = torch.stack([checkpoint.state_dict[name].double() for checkpoint in checkpoints]).mean(dim=0)
+        total = sum(share * checkpoint.state_dict[name].double() for share, checkpoint in zip(shares, checkpoints, strict=True))
         state_dict[name] = total.to(tensor.dtype)
-    sources = [{"path": str(path), "step": c.metadata.get("step")} for path, c in zip(paths, checkpoints, strict=True)]
+    sources = [
+        {"path": str(path), "step": c.metadata.get("step"), "share": share}
+        for path, c, share in zip(paths, checkpoints, shares, strict=True)
+    ]
     return Checkpoint(first.config, state_dict, {**checkpoints[-1].metadata, "averaged_from": sources})
+
+
+def _shares(weights: Sequence[float], count: int) -> list[float]:
+    """Each checkpoint's share of the mean; a weight per checkpoint, none negative, not all zero."""
+    if len(weights) != count:
+        raise CheckpointError(f"{len(weights)} weights for {count} checkpoints: give one per checkpoint")
+    if any(weight < 0 for weight in weights) or sum(weights) <= 0:
+        raise CheckpointError(f"weights must be >= 0 and not all 0, got {list(weights)}")
+    total = sum(weights)
+    return [weight / total for weight in weights]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,14 +70,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoints of one run or of fine-tuning rounds started from it, e.g. RUN_DIR/checkpoints/step-*.ckpt",
     )
     parser.add_argument("--out", type=Path, required=True, help="where to write the averaged checkpoint")
+    parser.add_argument(
+        "--weights",
+        type=_float_list,
+        help="W1,W2,...: one weight per checkpoint, normalized to sum 1 (default: equal), e.g. 2,1 "
+        "keeps two thirds of the first",
+    )
+
+
+def _float_list(value: str) -> list[float]:
+    try:
+        return [float(part) for part in value.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {value!r}") from error
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        averaged = average_checkpoints(args.checkpoints)
+        averaged = average_checkpoints(args.checkpoints, args.weights)
         save_checkpoint(args.out, averaged.config, averaged.build_model(), averaged.metadata)
     except CheckpointError as error:
         raise SystemExit(f"speechlabel average: {error}") from error
-    steps = ", ".join(str(source["step"]) for source in averaged.metadata["averaged_from"])
-    print(f"averaged {len(args.checkpoints)} checkpoints (steps {steps}) into {args.out}")
+    steps = ", ".join(f"{source['step']} x {source['share']:.3g}" for source in averaged.metadata["averaged_from"])
+    print(f"averaged {len(args.checkpoints)} checkpoints (step x share: {steps}) into {args.out}")
     return 0

@@ -147,7 +147,10 @@ def _averaging_line(metadata: dict[str, Any]) -> list[str]:
     sources = metadata.get("averaged_from")
     if not sources:
         return []
-    named = ", ".join(f"`{source['path']}` (step {source['step']})" for source in sources)
+    named = ", ".join(
+        f"`{source['path']}` (step {source['step']}" + (f", share {share:.3g})" if (share := source.get("share")) else ")")
+        for source in sources
+    )
     return [f"- weights: the mean of {len(sources)} checkpoints ({named}); the steps and config are the last one's"]
 
 
