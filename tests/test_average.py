@@ -52,7 +52,7 @@ def test_weights_set_each_checkpoints_share(tmp_path: Path) -> None:
         expected = 0.75 * models[0].state_dict()[name] + 0.25 * models[1].state_dict()[name]
         torch.testing.assert_close(tensor, expected, msg=name)
     assert [s["share"] for s in averaged.metadata["averaged_from"]] == [0.75, 0.25]
-    for weights, message in (([1.0], "1 weights for 2 checkpoints"), ([1.0, -1.0], "must be >= 0"), ([0.0, 0.0], "not all 0")):
+    for weights, message in (([1.0], "1 weights for 2 checkpoints"), ([1.0, -1.0], ">= 0"), ([1.0, float("nan")], "finite"), ([0.0, 0.0], "not all 0")):
         with pytest.raises(CheckpointError, match=message):
             average_checkpoints(paths, weights)
     with pytest.raises(SystemExit):

@@ -7,12 +7,13 @@ decay it scored like the best checkpoint (measurements in the README, Retraining
 Only checkpoints of one lineage can be averaged: the same config and the same feature
 normalization: one run, or fine-tuning rounds started from it (``init_from``) with its config.
 Averaging a round's first and last model (a "soup") pays where the round traded one held-out set
-for another: the shipped phone model is such a mean, better than both parts (README, Retraining).
+for another: both shipped models are such means, better than either part (README, Retraining).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,8 +57,8 @@ def _shares(weights: Sequence[float], count: int) -> list[float]:
     """Each checkpoint's share of the mean; a weight per checkpoint, none negative, not all zero."""
     if len(weights) != count:
         raise CheckpointError(f"{len(weights)} weights for {count} checkpoints: give one per checkpoint")
-    if any(weight < 0 for weight in weights) or sum(weights) <= 0:
-        raise CheckpointError(f"weights must be >= 0 and not all 0, got {list(weights)}")
+    if not all(math.isfinite(weight) and weight >= 0 for weight in weights) or sum(weights) <= 0:
+        raise CheckpointError(f"weights must be finite, >= 0 and not all 0, got {list(weights)}")
     total = sum(weights)
     return [weight / total for weight in weights]
 
