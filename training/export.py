@@ -147,11 +147,13 @@ def _averaging_line(metadata: dict[str, Any]) -> list[str]:
     sources = metadata.get("averaged_from")
     if not sources:
         return []
-    named = ", ".join(
-        f"`{source['path']}` (step {source['step']}" + (f", share {share:.3g})" if (share := source.get("share")) else ")")
-        for source in sources
-    )
+    named = ", ".join(f"`{source['path']}` ({_step_and_share(source)})" for source in sources)
     return [f"- weights: the mean of {len(sources)} checkpoints ({named}); the steps and config are the last one's"]
+
+
+def _step_and_share(source: dict[str, Any]) -> str:
+    """``step N, share S``; checkpoints averaged before ``--weights`` existed recorded no share."""
+    return f"step {source['step']}" + (f", share {source['share']:.3g}" if "share" in source else "")
 
 
 _GROUP_TITLES = {
