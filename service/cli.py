@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("training.manifest", "import and validate JSONL manifests"),
     "lm": ("training.lm", "build a label n-gram language model for beam search"),
     "average": ("training.average", "average the weights of one run's (or its fine-tuning rounds') checkpoints into one"),
+    "soup": ("training.soup", "mix a model with its next fine-tuning round, the round's share picked on dev"),
     "export": ("training.export", "ship a run's best checkpoint to models/ with a model card"),
     "compare": ("training.compare", "two exported checkpoints' scores side by side: splits, speakers, conditions"),
 }

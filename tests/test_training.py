@@ -24,7 +24,8 @@ from audiomodels.recognizer import Recognizer, native_bfloat16
 from service.cli import main as cli_main
 from training.config import load_train_config
 from training.corpus import synthesize_corpus
-from training.export import corpus_description
+from training.average import average_checkpoints
+from training.export import _soup_line, corpus_description
 from training.feature_pack import FeaturePackError
 from training.manifest import read_manifest, read_manifests
 from training.train import (
@@ -216,22 +217,73 @@ def test_export_names_an_input_it_cannot_read_before_scoring(trained_run: Path, 
     assert not list(tmp_path.glob("x.*"))
 
 
-def test_streaming_fine_tune_starts_from_a_checkpoint_and_learns_the_chunked_mode(
-    trained_run: Path, corpus: Path, tmp_path: Path
-) -> None:
-    source = trained_run / "best.ckpt"
-    run_dir = tmp_path / "streaming"
+@pytest.fixture(scope="module")
+def streaming_round(trained_run: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-step fine-tuning round from the run's best model, every batch in the chunked mode."""
+    run_dir = tmp_path_factory.mktemp("round") / "streaming"
     status = cli_main(["train", "--config", str(TINY), "--train", str(corpus / "train.jsonl"),
                        "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir), "--no-progress",
-                       "--set", f"init_from={source}", "--set", "chunked_prob=1.0", "--set", "optim.warmup_steps=10",
+                       "--set", f"init_from={trained_run / 'best.ckpt'}", "--set", "chunked_prob=1.0",
+                       "--set", "optim.warmup_steps=10",
                        "--set", "max_steps=60", "--set", "eval_every=60", "--set", "checkpoint_every=60"])
     assert status == 0
-    metrics = read_metrics(run_dir)
+    return run_dir
+
+
+def test_streaming_fine_tune_starts_from_a_checkpoint_and_learns_the_chunked_mode(
+    trained_run: Path, streaming_round: Path
+) -> None:
+    source = trained_run / "best.ckpt"
+    metrics = read_metrics(streaming_round)
     dev = [m for m in metrics if "dev_cer" in m]
     assert dev[0]["dev_cer"] == load_checkpoint(source).metadata["metrics"]["dev_cer"]  # the source's weights
     assert "dev_streaming_cer" in dev[-1]  # a streaming run is scored as it will stream too
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert losses[-1] < 0.9 * losses[0], losses  # every step chunked: the CTC loss of the chunked mode falls
+
+
+def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
+    trained_run: Path,
+    streaming_round: Path,
+    trained: tuple[Path, list[float]],
+    corpus: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The run's best model and its chunked round mixed at three shares, greedy: every candidate
+    scores what ``average`` + ``evaluate`` give the same mix, and the written weights are the best's."""
+    start, round_, dev = trained_run / "best.ckpt", streaming_round / "last.ckpt", corpus / "dev.jsonl"
+    start_weights = load_checkpoint(start).state_dict["input_projection.0.weight"]
+    assert not torch.equal(start_weights, load_checkpoint(round_).state_dict["input_projection.0.weight"])
+    out = tmp_path / "soup.ckpt"
+    assert cli_main(["soup", str(start), str(round_), "--dev", str(dev), "--out", str(out),
+                     "--shares", "0,1/2,1", "--beam-size", "1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["decoder"], record["metric"], record["dev"]) == ("greedy", "cer", str(dev))
+    assert [candidate["share"] for candidate in record["candidates"]] == [0.0, 0.5, 1.0]
+    for candidate, weights in zip(record["candidates"], ("1,0", "1,1", "0,1"), strict=True):
+        mix = tmp_path / f"mix-{weights}.ckpt"
+        assert cli_main(["average", str(start), str(round_), "--weights", weights, "--out", str(mix)]) == 0
+        capsys.readouterr()
+        assert cli_main(["evaluate", "--checkpoint", str(mix), "--manifest", str(dev), "--json"]) == 0
+        assert candidate["rate"] == json.loads(capsys.readouterr().out)["rates"]["cer"], weights
+    picked = min(record["candidates"], key=lambda candidate: candidate["rate"])
+    assert record["picked_share"] == picked["share"]
+    soup = load_checkpoint(out)
+    expected = average_checkpoints([start, round_], [1 - picked["share"], picked["share"]])
+    for name, tensor in expected.state_dict.items():
+        torch.testing.assert_close(soup.state_dict[name], tensor, msg=name)
+    assert soup.metadata["soup"] == record
+    assert f"**{picked['share']:.3g}: {picked['rate']:.2%}**" in _soup_line(soup.metadata)[0]
+
+    refused = ["soup", str(start), str(round_), "--dev", str(dev), "--out", str(tmp_path / "x.ckpt")]
+    with pytest.raises(SystemExit, match=r"within \[0, 1\]"):
+        cli_main([*refused, "--shares", "0,1.5"])
+    with pytest.raises(SystemExit):  # argparse: not a number
+        cli_main([*refused, "--shares", "half"])
+    with pytest.raises(SystemExit, match="not one lineage"):  # a model of another run
+        cli_main([*refused[:2], str(trained[0]), *refused[3:]])
+    assert not (tmp_path / "x.ckpt").exists()
 
 
 def test_fine_tuning_refuses_a_checkpoint_of_another_shape(trained_run: Path, corpus: Path, tmp_path: Path) -> None:

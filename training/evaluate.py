@@ -92,6 +92,12 @@ class EvaluationResult:
         }
 
 
+def primary_metric(kind: str) -> str:
+    """The rate a model of this label kind is judged by (its best checkpoint, its soup): PER for
+    phone models, CER for char and custom ones."""
+    return "per" if kind == "phone" else "cer"
+
+
 def evaluate(
     recognizer: Recognizer,
     utterances: Sequence[Utterance],

@@ -111,6 +111,7 @@ def model_card(
         "",
         f"- parameters: {num_parameters:,} ({size_mb:.1f} MB file); trained {metadata['step']} steps",
         *_averaging_line(metadata),
+        *_soup_line(metadata),
         f"- training data: {json.dumps(evaluation['data']['train'])}",
         "- data: synthetic speech from `speechlabel corpus synth` (the engines above; Debian `fortunes` text); "
         "test = unseen sentences AND unseen voices, dev = unseen sentences"
@@ -149,6 +150,18 @@ def _averaging_line(metadata: dict[str, Any]) -> list[str]:
         return []
     named = ", ".join(f"`{source['path']}` ({_step_and_share(source)})" for source in sources)
     return [f"- weights: the mean of {len(sources)} checkpoints ({named}); the steps and config are the last one's"]
+
+
+def _soup_line(metadata: dict[str, Any]) -> list[str]:
+    """How ``speechlabel soup`` picked the mix: every share it scored on dev, the picked one in bold."""
+    soup = metadata.get("soup")
+    if not soup:
+        return []
+    scored = ", ".join(
+        ("**{}**" if c["share"] == soup["picked_share"] else "{}").format(f"{c['share']:.3g}: {c['rate']:.2%}")
+        for c in soup["candidates"]
+    )
+    return [f"- the round's share, picked on `{soup['dev']}` ({soup['decoder']}, {soup['metric'].upper()}): {scored}"]
 
 
 def _step_and_share(source: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from audiomodels.model import AcousticModel
 from audiomodels.recognizer import Recognizer, native_bfloat16
 from training.config import TrainConfig, load_train_config, train_config_to_dict
 from training.data import Batch, FrameBudgetBatchSampler, SpeechDataset, collate, compute_feature_stats
-from training.evaluate import evaluate
+from training.evaluate import evaluate, primary_metric
 from training.feature_pack import FeaturePack, read_pack
 from training.manifest import Utterance, read_manifest, read_manifests, validate_manifest
 
@@ -329,7 +329,7 @@ class TrainingRun:
         return scores
 
     def primary_metric(self, scores: dict[str, float]) -> float:
-        return scores["dev_per"] if self.labels.kind == "phone" else scores["dev_cer"]
+        return scores[f"dev_{primary_metric(self.labels.kind)}"]
 
     def run(self) -> dict[str, float]:
         """Train to ``max_steps``; returns the final dev scores."""

@@ -1,0 +1,159 @@
+"""``speechlabel soup``: a model and its next fine-tuning round mixed, the round's share picked on dev.
+
+A round can trade one held-out set for another (gain test's voices, lose unseen ones); the mean of
+its weights and those of the model it started from then often beats both (README, Checkpoint
+averaging: both shipped models are such means). Which share of the round is best is an empirical
+question, so this scores each candidate mix on a dev manifest with the product's own decoder
+(:func:`training.evaluate.evaluate`, beam 8 + the start's LM by default: how the shipped models are
+picked), writes the best one, and records every candidate's score in its metadata so the choice
+can be checked later (``speechlabel export`` prints it on the model card).
+
+Command line::
+
+    speechlabel soup START ROUND --dev DEV.jsonl --out SOUP.ckpt [--shares 0,1/3,1/2,2/3,1]
+                     [--beam-size 8] [--lm LM | none] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from audiomodels.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+from audiomodels.lm import Fusion, LMError, add_fusion_arguments, fusion_from_args
+from audiomodels.recognizer import Recognizer
+from training.average import average_checkpoints
+from training.evaluate import evaluate, primary_metric
+from training.manifest import ManifestError, Utterance, read_manifest
+
+DEFAULT_SHARES = "0,1/3,1/2,2/3,1"  # the start alone, three mixes, the round alone
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One mix: the round's share of the weights and its dev score (the primary rate)."""
+
+    share: float
+    rate: float
+
+
+@dataclass(frozen=True)
+class Soup:
+    """The best mix's checkpoint and every candidate, in the order they were given."""
+
+    checkpoint: Checkpoint
+    metric: str
+    candidates: list[Candidate]
+
+    @property
+    def picked(self) -> Candidate:
+        """The lowest dev rate; the first given among equals."""
+        return min(self.candidates, key=lambda candidate: candidate.rate)
+
+
+def make_soup(
+    start: Path,
+    round_: Path,
+    dev: Sequence[Utterance],
+    shares: Sequence[float],
+    *,
+    beam_size: int = 8,
+    fusion: Fusion | None = None,
+    progress: bool = False,
+) -> Soup:
+    """Score ``(1 - share) x start + share x round_`` on ``dev`` for every share; keep the best.
+
+    Raises :class:`CheckpointError` when the two are not one lineage (``average_checkpoints``) and
+    ``ValueError`` for a share outside [0, 1] or a dev set of which nothing could be scored."""
+    if not shares or any(not 0.0 <= share <= 1.0 for share in shares):
+        raise ValueError(f"shares are the round's part of the weights, each within [0, 1], got {list(shares)}")
+    candidates: list[Candidate] = []
+    best: tuple[float, Checkpoint] | None = None  # only the best mix's weights are kept in memory
+    metric = ""
+    for share in shares:
+        mixed = average_checkpoints([start, round_], [1.0 - share, share])
+        recognizer = Recognizer(mixed.config, mixed.build_model(), fusion=fusion)
+        result = evaluate(recognizer, dev, beam_size=beam_size, progress=progress)
+        if not result.num_scored:
+            raise ValueError(f"no dev utterance could be scored ({result.num_utterances} given)")
+        metric = primary_metric(result.kind)
+        candidates.append(Candidate(share, result.metrics[metric].rate))
+        if best is None or candidates[-1].rate < best[0]:
+            best = (candidates[-1].rate, mixed)
+    assert best is not None  # shares is not empty
+    return Soup(best[1], metric, candidates)
+
+
+def soup_record(soup: Soup, dev: Path, beam_size: int, fusion: Fusion | None) -> dict[str, Any]:
+    """What the written checkpoint's metadata says of the choice (under ``soup``)."""
+    return {
+        "dev": str(dev),
+        "decoder": decoder_name(beam_size, fusion),
+        "metric": soup.metric,
+        "picked_share": soup.picked.share,
+        "candidates": [{"share": c.share, "rate": c.rate} for c in soup.candidates],
+    }
+
+
+def decoder_name(beam_size: int, fusion: Fusion | None) -> str:
+    """``greedy``, ``beam 8`` or ``beam 8 + LM``: how the candidates were decoded."""
+    if beam_size <= 1:
+        return "greedy"
+    return f"beam {beam_size}" + (" + LM" if fusion is not None else "")
+
+
+def parse_shares(text: str) -> list[float]:
+    """``0,1/3,0.5,2/3,1`` -> floats; fractions keep thirds exact enough to read back."""
+    try:
+        return [float(Fraction(part.strip())) for part in text.split(",")]
+    except (ValueError, ZeroDivisionError) as error:
+        raise argparse.ArgumentTypeError(f"expected shares like 0,1/3,1/2 separated by commas, got {text!r}") from error
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``speechlabel soup``."""
+    parser.add_argument("start", type=Path, help="the model a round started from (init_from), e.g. models/phone.ckpt")
+    parser.add_argument("round", type=Path, help="a checkpoint of that round, e.g. RUN_DIR/checkpoints/step-0001400.ckpt")
+    parser.add_argument("--dev", type=Path, required=True, help="manifest the share is picked on (not a test split)")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the best mix")
+    parser.add_argument(
+        "--shares",
+        type=parse_shares,
+        default=parse_shares(DEFAULT_SHARES),
+        help=f"the round's shares to try, 0 = the start alone, 1 = the round alone (default {DEFAULT_SHARES})",
+    )
+    parser.add_argument(
+        "--beam-size", type=int, default=8, help="decoder the mixes are scored with (default 8, with the LM; 1 = greedy)"
+    )
+    add_fusion_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the candidates and the pick as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        fusion = fusion_from_args(args, args.start)
+        dev = read_manifest(args.dev)
+        soup = make_soup(
+            args.start, args.round, dev, args.shares, beam_size=args.beam_size, fusion=fusion, progress=sys.stderr.isatty()
+        )
+        record = soup_record(soup, args.dev, args.beam_size, fusion)
+        mixed = soup.checkpoint
+        save_checkpoint(args.out, mixed.config, mixed.build_model(), {**mixed.metadata, "soup": record})
+    except (CheckpointError, ManifestError, LMError, OSError, ValueError) as error:
+        raise SystemExit(f"speechlabel soup: {error}") from error
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"round's share | dev {soup.metric.upper()} ({record['decoder']}, {len(dev)} utterances)")
+    for candidate in soup.candidates:
+        mark = "  <- written to " + str(args.out) if candidate is soup.picked else ""
+        print(f"{candidate.share:13.3g} | {candidate.rate:.2%}{mark}")
+    if soup.picked.share == 0.0:
+        print("the start alone scored best: the round adds nothing on this dev set")
+    return 0
