@@ -274,7 +274,7 @@ def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
     for name, tensor in expected.state_dict.items():
         torch.testing.assert_close(soup.state_dict[name], tensor, msg=name)
     assert soup.metadata["soup"] == record
-    assert f"**{picked['share']:.3g}: {picked['rate']:.2%}**" in _soup_line(soup.metadata)[0]
+    assert f"**{picked['share']:.3g}: {picked['rate']:.3%}**" in _soup_line(soup.metadata)[0]
 
     refused = ["soup", str(start), str(round_), "--dev", str(dev), "--out", str(tmp_path / "x.ckpt")]
     with pytest.raises(SystemExit, match=r"within \[0, 1\]"):

@@ -158,7 +158,7 @@ def _soup_line(metadata: dict[str, Any]) -> list[str]:
     if not soup:
         return []
     scored = ", ".join(
-        ("**{}**" if c["share"] == soup["picked_share"] else "{}").format(f"{c['share']:.3g}: {c['rate']:.2%}")
+        ("**{}**" if c["share"] == soup["picked_share"] else "{}").format(f"{c['share']:.3g}: {c['rate']:.3%}")
         for c in soup["candidates"]
     )
     return [f"- the round's share, picked on `{soup['dev']}` ({soup['decoder']}, {soup['metric'].upper()}): {scored}"]

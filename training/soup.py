@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"round's share | dev {soup.metric.upper()} ({record['decoder']}, {len(dev)} utterances)")
     for candidate in soup.candidates:
         mark = "  <- written to " + str(args.out) if candidate is soup.picked else ""
-        print(f"{candidate.share:13.3g} | {candidate.rate:.2%}{mark}")
+        print(f"{candidate.share:13.3g} | {candidate.rate:.3%}{mark}")
     if soup.picked.share == 0.0:
         print("the start alone scored best: the round adds nothing on this dev set")
     return 0
