@@ -51,7 +51,7 @@ from audiomodels.labels import LabelError, normalize_text
 from audiomodels.lm import lm_beside, own_fusion
 from audiomodels.phone_check import PhoneCheck, add_phone_check_arguments, phone_check_from_args
 from audiomodels.recognizer import Recognizer
-from training.evaluate import evaluate
+from training.evaluate import decoder_name, evaluate
 from training.manifest import Utterance, read_manifest
 from training.metrics import ErrorCounts, char_errors, word_errors
 
@@ -191,7 +191,7 @@ def run_speechlabel(
             row if "error" in row else score_row(row["audio"], row["duration"], row["reference"], row["hypothesis"])
             for row in result.per_utterance
         ]
-        decoder = "greedy" if beam_size <= 1 else f"beam {beam_size}" + (" + LM" if runner.fusion else "")
+        decoder = decoder_name(beam_size, runner.fusion)
         decoder += " + phone check" if runner.phone_check else ""
         notes = f"{checkpoint.name}, {decoder}, BiGRU-CTC on MFCC, char labels, {lm_note}"
         outcomes.append(Outcome(f"speechlabel char, {decoder}", notes, load_seconds, result.wall_seconds, rows))

@@ -30,7 +30,13 @@ def average_checkpoints(paths: Sequence[Path], weights: Sequence[float] | None =
     of the last plus ``averaged_from`` (each path, step and share)."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
-    shares = _shares(weights if weights is not None else [1.0] * len(paths), len(paths))
+    shares = shares_of(weights if weights is not None else [1.0] * len(paths), len(paths))
+    return weighted_mean(paths, load_lineage(paths), shares)
+
+
+def load_lineage(paths: Sequence[Path]) -> list[Checkpoint]:
+    """The checkpoints at ``paths`` (at least one), refused unless they are one lineage: the same
+    config and the same feature normalization. Load once to mix them in several ways."""
     checkpoints = [load_checkpoint(path) for path in paths]
     first = checkpoints[0]
     for path, other in zip(paths[1:], checkpoints[1:], strict=True):
@@ -39,6 +45,13 @@ def average_checkpoints(paths: Sequence[Path], weights: Sequence[float] | None =
         for name in NORMALIZATION_BUFFERS:
             if not torch.equal(other.state_dict[name], first.state_dict[name]):
                 raise CheckpointError(f"{path} normalizes features differently from {paths[0]} ({name}): not one lineage")
+    return checkpoints
+
+
+def weighted_mean(paths: Sequence[Path], checkpoints: Sequence[Checkpoint], shares: Sequence[float]) -> Checkpoint:
+    """``checkpoints`` (from :func:`load_lineage`, loaded from ``paths``) mixed by ``shares`` (from
+    :func:`shares_of`), as :func:`average_checkpoints` describes."""
+    first = checkpoints[0]
     state_dict = {}
     for name, tensor in first.state_dict.items():
         if not tensor.is_floating_point():
@@ -53,7 +66,7 @@ def average_checkpoints(paths: Sequence[Path], weights: Sequence[float] | None =
     return Checkpoint(first.config, state_dict, {**checkpoints[-1].metadata, "averaged_from": sources})
 
 
-def _shares(weights: Sequence[float], count: int) -> list[float]:
+def shares_of(weights: Sequence[float], count: int) -> list[float]:
     """Each checkpoint's share of the mean; a weight per checkpoint, none negative, not all zero."""
     if len(weights) != count:
         raise CheckpointError(f"{len(weights)} weights for {count} checkpoints: give one per checkpoint")

@@ -30,7 +30,7 @@ from audiomodels.audio import load_audio
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.config import Chunking
 from audiomodels.labels import LabelSet
-from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
+from audiomodels.lm import Fusion, LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
 from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
 from audiomodels.warp import add_warps_argument
@@ -96,6 +96,13 @@ def primary_metric(kind: str) -> str:
     """The rate a model of this label kind is judged by (its best checkpoint, its soup): PER for
     phone models, CER for char and custom ones."""
     return "per" if kind == "phone" else "cer"
+
+
+def decoder_name(beam_size: int, fusion: Fusion | None) -> str:
+    """``greedy``, ``beam 8`` or ``beam 8 + LM``: how a result was decoded, in reports."""
+    if beam_size <= 1:
+        return "greedy"
+    return f"beam {beam_size}" + (" + LM" if fusion is not None else "")
 
 
 def evaluate(

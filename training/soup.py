@@ -28,8 +28,8 @@ from typing import Any
 from audiomodels.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from audiomodels.lm import Fusion, LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import Recognizer
-from training.average import average_checkpoints
-from training.evaluate import evaluate, primary_metric
+from training.average import load_lineage, shares_of, weighted_mean
+from training.evaluate import decoder_name, evaluate, primary_metric
 from training.manifest import ManifestError, Utterance, read_manifest
 
 DEFAULT_SHARES = "0,1/3,1/2,2/3,1"  # the start alone, three mixes, the round alone
@@ -53,8 +53,12 @@ class Soup:
 
     @property
     def picked(self) -> Candidate:
-        """The lowest dev rate; the first given among equals."""
-        return min(self.candidates, key=lambda candidate: candidate.rate)
+        return best_candidate(self.candidates)
+
+
+def best_candidate(candidates: Sequence[Candidate]) -> Candidate:
+    """The lowest dev rate; the first given among equals."""
+    return min(candidates, key=lambda candidate: candidate.rate)
 
 
 def make_soup(
@@ -69,25 +73,26 @@ def make_soup(
 ) -> Soup:
     """Score ``(1 - share) x start + share x round_`` on ``dev`` for every share; keep the best.
 
-    Raises :class:`CheckpointError` when the two are not one lineage (``average_checkpoints``) and
+    Raises :class:`CheckpointError` when the two are not one lineage (``load_lineage``) and
     ``ValueError`` for a share outside [0, 1] or a dev set of which nothing could be scored."""
     if not shares or any(not 0.0 <= share <= 1.0 for share in shares):
         raise ValueError(f"shares are the round's part of the weights, each within [0, 1], got {list(shares)}")
+    paths = [start, round_]
+    checkpoints = load_lineage(paths)  # loaded once, mixed once per share
+
+    def mixed(share: float) -> Checkpoint:
+        return weighted_mean(paths, checkpoints, shares_of([1.0 - share, share], 2))
+
     candidates: list[Candidate] = []
-    best: tuple[float, Checkpoint] | None = None  # only the best mix's weights are kept in memory
     metric = ""
     for share in shares:
-        mixed = average_checkpoints([start, round_], [1.0 - share, share])
-        recognizer = Recognizer(mixed.config, mixed.build_model(), fusion=fusion)
-        result = evaluate(recognizer, dev, beam_size=beam_size, progress=progress)
+        mix = mixed(share)
+        result = evaluate(Recognizer(mix.config, mix.build_model(), fusion=fusion), dev, beam_size=beam_size, progress=progress)
         if not result.num_scored:
             raise ValueError(f"no dev utterance could be scored ({result.num_utterances} given)")
         metric = primary_metric(result.kind)
         candidates.append(Candidate(share, result.metrics[metric].rate))
-        if best is None or candidates[-1].rate < best[0]:
-            best = (candidates[-1].rate, mixed)
-    assert best is not None  # shares is not empty
-    return Soup(best[1], metric, candidates)
+    return Soup(mixed(best_candidate(candidates).share), metric, candidates)
 
 
 def soup_record(soup: Soup, dev: Path, beam_size: int, fusion: Fusion | None) -> dict[str, Any]:
@@ -99,13 +104,6 @@ def soup_record(soup: Soup, dev: Path, beam_size: int, fusion: Fusion | None) ->
         "picked_share": soup.picked.share,
         "candidates": [{"share": c.share, "rate": c.rate} for c in soup.candidates],
     }
-
-
-def decoder_name(beam_size: int, fusion: Fusion | None) -> str:
-    """``greedy``, ``beam 8`` or ``beam 8 + LM``: how the candidates were decoded."""
-    if beam_size <= 1:
-        return "greedy"
-    return f"beam {beam_size}" + (" + LM" if fusion is not None else "")
 
 
 def parse_shares(text: str) -> list[float]:
