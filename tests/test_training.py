@@ -519,6 +519,9 @@ def test_gpu_round_fits_its_inputs_and_budget_and_ships_joinable_checkpoints(
         (tmp_path / f"{name}.ckpt").write_bytes(b"".join(part.read_bytes() for part in parts))
     averaged = load_checkpoint(tmp_path / "averaged.ckpt")
     steps = [source["step"] for source in averaged.metadata["averaged_from"]]
-    assert len(steps) == 3 and steps[-1] > 40  # the second leg ran past the 40-step probe
+    # The last three kept checkpoints, or two where a loaded machine's timeout cut the second leg short
+    # (the script's exit-124 path): either way that leg ran past the 40-step probe.
+    assert 2 <= len(steps) <= 3 and steps[-1] > 40
+    assert steps == sorted(set(steps))
     assert load_checkpoint(tmp_path / "best.ckpt").state_dict["input_projection.0.weight"].dtype == torch.float32
     assert [m["step"] for m in read_metrics(out) if "loss" in m][-1] == steps[-1]
