@@ -26,8 +26,10 @@ system-packages:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# Opt-in: adds Debian's contrib/non-free components (in a sources file of their own) for the voice packages.
+# Opt-in: adds Debian's contrib/non-free components (in a sources file of their own) for the voice packages,
+# and fetches Kokoro's English voice tables (npm kokoro-js, sha512-checked) into data/kokoro-voices.
 voices:
+	python3 training/fetch_kokoro_voices.py
 	@missing=$$(for p in $(VOICE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing voice packages (Debian non-free): $$missing"; \

