@@ -72,3 +72,13 @@ def test_kokoro_voices_are_understood_by_the_shipped_char_model() -> None:
         for text, wave in zip(texts, voice.synthesize(texts, params), strict=True):
             counts += char_errors(text, recognizer.transcribe(wave, voice.sample_rate).text)
     assert counts.rate < 0.45, counts.rate
+
+
+def test_kokoro_synthesis_is_deterministic() -> None:
+    """What lets an interrupted corpus resume with the same audio (Piper, by contrast, is not)."""
+    voices = available_voices(["kokoro"])
+    if not voices:
+        pytest.skip("Kokoro is not installed (make install voices)")
+    params = [voices[0].sample_params(np.random.default_rng(0))] * 2
+    first, second = voices[0].synthesize(["a short test of the voice"] * 2, params)
+    assert len(first) > kokoro.SAMPLE_RATE // 2 and np.array_equal(first, second)

@@ -320,7 +320,8 @@ class PiperTTSVoice(Voice):
 class KokoroVoice(Voice):
     """Kokoro-82M neural voice, run in-process; its one prosody knob is speed (no pitch control).
 
-    Not bit-reproducible, like Piper: the vocoder draws noise inside onnxruntime.
+    Deterministic, unlike Piper: the same text, voice and speed give the same samples, so an
+    interrupted corpus resumes with identical audio.
     """
 
     table_path: str  # the voice's style table, e.g. .../af_heart.bin
