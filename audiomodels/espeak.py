@@ -53,21 +53,35 @@ _LOCK = threading.Lock()  # the library's one global state: loading, voice and e
 _loaded: list[_Library] = []
 
 
+def _phonemizing(voice: str) -> _Library:
+    """The loaded library set to ``voice``; the caller holds ``_LOCK``."""
+    if not _loaded:
+        _loaded.append(_Library())
+    _loaded[0].set_voice(voice)
+    return _loaded[0]
+
+
+def _clauses(library: _Library, line: str, mode: int) -> list[str]:
+    """One line's IPA, clause by clause: the library answers a clause a call and moves the pointer on."""
+    buffer = ctypes.create_string_buffer(line.encode())
+    pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+    clauses = []
+    while pointer.value:
+        clauses.append(library.lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode).decode())
+    return [clause for clause in clauses if clause]
+
+
 def ipa_lines(lines: list[str], voice: str, separator: str) -> list[str]:
     """espeak-ng's IPA for each line (``separator`` between the phones of a word), as
     ``espeak-ng -q -v VOICE --ipa --sep=SEPARATOR`` prints it for the same lines on stdin."""
     mode = _PHONEMES_IPA | (ord(separator) << 8)
-    results = []
     with _LOCK:
-        if not _loaded:
-            _loaded.append(_Library())
-        library = _loaded[0]
-        library.set_voice(voice)
-        for line in lines:
-            buffer = ctypes.create_string_buffer(line.encode())
-            pointer = ctypes.c_void_p(ctypes.addressof(buffer))
-            clauses = []
-            while pointer.value:  # the library answers clause by clause and moves the pointer on
-                clauses.append(library.lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode).decode())
-            results.append(" ".join(clause for clause in clauses if clause))
-    return results
+        library = _phonemizing(voice)
+        return [" ".join(_clauses(library, line, mode)) for line in lines]
+
+
+def ipa_clauses(line: str, voice: str) -> list[str]:
+    """espeak-ng's IPA of one line, stress marks included, one string per clause (its punctuation
+    dropped), as ``espeak-ng -q -v VOICE --ipa`` prints it, a clause per output line."""
+    with _LOCK:
+        return _clauses(_phonemizing(voice), line, _PHONEMES_IPA)

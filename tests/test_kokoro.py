@@ -47,7 +47,7 @@ def test_phonemize_gives_each_clause_its_punctuation_back() -> None:
     clauses = phonemes.split(" ")
     assert phonemes.count(",") == 1 and phonemes.count(";") == 1 and phonemes.count(".") == 2, phonemes
     assert clauses[0].endswith(",") and phonemes.endswith(".")  # the unpunctuated last clause ends a sentence
-    assert kokoro.espeak_accent("bf_emma") == "en-gb" and kokoro.espeak_accent("am_adam") == "en-us"
+    assert kokoro.espeak_accent("bf_emma") == "en" and kokoro.espeak_accent("am_adam") == "en-us"
 
 
 def test_token_ids_reject_empty_and_overlong_input() -> None:

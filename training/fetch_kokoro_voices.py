@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import io
 import re
 import sys
 import tarfile
@@ -33,18 +34,18 @@ def english_tables(directory: Path) -> list[Path]:
 
 
 def fetch(directory: Path, url: str = TARBALL_URL) -> list[Path]:
-    """Download, verify and unpack; the tables land atomically (a partial run leaves no table behind)."""
-    if len(english_tables(directory)) == ENGLISH_VOICE_COUNT:
-        return english_tables(directory)
+    """Download, verify and unpack; each table lands atomically, and a tarball that fails a check leaves none."""
+    present = english_tables(directory)
+    if len(present) == ENGLISH_VOICE_COUNT:
+        return present
     directory.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=120) as response:
+        tarball = response.read()
+    digest = base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    if digest != INTEGRITY:
+        raise RuntimeError(f"{url} does not match its pinned sha512 integrity; refusing to unpack it")
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        tarball = Path(tmp) / "kokoro-js.tgz"
-        with urllib.request.urlopen(url, timeout=120) as response:
-            tarball.write_bytes(response.read())
-        digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
-        if digest != INTEGRITY:
-            raise RuntimeError(f"{url} does not match its pinned sha512 integrity; refusing to unpack it")
-        with tarfile.open(tarball) as archive:
+        with tarfile.open(fileobj=io.BytesIO(tarball)) as archive:
             members = [member for member in archive.getmembers() if ENGLISH_TABLE.match(member.name)]
             if len(members) != ENGLISH_VOICE_COUNT:
                 raise RuntimeError(f"{url} holds {len(members)} English voice tables, expected {ENGLISH_VOICE_COUNT}")

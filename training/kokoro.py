@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from audiomodels.espeak import ipa_clauses
 from training.fetch_kokoro_voices import DEFAULT_DIR, english_tables
 
 SAMPLE_RATE = 24000
@@ -30,7 +30,7 @@ MAX_TOKENS = 510  # the style table's rows: one per phoneme-sequence length
 _MODEL_PARTS = 4
 _CLAUSE_MARK = re.compile(r"[,.;:!?](?=\s|$)")
 # A voice's first letter is its accent (American, British); espeak-ng phonemizes it in that accent.
-_ESPEAK_ACCENTS = {"a": "en-us", "b": "en-gb"}
+_ESPEAK_ACCENTS = {"a": "en-us", "b": "en"}  # "en": espeak-ng's British English (what -v en-gb selects)
 
 
 def voices_dir() -> Path:
@@ -40,7 +40,7 @@ def voices_dir() -> Path:
 
 def voice_tables() -> list[Path]:
     """The English voice tables installed, by name (``af_heart.bin``: American female "heart")."""
-    return english_tables(voices_dir()) if voices_dir().is_dir() else []
+    return english_tables(voices_dir())
 
 
 def espeak_accent(voice_name: str) -> str:
@@ -78,12 +78,9 @@ def _style_table(path: Path) -> np.ndarray:
 
 
 def phonemize(text: str, accent: str) -> str:
-    """espeak-ng IPA with the text's clause punctuation put back (espeak-ng prints one line per clause),
-    because Kokoro shapes its pauses and intonation on it."""
-    lines = subprocess.run(
-        ["espeak-ng", "-q", "--ipa", "-v", accent, text], capture_output=True, text=True, check=True
-    ).stdout.split("\n")
-    clauses = [line.strip() for line in lines if line.strip()]
+    """espeak-ng IPA with the text's clause punctuation put back (espeak-ng drops it), because Kokoro
+    shapes its pauses and intonation on it."""
+    clauses = [clause.strip() for clause in ipa_clauses(text, accent) if clause.strip()]
     marks = _CLAUSE_MARK.findall(text)
     return " ".join(
         clause + (marks[i] if i < len(marks) else "." if i == len(clauses) - 1 else ",")
