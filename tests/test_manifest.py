@@ -25,6 +25,7 @@ from training.manifest import (
     main,
     min_ctc_frames,
     read_manifest,
+    spread_subset,
     validate_manifest,
     write_manifest,
 )
@@ -91,6 +92,14 @@ def test_failed_write_leaves_the_old_manifest_intact(tmp_path: Path) -> None:
         write_manifest(manifest, broken)
     assert manifest.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]  # no temp file left behind
+
+
+def test_spread_subset_keeps_each_manifests_share_in_order() -> None:
+    """Two dev manifests read as one (6 + 4 utterances), cut to 5: the second keeps its part."""
+    utterances = [Utterance(Path(f"/{name}-{i}.wav"), 1.0, "a") for name, n in (("a", 6), ("b", 4)) for i in range(n)]
+    picked = [u.audio_filepath.stem for u in spread_subset(utterances, 5)]
+    assert picked == ["a-0", "a-2", "a-4", "b-0", "b-2"]
+    assert spread_subset(utterances, 10) == utterances == spread_subset(utterances, 400)
 
 
 def test_min_ctc_frames_counts_repeats() -> None:

@@ -37,6 +37,7 @@ from training.train import (
     can_start_from,
     feature_cache_dir,
     learning_rate_factor,
+    run_manifests,
     run_train_utterances,
 )
 
@@ -274,6 +275,11 @@ def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
     for name, tensor in expected.state_dict.items():
         torch.testing.assert_close(soup.state_dict[name], tensor, msg=name)
     assert soup.metadata["soup"] == record
+    assert cli_main(["soup", str(start), str(round_), "--dev", str(dev), str(dev), "--out", str(tmp_path / "twice.ckpt"),
+                     "--shares", "0,1", "--beam-size", "1", "--json"]) == 0
+    twice = json.loads(capsys.readouterr().out)  # dev read twice as one: the same rates, both named
+    assert twice["dev"] == f"{dev} + {dev}"
+    assert [c["rate"] for c in twice["candidates"]] == [record["candidates"][0]["rate"], record["candidates"][-1]["rate"]]
     assert f"**{picked['share']:.3g}: {picked['rate']:.3%}**" in _soup_line(soup.metadata)[0]
 
     refused = ["soup", str(start), str(round_), "--dev", str(dev), "--out", str(tmp_path / "x.ckpt")]
@@ -337,16 +343,30 @@ def test_kill_9_then_resume_finishes_the_run(corpus: Path, tmp_path: Path) -> No
     assert load_checkpoint(run_dir / "last.ckpt").metadata["step"] == 60
 
 
-def test_training_reads_several_manifests_as_one_and_resume_keeps_them(corpus: Path, tmp_path: Path) -> None:
-    lines = (corpus / "train.jsonl").read_text().splitlines(keepends=True)
-    halves = [corpus / "train-first-half.jsonl", corpus / "train-second-half.jsonl"]  # beside the WAVs they name
+def _halves(manifest: Path) -> list[Path]:
+    """The manifest split in two, beside the WAVs they name."""
+    lines = manifest.read_text().splitlines(keepends=True)
+    halves = [manifest.with_name(f"{manifest.stem}-first-half.jsonl"), manifest.with_name(f"{manifest.stem}-second-half.jsonl")]
     halves[0].write_text("".join(lines[: len(lines) // 2]))
     halves[1].write_text("".join(lines[len(lines) // 2 :]))
+    return halves
+
+
+def test_training_reads_several_manifests_as_one_and_resume_keeps_them(corpus: Path, tmp_path: Path) -> None:
+    """Train and dev each from two manifests; the dev scores at step 0 are those of the whole dev split."""
+    lines = (corpus / "train.jsonl").read_text().splitlines(keepends=True)
+    halves, dev_halves = _halves(corpus / "train.jsonl"), _halves(corpus / "dev.jsonl")
     run_dir = tmp_path / "run"
     arguments = ["--no-progress", "--set", "eval_every=1000", "--set", "checkpoint_every=1"]
-    assert cli_main(["train", "--config", str(TINY), "--train", *map(str, halves), "--dev", str(corpus / "dev.jsonl"),
+    assert cli_main(["train", "--config", str(TINY), "--train", *map(str, halves), "--dev", *map(str, dev_halves),
                      "--out", str(run_dir), "--set", "max_steps=1", *arguments]) == 0
-    assert json.loads((run_dir / "run.json").read_text())["train"] == [str(path) for path in halves]
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert (run_info["train"], run_info["dev"]) == ([str(path) for path in halves], [str(path) for path in dev_halves])
+    assert run_manifests({"dev": str(corpus / "dev.jsonl")}, "dev") == [corpus / "dev.jsonl"]  # a run.json of before
+    whole_dev = tmp_path / "whole-dev"
+    assert cli_main(["train", "--config", str(TINY), "--train", *map(str, halves), "--dev", str(corpus / "dev.jsonl"),
+                     "--out", str(whole_dev), "--set", "max_steps=1", *arguments]) == 0
+    assert read_metrics(run_dir)[0] == read_metrics(whole_dev)[0]
     assert (run_dir / "data_report_train.txt").read_text().startswith(f"kept {len(lines)} of {len(lines)} utterances")
     (run_dir / "data_report_train.txt").unlink()
     assert cli_main(["train", "--resume", str(run_dir), "--set", "max_steps=2", *arguments]) == 0

@@ -112,6 +112,14 @@ def read_manifests(paths: Iterable[str | os.PathLike]) -> list[Utterance]:
     return [utterance for path in paths for utterance in read_manifest(path)]
 
 
+def spread_subset(utterances: Sequence[Utterance], limit: int) -> list[Utterance]:
+    """At most ``limit`` utterances spaced evenly through the list, in order: of several dev
+    manifests read as one, each keeps its share, where the first ``limit`` would be the first alone."""
+    if len(utterances) <= limit:
+        return list(utterances)
+    return [utterances[index * len(utterances) // limit] for index in range(limit)]
+
+
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance], relative_to: Path | None = None) -> None:
     """Write a JSONL manifest atomically, so a crash never leaves a half-written one behind.
 

@@ -30,7 +30,7 @@ from audiomodels.lm import Fusion, LMError, add_fusion_arguments, fusion_from_ar
 from audiomodels.recognizer import Recognizer
 from training.average import load_lineage, shares_of, weighted_mean
 from training.evaluate import decoder_name, evaluate, primary_metric
-from training.manifest import ManifestError, Utterance, read_manifest
+from training.manifest import ManifestError, Utterance, read_manifests
 
 DEFAULT_SHARES = "0,1/3,1/2,2/3,1"  # the start alone, three mixes, the round alone
 
@@ -95,10 +95,10 @@ def make_soup(
     return Soup(mixed(best_candidate(candidates).share), metric, candidates)
 
 
-def soup_record(soup: Soup, dev: Path, beam_size: int, fusion: Fusion | None) -> dict[str, Any]:
+def soup_record(soup: Soup, dev: Sequence[Path], beam_size: int, fusion: Fusion | None) -> dict[str, Any]:
     """What the written checkpoint's metadata says of the choice (under ``soup``)."""
     return {
-        "dev": str(dev),
+        "dev": " + ".join(map(str, dev)),
         "decoder": decoder_name(beam_size, fusion),
         "metric": soup.metric,
         "picked_share": soup.picked.share,
@@ -118,7 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``speechlabel soup``."""
     parser.add_argument("start", type=Path, help="the model a round started from (init_from), e.g. models/phone.ckpt")
     parser.add_argument("round", type=Path, help="a checkpoint of that round, e.g. RUN_DIR/checkpoints/step-0001400.ckpt")
-    parser.add_argument("--dev", type=Path, required=True, help="manifest the share is picked on (not a test split)")
+    parser.add_argument(
+        "--dev", type=Path, nargs="+", required=True, help="manifest(s) the share is picked on, as one (not test splits)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="where to write the best mix")
     parser.add_argument(
         "--shares",
@@ -136,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         fusion = fusion_from_args(args, args.start)
-        dev = read_manifest(args.dev)
+        dev = read_manifests(args.dev)
         soup = make_soup(
             args.start, args.round, dev, args.shares, beam_size=args.beam_size, fusion=fusion, progress=sys.stderr.isatty()
         )

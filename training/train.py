@@ -33,7 +33,7 @@ from training.config import TrainConfig, load_train_config, train_config_to_dict
 from training.data import Batch, FrameBudgetBatchSampler, SpeechDataset, collate, compute_feature_stats
 from training.evaluate import evaluate, primary_metric
 from training.feature_pack import FeaturePack, read_pack
-from training.manifest import Utterance, read_manifest, read_manifests, validate_manifest
+from training.manifest import Utterance, read_manifests, spread_subset, validate_manifest
 
 STATE_FILE = "last_state.pt"
 CONFIG_FILE = "train_config.yaml"
@@ -158,7 +158,7 @@ class TrainingRun:
         self.featurizer = Featurizer(config.features)
         # A pack's utterances were validated when packed, and their audio need not be here.
         self.train_utterances = train_utterances if pack is not None else self._validated(train_utterances, "train")
-        self.dev_utterances = self._validated(dev_utterances, "dev")[: config.dev_max_utterances]
+        self.dev_utterances = spread_subset(self._validated(dev_utterances, "dev"), config.dev_max_utterances)
         torch.manual_seed(config.seed)
         self.model = AcousticModel(self.acoustic_config.model).to(device)
         self.optimizer = torch.optim.AdamW(
@@ -388,7 +388,7 @@ def _tensorboard_writer(directory: Path) -> Any:
 def train(
     config: TrainConfig,
     train_manifests: Sequence[Path],
-    dev_manifest: Path,
+    dev_manifests: Sequence[Path],
     run_dir: Path,
     *,
     resume: bool = False,
@@ -408,7 +408,7 @@ def train(
     run = TrainingRun(
         config,
         pack.utterances if pack is not None else read_manifests(train_manifests),
-        read_manifest(dev_manifest),
+        read_manifests(dev_manifests),
         run_dir,
         device=chosen_device,
         show_progress=show_progress,
@@ -427,21 +427,23 @@ def run_train_utterances(run_info: dict[str, Any]) -> list[Utterance]:
     """What a run's run.json says it trained on: its feature pack's utterances, or its manifests'."""
     if "train_pack" in run_info:
         return read_pack(run_info["train_pack"]).utterances
-    return read_manifests(run_train_manifests(run_info))
+    return read_manifests(run_manifests(run_info, "train"))
 
 
-def run_train_manifests(run_info: dict[str, Any]) -> list[Path]:
-    """The training manifests a run's run.json names (runs before multi-manifest training name one;
-    a run on a feature pack names none)."""
-    train = run_info.get("train", [])
-    return [Path(path) for path in ([train] if isinstance(train, str) else train)]
+def run_manifests(run_info: dict[str, Any], role: str) -> list[Path]:
+    """The ``train`` or ``dev`` manifests a run's run.json names (runs from before several manifests
+    per role name one as a string; a run on a feature pack names no train manifest)."""
+    named = run_info.get(role, [])
+    return [Path(path) for path in ([named] if isinstance(named, str) else named)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML training config (see training/configs/)")
     parser.add_argument("--train", type=Path, nargs="+", help="training manifest(s) (JSONL), trained on as one")
     parser.add_argument("--train-pack", type=Path, help="train on a feature pack (speechlabel pack) instead of --train")
-    parser.add_argument("--dev", type=Path, help="dev manifest (JSONL)")
+    parser.add_argument(
+        "--dev", type=Path, nargs="+", help="dev manifest(s) (JSONL), scored as one: e.g. each corpus's dev split"
+    )
     parser.add_argument("--out", type=Path, help="run directory (checkpoints, metrics, TensorBoard)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-3")
@@ -455,14 +457,14 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
         saved = json.loads((run_dir / "run.json").read_text())
         config = load_train_config(run_dir / CONFIG_FILE, args.set)
-        train_manifests, dev_manifest = run_train_manifests(saved), Path(saved["dev"])
+        train_manifests, dev_manifests = run_manifests(saved, "train"), run_manifests(saved, "dev")
         train_pack = Path(saved["train_pack"]) if "train_pack" in saved else None
     else:
         if not ((args.train or args.train_pack) and args.dev and args.out) or (args.train and args.train_pack):
             raise SystemExit(
                 "speechlabel train: --train (or --train-pack), --dev and --out are required (or --resume RUN_DIR)"
             )
-        run_dir, dev_manifest = args.out, args.dev.resolve()
+        run_dir, dev_manifests = args.out, [path.resolve() for path in args.dev]
         train_manifests = [path.resolve() for path in args.train or []]
         train_pack = args.train_pack.resolve() if args.train_pack else None
         if (run_dir / STATE_FILE).exists():
@@ -470,11 +472,11 @@ def run(args: argparse.Namespace) -> int:
         config = load_train_config(args.config, args.set)
         run_dir.mkdir(parents=True, exist_ok=True)
         source = {"train_pack": str(train_pack)} if train_pack else {"train": [str(path) for path in train_manifests]}
-        run_info = {**source, "dev": str(dev_manifest)}
+        run_info = {**source, "dev": [str(path) for path in dev_manifests]}
         (run_dir / "run.json").write_text(json.dumps(run_info))
     try:
         scores = train(
-            config, train_manifests, dev_manifest, run_dir,
+            config, train_manifests, dev_manifests, run_dir,
             resume=args.resume is not None, device=args.device, show_progress=not args.no_progress,
             train_pack=train_pack,
         )
