@@ -275,11 +275,16 @@ def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
     for name, tensor in expected.state_dict.items():
         torch.testing.assert_close(soup.state_dict[name], tensor, msg=name)
     assert soup.metadata["soup"] == record
-    assert cli_main(["soup", str(start), str(round_), "--dev", str(dev), str(dev), "--out", str(tmp_path / "twice.ckpt"),
+    assert all(c["by_dev"] == {str(dev): c["rate"]} for c in record["candidates"])
+    halves = _halves(dev)
+    assert cli_main(["soup", str(start), str(round_), "--dev", *map(str, halves), "--out", str(tmp_path / "2.ckpt"),
                      "--shares", "0,1", "--beam-size", "1", "--json"]) == 0
-    twice = json.loads(capsys.readouterr().out)  # dev read twice as one: the same rates, both named
-    assert twice["dev"] == f"{dev} + {dev}"
-    assert [c["rate"] for c in twice["candidates"]] == [record["candidates"][0]["rate"], record["candidates"][-1]["rate"]]
+    split = json.loads(capsys.readouterr().out)  # dev in two manifests: pooled, the whole dev's rates; each its own
+    assert split["dev"] == f"{halves[0]} + {halves[1]}"
+    assert [c["rate"] for c in split["candidates"]] == [record["candidates"][0]["rate"], record["candidates"][-1]["rate"]]
+    for candidate in split["candidates"]:
+        assert list(candidate["by_dev"]) == [str(path) for path in halves]
+        assert min(candidate["by_dev"].values()) <= candidate["rate"] <= max(candidate["by_dev"].values())
     assert f"**{picked['share']:.3g}: {picked['rate']:.3%}**" in _soup_line(soup.metadata)[0]
 
     refused = ["soup", str(start), str(round_), "--dev", str(dev), "--out", str(tmp_path / "x.ckpt")]

@@ -30,17 +30,20 @@ from audiomodels.lm import Fusion, LMError, add_fusion_arguments, fusion_from_ar
 from audiomodels.recognizer import Recognizer
 from training.average import load_lineage, shares_of, weighted_mean
 from training.evaluate import decoder_name, evaluate, primary_metric
-from training.manifest import ManifestError, Utterance, read_manifests
+from training.manifest import ManifestError, Utterance, read_manifest
+from training.metrics import ErrorCounts
 
 DEFAULT_SHARES = "0,1/3,1/2,2/3,1"  # the start alone, three mixes, the round alone
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One mix: the round's share of the weights and its dev score (the primary rate)."""
+    """One mix: the round's share of the weights, its dev score (the primary rate, all dev manifests
+    pooled) and each dev manifest's own, in the order given: a pooled gain can hide a loss on one."""
 
     share: float
     rate: float
+    by_dev: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,15 @@ def best_candidate(candidates: Sequence[Candidate]) -> Candidate:
 def make_soup(
     start: Path,
     round_: Path,
-    dev: Sequence[Utterance],
+    dev: Sequence[Sequence[Utterance]],
     shares: Sequence[float],
     *,
     beam_size: int = 8,
     fusion: Fusion | None = None,
     progress: bool = False,
 ) -> Soup:
-    """Score ``(1 - share) x start + share x round_`` on ``dev`` for every share; keep the best.
+    """Score ``(1 - share) x start + share x round_`` on the dev manifests ``dev`` (their counts
+    pooled, and each alone) for every share; keep the best pooled.
 
     Raises :class:`CheckpointError` when the two are not one lineage (``load_lineage``) and
     ``ValueError`` for a share outside [0, 1] or a dev set of which nothing could be scored."""
@@ -87,11 +91,16 @@ def make_soup(
     metric = ""
     for share in shares:
         mix = mixed(share)
-        result = evaluate(Recognizer(mix.config, mix.build_model(), fusion=fusion), dev, beam_size=beam_size, progress=progress)
-        if not result.num_scored:
-            raise ValueError(f"no dev utterance could be scored ({result.num_utterances} given)")
-        metric = primary_metric(result.kind)
-        candidates.append(Candidate(share, result.metrics[metric].rate))
+        recognizer = Recognizer(mix.config, mix.build_model(), fusion=fusion)
+        counts = []
+        for utterances in dev:
+            result = evaluate(recognizer, utterances, beam_size=beam_size, progress=progress)
+            if not result.num_scored:
+                raise ValueError(f"no utterance of a dev manifest could be scored ({result.num_utterances} given)")
+            metric = primary_metric(result.kind)
+            counts.append(result.metrics[metric])
+        pooled = sum(counts, ErrorCounts())
+        candidates.append(Candidate(share, pooled.rate, tuple(count.rate for count in counts)))
     return Soup(mixed(best_candidate(candidates).share), metric, candidates)
 
 
@@ -102,7 +111,10 @@ def soup_record(soup: Soup, dev: Sequence[Path], beam_size: int, fusion: Fusion 
         "decoder": decoder_name(beam_size, fusion),
         "metric": soup.metric,
         "picked_share": soup.picked.share,
-        "candidates": [{"share": c.share, "rate": c.rate} for c in soup.candidates],
+        "candidates": [
+            {"share": c.share, "rate": c.rate, "by_dev": dict(zip(map(str, dev), c.by_dev, strict=True))}
+            for c in soup.candidates
+        ],
     }
 
 
@@ -138,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         fusion = fusion_from_args(args, args.start)
-        dev = read_manifests(args.dev)
+        dev = [read_manifest(path) for path in args.dev]
         soup = make_soup(
             args.start, args.round, dev, args.shares, beam_size=args.beam_size, fusion=fusion, progress=sys.stderr.isatty()
         )
@@ -150,10 +162,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
-    print(f"round's share | dev {soup.metric.upper()} ({record['decoder']}, {len(dev)} utterances)")
+    several = len(dev) > 1  # then a column per manifest beside the pooled rate
+    columns = "".join(f" | {path} ({len(part)})" for path, part in zip(args.dev, dev, strict=True)) if several else ""
+    print(f"round's share | dev {soup.metric.upper()} ({record['decoder']}, {sum(map(len, dev))} utterances){columns}")
     for candidate in soup.candidates:
         mark = "  <- written to " + str(args.out) if candidate is soup.picked else ""
-        print(f"{candidate.share:13.3g} | {candidate.rate:.3%}{mark}")
+        parts = "".join(f" | {rate:.3%}" for rate in candidate.by_dev) if several else ""
+        print(f"{candidate.share:13.3g} | {candidate.rate:.3%}{parts}{mark}")
     if soup.picked.share == 0.0:
         print("the start alone scored best: the round adds nothing on this dev set")
     return 0
