@@ -26,6 +26,7 @@ from training.config import load_train_config
 from training.corpus import synthesize_corpus
 from training.average import average_checkpoints
 from training.export import _soup_line, corpus_description
+from training.soup import Candidate, best_candidate
 from training.feature_pack import FeaturePackError
 from training.manifest import read_manifest, read_manifests
 from training.train import (
@@ -295,6 +296,16 @@ def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
     with pytest.raises(SystemExit, match="not one lineage"):  # a model of another run
         cli_main([*refused[:2], str(trained[0]), *refused[3:]])
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_soup_refuses_a_share_that_loses_a_dev_manifest_to_the_start() -> None:
+    """The seed-24 Kokoro round's rates (corpus dev, Kokoro dev): the round alone is best pooled but
+    loses corpus dev, so is 2/3; the best of the rest is 1/2. Without share 0 there is no guard."""
+    rates = {0.0: (7.964, 23.088), 1 / 3: (7.895, 17.897), 0.5: (7.920, 16.316), 2 / 3: (8.076, 14.801), 1.0: (8.180, 12.707)}
+    candidates = [Candidate(share, (531 * a + 198 * b) / 729, (a, b)) for share, (a, b) in rates.items()]
+    assert best_candidate(candidates).share == 0.5
+    assert best_candidate(candidates[1:]).share == 1.0
+    assert best_candidate([Candidate(0.0, 9.0, (9.0,)), Candidate(1.0, 8.0, (8.0,))]).share == 1.0  # one dev: the best
 
 
 def test_fine_tuning_refuses_a_checkpoint_of_another_shape(trained_run: Path, corpus: Path, tmp_path: Path) -> None:

@@ -60,8 +60,16 @@ class Soup:
 
 
 def best_candidate(candidates: Sequence[Candidate]) -> Candidate:
-    """The lowest dev rate; the first given among equals."""
-    return min(candidates, key=lambda candidate: candidate.rate)
+    """The lowest pooled dev rate among the mixes that lose no dev manifest to the start alone
+    (share 0, when it was scored); the first given among equals. A round that adds a new kind of
+    voice gains so much on that voice's dev that a pooled pick would hide a loss on the others."""
+    start = next((candidate for candidate in candidates if candidate.share == 0.0), None)
+    safe = [
+        candidate
+        for candidate in candidates
+        if start is None or all(rate <= before for rate, before in zip(candidate.by_dev, start.by_dev, strict=True))
+    ]
+    return min(safe, key=lambda candidate: candidate.rate)
 
 
 def make_soup(
@@ -75,7 +83,7 @@ def make_soup(
     progress: bool = False,
 ) -> Soup:
     """Score ``(1 - share) x start + share x round_`` on the dev manifests ``dev`` (their counts
-    pooled, and each alone) for every share; keep the best pooled.
+    pooled, and each alone) for every share; keep the best (:func:`best_candidate`).
 
     Raises :class:`CheckpointError` when the two are not one lineage (``load_lineage``) and
     ``ValueError`` for a share outside [0, 1] or a dev set of which nothing could be scored."""
