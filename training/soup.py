@@ -3,14 +3,15 @@
 A round can trade one held-out set for another (gain test's voices, lose unseen ones); the mean of
 its weights and those of the model it started from then often beats both (README, Checkpoint
 averaging: both shipped models are such means). Which share of the round is best is an empirical
-question, so this scores each candidate mix on a dev manifest with the product's own decoder
+question, so this scores each candidate mix on the dev manifests with the product's own decoder
 (:func:`training.evaluate.evaluate`, beam 8 + the start's LM by default: how the shipped models are
-picked), writes the best one, and records every candidate's score in its metadata so the choice
-can be checked later (``speechlabel export`` prints it on the model card).
+picked), writes the best one that loses no dev manifest to the start, and records every
+candidate's scores in its metadata so the choice can be checked later (``speechlabel export``
+prints it on the model card).
 
 Command line::
 
-    speechlabel soup START ROUND --dev DEV.jsonl --out SOUP.ckpt [--shares 0,1/3,1/2,2/3,1]
+    speechlabel soup START ROUND --dev DEV.jsonl [DEV2.jsonl ...] --out SOUP.ckpt [--shares 0,1/3,1/2,2/3,1]
                      [--beam-size 8] [--lm LM | none] [--json]
 """
 
@@ -43,7 +44,7 @@ class Candidate:
 
     share: float
     rate: float
-    by_dev: tuple[float, ...] = ()
+    by_dev: tuple[float, ...]
 
 
 @dataclass(frozen=True)
