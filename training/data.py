@@ -26,7 +26,7 @@ from audiomodels.labels import LabelSet
 from audiomodels.warp import warp_features, warp_matrix
 from training.augment import BACKGROUNDS
 from training.feature_pack import FeaturePack, FeaturePackError
-from training.manifest import Utterance
+from training.manifest import Utterance, spread_subset
 from training.noise import FeatureNoise
 from training.reverb import FeatureReverb
 from training.telephone import FeatureTelephone
@@ -433,9 +433,8 @@ def compute_feature_stats(
     ``max_utterances``, an evenly spaced subset is used, so a manifest ordered by speaker or
     length is still sampled across its whole range.
     """
-    count = len(dataset)
-    used = count if max_utterances is None else min(count, max_utterances)
+    indices = range(len(dataset))
     stats = FeatureStats(dataset.featurizer.config.n_mfcc)
-    for i in range(used):
-        stats.update(dataset.features(i * count // used))
+    for index in indices if max_utterances is None else spread_subset(indices, max_utterances):
+        stats.update(dataset.features(index))
     return stats.mean_std()

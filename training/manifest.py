@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from audiomodels.audio import AudioError, audio_duration
 from audiomodels.config import FeatureConfig
@@ -112,12 +112,15 @@ def read_manifests(paths: Iterable[str | os.PathLike]) -> list[Utterance]:
     return [utterance for path in paths for utterance in read_manifest(path)]
 
 
-def spread_subset(utterances: Sequence[Utterance], limit: int) -> list[Utterance]:
-    """At most ``limit`` utterances spaced evenly through the list, in order: of several dev
+_Item = TypeVar("_Item")
+
+
+def spread_subset(items: Sequence[_Item], limit: int) -> list[_Item]:
+    """At most ``limit`` items spaced evenly through the sequence, in order: of several dev
     manifests read as one, each keeps its share, where the first ``limit`` would be the first alone."""
-    if len(utterances) <= limit:
-        return list(utterances)
-    return [utterances[index * len(utterances) // limit] for index in range(limit)]
+    if len(items) <= limit:
+        return list(items)
+    return [items[index * len(items) // limit] for index in range(limit)]
 
 
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance], relative_to: Path | None = None) -> None:
