@@ -287,6 +287,10 @@ def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
         assert list(candidate["by_dev"]) == [str(path) for path in halves]
         assert min(candidate["by_dev"].values()) <= candidate["rate"] <= max(candidate["by_dev"].values())
     assert f"**{picked['share']:.3g}: {picked['rate']:.3%}**" in _soup_line(soup.metadata)[0]
+    card_line = _soup_line({"soup": split})[0]  # several dev manifests: each one's rate after the pooled one
+    for candidate in split["candidates"]:
+        each = " / ".join(f"{rate:.3%}" for rate in candidate["by_dev"].values())
+        assert f"{candidate['share']:.3g}: {candidate['rate']:.3%} ({each})" in card_line
 
     refused = ["soup", str(start), str(round_), "--dev", str(dev), "--out", str(tmp_path / "x.ckpt")]
     with pytest.raises(SystemExit, match=r"within \[0, 1\]"):

@@ -153,15 +153,23 @@ def _averaging_line(metadata: dict[str, Any]) -> list[str]:
 
 
 def _soup_line(metadata: dict[str, Any]) -> list[str]:
-    """How ``speechlabel soup`` picked the mix: every share it scored on dev, the picked one in bold."""
+    """How ``speechlabel soup`` picked the mix: every share it scored on dev, the picked one in bold;
+    with several dev manifests each one's rate too (in order), since the pick refuses a share losing one."""
     soup = metadata.get("soup")
     if not soup:
         return []
     scored = ", ".join(
-        ("**{}**" if c["share"] == soup["picked_share"] else "{}").format(f"{c['share']:.3g}: {c['rate']:.3%}")
+        ("**{}**" if c["share"] == soup["picked_share"] else "{}").format(
+            f"{c['share']:.3g}: {c['rate']:.3%}" + _per_manifest(c.get("by_dev", {}))
+        )
         for c in soup["candidates"]
     )
     return [f"- the round's share, picked on `{soup['dev']}` ({soup['decoder']}, {soup['metric'].upper()}): {scored}"]
+
+
+def _per_manifest(by_dev: dict[str, float]) -> str:
+    """`` (a% / b%)`` for a candidate scored on several dev manifests; nothing for one (it is the pooled rate)."""
+    return f" ({' / '.join(f'{rate:.3%}' for rate in by_dev.values())})" if len(by_dev) > 1 else ""
 
 
 def _step_and_share(source: dict[str, Any]) -> str:
