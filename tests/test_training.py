@@ -26,7 +26,7 @@ from training.config import load_train_config
 from training.corpus import synthesize_corpus
 from training.average import average_checkpoints
 from training.export import _soup_line, corpus_description
-from training.soup import Candidate, best_candidate
+from training.soup import Candidate, _why_the_start, best_candidate
 from training.feature_pack import FeaturePackError
 from training.manifest import read_manifest, read_manifests
 from training.train import (
@@ -310,6 +310,16 @@ def test_soup_refuses_a_share_that_loses_a_dev_manifest_to_the_start() -> None:
     assert best_candidate(candidates).share == 0.5
     assert best_candidate(candidates[1:]).share == 1.0
     assert best_candidate([Candidate(0.0, 9.0, (9.0,)), Candidate(1.0, 8.0, (8.0,))]).share == 1.0  # one dev: the best
+
+
+def test_soup_says_why_the_start_alone_won() -> None:
+    """The seed-25 round (step 350): every share beat the start pooled and lost corpus dev, so share 0
+    is kept, and the printout must not claim the start scored best."""
+    rates = {0.0: (7.948, 24.727), 1 / 3: (7.967, 20.180), 0.5: (8.167, 18.379), 2 / 3: (8.152, 16.342), 1.0: (8.365, 14.851)}
+    candidates = [Candidate(share, (531 * a + 108 * b) / 639, (a, b)) for share, (a, b) in rates.items()]
+    assert best_candidate(candidates).share == 0.0
+    assert "loses a dev manifest" in _why_the_start(candidates)
+    assert _why_the_start([Candidate(0.0, 8.0, (8.0,)), Candidate(1.0, 9.0, (9.0,))]) == "the start alone scored best"
 
 
 def test_fine_tuning_refuses_a_checkpoint_of_another_shape(trained_run: Path, corpus: Path, tmp_path: Path) -> None:

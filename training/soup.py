@@ -179,5 +179,13 @@ def run(args: argparse.Namespace) -> int:
         parts = "".join(f" | {rate:.3%}" for rate in candidate.by_dev) if several else ""
         print(f"{candidate.share:13.3g} | {candidate.rate:.3%}{parts}{mark}")
     if soup.picked.share == 0.0:
-        print("the start alone scored best: the round adds nothing on this dev set")
+        print(f"the round adds nothing on this dev set: {_why_the_start(soup.candidates)}")
     return 0
+
+
+def _why_the_start(candidates: Sequence[Candidate]) -> str:
+    """Why share 0 won: it scored best pooled, or every share that scored better loses a dev manifest."""
+    start = best_candidate(candidates)
+    if all(start.rate <= candidate.rate for candidate in candidates):
+        return "the start alone scored best"
+    return "every share that scored better pooled loses a dev manifest to the start alone"
