@@ -318,8 +318,9 @@ def test_soup_says_why_the_start_alone_won() -> None:
     rates = {0.0: (7.948, 24.727), 1 / 3: (7.967, 20.180), 0.5: (8.167, 18.379), 2 / 3: (8.152, 16.342), 1.0: (8.365, 14.851)}
     candidates = [Candidate(share, (531 * a + 108 * b) / 639, (a, b)) for share, (a, b) in rates.items()]
     assert best_candidate(candidates).share == 0.0
-    assert "loses a dev manifest" in _why_the_start(candidates)
-    assert _why_the_start([Candidate(0.0, 8.0, (8.0,)), Candidate(1.0, 9.0, (9.0,))]) == "the start alone scored best"
+    assert "loses a dev manifest" in _why_the_start(candidates[0], candidates)
+    level = [Candidate(0.0, 8.0, (8.0,)), Candidate(1.0, 9.0, (9.0,))]
+    assert _why_the_start(level[0], level) == "the start alone scored best"
 
 
 def test_fine_tuning_refuses_a_checkpoint_of_another_shape(trained_run: Path, corpus: Path, tmp_path: Path) -> None:

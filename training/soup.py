@@ -174,18 +174,19 @@ def run(args: argparse.Namespace) -> int:
     several = len(dev) > 1  # then a column per manifest beside the pooled rate
     columns = "".join(f" | {path} ({len(part)})" for path, part in zip(args.dev, dev, strict=True)) if several else ""
     print(f"round's share | dev {soup.metric.upper()} ({record['decoder']}, {sum(map(len, dev))} utterances){columns}")
+    picked = soup.picked  # derived from the candidates: found once, not per printed row
     for candidate in soup.candidates:
-        mark = "  <- written to " + str(args.out) if candidate is soup.picked else ""
+        mark = "  <- written to " + str(args.out) if candidate is picked else ""
         parts = "".join(f" | {rate:.3%}" for rate in candidate.by_dev) if several else ""
         print(f"{candidate.share:13.3g} | {candidate.rate:.3%}{parts}{mark}")
-    if soup.picked.share == 0.0:
-        print(f"the round adds nothing on this dev set: {_why_the_start(soup.candidates)}")
+    if picked.share == 0.0:
+        print(f"the round adds nothing on this dev set: {_why_the_start(picked, soup.candidates)}")
     return 0
 
 
-def _why_the_start(candidates: Sequence[Candidate]) -> str:
-    """Why share 0 won: it scored best pooled, or every share that scored better loses a dev manifest."""
-    start = best_candidate(candidates)
+def _why_the_start(start: Candidate, candidates: Sequence[Candidate]) -> str:
+    """Why share 0 (``start``, the pick) won: it scored best pooled, or every share that scored better
+    loses a dev manifest."""
     if all(start.rate <= candidate.rate for candidate in candidates):
         return "the start alone scored best"
     return "every share that scored better pooled loses a dev manifest to the start alone"
