@@ -164,7 +164,8 @@ def _soup_line(metadata: dict[str, Any]) -> list[str]:
         )
         for c in soup["candidates"]
     )
-    return [f"- the round's share, picked on `{soup['dev']}` ({soup['decoder']}, {soup['metric'].upper()}): {scored}"]
+    guard = f"; a share losing over {soup['tolerance'] * 100:g} points on a dev manifest to 0 is refused" if "tolerance" in soup else ""
+    return [f"- the round's share, picked on `{soup['dev']}` ({soup['decoder']}, {soup['metric'].upper()}): {scored}{guard}"]
 
 
 def _per_manifest(by_dev: dict[str, float]) -> str:
