@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -301,6 +302,8 @@ def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
         cli_main([*refused, "--shares", "half"])
     with pytest.raises(SystemExit, match="not one lineage"):  # a model of another run
         cli_main([*refused[:2], str(trained[0]), *refused[3:]])
+    with pytest.raises(SystemExit, match=re.escape(f"given twice would count twice pooled: {dev}")):
+        cli_main([*refused[:5], str(dev), *refused[5:]])
     assert not (tmp_path / "x.ckpt").exists()
 
 

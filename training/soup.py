@@ -176,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if repeated := sorted({str(path) for path in args.dev if args.dev.count(path) > 1}):
+            raise ValueError(f"a dev manifest given twice would count twice pooled: {', '.join(repeated)}")
         fusion = fusion_from_args(args, args.start)
         dev = [read_manifest(path) for path in args.dev]
         soup = make_soup(
