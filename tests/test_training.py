@@ -300,6 +300,8 @@ def test_soup_picks_the_rounds_share_on_dev_and_records_every_candidate(
         cli_main([*refused, "--shares", "0,1.5"])
     with pytest.raises(SystemExit):  # argparse: not a number
         cli_main([*refused, "--shares", "half"])
+    with pytest.raises(SystemExit, match="not below 0"):
+        cli_main([*refused, "--tolerance", "-0.1"])
     with pytest.raises(SystemExit, match="not one lineage"):  # a model of another run
         cli_main([*refused[:2], str(trained[0]), *refused[3:]])
     with pytest.raises(SystemExit, match=re.escape(f"given twice would count twice pooled: {dev}")):

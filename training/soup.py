@@ -97,9 +97,11 @@ def make_soup(
     pooled, and each alone) for every share; keep the best (:func:`best_candidate` with ``tolerance``).
 
     Raises :class:`CheckpointError` when the two are not one lineage (``load_lineage``) and
-    ``ValueError`` for a share outside [0, 1] or a dev set of which nothing could be scored."""
+    ``ValueError`` for a share outside [0, 1], a negative tolerance or a dev set of which nothing could be scored."""
     if not shares or any(not 0.0 <= share <= 1.0 for share in shares):
         raise ValueError(f"shares are the round's part of the weights, each within [0, 1], got {list(shares)}")
+    if tolerance < 0:
+        raise ValueError(f"the tolerance is a loss a share may have on a dev manifest, not below 0, got {tolerance:g}")
     paths = [start, round_]
     checkpoints = load_lineage(paths)  # loaded once, mixed once per share
 
