@@ -6,7 +6,8 @@ bytes; fine-tuning continues in float32 from them), a dev subset as FLAC (dev sc
 product's Recognizer on audio), and a feature pack of as many training hours as the rest allows.
 
 Usage:
-    python -m training.gpu_inputs --out gpu --init models/char.ckpt --dev data/corpus/dev.jsonl \\
+    python -m training.gpu_inputs --out gpu --init models/char.ckpt \\
+        --dev data/corpus/dev.jsonl [data/corpus-kokoro/dev.jsonl ...] \\
         --train data/corpus/train.jsonl ... [--budget-mb 60] [--dev-utterances 100] \\
         [--feature-cache runs/feature_cache] [--seed 1]
 """
@@ -24,7 +25,7 @@ import torch
 from audiomodels.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from audiomodels.files import atomic_write_text
 from training.feature_pack import pack_manifests, write_pack
-from training.manifest import Utterance, read_manifest, write_manifest
+from training.manifest import Utterance, read_manifests, spread_subset, write_manifest
 
 PACK_BYTES_PER_AUDIO_S = 2850  # 2,701 measured at 16 steps/std (benchmarks/results/feature_pack.json), plus a margin
 
@@ -38,10 +39,10 @@ def half_precision_copy(checkpoint: Checkpoint, source: Path, target: Path) -> N
     save_checkpoint(target, checkpoint.config, model, {"half_precision_copy_of": str(source)})
 
 
-def flac_subset(manifest: Path, out_dir: Path, count: int) -> list[Utterance]:
-    """Every k-th utterance of ``manifest`` as 16-bit FLAC under ``out_dir/dev/``, spread across it."""
-    utterances = read_manifest(manifest)
-    chosen = utterances[:: max(1, len(utterances) // count)][:count]
+def flac_subset(manifests: list[Path], out_dir: Path, count: int) -> list[Utterance]:
+    """``count`` utterances of the dev manifests read as one, as 16-bit FLAC under ``out_dir/dev/``:
+    training's own dev subset rule (spread evenly), so each manifest keeps its share."""
+    chosen = spread_subset(read_manifests(manifests), count)
     (out_dir / "dev").mkdir(parents=True, exist_ok=True)
     copies = []
     for index, utterance in enumerate(chosen):
@@ -60,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--init", type=Path, required=True, help="checkpoint the round starts from")
-    parser.add_argument("--dev", type=Path, required=True, help="dev manifest (with audio)")
+    parser.add_argument("--dev", type=Path, nargs="+", required=True, help="dev manifest(s) (with audio)")
     parser.add_argument("--train", type=Path, nargs="+", required=True, help="training manifest(s)")
     parser.add_argument("--budget-mb", type=float, default=60.0, help="the folder's size cap, in 10^6 bytes")
     parser.add_argument("--dev-utterances", type=int, default=100)
