@@ -171,10 +171,11 @@ def test_compare_reads_two_exports_scores_by_split_speaker_and_condition(
 ) -> None:
     """The run's best and last models, exported, then compared as a user deciding what to ship would."""
     shipped = {}
-    for name, checkpoint in (("best", trained_run / "best.ckpt"), ("last", trained_run / "last.ckpt")):
+    for name, checkpoint, extra in (("best", trained_run / "best.ckpt", []),
+                                    ("last", trained_run / "last.ckpt", ["--extra-test", f"more={corpus / 'test.jsonl'}"])):
         assert cli_main(["export", "--run", str(trained_run), "--checkpoint", str(checkpoint), "--name", name,
                          "--dev", str(corpus / "dev.jsonl"), "--test", str(corpus / "test.jsonl"),
-                         "--models-dir", str(tmp_path)]) == 0
+                         "--models-dir", str(tmp_path), *extra]) == 0
         shipped[name] = load_checkpoint(tmp_path / f"{name}.ckpt").metadata["evaluation"]
     capsys.readouterr()
     assert cli_main(["compare", str(tmp_path / "best.ckpt"), str(tmp_path / "last.ckpt"), "--json"]) == 0
@@ -197,12 +198,17 @@ def test_compare_reads_two_exports_scores_by_split_speaker_and_condition(
     assert speakers == set(shipped["last"]["speakers"]["test"]) and speakers
     assert {c["group"] for c in changes if c["grouping"] == "condition"} == {"clean"}
     assert sum(result["counts"].values()) == len(changes)
+    assert result["one_sided"] == {"before": [], "after": ["test:more"]}  # named, its rows not compared
+    assert not any(c["split"] == "test:more" for c in changes)
     assert result["counts"]["gained"] == sum(c["delta"] < 0 and abs(c["delta"]) >= 5e-5 for c in changes)
-    assert cli_main(["compare", str(tmp_path / "last.ckpt"), str(tmp_path / "last.ckpt")]) == 0
+    assert cli_main(["compare", str(tmp_path / "best.ckpt"), str(tmp_path / "best.ckpt")]) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"Splits: 0 gained, 0 lost, {len(splits)} level (of {len(splits)})")
-    greedy = shipped["last"]["test"]["greedy"]["rates"]["cer"]
+    greedy = shipped["best"]["test"]["greedy"]["rates"]["cer"]
     assert f"| test | all | greedy | CER | {greedy:.2%} | {greedy:.2%} | +0.00 |" in text
+    assert "Scored only" not in text
+    assert cli_main(["compare", str(tmp_path / "last.ckpt"), str(tmp_path / "best.ckpt")]) == 0
+    assert capsys.readouterr().out.endswith("\n\nScored only before (not compared): test:more\n")
     with pytest.raises(SystemExit, match=r"speechlabel compare: .*best\.ckpt carries no exported scores"):
         cli_main(["compare", str(trained_run / "best.ckpt"), str(tmp_path / "last.ckpt")])
 

@@ -4,7 +4,7 @@ Whether a training round is worth shipping is a judgement over every split, deco
 speaker and recording condition, and a mean can hide a voice or a condition that got worse.
 ``speechlabel export`` stores all of those scores in the checkpoint, so this reads them back (no
 audio is decoded) and prints before -> after with the change, worst change first, and how many
-rows gained and lost.
+rows gained and lost; a split only one side scored is named, not dropped unseen.
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     return changes
 
 
+def one_sided_splits(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[str]]:
+    """Splits only one evaluation scored (e.g. a held-out test added to the new export): named, so
+    that what was not compared is seen."""
+    return {
+        "before": [split for split in scored_splits(before) if split not in after],
+        "after": [split for split in scored_splits(after) if split not in before],
+    }
+
+
 def tally(changes: list[Change]) -> dict[str, int]:
     """How many rows gained (lower error), lost and stayed level."""
     return {
@@ -102,12 +111,16 @@ def _table(title: str, column: str, changes: list[Change]) -> list[str]:
     return lines
 
 
-def report(changes: list[Change]) -> str:
-    """Markdown: whole splits, then each grouping (held-out speakers, conditions), worst change first."""
+def report(changes: list[Change], one_sided: dict[str, list[str]]) -> str:
+    """Markdown: whole splits, then each grouping (held-out speakers, conditions), worst change first;
+    last, the splits only one side scored."""
     lines = _table("Splits", "group", [c for c in changes if not c.grouping])
     for grouping in GROUPINGS.values():
         if rows := [c for c in changes if c.grouping == grouping]:
             lines += ["", *_table(f"Held-out test {grouping}s", grouping, rows)]
+    for side, splits in one_sided.items():
+        if splits:
+            lines += ["", f"Scored only {side} (not compared): {', '.join(splits)}"]
     return "\n".join(lines)
 
 
@@ -119,13 +132,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        changes = compare(exported_evaluation(args.before), exported_evaluation(args.after))
+        before, after = exported_evaluation(args.before), exported_evaluation(args.after)
+        changes = compare(before, after)
     except CheckpointError as error:
         raise SystemExit(f"speechlabel compare: {error}") from error
+    one_sided = one_sided_splits(before, after)
     if args.json:
         rows = [{**asdict(c), "delta": c.delta} for c in changes]
-        json.dump({"counts": tally(changes), "changes": rows}, sys.stdout, indent=1)
+        json.dump({"counts": tally(changes), "changes": rows, "one_sided": one_sided}, sys.stdout, indent=1)
         print()
     else:
-        print(report(changes))
+        print(report(changes, one_sided))
     return 0
