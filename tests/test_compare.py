@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from audiomodels.checkpoint import CheckpointError
-from training.compare import compare, report, tally
+from training.compare import compare, one_sided_splits, report, tally
 
 
 def groups(rates: dict[str, float], metrics: list[str], decoders: tuple[str, ...]) -> dict:
@@ -39,7 +39,7 @@ def test_rows_scored_on_one_side_only_are_left_out_and_level_is_under_half_a_hun
         ("test", "speaker", "ann", "greedy", "cer"), ("test", "speaker", "bob", "greedy", "cer"),  # the first metric only
     ]
     assert tally(changes) == {"gained": 2, "lost": 1, "level": 1}
-    text = report(changes)
+    text = report(changes, one_sided_splits(before, after))
     assert text.index("| test | ann | greedy | CER | 30.00% | 31.00% | +1.00 |") < text.index("| bob |")  # loss first
     assert "Held-out test speakers: 0 gained, 1 lost, 1 level (of 2)" in text
     assert "condition" not in text  # neither side scored conditions
@@ -49,7 +49,7 @@ def test_rows_scored_on_one_side_only_are_left_out_and_level_is_under_half_a_hun
     later = evaluation(["cer", "wer"], 0.17, {}, conditions={"clean": 0.09, "noise": 0.26, "telephone": 0.3})
     rows = [(c.grouping, c.group, round(100 * c.delta, 2)) for c in compare(conditioned, later) if c.grouping]
     assert rows == [("condition", "clean", -1.0), ("condition", "noise", 1.0)]
-    text = report(compare(conditioned, later))
+    text = report(compare(conditioned, later), one_sided_splits(conditioned, later))
     assert "Held-out test conditions: 1 gained, 1 lost, 0 level (of 2)" in text
     assert "| split | condition | decoder |" in text and "| test | noise | greedy | CER | 25.00% | 26.00% | +1.00 |" in text
 

@@ -567,13 +567,13 @@ def test_gpu_round_fits_its_inputs_and_budget_and_ships_joinable_checkpoints(
     inputs, out = tmp_path / "inputs", tmp_path / "out"
     subprocess.run([sys.executable, "-m", "training.gpu_inputs", "--out", str(inputs), "--init",
                     str(trained_run / "best.ckpt"), "--dev", str(corpus / "dev.jsonl"), str(corpus / "test.jsonl"),
-                    "--train", str(corpus / "train.jsonl"), "--budget-mb", "2", "--dev-utterances", "4"],
+                    "--train", str(corpus / "train.jsonl"), "--budget-mb", "2", "--dev-utterances", "3"],
                    check=True, cwd=repo)
     summary = json.loads((inputs / "inputs.json").read_text())
-    assert summary["megabytes"] <= 2 and summary["dev_utterances"] == 4
+    assert summary["megabytes"] <= 2 and summary["dev_utterances"] == 3
     devs = [read_manifest(corpus / name) for name in ("dev.jsonl", "test.jsonl")]
     picked = [u.text for u in read_manifest(inputs / "dev.jsonl")]
-    assert picked == [u.text for u in spread_subset(devs[0] + devs[1], 4)]
+    assert picked == [u.text for u in spread_subset(devs[0] + devs[1], 3)]
     assert all(any(u.text in picked for u in dev) for dev in devs)  # both dev manifests keep a share
     assert summary["train_utterances"] == len(read_manifest(corpus / "train.jsonl"))  # 2 MB holds all of it
     init = load_checkpoint(inputs / "init.ckpt")
