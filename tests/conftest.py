@@ -115,3 +115,19 @@ def grpc_server(model_dir: Path) -> Iterator[LoopbackServer]:
     server = LoopbackServer(ModelRegistry.load_dir(model_dir), limits=limits, workers=1)
     yield server
     server.close()
+
+
+ENGLISH_KOKORO_NAMES = tuple(
+    f"{accent}{sex}_{word}" for accent in "ab" for sex in "fm" for word in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf")
+)
+
+
+@pytest.fixture
+def fake_kokoro_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """28 English style tables named like Kokoro's, table i filled with the value i (for the voice logic, not speech)."""
+    from training import kokoro
+
+    for index, name in enumerate(ENGLISH_KOKORO_NAMES):
+        np.full((kokoro.MAX_TOKENS, kokoro.STYLE_DIM), index, np.float32).tofile(tmp_path / f"{name}.bin")
+    monkeypatch.setenv("SPEECHLABEL_KOKORO_VOICES", str(tmp_path))
+    return kokoro.voice_tables()

@@ -25,7 +25,7 @@ from training.corpus import (
     split_voices,
     unspoken_sentences,
 )
-from training.voices import ENGINES, SynthParams, available_voices
+from training.voices import ENGINES, SynthParams, _kokoro_blend_voices, _kokoro_voices, available_voices
 
 RATE = SAMPLE_RATE
 TINY_HOURS = 30 / 3600  # a 30-second corpus: every code path, a few seconds of synthesis
@@ -180,6 +180,19 @@ def test_hold_out_sends_a_speaker_to_test_in_every_engine_it_speaks_in(voices: l
     forced = held_out_speakers(voices, 0, forced=[speaker, "no-such-speaker"])
     assert speaker in forced and "no-such-speaker" not in forced
     assert len(forced) == len(held_out_speakers(voices, 0))  # a forced speaker counts towards its engine's share
+
+
+def test_a_blend_is_held_out_with_either_of_its_voices(fake_kokoro_tables: list[Path]) -> None:
+    """No part of a test voice is heard in train or dev: a Kokoro blend goes to test with either of its parts."""
+    voices = _kokoro_voices() + _kokoro_blend_voices()
+    forced = "kokoro-af_alpha"
+    pools = split_voices(voices, 0, forced=[forced])
+    test_speakers = {voice.speaker for voice in pools["test"]}
+    plain_test = {voice.speaker for voice in pools["test"] if voice.engine == "kokoro"}
+    assert forced in plain_test and len(plain_test) == round(0.15 * len(fake_kokoro_tables))
+    assert all(voice.speaker in test_speakers for voice in voices if forced in voice.sources())
+    assert pools["train"] and all(not voice.sources() & plain_test for voice in pools["train"] + pools["dev"])
+    assert not test_speakers & {voice.speaker for voice in pools["train"] + pools["dev"]}
 
 
 def test_sentence_offset_continues_each_split_s_sentence_order(voices: list) -> None:

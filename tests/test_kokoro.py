@@ -13,7 +13,8 @@ from audiomodels.recognizer import Recognizer
 from training import kokoro
 from training.fetch_kokoro_voices import ENGLISH_VOICE_COUNT, english_tables, fetch
 from training.metrics import ErrorCounts, char_errors
-from training.voices import available_voices
+from tests.conftest import ENGLISH_KOKORO_NAMES
+from training.voices import KOKORO_BLENDS, _kokoro_blend_voices, available_voices
 
 SHIPPED_CHAR_MODEL = Path(__file__).resolve().parents[1] / "models" / "char.ckpt"
 
@@ -33,8 +34,7 @@ def test_fetch_refuses_a_tarball_that_fails_its_pinned_integrity(tmp_path: Path)
 
 
 def test_fetch_with_every_table_in_place_downloads_nothing(tmp_path: Path) -> None:
-    words = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf")
-    names = [f"{accent}{sex}_{word}" for accent in "ab" for sex in "fm" for word in words]
+    names = ENGLISH_KOKORO_NAMES
     assert len(names) == ENGLISH_VOICE_COUNT
     for name in names:
         (tmp_path / f"{name}.bin").write_bytes(b"")
@@ -57,10 +57,33 @@ def test_token_ids_reject_empty_and_overlong_input() -> None:
         kokoro.token_ids("a" * kokoro.MAX_TOKENS)
 
 
-def test_kokoro_voices_are_understood_by_the_shipped_char_model() -> None:
-    """Speech, not noise: one voice of each accent and sex, read by the shipped model within 45% CER
-    (it reads Kokoro at ~20% greedy; a wrong style row or token map reads as gibberish, CER > 80%)."""
-    voices = {voice.name.split(":")[1][:2]: voice for voice in available_voices(["kokoro"])}
+def test_a_style_mixes_its_tables_by_weight_and_speaks_its_heaviest_accent(fake_kokoro_tables: list[Path]) -> None:
+    us, uk = fake_kokoro_tables[0], fake_kokoro_tables[-1]  # af_alpha (value 0), bm_golf (value 27)
+    assert np.array_equal(kokoro.mixed_table(((uk, 1.0),)), np.fromfile(uk, np.float32).reshape(-1, kokoro.STYLE_DIM))
+    blend = kokoro.mixed_table(((us, 0.25), (uk, 0.75)))
+    assert blend.dtype == np.float32 and np.allclose(blend, 0.75 * 27)
+    assert kokoro.style_accent(((us, 0.25), (uk, 0.75))) == "en" and kokoro.style_accent(((us, 1.4), (uk, -0.4))) == "en-us"
+    assert np.allclose(kokoro.mixed_table(((uk, 1.5), (us, -0.5))), 1.5 * 27)
+    with pytest.raises(ValueError, match="sum to 1"):
+        kokoro.mixed_table(((us, 0.5), (uk, 0.4)))
+
+
+def test_blended_voices_are_fixed_distinct_voices_pushed_from_others(fake_kokoro_tables: list[Path]) -> None:
+    """The same blends on every machine (a corpus is reproducible), none a plain voice or another blend again."""
+    blends = _kokoro_blend_voices()
+    assert blends == _kokoro_blend_voices() and len({voice.speaker for voice in blends}) == KOKORO_BLENDS
+    for voice in blends:
+        (first, first_weight), (second, second_weight) = voice.style
+        assert first != second and 1.3 <= first_weight <= 1.6 and abs(first_weight + second_weight - 1) < 1e-9
+        assert voice.sources() == {f"kokoro-{first.stem}", f"kokoro-{second.stem}"}
+    assert len({voice.sources() for voice in blends}) > KOKORO_BLENDS * 0.8  # most pairs differ, not one mix re-weighted
+
+
+@pytest.mark.parametrize("engine", ["kokoro", "kokoro-blend"])
+def test_kokoro_voices_are_understood_by_the_shipped_char_model(engine: str) -> None:
+    """Speech, not noise: one voice of each accent and sex (of a blend's first part), read by the shipped model
+    within 45% CER (it reads Kokoro at ~20% greedy; a wrong style row or token map reads as gibberish, CER > 80%)."""
+    voices = {voice.name.split(":")[1][:2]: voice for voice in available_voices([engine])}
     if not voices:
         pytest.skip("Kokoro is not installed (make install voices)")
     assert sorted(voices) == ["af", "am", "bf", "bm"]

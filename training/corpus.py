@@ -30,7 +30,8 @@ speakers; train and dev share the rest, so dev measures new text and test new te
 voices. Piper ships one speaker, so it appears in train/dev only. ``--hold-out`` names speakers
 that go to test whatever the seed draws: a second corpus of other engines that will be trained on
 beside a first one passes the first one's test speakers (printed by every run), so a speaker both
-corpora share (CMU slt speaks in flite, festival and RHVoice) never reaches train.
+corpora share (CMU slt speaks in flite, festival and RHVoice) never reaches train. A voice made
+from held-out speakers (a ``kokoro-blend`` mix of two Kokoro voices) is held out with them.
 ``--sentence-offset`` lets that second corpus (same seed, so the same text split) speak the
 sentences the first one has not reached yet instead of repeating its first ones.
 
@@ -83,7 +84,7 @@ TEST_SPEAKER_SHARE = 0.15  # of each engine's speakers
 # get most of the time even though espeak-ng has hundreds of voices.
 ENGINE_WEIGHTS = {
     "espeak-ng": 0.3, "flite": 0.25, "festival": 0.2, "piper": 0.25, "rhvoice": 0.3, "pico": 0.2, "mbrola": 0.2,
-    "festival-extra": 0.2, "kokoro": 0.3,
+    "festival-extra": 0.2, "kokoro": 0.3, "kokoro-blend": 0.3,
 }  # fmt: skip
 BATCH_SIZE = 16  # utterances per worker task: amortizes festival/Piper start-up, keeps progress smooth
 
@@ -242,10 +243,10 @@ def split_sentences(sentences: Sequence[Sentence], seed: int) -> dict[str, list[
 
 def held_out_speakers(voices: Sequence[Voice], seed: int, forced: Iterable[str] = ()) -> set[str]:
     """Test speakers: ``forced`` ones, then a seeded share of each engine's speakers (counting the
-    forced ones it has), never an engine's last one."""
+    forced ones it has), never an engine's last one; then every voice made from one of those."""
     rng = np.random.default_rng([seed, _STREAM_SPEAKERS])
     forced = set(forced)
-    held = {voice.speaker for voice in voices if voice.speaker in forced}
+    held = _made_from(voices, forced)
     for engine in sorted({voice.engine for voice in voices}):
         speakers = sorted({voice.speaker for voice in voices if voice.engine == engine})
         wanted = max(1, round(TEST_SPEAKER_SHARE * len(speakers))) if len(speakers) > 1 else 0
@@ -253,7 +254,12 @@ def held_out_speakers(voices: Sequence[Voice], seed: int, forced: Iterable[str] 
             if len(held.intersection(speakers)) >= wanted:
                 break
             held.add(str(speaker))
-    return held
+    return _made_from(voices, held)
+
+
+def _made_from(voices: Sequence[Voice], speakers: set[str]) -> set[str]:
+    """``speakers`` present, and every voice's speaker that is made from one of them (a blend)."""
+    return {voice.speaker for voice in voices if voice.speaker in speakers or voice.sources() & speakers}
 
 
 def split_voices(voices: Sequence[Voice], seed: int, forced: Iterable[str] = ()) -> dict[str, list[Voice]]:

@@ -77,6 +77,24 @@ def _style_table(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype=np.float32).reshape(-1, STYLE_DIM)
 
 
+# A voice's style: (table, weight) pairs, weights summing to 1. One table is one of the 28 voices; a
+# weighted mix of several (Kokoro's voice blending; a negative weight pushes away from a table) is a
+# speaker none of them is, which is how the corpus gets more natural speakers than the tables hold.
+Style = tuple[tuple[Path, float], ...]
+
+
+@cache
+def mixed_table(style: Style) -> np.ndarray:
+    if not style or abs(sum(weight for _, weight in style) - 1.0) > 1e-6:
+        raise ValueError(f"a style needs tables whose weights sum to 1, got {style}")
+    return sum(weight * _style_table(path) for path, weight in style)
+
+
+def style_accent(style: Style) -> str:
+    """The espeak-ng accent of the style's heaviest table (a US-UK mix reads in the dominant one's accent)."""
+    return espeak_accent(max(style, key=lambda pair: pair[1])[0].stem)
+
+
 def phonemize(text: str, accent: str) -> str:
     """espeak-ng IPA with the text's clause punctuation put back (espeak-ng drops it), because Kokoro
     shapes its pauses and intonation on it."""
@@ -99,15 +117,15 @@ def token_ids(phonemes: str) -> list[int]:
     return ids
 
 
-def synthesize(text: str, table: Path, speed: float = 1.0) -> np.ndarray:
+def synthesize(text: str, style: Style, speed: float = 1.0) -> np.ndarray:
     """Float32 mono audio at :data:`SAMPLE_RATE`; ``speed`` > 1 speaks faster."""
-    ids = token_ids(phonemize(text, espeak_accent(table.stem)))
-    style = _style_table(table)[len(ids) - 1].reshape(1, STYLE_DIM)  # the row for this input length
+    ids = token_ids(phonemize(text, style_accent(style)))
+    row = mixed_table(style)[len(ids) - 1].reshape(1, STYLE_DIM)  # the row for this input length
     audio = _session().run(
         None,
         {
             "tokens": np.array([[0, *ids, 0]], dtype=np.int64),  # 0: the boundary token at both ends
-            "style": style,
+            "style": row,
             "speed": np.array([speed], dtype=np.float32),
         },
     )[0]
