@@ -1,7 +1,8 @@
 """Client for the SpeechLabeler service: importable functions and the ``speechlabel stream``,
 ``recognize``, ``align`` and ``health`` commands.
 
-Files are read with soundfile. ``recognize``/``align`` send WAV, FLAC, MP3 and Ogg files as they
+Files are read with soundfile, MP4/M4A and WebM with :mod:`audiomodels.media` (FFmpeg), as the
+server reads them. ``recognize``/``align`` send WAV, FLAC, MP3, Ogg, MP4 and WebM files as they
 are (the server reads their headers; compressed files stay small on the wire) and anything else
 as FLOAT32 samples; ``stream`` sends a file as FLOAT32 samples at its own rate (lossless for any
 source format), in ``chunk_ms`` pieces, paced in real time unless ``realtime=False``, and live raw
@@ -12,6 +13,7 @@ as it arrives.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -26,13 +28,17 @@ import soundfile as sf
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from audiomodels.media import MediaError, MediaFile
 from service.auth import bearer_metadata, token_from
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # frame labels of long audio make big responses
 RAW_ENCODINGS = {"pcm16": (pb.LINEAR16, 2), "float32": (pb.FLOAT32, 4)}  # name -> (proto encoding, bytes per sample)
-_CONTAINERS = {"WAV": pb.WAV, "WAVEX": pb.WAV, "RF64": pb.WAV, "FLAC": pb.FLAC, "MP3": pb.MP3, "OGG": pb.OGG}
+_CONTAINERS = {
+    "WAV": pb.WAV, "WAVEX": pb.WAV, "RF64": pb.WAV, "FLAC": pb.FLAC, "MP3": pb.MP3, "OGG": pb.OGG,
+    "MP4": pb.MP4, "WEBM": pb.WEBM,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,29 @@ class Connection:
         return bearer_metadata(self.auth_token)
 
 
+def open_audio(path: str | Path) -> sf.SoundFile | MediaFile:
+    """A reader of the file: libsndfile's, or FFmpeg's for MP4 and WebM (raises ``MediaError``
+    naming both readers' complaints when neither can read it)."""
+    try:
+        return sf.SoundFile(str(path))
+    except sf.LibsndfileError as error:
+        try:
+            return MediaFile(io.BytesIO(Path(path).read_bytes()))
+        except MediaError as media_error:
+            raise MediaError(f"{path}: not a readable audio file ({error}; as MP4/WebM: {media_error})") from error
+
+
 def read_samples(path: str | Path) -> tuple[np.ndarray, int]:
     """A file's samples as float32 mono (channels averaged) and its rate."""
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), rate
+    with open_audio(path) as audio:
+        samples = audio.read(dtype="float32", always_2d=True)
+        return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), audio.samplerate
 
 
 def file_request(path: str | Path, config: pb.RecognitionConfig) -> tuple[pb.RecognitionConfig, bytes]:
     """Config + audio bytes for a unary call: the server's file encodings unchanged, others as FLOAT32."""
-    container = sf.info(str(path)).format
+    with open_audio(path) as audio:
+        container = audio.format
     if container in _CONTAINERS:
         sent = pb.RecognitionConfig()
         sent.CopyFrom(config)
@@ -216,7 +236,7 @@ def _reporting_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[arg
             return run(args)
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-        except (OSError, sf.LibsndfileError) as error:
+        except (OSError, sf.LibsndfileError, MediaError) as error:
             print(f"error: {error}", file=sys.stderr)
         return 1
 
@@ -246,7 +266,7 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file",
         type=Path,
-        help="audio file (WAV, FLAC, MP3, OGG; any rate, mono or not), or - for live raw mono audio on "
+        help="audio file (WAV, FLAC, MP3, OGG, MP4/M4A, WebM; any rate, mono or not), or - for live raw mono audio on "
         "standard input (e.g. arecord -q -f S16_LE -r 16000 -c 1 -t raw | speechlabel stream -)",
     )
     _add_connection_arguments(parser)
@@ -310,7 +330,7 @@ def _run_stream(args: argparse.Namespace) -> int:
 
 
 def _add_recognize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG)")
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG, MP4/M4A, WebM)")
     _add_connection_arguments(parser)
     _add_model_arguments(parser)
     _add_decoding_arguments(parser)
@@ -333,7 +353,7 @@ def _run_recognize(args: argparse.Namespace) -> int:
 
 
 def _add_align_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG)")
+    parser.add_argument("file", type=Path, help="audio file (WAV, FLAC, MP3, OGG, MP4/M4A, WebM)")
     parser.add_argument("transcript", help="the text spoken in the file")
     _add_connection_arguments(parser)
     _add_model_arguments(parser)

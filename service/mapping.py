@@ -21,8 +21,9 @@ from service.registry import ModelEntry, ModelRegistry
 from service.sessions import StreamResult, StreamSettings
 
 RAW_ENCODINGS = {pb.LINEAR16: "pcm16", pb.FLOAT32: "float32"}
-# Whole files; libsndfile reads the container from the bytes, so the one declared only documents it.
-CONTAINER_ENCODINGS = (pb.WAV, pb.FLAC, pb.MP3, pb.OGG)
+# Whole files; the container is read from the bytes (libsndfile, or FFmpeg for MP4 and WebM), so
+# the one declared only documents it.
+CONTAINER_ENCODINGS = (pb.WAV, pb.FLAC, pb.MP3, pb.OGG, pb.MP4, pb.WEBM)
 
 _STATUS_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode], ...] = (
     (ModelNotFound, grpc.StatusCode.NOT_FOUND),
@@ -61,7 +62,7 @@ def request_waveform(config: pb.RecognitionConfig, audio: bytes, limits: Limits)
         return samples, rate
     raise RequestError(
         f"encoding {_encoding_name(encoding)} is not supported; use LINEAR16 or FLOAT32 (with sample_rate_hz), "
-        "WAV, FLAC, MP3 or OGG"
+        "WAV, FLAC, MP3, OGG, MP4 or WEBM"
     )
 
 

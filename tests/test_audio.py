@@ -160,6 +160,15 @@ def test_resampling_to_16k_keeps_length_and_pitch(rate):
     assert rms_out == pytest.approx(rms_in, rel=0.02)
 
 
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampling_is_torchaudio_functional_resample_bit_for_bit(rate):
+    """The cached kernel (audio.resampler) changes the cost, not the samples."""
+    samples = noise(rate)
+    expected = torchaudio.functional.resample(torch.from_numpy(samples), rate, RATE).numpy()
+    assert np.array_equal(prepare_waveform(samples, rate), expected)
+    assert np.array_equal(prepare_waveform(samples, rate), expected)  # the second call uses the cached kernel
+
+
 def test_downsampling_removes_content_above_new_nyquist():
     # 12 kHz cannot exist at 16 kHz; without the anti-alias filter it would fold to 4 kHz.
     out = prepare_waveform(tone(12000, 48000), 48000)

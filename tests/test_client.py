@@ -18,12 +18,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiomodels.audio import encode_pcm16, load_audio
+from audiomodels.audio import decode_audio, encode_pcm16, load_audio
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
-from service.client import Connection, align_file, check_health, file_request, recognize_file, stream_file
+from service.client import (
+    Connection,
+    align_file,
+    check_health,
+    file_request,
+    read_samples,
+    recognize_file,
+    stream_file,
+)
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from tests.grpc_harness import LoopbackServer
+from tests.media_files import write_media
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +176,8 @@ def test_library_calls_send_containers_as_they_are(grpc_server: LoopbackServer, 
     ):
         files.append((encoding, tmp_path / name))
         sf.write(tmp_path / name, load_audio(wav, target_rate=rate), rate, format=fmt, subtype=subtype)
+    for encoding, name, rate in ((pb.MP4, "hello.m4a", 44100), (pb.WEBM, "hello.webm", 48000)):  # phones, browsers
+        files.append((encoding, write_media(tmp_path / name, load_audio(wav, target_rate=rate), rate)))
     connection = Connection(grpc_server.address)
     for encoding, path in files:
         config, audio = file_request(path, pb.RecognitionConfig())
@@ -178,6 +189,8 @@ def test_library_calls_send_containers_as_they_are(grpc_server: LoopbackServer, 
         assert recognize_file(path, connection).results[0].alternatives[0].transcript == "hello world", path.name
     flac = tmp_path / "hello.flac"
     assert [w.word for w in align_file(flac, "hello world", connection).words] == ["hello", "world"]
+    samples, rate = read_samples(tmp_path / "hello.m4a")  # what `stream` sends: the server's own decoding
+    assert rate == 44100 and np.array_equal(samples, decode_audio(tmp_path / "hello.m4a")[0])
 
 
 def test_errors_exit_nonzero_with_the_servers_message(

@@ -16,6 +16,8 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLAC: _ClassVar[AudioEncoding]
     MP3: _ClassVar[AudioEncoding]
     OGG: _ClassVar[AudioEncoding]
+    MP4: _ClassVar[AudioEncoding]
+    WEBM: _ClassVar[AudioEncoding]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 FLOAT32: AudioEncoding
@@ -23,6 +25,8 @@ WAV: AudioEncoding
 FLAC: AudioEncoding
 MP3: AudioEncoding
 OGG: AudioEncoding
+MP4: AudioEncoding
+WEBM: AudioEncoding
 
 class RecognitionConfig(_message.Message):
     __slots__ = ("encoding", "sample_rate_hz", "model", "interim_results", "word_time_offsets", "frame_labels", "beam_size", "endpoint_silence_ms", "max_utterance_s", "stream_latency_ms", "max_alternatives", "phrases", "phrase_boost", "full_context_finals")

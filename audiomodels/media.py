@@ -1,0 +1,156 @@
+"""The containers libsndfile cannot read, through FFmpeg (PyAV): MP4/M4A and WebM/Matroska.
+
+Phones record voice memos as M4A (AAC or ALAC), video calls and screen recorders save MP4, and
+browsers' ``MediaRecorder`` writes WebM with Opus. :func:`audiomodels.audio.load_audio` tries
+libsndfile first and comes here for what it does not recognise, so every caller (server, batch
+job, training) reads these files the same way.
+
+Only the formats named in :data:`CONTAINERS` and codecs in :data:`CODECS` are accepted: FFmpeg
+would guess a format for almost any bytes, and a corrupt WAV should be reported as a corrupt WAV,
+not decoded as whatever FFmpeg's probe takes it for. :class:`MediaFile` offers the few members of
+``soundfile.SoundFile`` that :mod:`audiomodels.audio` uses, so both readers share one code path.
+
+This module imports no torch, so the light gRPC client can use it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import chain
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+# FFmpeg demuxer name -> the container name this product reports (and the proto's encoding name).
+CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4", "matroska,webm": "WEBM"}
+CODECS = frozenset({"aac", "alac", "opus"})  # the ones tested; FFmpeg decodes many more
+SUPPORTED_TEXT = "MP4/M4A (AAC or ALAC), WebM/Matroska (Opus)"
+
+
+class MediaError(ValueError):
+    """Bytes that are not a readable MP4 or WebM audio file; the message says what is wrong."""
+
+
+class MediaFile:
+    """The first audio stream of an MP4 or WebM file, decoded to float32 at its own rate.
+
+    ``frames`` is known before decoding, so duration limits hold before any work is done: from the
+    container's header, or, where a recorder wrote none (a ``MediaRecorder`` WebM), from the
+    packets' timestamps, which costs a demux but no decoding. Decoded audio is cut to that length:
+    AAC's last frame is padded past the end of the signal.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._container = _open_container(file)
+        try:
+            self._stream = _audio_stream(self._container)
+            self.format = CONTAINERS[self._container.format.name]
+            self.format_info = f"{self.format} ({self._stream.codec_context.name})"
+            self.samplerate = int(self._stream.rate)
+            self.channels = int(self._stream.codec_context.layout.nb_channels)
+            self.frames = self._length()
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> MediaFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def read(self, dtype: str = "float32", always_2d: bool = False) -> np.ndarray:
+        """All samples, ``(frames,)`` for mono unless ``always_2d``, else ``(frames, channels)``."""
+        pieces = list(self._decoded(dtype))
+        samples = np.concatenate(pieces) if pieces else np.zeros((0, self.channels), np.float32)
+        return samples if always_2d or self.channels > 1 else samples[:, 0]
+
+    def blocks(self, blocksize: int, dtype: str = "float32", always_2d: bool = True) -> Iterator[np.ndarray]:
+        """The samples as ``(blocksize, channels)`` blocks (the last one shorter), decoded as they go."""
+        pending, held = [], 0
+        for piece in self._decoded(dtype):
+            pending.append(piece)
+            held += len(piece)
+            while held >= blocksize:
+                joined = np.concatenate(pending)
+                yield joined[:blocksize]
+                pending, held = [joined[blocksize:]], held - blocksize
+        if held:
+            yield np.concatenate(pending)
+
+    def _decoded(self, dtype: str) -> Iterator[np.ndarray]:
+        """Packed float32 ``(n, channels)`` pieces from the start, cut at ``frames``."""
+        if dtype != "float32":
+            raise ValueError(f"MediaFile decodes to float32 only, not {dtype}")
+        self._rewind()
+        resampler = av.AudioResampler(format="flt", layout=self._stream.codec_context.layout, rate=self.samplerate)
+        left = self.frames
+        try:
+            for frame in chain(self._container.decode(self._stream), [None]):  # None flushes the converter
+                for piece in resampler.resample(frame):
+                    samples = piece.to_ndarray().reshape(-1, self.channels)[:left]
+                    left -= len(samples)
+                    if len(samples):
+                        yield samples
+                if left <= 0:
+                    return
+        except av.FFmpegError as error:
+            raise MediaError(f"{self.format} audio is corrupt: {_reason(error)}") from error
+
+    def _length(self) -> int:
+        """Samples in the stream: from the header, else from the last packet's end."""
+        stream, container = self._stream, self._container
+        if stream.duration and stream.time_base:
+            return round(stream.duration * stream.time_base * self.samplerate)
+        if container.duration:
+            return round(container.duration / av.time_base * self.samplerate)
+        end = 0.0
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.time_base:
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+        except av.FFmpegError as error:
+            raise MediaError(f"{self.format} audio is corrupt: {_reason(error)}") from error
+        return round(end * self.samplerate)
+
+    def _rewind(self) -> None:
+        """Decode from the start (after a demux for the length, or a second read)."""
+        self._container.close()
+        self._file.seek(0)
+        self._container = _open_container(self._file)
+        self._stream = _audio_stream(self._container)
+
+
+def _open_container(file: BinaryIO) -> av.container.InputContainer:
+    try:
+        container = av.open(file, mode="r")
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        file.seek(4)
+        if file.read(4) == b"ftyp":  # an MP4 whose index (written last) is missing
+            raise MediaError("MP4 file without its index (moov box): cut short or still being written") from error
+        raise MediaError(f"not a readable media file ({_reason(error)})") from error
+    if container.format.name not in CONTAINERS:
+        container.close()
+        raise MediaError(f"the {container.format.long_name} format is not supported")
+    return container
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
+    if not container.streams.audio:
+        raise MediaError(f"{CONTAINERS[container.format.name]} file has no audio stream")
+    stream = container.streams.audio[0]
+    codec = stream.codec_context.name
+    if codec not in CODECS:
+        raise MediaError(f"{CONTAINERS[container.format.name]} audio in the {codec} codec is not supported")
+    if not stream.rate or not stream.codec_context.layout.nb_channels:
+        raise MediaError(f"{CONTAINERS[container.format.name]} audio stream states no sample rate or channels")
+    return stream

@@ -1,0 +1,97 @@
+"""Audio-in speed per container: ``load_audio`` (decode, downmix, resample to 16 kHz) as real-time
+factors, FFmpeg's MP4/M4A and WebM (PyAV) side by side with libsndfile's WAV, FLAC, MP3 and Ogg.
+
+Usage: python benchmarks/audio_decode.py [--minutes 10] [--out benchmarks/results/audio_decode.json]
+The audio is espeak-ng speech (real speech, not noise: codecs work differently on it) at each
+container's usual rate, stereo where recorders write stereo. RTF = seconds / audio seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from audiomodels.audio import load_audio, prepare_waveform
+
+from report import write_report  # beside this script in benchmarks/
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.media_files import encode_media  # noqa: E402  (the test suite's encoder; the product only decodes)
+
+TEXT = (
+    "Phones record voice memos as M4A files, browsers record WebM, and a transcription service "
+    "should read them as readily as it reads WAV. The quick brown fox jumps over the lazy dog."
+)
+# name -> (writer, rate, channels); libsndfile rows first: they are the reference
+CASES = {
+    "WAV PCM16 16 kHz mono (libsndfile)": ("WAV", "PCM_16", 16000, 1),
+    "FLAC 44.1 kHz stereo (libsndfile)": ("FLAC", "PCM_16", 44100, 2),
+    "MP3 44.1 kHz stereo (libsndfile)": ("MP3", "MPEG_LAYER_III", 44100, 2),
+    "Ogg Opus 48 kHz mono (libsndfile)": ("OGG", "OPUS", 48000, 1),
+    "M4A AAC 44.1 kHz stereo (FFmpeg)": ("mp4", "aac", 44100, 2),
+    "M4A ALAC 44.1 kHz stereo (FFmpeg)": ("mp4", "alac", 44100, 2),
+    "WebM Opus 48 kHz mono (FFmpeg)": ("webm", "libopus", 48000, 1),
+}
+
+
+def speech(seconds: float) -> tuple[np.ndarray, int]:
+    """espeak-ng reading :data:`TEXT`, repeated to ``seconds``."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "speech.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), TEXT], check=True)
+        samples, rate = sf.read(path, dtype="float32")
+    return np.resize(samples, round(seconds * rate)), rate
+
+
+def encoded(samples: np.ndarray, rate: int, case: tuple[str, str, int, int]) -> bytes:
+    fmt, codec, target, channels = case
+    audio = prepare_waveform(samples, rate, target_rate=target)
+    audio = np.stack([audio, 0.8 * audio], axis=1) if channels == 2 else audio
+    if fmt.isupper():  # libsndfile's names
+        buffer = io.BytesIO()
+        sf.write(buffer, audio, target, format=fmt, subtype=codec)
+        return buffer.getvalue()
+    return encode_media(audio, target, fmt, codec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10.0, help="audio length of each file")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/audio_decode.json"))
+    args = parser.parse_args()
+
+    seconds = 60 * args.minutes
+    samples, rate = speech(seconds)
+    results: dict[str, object] = {"audio_seconds": seconds, "cases": {}}
+    print(f"{'container':36s} {'MB':>7s} {'median s':>9s} {'RTF':>8s} {'x real time':>12s}")
+    for name, case in CASES.items():
+        data = encoded(samples, rate, case)
+        load_audio(data, max_duration_s=None)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            load_audio(data, max_duration_s=None)
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        results["cases"][name] = {  # type: ignore[index]
+            "bytes": len(data),
+            "median_s": median,
+            "rtf": median / seconds,
+            "x_real_time": seconds / median,
+        }
+        print(f"{name:36s} {len(data) / 1e6:7.1f} {median:9.3f} {median / seconds:8.5f} {seconds / median:12.0f}")
+    write_report(args.out, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""MP4/M4A and WebM audio (audiomodels.media) through the one decode path every caller uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audiomodels import audio, media
+from audiomodels.audio import AudioError, audio_duration, decode_audio, load_audio, prepare_waveform
+from tests.media_files import encode_media
+from tests.test_audio import RATE, as_source, noise, sweep
+
+# (container, codec, rate): what phones (M4A: AAC, ALAC) and browsers (WebM: Opus) record
+KINDS = [("mp4", "aac", 44100), ("mp4", "alac", 16000), ("webm", "libopus", 48000), ("matroska", "libopus", 48000)]
+NAMES = {"mp4": "MP4", "webm": "WEBM", "matroska": "WEBM"}
+EXT = {"mp4": "m4a", "webm": "webm", "matroska": "mka"}
+
+
+@pytest.mark.parametrize("kind", ["path", "bytes"])
+@pytest.mark.parametrize(("fmt", "codec", "rate"), KINDS)
+def test_round_trip_keeps_length_rate_and_signal(tmp_path, kind, fmt, codec, rate):
+    original = sweep(rate, seconds=1.5)
+    source = as_source(encode_media(original, rate, fmt, codec), kind, tmp_path, EXT[fmt])
+
+    samples, decoded_rate = decode_audio(source)
+
+    assert decoded_rate == rate and samples.dtype == np.float32
+    assert abs(len(samples) - len(original)) <= rate // 100  # within 10 ms: codec padding is cut
+    common = min(len(samples), len(original))
+    if codec == "alac":  # lossless: the 16-bit step is all that differs
+        np.testing.assert_allclose(samples[:common], original[:common], rtol=0, atol=1 / 32768)
+    else:
+        assert np.corrcoef(samples[:common], original[:common])[0, 1] > 0.99
+    assert audio_duration(source) == pytest.approx(1.5, abs=0.01)
+
+
+@pytest.mark.parametrize(("fmt", "codec", "rate"), [k for k in KINDS if k[1] != "alac"])
+def test_lossy_codecs_keep_time(fmt, codec, rate):
+    """Encoder delay does not shift the samples: a click stays where it was (word times stay true)."""
+    clicks = np.zeros(2 * rate, dtype=np.float32)
+    clicks[rate] = 0.9
+    samples, _ = decode_audio(encode_media(clicks, rate, fmt, codec))
+    assert abs(int(np.argmax(np.abs(samples))) - rate) <= rate // 1000  # within 1 ms
+
+
+def test_stereo_decodes_by_channels_and_loads_as_mean():
+    left, right = sweep(RATE), sweep(RATE, f0=300.0, f1=300.0)
+    data = encode_media(np.stack([left, right], axis=1), RATE, "mp4", "alac")
+    samples, _ = decode_audio(data)
+    assert samples.shape == (RATE, 2)
+    np.testing.assert_allclose(load_audio(data), (left + right) / 2, rtol=0, atol=1 / 32768)
+
+
+def test_a_recorder_webm_without_a_duration_is_measured_from_its_packets(monkeypatch):
+    """A MediaRecorder WebM states no duration; the packets' times give it without decoding, so the
+    length limit still holds before any samples are decoded."""
+    data = encode_media(noise(3 * 48000), 48000, "webm", "libopus", seekable=False)
+    assert b"\x44\x89" not in data[:200]  # no Duration element in the header
+
+    assert audio_duration(data) == pytest.approx(3.0, abs=0.03)
+
+    def no_decoding(self, dtype):
+        raise AssertionError("samples were decoded")
+
+    monkeypatch.setattr(media.MediaFile, "_decoded", no_decoding)
+    with pytest.raises(AudioError, match="audio is 3.0 s long, longer than the 2.5 s limit"):
+        load_audio(data, max_duration_s=2.5)
+
+
+def test_long_files_load_block_by_block_as_they_would_whole(monkeypatch):
+    monkeypatch.setattr(audio, "WHOLE_DECODE_LIMIT_S", 1.0)
+    monkeypatch.setattr(audio, "_BLOCK_S", 0.3)
+    data = encode_media(noise(round(2.5 * 44100), 2), 44100, "mp4", "aac")
+    decoded, rate = decode_audio(data)
+    whole = prepare_waveform(decoded, rate)
+
+    blocks = load_audio(data)
+
+    assert blocks.shape == whole.shape
+    np.testing.assert_allclose(blocks, whole, rtol=0, atol=1e-4)
+    with pytest.raises(AudioError, match="longer than the 2.0 s limit"):
+        load_audio(data, max_duration_s=2.0)
+
+
+def test_mp4_cut_before_its_index_is_rejected_with_the_reason():
+    data = encode_media(sweep(RATE, seconds=2.0), RATE, "mp4", "aac")  # the index (moov) is written last
+    with pytest.raises(AudioError, match=r"MP4 file without its index \(moov box\): cut short or still being written"):
+        load_audio(data[: len(data) // 2])
+
+
+def test_webm_cut_mid_way_decodes_its_readable_prefix():
+    original = sweep(48000, seconds=3.0)
+    data = encode_media(original, 48000, "webm", "libopus")
+
+    samples, _ = decode_audio(data[: len(data) // 2])
+
+    assert 0.3 * len(original) < len(samples) < 0.7 * len(original)
+    head = len(samples) // 2
+    assert np.corrcoef(samples[:head], original[:head])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec", "match"),
+    [
+        ("matroska", "pcm_s16le", "WEBM audio in the pcm_s16le codec is not supported"),
+        ("adts", "aac", r"the raw ADTS AAC \(Advanced Audio Coding\) format is not supported"),
+    ],
+)
+def test_formats_and_codecs_not_promised_are_refused_by_name(fmt, codec, match):
+    data = encode_media(sweep(RATE), RATE, fmt, codec)
+    with pytest.raises(AudioError, match=match):
+        decode_audio(data)
+
+
+def test_garbage_is_reported_as_neither_reader_could_read_it():
+    garbage = np.random.default_rng(0).bytes(5000)
+    with pytest.raises(AudioError, match=r"unsupported or corrupt container \(.*; as MP4/WebM: .*\); supported: .*MP4/M4A"):
+        load_audio(garbage)
+
+
+def test_the_supported_list_names_mp4_and_webm():
+    with pytest.raises(AudioError, match=r"supported: WAV .*, MP4/M4A \(AAC or ALAC\), WebM/Matroska \(Opus\)"):
+        decode_audio(b"RIFF" + bytes(100))
