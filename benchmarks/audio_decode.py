@@ -12,7 +12,6 @@ import argparse
 import io
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +21,9 @@ import soundfile as sf
 
 from audiomodels.audio import load_audio, prepare_waveform
 
-from report import write_report  # beside this script in benchmarks/
+from training.codecs import encode_audio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.media_files import encode_media  # noqa: E402  (the test suite's encoder; the product only decodes)
+from report import write_report  # beside this script in benchmarks/
 
 TEXT = (
     "Phones record voice memos as M4A files, browsers record WebM, and a transcription service "
@@ -60,7 +58,7 @@ def encoded(samples: np.ndarray, rate: int, case: tuple[str, str, int, int]) -> 
         buffer = io.BytesIO()
         sf.write(buffer, audio, target, format=fmt, subtype=codec)
         return buffer.getvalue()
-    return encode_media(audio, target, fmt, codec)
+    return encode_audio(audio, target, fmt, codec)
 
 
 def main() -> None:

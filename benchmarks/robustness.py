@@ -6,7 +6,7 @@ Usage:
     python benchmarks/robustness.py [--checkpoints models/char.ckpt models/phone.ckpt]
         [--manifest data/corpus/test.jsonl] [--snrs 30 20 10 5] [--colors white pink brown]
         [--recordings data/music --recording-snrs 20 10]
-        [--rooms 0.3:6 0.6:3 0.9:0] [--no-telephone] [--silences 0.5]
+        [--rooms 0.3:6 0.6:3 0.9:0] [--no-telephone] [--codecs opus:12 opus:24 aac:32] [--silences 0.5]
         [--out benchmarks/results/robustness.json]
 
 Only the manifest's un-augmented utterances are used (the corpus bakes noise, reverb or a phone
@@ -19,7 +19,9 @@ per utterance, e.g. the real music ``make data/music`` unpacks from Debian packa
 :func:`training.augment.telephone` (8 kHz, 300-3400 Hz, mu-law) -- or puts that many seconds of
 digital silence before and after the speech (recordings start before the talker does; the
 corpus's utterances start speaking within ~0.2 s) -- and writes
-16-bit WAV files, as a client would send them; every checkpoint then scores the same files with
+16-bit WAV files, as a client would send them, or compresses the clean speech with a lossy codec
+at a bitrate (``--codecs CODEC:KBPS``: Opus in WebM as calls and browsers send it, AAC in M4A as
+phones record it; :func:`training.codecs.compressed`) and writes that file; every checkpoint then scores the same files with
 ``training.evaluate.evaluate`` (greedy), so the models are compared on identical audio. The
 primary rate is CER for char models and PER for phone models.
 """
@@ -40,6 +42,7 @@ import torch
 from audiomodels.audio import load_audio
 from audiomodels.recognizer import Recognizer
 from training.augment import BACKGROUNDS, add_background, add_noise, reverb, telephone
+from training.codecs import CODEC_FILES, compressed
 from training.evaluate import EvaluationResult, breakdown, evaluate, parse_fields
 from training.manifest import Utterance, read_manifest
 
@@ -51,7 +54,7 @@ SAMPLE_RATE = 16000
 @dataclass(frozen=True)
 class Condition:
     """One way of degrading the audio; ``kind`` "clean", "noise", "recorded" (``color`` names the
-    recordings), "room", "telephone" or "silence"."""
+    recordings), "room", "telephone", "codec" (``color`` names the codec) or "silence"."""
 
     kind: str
     color: str = ""
@@ -59,6 +62,7 @@ class Condition:
     rt60: float = 0.0
     drr_db: float = 0.0
     silence_s: float = 0.0
+    kbps: float = 0.0
     recordings: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)  # "recorded": 16 kHz mono
 
     @property
@@ -71,6 +75,8 @@ class Condition:
             return f"room {self.rt60:g} s {self.drr_db:g} dB"
         if self.kind == "silence":
             return f"silence {self.silence_s:g} s"
+        if self.kind == "codec":
+            return f"{self.color} {self.kbps:g} kbps"
         return self.kind
 
     def apply(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -85,6 +91,17 @@ class Condition:
         if self.kind == "silence":
             return np.pad(audio, round(self.silence_s * SAMPLE_RATE))
         return audio
+
+    def write(self, audio: np.ndarray, stem: Path) -> Path:
+        """The degraded audio as a client would send it: a 16-bit WAV, or the codec's compressed file."""
+        if self.kind == "codec":
+            data, suffix = compressed(np.clip(audio, -1.0, 1.0), SAMPLE_RATE, self.color, self.kbps)
+            path = stem.with_suffix(suffix)
+            path.write_bytes(data)
+        else:
+            path = stem.with_suffix(".wav")
+            sf.write(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+        return path
 
 
 CLEAN = Condition("clean")
@@ -125,15 +142,24 @@ def parse_room(text: str) -> Condition:
         raise argparse.ArgumentTypeError(f"a room is RT60:DRR in seconds and dB, e.g. 0.6:3, not {text!r}") from None
 
 
+def parse_codec(text: str) -> Condition:
+    """``"CODEC:KBPS"`` (e.g. ``opus:12``) -> a codec condition."""
+    codec, _, kbps = text.partition(":")
+    try:
+        if codec in CODEC_FILES:
+            return Condition("codec", color=codec, kbps=float(kbps))
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"a codec is CODEC:KBPS with CODEC one of {', '.join(CODEC_FILES)}, not {text!r}")
+
+
 def degraded_copies(utterances: Sequence[Utterance], condition: Condition, directory: Path, seed: int) -> list[Utterance]:
     """The utterances under ``condition``, as WAV files in ``directory`` (one draw per utterance)."""
     copies = []
     for index, utterance in enumerate(utterances):
         rng = np.random.default_rng([seed, index])
         audio = condition.apply(load_audio(utterance.audio_filepath, target_rate=SAMPLE_RATE), rng)
-        path = directory / f"{index:05d}.wav"
-        sf.write(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
-        copies.append(replace(utterance, audio_filepath=path))
+        copies.append(replace(utterance, audio_filepath=condition.write(audio, directory / f"{index:05d}")))
     return copies
 
 
@@ -183,7 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("models/char.ckpt"), Path("models/phone.ckpt")])
     parser.add_argument("--manifest", type=Path, default=Path("data/corpus/test.jsonl"))
-    parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0, 10.0, 5.0])
+    parser.add_argument("--snrs", type=float, nargs="*", default=[30.0, 20.0, 10.0, 5.0], help="none: no noise rows")
     parser.add_argument("--colors", nargs="+", choices=BACKGROUNDS, default=["white", "pink", "brown"])
     parser.add_argument("--recordings", type=Path, help="a directory of recorded backgrounds (make data/music: real music)")
     parser.add_argument("--recording-snrs", type=float, nargs="+", default=[20.0, 10.0])
@@ -191,6 +217,9 @@ def main() -> None:
     parser.add_argument("--rooms", type=parse_room, nargs="*", default=rooms,
                         help="rooms as RT60:DRR (seconds:dB); none with an empty --rooms")
     parser.add_argument("--no-telephone", action="store_true", help="leave out the phone line condition")
+    codecs = [parse_codec(codec) for codec in ("opus:12", "opus:24", "aac:32")]
+    parser.add_argument("--codecs", type=parse_codec, nargs="*", default=codecs,
+                        help="lossy codecs as CODEC:KBPS (opus, aac); none with an empty --codecs")
     parser.add_argument("--silences", type=float, nargs="*", default=[0.5],
                         help="seconds of silence put before and after the speech, one condition each")
     parser.add_argument("--by", default="speaker", metavar="FIELD[,FIELD]",
@@ -206,7 +235,8 @@ def main() -> None:
         bank = load_recordings(args.recordings)
         noises += [Condition("recorded", args.recordings.name, snr, recordings=bank) for snr in args.recording_snrs]
     silences = [Condition("silence", silence_s=seconds) for seconds in args.silences]
-    conditions = [CLEAN, *noises, *args.rooms, *([] if args.no_telephone else [Condition("telephone")]), *silences]
+    telephone_line = [] if args.no_telephone else [Condition("telephone")]
+    conditions = [CLEAN, *noises, *args.rooms, *telephone_line, *args.codecs, *silences]
     results = run(args.checkpoints, clean, conditions, parse_fields(args.by))
     report = {
         "manifest": str(args.manifest),

@@ -7,8 +7,8 @@ import pytest
 
 from audiomodels import audio, media
 from audiomodels.audio import AudioError, audio_duration, decode_audio, load_audio, prepare_waveform
-from tests.media_files import encode_media
 from tests.test_audio import RATE, as_source, noise, sweep
+from training.codecs import encode_audio
 
 # (container, codec, rate): what phones (M4A: AAC, ALAC) and browsers (WebM: Opus) record
 KINDS = [("mp4", "aac", 44100), ("mp4", "alac", 16000), ("webm", "libopus", 48000), ("matroska", "libopus", 48000)]
@@ -20,7 +20,7 @@ EXT = {"mp4": "m4a", "webm": "webm", "matroska": "mka"}
 @pytest.mark.parametrize(("fmt", "codec", "rate"), KINDS)
 def test_round_trip_keeps_length_rate_and_signal(tmp_path, kind, fmt, codec, rate):
     original = sweep(rate, seconds=1.5)
-    source = as_source(encode_media(original, rate, fmt, codec), kind, tmp_path, EXT[fmt])
+    source = as_source(encode_audio(original, rate, fmt, codec), kind, tmp_path, EXT[fmt])
 
     samples, decoded_rate = decode_audio(source)
 
@@ -39,13 +39,13 @@ def test_lossy_codecs_keep_time(fmt, codec, rate):
     """Encoder delay does not shift the samples: a click stays where it was (word times stay true)."""
     clicks = np.zeros(2 * rate, dtype=np.float32)
     clicks[rate] = 0.9
-    samples, _ = decode_audio(encode_media(clicks, rate, fmt, codec))
+    samples, _ = decode_audio(encode_audio(clicks, rate, fmt, codec))
     assert abs(int(np.argmax(np.abs(samples))) - rate) <= rate // 1000  # within 1 ms
 
 
 def test_stereo_decodes_by_channels_and_loads_as_mean():
     left, right = sweep(RATE), sweep(RATE, f0=300.0, f1=300.0)
-    data = encode_media(np.stack([left, right], axis=1), RATE, "mp4", "alac")
+    data = encode_audio(np.stack([left, right], axis=1), RATE, "mp4", "alac")
     samples, _ = decode_audio(data)
     assert samples.shape == (RATE, 2)
     np.testing.assert_allclose(load_audio(data), (left + right) / 2, rtol=0, atol=1 / 32768)
@@ -54,7 +54,7 @@ def test_stereo_decodes_by_channels_and_loads_as_mean():
 def test_a_recorder_webm_without_a_duration_is_measured_from_its_packets(monkeypatch):
     """A MediaRecorder WebM states no duration; the packets' times give it without decoding, so the
     length limit still holds before any samples are decoded."""
-    data = encode_media(noise(3 * 48000), 48000, "webm", "libopus", seekable=False)
+    data = encode_audio(noise(3 * 48000), 48000, "webm", "libopus", seekable=False)
     assert b"\x44\x89" not in data[:200]  # no Duration element in the header
 
     assert audio_duration(data) == pytest.approx(3.0, abs=0.03)
@@ -70,7 +70,7 @@ def test_a_recorder_webm_without_a_duration_is_measured_from_its_packets(monkeyp
 def test_long_files_load_block_by_block_as_they_would_whole(monkeypatch):
     monkeypatch.setattr(audio, "WHOLE_DECODE_LIMIT_S", 1.0)
     monkeypatch.setattr(audio, "_BLOCK_S", 0.3)
-    data = encode_media(noise(round(2.5 * 44100), 2), 44100, "mp4", "aac")
+    data = encode_audio(noise(round(2.5 * 44100), 2), 44100, "mp4", "aac")
     decoded, rate = decode_audio(data)
     whole = prepare_waveform(decoded, rate)
 
@@ -83,14 +83,14 @@ def test_long_files_load_block_by_block_as_they_would_whole(monkeypatch):
 
 
 def test_mp4_cut_before_its_index_is_rejected_with_the_reason():
-    data = encode_media(sweep(RATE, seconds=2.0), RATE, "mp4", "aac")  # the index (moov) is written last
+    data = encode_audio(sweep(RATE, seconds=2.0), RATE, "mp4", "aac")  # the index (moov) is written last
     with pytest.raises(AudioError, match=r"MP4 file without its index \(moov box\): cut short or still being written"):
         load_audio(data[: len(data) // 2])
 
 
 def test_webm_cut_mid_way_decodes_its_readable_prefix():
     original = sweep(48000, seconds=3.0)
-    data = encode_media(original, 48000, "webm", "libopus")
+    data = encode_audio(original, 48000, "webm", "libopus")
 
     samples, _ = decode_audio(data[: len(data) // 2])
 
@@ -107,7 +107,7 @@ def test_webm_cut_mid_way_decodes_its_readable_prefix():
     ],
 )
 def test_formats_and_codecs_not_promised_are_refused_by_name(fmt, codec, match):
-    data = encode_media(sweep(RATE), RATE, fmt, codec)
+    data = encode_audio(sweep(RATE), RATE, fmt, codec)
     with pytest.raises(AudioError, match=match):
         decode_audio(data)
 

@@ -1,5 +1,5 @@
-"""benchmarks/robustness.py: noisy copies at the asked SNR, rooms that smear, a trained model hurt by both
-and by a phone line."""
+"""benchmarks/robustness.py: noisy copies at the asked SNR, rooms that smear, codec copies at the asked
+bitrate, a trained model hurt by noise, rooms and a phone line."""
 
 from __future__ import annotations
 
@@ -80,6 +80,26 @@ def test_silence_copies_put_the_asked_pause_around_the_speech(
     assert len(padded) == len(speech) + 16000
     assert not padded[:8000].any() and not padded[-8000:].any()
     np.testing.assert_allclose(padded[8000:-8000], speech, atol=1 / 32768)
+
+
+def test_codec_copies_are_the_compressed_files_a_client_sends_at_the_asked_bitrate(
+    bench: ModuleType, utterances: list[Utterance], tmp_path: Path
+) -> None:
+    opus, aac = bench.parse_codec("opus:12"), bench.parse_codec("aac:32")
+    assert (opus.name, aac.name) == ("opus 12 kbps", "aac 32 kbps")
+    with pytest.raises(argparse.ArgumentTypeError, match="CODEC:KBPS with CODEC one of opus, aac"):
+        bench.parse_codec("speex:8")
+    original = utterances[0]
+    speech = load_audio(original.audio_filepath, target_rate=16000)
+    for condition, suffix in ((opus, ".webm"), (aac, ".m4a")):
+        copy = bench.degraded_copies([original], condition, tmp_path, seed=0)[0]
+        assert copy.audio_filepath.suffix == suffix and copy.text == original.text
+        kbps = copy.audio_filepath.stat().st_size * 8 / (len(speech) / 16000) / 1000
+        assert kbps < 1.5 * condition.kbps + 4  # the asked bitrate, plus the container's overhead
+        decoded = load_audio(copy.audio_filepath)
+        assert abs(len(decoded) - len(speech)) <= 160  # within 10 ms
+        common = min(len(decoded), len(speech))
+        assert np.corrcoef(decoded[:common], speech[:common])[0, 1] > 0.9  # lossy, yet the same speech
 
 
 def test_noise_and_rooms_raise_a_trained_models_error_rate(

@@ -43,9 +43,9 @@ from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
 from service.sessions import BLOCK_S, StreamSettings, run_stream, stream_chunking
 from training.augment import colored_noise
+from training.codecs import encode_audio
 from tests.conftest import SPEECH_TEXTS
 from tests.grpc_harness import LoopbackServer
-from tests.media_files import encode_media
 
 pytestmark = pytest.mark.slow
 RATE = 22050  # espeak-ng's native rate: every request here is resampled by the server
@@ -325,7 +325,7 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
     speech = pcm["hello world"]
     samples = decode_raw(speech, "pcm16", RATE)
     flac = file_bytes(samples, RATE, "FLAC")
-    m4a = encode_media(samples, RATE, "mp4", "aac")
+    m4a = encode_audio(samples, RATE, "mp4", "aac")
     long_audio = bytes(2 * 8000 * 25)  # 25 s at 8 kHz: over the test server's 20 s
     recognize = pb.RecognizeRequest
     return {
@@ -455,7 +455,7 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
         "recorder WebM over the length limit": (  # no duration in its header: measured before decoding
             recognize(
                 config=pb.RecognitionConfig(encoding=pb.WEBM),
-                audio=encode_media(np.zeros(25 * 48000, np.float32), 48000, "webm", "libopus", seekable=False),
+                audio=encode_audio(np.zeros(25 * 48000, np.float32), 48000, "webm", "libopus", seekable=False),
             ),
             Code.RESOURCE_EXHAUSTED,
             "25.0 s",
