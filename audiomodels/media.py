@@ -136,7 +136,7 @@ def _open_container(file: BinaryIO) -> av.container.InputContainer:
         raise MediaError(f"not a readable media file ({_reason(error)})") from error
     if container.format.name not in CONTAINERS:
         container.close()
-        raise MediaError(f"the {container.format.long_name} format is not supported")
+        raise MediaError(f"it is {container.format.long_name}, not MP4 or WebM")
     return container
 
 

@@ -103,7 +103,7 @@ def test_webm_cut_mid_way_decodes_its_readable_prefix():
     ("fmt", "codec", "match"),
     [
         ("matroska", "pcm_s16le", "WEBM audio in the pcm_s16le codec is not supported"),
-        ("adts", "aac", r"the raw ADTS AAC \(Advanced Audio Coding\) format is not supported"),
+        ("adts", "aac", r"it is raw ADTS AAC \(Advanced Audio Coding\), not MP4 or WebM"),
     ],
 )
 def test_formats_and_codecs_not_promised_are_refused_by_name(fmt, codec, match):
