@@ -154,3 +154,56 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     if not stream.rate or not stream.codec_context.layout.nb_channels:
         raise MediaError(f"{CONTAINERS[container.format.name]} audio stream states no sample rate or channels")
     return stream
+
+
+# --- live Opus: one packet per stream message ---------------------------------------------------
+
+OPUS_RATE = 48000  # an Opus decoder's output rate, whatever rate the encoder was fed
+OPUS_INPUT_RATES = (8000, 12000, 16000, 24000, 48000)
+OPUS_FRAME_S = 0.02  # the usual packet length for speech
+
+
+class OpusPackets:
+    """Decodes a live stream of raw mono Opus packets (what an Opus encoder hands out, one per
+    stream message, no container) to float32 samples at :data:`OPUS_RATE`: at 24 kbps about a
+    twelfth of LINEAR16's bytes. Packets must arrive whole and in order, as a gRPC stream's do."""
+
+    def __init__(self) -> None:
+        self._decoder = av.CodecContext.create("libopus", "r")
+        self._decoder.sample_rate, self._decoder.layout = OPUS_RATE, "mono"
+        self.packets = 0
+
+    def decode(self, packet: bytes) -> np.ndarray:
+        """One packet's samples (none for an empty message, as an empty raw chunk has none)."""
+        if not packet:
+            return np.zeros(0, np.float32)
+        self.packets += 1
+        try:
+            frames = self._decoder.decode(av.Packet(packet))
+        except av.FFmpegError as error:
+            raise MediaError(f"Opus packet {self.packets} is corrupt: {_reason(error)}") from error
+        pieces = [_mono_float(frame) for frame in frames]
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+
+def opus_packets(samples: np.ndarray, rate: int, kbps: float = 24.0) -> Iterator[bytes]:
+    """Mono float32 ``samples`` at any ``rate`` as raw Opus packets of :data:`OPUS_FRAME_S` at
+    ``kbps`` (the client side of :class:`OpusPackets`; the input is converted to 16 kHz, Opus's
+    wideband, which holds all a speech model hears)."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "flt"
+    encoder.bit_rate = round(kbps * 1000)
+    encoder.open()  # libopus's frame: 20 ms (OPUS_FRAME_S)
+    converter = av.AudioResampler(format="flt", layout="mono", rate=16000, frame_size=encoder.frame_size)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt", layout="mono")
+    frame.rate = rate
+    for piece in chain(converter.resample(frame), converter.resample(None), [None]):
+        yield from (bytes(packet) for packet in encoder.encode(piece))
+
+
+def _mono_float(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded mono frame's samples as float32, whatever sample format the decoder chose."""
+    values = frame.to_ndarray().reshape(-1)
+    if values.dtype == np.int16:
+        return values.astype(np.float32) / np.float32(32768)
+    return values.astype(np.float32, copy=False)

@@ -5,7 +5,8 @@ Files are read with soundfile, MP4/M4A and WebM with :mod:`audiomodels.media` (F
 server reads them. ``recognize``/``align`` send WAV, FLAC, MP3, Ogg, MP4 and WebM files as they
 are (the server reads their headers; compressed files stay small on the wire) and anything else
 as FLOAT32 samples; ``stream`` sends a file as FLOAT32 samples at its own rate (lossless for any
-source format), in ``chunk_ms`` pieces, paced in real time unless ``realtime=False``, and live raw
+source format) in ``chunk_ms`` pieces, or as Opus packets (``opus_kbps``: a twelfth of the bytes at
+24 kbps), paced in real time unless ``realtime=False``, and live raw
 audio from standard input (``stream -``: a microphone through ``arecord``, ``sox`` or ``ffmpeg``)
 as it arrives.
 """
@@ -28,7 +29,7 @@ import soundfile as sf
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from audiomodels.media import MediaError, MediaFile
+from audiomodels.media import OPUS_FRAME_S, MediaError, MediaFile, opus_packets
 from service.auth import bearer_metadata, token_from
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
@@ -135,11 +136,17 @@ def paced_chunks(
 ) -> Iterator[bytes]:
     """FLOAT32 chunks of ``samples``; with ``realtime`` each waits until its audio has 'happened'."""
     step = max(1, round(rate * chunk_ms / 1000))
+    chunks = ((offset / rate, samples[offset : offset + step].astype("<f4").tobytes()) for offset in range(0, len(samples), step))
+    return _paced(chunks, realtime)
+
+
+def _paced(timed: Iterable[tuple[float, bytes]], realtime: bool) -> Iterator[bytes]:
+    """Each message of ``(audio time of its start, bytes)``; with ``realtime`` not before that time."""
     started = time.monotonic()
-    for offset in range(0, len(samples), step):
+    for at_s, message in timed:
         if realtime:
-            time.sleep(max(0.0, started + offset / rate - time.monotonic()))
-        yield samples[offset : offset + step].astype("<f4").tobytes()
+            time.sleep(max(0.0, started + at_s - time.monotonic()))
+        yield message
 
 
 def live_chunks(source: BinaryIO, max_bytes: int) -> Iterator[bytes]:
@@ -160,9 +167,13 @@ def stream_audio(
     """Stream raw audio (``"pcm16"`` or ``"float32"`` little-endian chunks at ``rate``) and yield
     the server's results (interims too, if the config asks) as they arrive."""
     sent = _raw_config(config or pb.RecognitionConfig(word_time_offsets=True), rate, encoding)
+    yield from _stream(sent, chunks, connection)
+
+
+def _stream(config: pb.RecognitionConfig, chunks: Iterable[bytes], connection: Connection) -> Iterator[pb.Result]:
     with connection.channel() as channel:
         stub = pb_grpc.SpeechLabelerStub(channel)
-        messages = _stream_messages(sent, chunks)
+        messages = _stream_messages(config, chunks)
         for response in stub.StreamingRecognize(messages, timeout=connection.timeout_s, metadata=connection.metadata):
             yield from response.results
 
@@ -180,11 +191,22 @@ def stream_file(
     *,
     chunk_ms: float = 100.0,
     realtime: bool = True,
+    opus_kbps: float | None = None,
 ) -> Iterator[pb.Result]:
-    """Stream a file and yield the server's results (interims too, if the config asks) as they arrive."""
+    """Stream a file and yield the server's results (interims too, if the config asks) as they arrive.
+
+    With ``opus_kbps`` the audio goes as Opus packets at that bitrate (one per message, every
+    20 ms; 24 kbps is about a twelfth of LINEAR16 at 16 kHz), else as FLOAT32 chunks of ``chunk_ms``."""
     samples, rate = read_samples(path)
-    chunks = paced_chunks(samples, rate, chunk_ms=chunk_ms, realtime=realtime)
-    yield from stream_audio(chunks, "float32", rate, connection, config)
+    if opus_kbps is None:
+        chunks = paced_chunks(samples, rate, chunk_ms=chunk_ms, realtime=realtime)
+        yield from stream_audio(chunks, "float32", rate, connection, config)
+        return
+    packets = enumerate(opus_packets(samples, rate, opus_kbps))
+    sent = pb.RecognitionConfig()
+    sent.CopyFrom(config or pb.RecognitionConfig(word_time_offsets=True))
+    sent.encoding, sent.sample_rate_hz = pb.OPUS, 16000
+    yield from _stream(sent, _paced(((index * OPUS_FRAME_S, packet) for index, packet in packets), realtime), connection)
 
 
 def check_health(connection: Connection = Connection(), service: str = "") -> str:
@@ -278,6 +300,9 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="send a file as fast as possible instead of in real time")
     parser.add_argument("--interim", action="store_true", help="show partial results while audio streams")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
+    parser.add_argument(
+        "--opus-kbps", type=float, help="send a file as Opus packets at this bitrate (24: about 1/12 of LINEAR16's bytes)"
+    )
     _add_decoding_arguments(parser)
     parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")
     parser.add_argument(
@@ -305,12 +330,17 @@ def _run_stream(args: argparse.Namespace) -> int:
     )
     refresh = sys.stdout.isatty() and not args.json
     pending_line = False
+    if str(args.file) == "-" and args.opus_kbps is not None:
+        print("error: --opus-kbps is for files; live standard input is sent as raw samples", file=sys.stderr)
+        return 2
     if str(args.file) == "-":  # live: sent as the recorder writes it, so it paces itself
         chunk_bytes = max(1, round(args.raw_rate * args.chunk_ms / 1000)) * RAW_ENCODINGS[args.raw_encoding][1]
         chunks = live_chunks(sys.stdin.buffer, chunk_bytes)
         results = stream_audio(chunks, args.raw_encoding, args.raw_rate, _connection(args), config)
     else:
-        results = stream_file(args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast)
+        results = stream_file(
+            args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast, opus_kbps=args.opus_kbps
+        )
     for result in results:
         text = result.alternatives[0].transcript if result.alternatives else ""
         if args.json:

@@ -12,6 +12,7 @@ import numpy as np
 
 from audiomodels.alignment import AlignmentError
 from audiomodels.audio import AudioError, audio_duration, decode_audio, decode_raw
+from audiomodels.media import OPUS_INPUT_RATES, OPUS_RATE
 from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.labels import LabelError, LabelSet
 from audiomodels.recognizer import Segment, Transcript, Word
@@ -61,8 +62,8 @@ def request_waveform(config: pb.RecognitionConfig, audio: bytes, limits: Limits)
             raise RequestError(f"sample_rate_hz is {config.sample_rate_hz} but the audio header says {rate} Hz")
         return samples, rate
     raise RequestError(
-        f"encoding {_encoding_name(encoding)} is not supported; use LINEAR16 or FLOAT32 (with sample_rate_hz), "
-        "WAV, FLAC, MP3, OGG, MP4 or WEBM"
+        f"encoding {_encoding_name(encoding)} is not supported here; use LINEAR16 or FLOAT32 (with sample_rate_hz), "
+        "WAV, FLAC, MP3, OGG, MP4 or WEBM" + (" (OPUS packets are for StreamingRecognize)" if encoding == pb.OPUS else "")
     )
 
 
@@ -70,6 +71,16 @@ def _raw_rate(config: pb.RecognitionConfig) -> int:
     if config.sample_rate_hz <= 0:
         raise RequestError(f"sample_rate_hz is required for {_encoding_name(config.encoding)} audio")
     return config.sample_rate_hz
+
+
+def _opus_rate(config: pb.RecognitionConfig) -> int:
+    """The rate an Opus stream is decoded at; ``sample_rate_hz``, if given, is the encoder's input rate."""
+    if config.sample_rate_hz and config.sample_rate_hz not in OPUS_INPUT_RATES:
+        raise RequestError(
+            f"sample_rate_hz {config.sample_rate_hz} is not an Opus rate; Opus encodes "
+            f"{', '.join(map(str, OPUS_INPUT_RATES))} Hz (or leave it 0)"
+        )
+    return OPUS_RATE
 
 
 def _check_audio_length(seconds: float, limits: Limits) -> None:
@@ -117,10 +128,11 @@ def phrase_bias(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) 
 
 
 def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) -> StreamSettings:
-    """A streaming config -> session settings (raw audio only; thresholds within server limits)."""
-    if config.encoding not in RAW_ENCODINGS:
+    """A streaming config -> session settings (raw audio or Opus packets; thresholds within server limits)."""
+    if config.encoding not in (*RAW_ENCODINGS, pb.OPUS):
         raise RequestError(
-            f"streaming takes headerless LINEAR16 or FLOAT32 audio, not {_encoding_name(config.encoding)}"
+            "streaming takes headerless LINEAR16 or FLOAT32 audio or OPUS packets, "
+            f"not {_encoding_name(config.encoding)}"
         )
     if config.endpoint_silence_ms < 0:
         raise RequestError(f"endpoint_silence_ms must not be negative, got {config.endpoint_silence_ms}")
@@ -132,9 +144,13 @@ def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limi
             f"got {config.stream_latency_ms}"
         )
     defaults = StreamSettings(encoding="pcm16", sample_rate=16000)
+    if config.encoding == pb.OPUS:
+        encoding, rate = "opus", _opus_rate(config)
+    else:
+        encoding, rate = RAW_ENCODINGS[config.encoding], _raw_rate(config)
     return StreamSettings(
-        encoding=RAW_ENCODINGS[config.encoding],
-        sample_rate=_raw_rate(config),
+        encoding=encoding,
+        sample_rate=rate,
         interim_results=config.interim_results,
         beam_size=beam_size(config, limits),
         alternatives=alternatives(config, limits),

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from audiomodels.audio import AudioError, StreamingResampler, decode_raw
+from audiomodels.media import MediaError, OpusPackets
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
 from audiomodels.recognizer import Recognizer, Transcript
@@ -73,8 +74,8 @@ UtteranceRecognizer = Callable[[np.ndarray], Awaitable[Transcript]]
 class StreamSettings:
     """How one stream is cut and recognized (filled from the client's config within server limits)."""
 
-    encoding: str  # "pcm16" or "float32" (headerless little-endian mono)
-    sample_rate: int  # Hz of the incoming samples
+    encoding: str  # "pcm16" or "float32" (headerless little-endian mono), or "opus" (a packet per message)
+    sample_rate: int  # Hz of the incoming samples (for "opus": the decoder's, OPUS_RATE)
     interim_results: bool = False
     beam_size: int = 1  # interims show the search's leading hypothesis, finals its result
     alternatives: int = 1  # hypotheses per final (at most beam_size)
@@ -94,27 +95,40 @@ class StreamSettings:
 
 
 class SampleDecoder:
-    """Raw bytes in any pieces -> float32 samples; a partial sample waits for the next piece."""
+    """Stream messages -> float32 samples: raw bytes in any pieces (a partial sample waits for the
+    next piece), or one Opus packet per message (:class:`audiomodels.media.OpusPackets`)."""
 
     def __init__(self, settings: StreamSettings) -> None:
-        decode_raw(b"", settings.encoding, settings.sample_rate)  # validates encoding and rate now
         self.settings = settings
-        self._bytes_per_sample = _BYTES_PER_SAMPLE[settings.encoding]
+        self._opus = OpusPackets() if settings.encoding == "opus" else None
+        if self._opus is None:
+            decode_raw(b"", settings.encoding, settings.sample_rate)  # validates encoding and rate now
+            self._bytes_per_sample = _BYTES_PER_SAMPLE[settings.encoding]
         self._max_samples = round(settings.max_stream_s * settings.sample_rate)
         self._remainder = b""
         self.num_samples = 0
 
     def decode(self, data: bytes) -> np.ndarray:
-        data = self._remainder + data
-        whole = len(data) - len(data) % self._bytes_per_sample
-        self._remainder = data[whole:]
-        samples = decode_raw(data[:whole], self.settings.encoding, self.settings.sample_rate)
+        samples = self._packet(data) if self._opus is not None else self._raw(data)
         if not np.isfinite(samples).all():
             raise AudioError("audio contains NaN or Inf samples")
         self.num_samples += len(samples)
         if self.num_samples > self._max_samples:
             raise LimitExceeded(f"stream is longer than the server's {self.settings.max_stream_s:g} s limit")
         return samples
+
+    def _raw(self, data: bytes) -> np.ndarray:
+        data = self._remainder + data
+        whole = len(data) - len(data) % self._bytes_per_sample
+        self._remainder = data[whole:]
+        return decode_raw(data[:whole], self.settings.encoding, self.settings.sample_rate)
+
+    def _packet(self, data: bytes) -> np.ndarray:
+        assert self._opus is not None
+        try:
+            return self._opus.decode(data)
+        except MediaError as error:
+            raise AudioError(str(error)) from error
 
     def finish(self) -> None:
         if self._remainder:

@@ -64,6 +64,15 @@ def test_stream_command_prints_finals_as_json(grpc_server: LoopbackServer, speec
     assert [w["word"] for w in final["alternatives"][0]["words"]] == ["the", "quick", "brown", "fox"]
 
 
+def test_stream_command_sends_a_file_as_opus_packets(grpc_server: LoopbackServer, speech_files, capsys) -> None:
+    path = str(speech_files["the quick brown fox"])
+    status = cli_main(["stream", path, "--server", grpc_server.address, "--fast", "--json", "--opus-kbps", "24"])
+    (final,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0 and final["is_final"] and final["alternatives"][0]["words"]  # heard through Opus
+    assert cli_main(["stream", "-", "--server", grpc_server.address, "--opus-kbps", "24"]) == 2
+    assert "--opus-kbps is for files" in capsys.readouterr().err
+
+
 def test_stream_command_asks_for_full_context_finals(
     grpc_server: LoopbackServer, speech_files, recognizer, capsys
 ) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from audiomodels import audio, media
 from audiomodels.audio import AudioError, audio_duration, decode_audio, load_audio, prepare_waveform
+from audiomodels.media import OPUS_RATE, OpusPackets, opus_packets
 from tests.test_audio import RATE, as_source, noise, sweep
 from training.codecs import encode_audio
 
@@ -121,3 +122,24 @@ def test_garbage_is_reported_as_neither_reader_could_read_it():
 def test_the_supported_list_names_mp4_and_webm():
     with pytest.raises(AudioError, match=r"supported: WAV .*, MP4/M4A \(AAC or ALAC\), WebM/Matroska \(Opus\)"):
         decode_audio(b"RIFF" + bytes(100))
+
+
+def test_opus_packets_decode_to_the_signal_late_by_the_encoders_lookahead():
+    original = sweep(RATE, seconds=1.0)
+    packets = list(opus_packets(original, RATE, kbps=32))
+    assert 50 <= len(packets) <= 52  # 20 ms each, and the encoder's tail
+    decoder = OpusPackets()
+    decoded = np.concatenate([decoder.decode(packet) for packet in packets])
+    reference = prepare_waveform(original, RATE, target_rate=OPUS_RATE)
+    common = len(reference) - 2000
+
+    def match(lag: int) -> float:
+        return float(np.corrcoef(decoded[lag : lag + common], reference[:common])[0, 1])
+
+    lag = max(range(600), key=match)  # libopus's lookahead, 6.5 ms: word times from Opus streams are that much late
+    assert abs(lag - 312) <= 2 and match(lag) > 0.8  # perceptual coding keeps the sound, not every phase
+    level = np.std(decoded[lag : lag + common]) / np.std(reference[:common])
+    assert 0.9 < level < 1.1
+    assert decoder.decode(b"").size == 0  # an empty message carries no audio, as with raw chunks
+    with pytest.raises(media.MediaError, match=f"Opus packet {len(packets) + 1} is corrupt"):
+        decoder.decode(b"\xff\xfe junk")

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from audiomodels.audio import decode_raw, encode_pcm16, prepare_waveform
 from audiomodels.context import PhraseBias
+from audiomodels.media import OPUS_RATE, OpusPackets, opus_packets
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import Chunking
 from audiomodels.phone_check import PhoneCheck
@@ -338,9 +339,9 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
             "AUDIO_ENCODING_UNSPECIFIED",
         ),
         "unknown encoding": (
-            recognize(config=pb.RecognitionConfig(encoding=9, sample_rate_hz=RATE), audio=speech),
+            recognize(config=pb.RecognitionConfig(encoding=99, sample_rate_hz=RATE), audio=speech),
             Code.INVALID_ARGUMENT,
-            "9",
+            "99",
         ),
         "missing rate": (
             recognize(config=pb.RecognitionConfig(encoding=pb.LINEAR16), audio=speech),
@@ -446,6 +447,11 @@ def _bad_unary_calls(pcm: dict[str, bytes]) -> dict[str, tuple[object, grpc.Stat
             ),
             Code.INVALID_ARGUMENT,
             "decode",
+        ),
+        "Opus packets to Recognize": (
+            recognize(config=pb.RecognitionConfig(encoding=pb.OPUS), audio=m4a),
+            Code.INVALID_ARGUMENT,
+            "OPUS packets are for StreamingRecognize",
         ),
         "M4A cut before its index": (
             recognize(config=pb.RecognitionConfig(encoding=pb.MP4), audio=m4a[: len(m4a) // 2]),
@@ -710,6 +716,26 @@ def test_a_stream_in_steady_noise_or_quiet_is_cut_at_its_pause(recognizer, pcm, 
         assert final.start_s <= start_s + 0.05 and end_s <= final.end_s < end_s + 1.5  # cut in its pause
 
 
+def test_a_stream_of_opus_packets_is_the_offline_transcript_of_what_they_decode_to(stub, streaming, pcm) -> None:
+    """One raw Opus packet per message (what a phone app's encoder hands out), at 24 kbps: a
+    twelfth of LINEAR16's bytes at 16 kHz or less, and each final is the offline chunked transcript
+    of the audio its packets decode to (the tiny test model reads Opus speech worse than PCM)."""
+    data = pcm["seven green apples"]
+    packets = list(opus_packets(decode_raw(data, "pcm16", RATE), RATE, kbps=24))
+    assert len(packets) == pytest.approx(len(data) / 2 / RATE / 0.02, abs=2)  # 20 ms each
+    assert sum(map(len, packets)) < len(data) / 2 / RATE * 16000 * 2 / 12
+    decoder = OpusPackets()
+    decoded = np.concatenate([decoder.decode(packet) for packet in packets])
+    expected = streaming.transcribe(decoded, OPUS_RATE, beam_size=4)
+
+    config = pb.RecognitionConfig(encoding=pb.OPUS, sample_rate_hz=16000, word_time_offsets=True, beam_size=4)
+    (final,) = finals(stream(stub, config, packets))
+
+    assert final.alternatives[0].transcript == expected.text
+    assert_same_words(list(final.alternatives[0].words), expected)
+    assert final.end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
+
+
 def test_a_stream_opened_mid_sentence_loses_nothing(recognizer, streaming, pcm) -> None:
     """A stream that opens inside speech keeps its start until the first pause shows it was speech."""
     hello = decode_raw(pcm["hello world"], "pcm16", RATE)
@@ -759,6 +785,11 @@ def test_every_final_is_the_offline_transcript_of_its_span(
 def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingRecognizeRequest], grpc.StatusCode, str]]:
     speech = pcm["hello world"]
     request = pb.StreamingRecognizeRequest
+    opus = list(opus_packets(decode_raw(speech, "pcm16", RATE), RATE))
+
+    def request_audio(packet: bytes) -> pb.StreamingRecognizeRequest:
+        return request(audio=packet)
+
     return {
         "audio first": ([request(audio=speech[:4000])], Code.INVALID_ARGUMENT, "first message"),
         "empty first message": ([request()], Code.INVALID_ARGUMENT, "first message"),
@@ -813,6 +844,16 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             ],
             Code.INVALID_ARGUMENT,
             "NaN",
+        ),
+        "Opus at a rate Opus lacks": (
+            [request(config=pb.RecognitionConfig(encoding=pb.OPUS, sample_rate_hz=44100))],
+            Code.INVALID_ARGUMENT,
+            "not an Opus rate",
+        ),
+        "corrupt Opus packet": (
+            [request(config=pb.RecognitionConfig(encoding=pb.OPUS)), *map(request_audio, opus[:2]), request(audio=b"\xff\xfe junk")],
+            Code.INVALID_ARGUMENT,
+            "Opus packet 3 is corrupt",
         ),
         "chunk over 64 KiB": (
             [request(config=raw_config()), request(audio=bytes(64 * 1024 + 2))],

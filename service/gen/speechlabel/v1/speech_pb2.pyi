@@ -18,6 +18,7 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OGG: _ClassVar[AudioEncoding]
     MP4: _ClassVar[AudioEncoding]
     WEBM: _ClassVar[AudioEncoding]
+    OPUS: _ClassVar[AudioEncoding]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 FLOAT32: AudioEncoding
@@ -27,6 +28,7 @@ MP3: AudioEncoding
 OGG: AudioEncoding
 MP4: AudioEncoding
 WEBM: AudioEncoding
+OPUS: AudioEncoding
 
 class RecognitionConfig(_message.Message):
     __slots__ = ("encoding", "sample_rate_hz", "model", "interim_results", "word_time_offsets", "frame_labels", "beam_size", "endpoint_silence_ms", "max_utterance_s", "stream_latency_ms", "max_alternatives", "phrases", "phrase_boost", "full_context_finals")
