@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+import av
 import numpy as np
 import pytest
 
@@ -143,3 +146,35 @@ def test_opus_packets_decode_to_the_signal_late_by_the_encoders_lookahead():
     assert decoder.decode(b"").size == 0  # an empty message carries no audio, as with raw chunks
     with pytest.raises(media.MediaError, match=f"Opus packet {len(packets) + 1} is corrupt"):
         decoder.decode(b"\xff\xfe junk")
+
+
+
+def _video(audio: np.ndarray | None) -> bytes:
+    """A 2-second MP4 video (MPEG-4 part 2 frames), with ``audio`` as its AAC track if given."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        video = container.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = container.add_stream("aac", rate=RATE, layout="mono") if audio is not None else None
+        for index in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * index, np.uint8), format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if sound is not None:
+            for start in range(0, len(audio), 1024):
+                piece = av.AudioFrame.from_ndarray(audio[None, start : start + 1024], format="fltp", layout="mono")
+                piece.rate, piece.pts = RATE, start
+                container.mux(sound.encode(piece))
+            container.mux(sound.encode(None))
+    return buffer.getvalue()
+
+
+def test_a_video_is_read_for_its_audio_track_and_one_without_sound_is_refused():
+    original = sweep(RATE, seconds=2.0)
+    samples, rate = decode_audio(_video(original))
+    assert rate == RATE and abs(len(samples) - len(original)) <= RATE // 100
+    common = min(len(samples), len(original))
+    assert np.corrcoef(samples[:common], original[:common])[0, 1] > 0.99
+    with pytest.raises(AudioError, match="MP4 file has no audio stream"):
+        load_audio(_video(None))
