@@ -52,6 +52,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/features.py
+	$(PY) benchmarks/audio_decode.py
 	$(PY) benchmarks/batch_transcribe.py --minutes 30 --checkpoint models/char.ckpt
 
 # Shipped char model (plain, with its LM, and phone-checked) vs PocketSphinx and Whisper tiny.en on the held-out test split of the seed-0 corpus
