@@ -1,4 +1,5 @@
-"""The containers libsndfile cannot read, through FFmpeg (PyAV): MP4/M4A and WebM/Matroska.
+"""Audio libsndfile cannot read, through FFmpeg (PyAV): MP4/M4A and WebM/Matroska files, and
+live streams of raw Opus packets (:class:`OpusPackets`).
 
 Phones record voice memos as M4A (AAC or ALAC), video calls and screen recorders save MP4, and
 browsers' ``MediaRecorder`` writes WebM with Opus. :func:`audiomodels.audio.load_audio` tries
