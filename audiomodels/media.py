@@ -187,19 +187,39 @@ class OpusPackets:
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
-def opus_packets(samples: np.ndarray, rate: int, kbps: float = 24.0) -> Iterator[bytes]:
-    """Mono float32 ``samples`` at any ``rate`` as raw Opus packets of :data:`OPUS_FRAME_S` at
-    ``kbps`` (the client side of :class:`OpusPackets`; the input is converted to 16 kHz, Opus's
-    wideband, which holds all a speech model hears)."""
-    encoder = av.CodecContext.create("libopus", "w")
-    encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "flt"
-    encoder.bit_rate = round(kbps * 1000)
-    encoder.open()  # libopus's frame: 20 ms (OPUS_FRAME_S)
-    converter = av.AudioResampler(format="flt", layout="mono", rate=16000, frame_size=encoder.frame_size)
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt", layout="mono")
-    frame.rate = rate
-    for piece in chain(converter.resample(frame), converter.resample(None), [None]):
-        yield from (bytes(packet) for packet in encoder.encode(piece))
+class OpusEncoder:
+    """Mono float32 samples at ``rate``, fed in pieces of any size, as raw Opus packets of
+    :data:`OPUS_FRAME_S` at ``kbps`` (the client side of :class:`OpusPackets`; a live microphone's
+    chunks and a whole file alike). The input is converted to 16 kHz, Opus's wideband, which holds
+    all a speech model hears."""
+
+    def __init__(self, rate: int, kbps: float = 24.0) -> None:
+        self._encoder = av.CodecContext.create("libopus", "w")
+        self._encoder.sample_rate, self._encoder.layout, self._encoder.format = 16000, "mono", "flt"
+        self._encoder.bit_rate = round(kbps * 1000)
+        self._encoder.open()  # libopus's frame: 20 ms (OPUS_FRAME_S)
+        self._converter = av.AudioResampler(format="flt", layout="mono", rate=16000, frame_size=self._encoder.frame_size)
+        self._rate, self._pts = rate, 0
+
+    def encode(self, samples: np.ndarray) -> list[bytes]:
+        """The packets these samples complete (a partial frame waits for the next piece)."""
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt", layout="mono")
+        frame.rate, frame.pts = self._rate, self._pts
+        self._pts += len(samples)
+        return self._packets(self._converter.resample(frame))
+
+    def finish(self) -> list[bytes]:
+        """The last packets: the partial frame and the encoder's lookahead."""
+        return self._packets([*self._converter.resample(None), None])
+
+    def _packets(self, frames: list[av.AudioFrame | None]) -> list[bytes]:
+        return [bytes(packet) for frame in frames for packet in self._encoder.encode(frame)]
+
+
+def opus_packets(samples: np.ndarray, rate: int, kbps: float = 24.0) -> list[bytes]:
+    """A whole signal as raw Opus packets (:class:`OpusEncoder`)."""
+    encoder = OpusEncoder(rate, kbps)
+    return encoder.encode(samples) + encoder.finish()
 
 
 def _mono_float(frame: av.AudioFrame) -> np.ndarray:

@@ -8,7 +8,7 @@ as FLOAT32 samples; ``stream`` sends a file as FLOAT32 samples at its own rate (
 source format) in ``chunk_ms`` pieces, or as Opus packets (``opus_kbps``: a twelfth of the bytes at
 24 kbps), paced in real time unless ``realtime=False``, and live raw
 audio from standard input (``stream -``: a microphone through ``arecord``, ``sox`` or ``ffmpeg``)
-as it arrives.
+as it arrives, or encoded to Opus packets as it arrives (``stream - --opus-kbps``, :func:`live_opus`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import soundfile as sf
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from audiomodels.media import OPUS_FRAME_S, MediaError, MediaFile, opus_packets
+from audiomodels.media import OPUS_FRAME_S, MediaError, MediaFile, OpusEncoder, opus_packets
 from service.auth import bearer_metadata, token_from
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
@@ -203,10 +203,32 @@ def stream_file(
         yield from stream_audio(chunks, "float32", rate, connection, config)
         return
     packets = enumerate(opus_packets(samples, rate, opus_kbps))
+    yield from stream_opus(_paced(((index * OPUS_FRAME_S, packet) for index, packet in packets), realtime), connection, config)
+
+
+def stream_opus(
+    packets: Iterable[bytes], connection: Connection = Connection(), config: pb.RecognitionConfig | None = None
+) -> Iterator[pb.Result]:
+    """Stream raw Opus packets (one per message, as :class:`audiomodels.media.OpusEncoder` makes
+    them) and yield the server's results as they arrive."""
     sent = pb.RecognitionConfig()
     sent.CopyFrom(config or pb.RecognitionConfig(word_time_offsets=True))
     sent.encoding, sent.sample_rate_hz = pb.OPUS, 16000
-    yield from _stream(sent, _paced(((index * OPUS_FRAME_S, packet) for index, packet in packets), realtime), connection)
+    yield from _stream(sent, packets, connection)
+
+
+def live_opus(chunks: Iterable[bytes], encoding: str, rate: int, kbps: float) -> Iterator[bytes]:
+    """Raw little-endian chunks (``"pcm16"`` or ``"float32"``, cut anywhere, as a recorder's pipe
+    gives them) as Opus packets, each sent as soon as its 20 ms are in."""
+    dtype = np.dtype({"pcm16": "<i2", "float32": "<f4"}[encoding])
+    encoder, remainder = OpusEncoder(rate, kbps), b""
+    for chunk in chunks:
+        data = remainder + chunk
+        whole = len(data) - len(data) % dtype.itemsize
+        samples = np.frombuffer(data[:whole], dtype).astype(np.float32)
+        remainder = data[whole:]
+        yield from encoder.encode(samples / 32768 if encoding == "pcm16" else samples)
+    yield from encoder.finish()
 
 
 def check_health(connection: Connection = Connection(), service: str = "") -> str:
@@ -301,7 +323,7 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interim", action="store_true", help="show partial results while audio streams")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
     parser.add_argument(
-        "--opus-kbps", type=float, help="send a file as Opus packets at this bitrate (24: about 1/12 of LINEAR16's bytes)"
+        "--opus-kbps", type=float, help="send the audio as Opus packets at this bitrate (24: about 1/12 of LINEAR16's bytes)"
     )
     _add_decoding_arguments(parser)
     parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")
@@ -330,13 +352,14 @@ def _run_stream(args: argparse.Namespace) -> int:
     )
     refresh = sys.stdout.isatty() and not args.json
     pending_line = False
-    if str(args.file) == "-" and args.opus_kbps is not None:
-        print("error: --opus-kbps is for files; live standard input is sent as raw samples", file=sys.stderr)
-        return 2
     if str(args.file) == "-":  # live: sent as the recorder writes it, so it paces itself
         chunk_bytes = max(1, round(args.raw_rate * args.chunk_ms / 1000)) * RAW_ENCODINGS[args.raw_encoding][1]
         chunks = live_chunks(sys.stdin.buffer, chunk_bytes)
-        results = stream_audio(chunks, args.raw_encoding, args.raw_rate, _connection(args), config)
+        if args.opus_kbps is None:
+            results = stream_audio(chunks, args.raw_encoding, args.raw_rate, _connection(args), config)
+        else:
+            packets = live_opus(chunks, args.raw_encoding, args.raw_rate, args.opus_kbps)
+            results = stream_opus(packets, _connection(args), config)
     else:
         results = stream_file(
             args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast, opus_kbps=args.opus_kbps

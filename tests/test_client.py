@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiomodels.audio import decode_audio, encode_pcm16, load_audio
+from audiomodels.audio import decode_audio, encode_pcm16, load_audio, quantize_pcm16
+from audiomodels.media import opus_packets
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from service.client import (
@@ -26,6 +27,7 @@ from service.client import (
     align_file,
     check_health,
     file_request,
+    live_opus,
     read_samples,
     recognize_file,
     stream_file,
@@ -64,13 +66,23 @@ def test_stream_command_prints_finals_as_json(grpc_server: LoopbackServer, speec
     assert [w["word"] for w in final["alternatives"][0]["words"]] == ["the", "quick", "brown", "fox"]
 
 
-def test_stream_command_sends_a_file_as_opus_packets(grpc_server: LoopbackServer, speech_files, capsys) -> None:
+def test_stream_command_sends_a_file_or_live_input_as_opus_packets(
+    grpc_server: LoopbackServer, speech_files, capsys, monkeypatch
+) -> None:
     path = str(speech_files["the quick brown fox"])
     status = cli_main(["stream", path, "--server", grpc_server.address, "--fast", "--json", "--opus-kbps", "24"])
-    (final,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert status == 0 and final["is_final"] and final["alternatives"][0]["words"]  # heard through Opus
-    assert cli_main(["stream", "-", "--server", grpc_server.address, "--opus-kbps", "24"]) == 2
-    assert "--opus-kbps is for files" in capsys.readouterr().err
+    (from_file,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0 and from_file["is_final"] and from_file["alternatives"][0]["words"]  # heard through Opus
+
+    samples = load_audio(path)
+    monkeypatch.setattr(sys, "stdin", LiveRecorder(samples, 16000))  # a microphone's pipe, encoded as it comes
+    status = cli_main(["stream", "-", "--server", grpc_server.address, "--json", "--opus-kbps", "24"])
+    (live,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0 and live["alternatives"][0]["words"]
+    # pieces cut anywhere, even inside a sample, make the packets of the whole signal
+    data = encode_pcm16(samples)
+    pieces = [data[offset : offset + 999] for offset in range(0, len(data), 999)]
+    assert list(live_opus(pieces, "pcm16", 16000, 24)) == opus_packets(quantize_pcm16(samples), 16000, 24)
 
 
 def test_stream_command_asks_for_full_context_finals(
