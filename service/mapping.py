@@ -12,9 +12,9 @@ import numpy as np
 
 from audiomodels.alignment import AlignmentError
 from audiomodels.audio import AudioError, audio_duration, decode_audio, decode_raw
-from audiomodels.media import OPUS_INPUT_RATES, OPUS_RATE
 from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.labels import LabelError, LabelSet
+from audiomodels.media import OPUS_INPUT_RATES, OPUS_RATE
 from audiomodels.recognizer import Segment, Transcript, Word
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.limits import IdleTimeout, LimitExceeded, Limits, ModelNotFound, RequestError, ShuttingDown

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from audiomodels.audio import AudioError, StreamingResampler, decode_raw
-from audiomodels.media import MediaError, OpusPackets
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
+from audiomodels.media import MediaError, OpusPackets
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.silence import (
     BLOCK_S,
