@@ -272,9 +272,7 @@ def _open(source: Source) -> Iterator[Reader]:
         try:
             yield snd
         except (sf.SoundFileError, RuntimeError, MediaError) as exc:
-            raise AudioError(
-                f"could not decode {name}: unsupported or corrupt container ({_detail(exc)}); supported: {_SUPPORTED_TEXT}"
-            ) from exc
+            raise _undecodable(name, _detail(exc)) from exc
 
 
 def _reader(file: BinaryIO, name: str) -> Reader:
@@ -286,10 +284,7 @@ def _reader(file: BinaryIO, name: str) -> Reader:
         try:
             return MediaFile(file)
         except MediaError as media_exc:
-            raise AudioError(
-                f"could not decode {name}: unsupported or corrupt container "
-                f"({_detail(exc)}; as MP4/WebM: {media_exc}); supported: {_SUPPORTED_TEXT}"
-            ) from exc
+            raise _undecodable(name, f"{_detail(exc)}; as MP4/WebM: {media_exc}") from exc
     if snd.format not in SUPPORTED_CONTAINERS:
         snd.close()
         raise AudioError(f"{name}: container {snd.format_info} is not supported; supported: {_SUPPORTED_TEXT}")
@@ -298,6 +293,10 @@ def _reader(file: BinaryIO, name: str) -> Reader:
 
 def _detail(exc: BaseException) -> str:
     return getattr(exc, "error_string", None) or str(exc)
+
+
+def _undecodable(name: str, detail: str) -> AudioError:
+    return AudioError(f"could not decode {name}: unsupported or corrupt container ({detail}); supported: {_SUPPORTED_TEXT}")
 
 
 def _check_rate(sample_rate: int) -> int:
