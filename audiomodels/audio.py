@@ -26,6 +26,7 @@ import torchaudio
 
 from audiomodels.media import SUPPORTED_TEXT as MEDIA_TEXT
 from audiomodels.media import MediaError, MediaFile
+from audiomodels.raw_samples import RAW_DTYPES, samples_from_bytes
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 96000
@@ -41,7 +42,6 @@ _SUPPORTED_TEXT = f"WAV (PCM 16/24/32-bit or float), FLAC, MP3, Ogg (Vorbis or O
 WHOLE_DECODE_LIMIT_S = 600.0
 _BLOCK_S = 60.0
 
-_RAW_DTYPES = {"pcm16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 
 Source = str | os.PathLike | bytes
 Reader = sf.SoundFile | MediaFile  # what _open yields: the same few members either way
@@ -75,19 +75,15 @@ def decode_raw(data: bytes, encoding: str, sample_rate: int) -> np.ndarray:
     pcm16 is scaled to [-1, 1). ``sample_rate`` is validated here so a bad request fails before
     any further work; pass the same rate on to :func:`prepare_waveform`.
     """
-    if encoding not in _RAW_DTYPES:
-        raise AudioError(f"unknown raw encoding {encoding!r}; supported: {', '.join(_RAW_DTYPES)}")
+    if encoding not in RAW_DTYPES:
+        raise AudioError(f"unknown raw encoding {encoding!r}; supported: {', '.join(RAW_DTYPES)}")
     _check_rate(sample_rate)
-    dtype = _RAW_DTYPES[encoding]
-    if len(data) % dtype.itemsize:
+    itemsize = RAW_DTYPES[encoding].itemsize
+    if len(data) % itemsize:
         raise AudioError(
-            f"raw {encoding} audio must be a whole number of {dtype.itemsize}-byte samples, "
-            f"got {len(data)} bytes"
+            f"raw {encoding} audio must be a whole number of {itemsize}-byte samples, got {len(data)} bytes"
         )
-    samples = np.frombuffer(data, dtype=dtype)
-    if encoding == "pcm16":
-        return samples.astype(np.float32) / np.float32(32768)
-    return samples.astype(np.float32)
+    return samples_from_bytes(data, encoding)
 
 
 def encode_pcm16(samples: np.ndarray) -> bytes:
@@ -98,7 +94,7 @@ def encode_pcm16(samples: np.ndarray) -> bytes:
     instead would add a DC offset and distortion that matter for quiet talkers; values beyond the
     int16 range clip."""
     steps = np.rint(np.asarray(samples, dtype=np.float64) * 32768.0)
-    return np.clip(steps, -32768, 32767).astype(_RAW_DTYPES["pcm16"]).tobytes()
+    return np.clip(steps, -32768, 32767).astype(RAW_DTYPES["pcm16"]).tobytes()
 
 
 def quantize_pcm16(samples: np.ndarray) -> np.ndarray:

@@ -179,12 +179,7 @@ class OpusPackets:
         if not packet:
             return np.zeros(0, np.float32)
         self.packets += 1
-        try:
-            frames = self._decoder.decode(av.Packet(packet))
-        except av.FFmpegError as error:
-            raise MediaError(f"Opus packet {self.packets} is corrupt: {_reason(error)}") from error
-        pieces = [_mono_float(frame) for frame in frames]
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        return decode_packet(self._decoder, packet, f"Opus packet {self.packets}")
 
 
 class OpusEncoder:
@@ -222,9 +217,24 @@ def opus_packets(samples: np.ndarray, rate: int, kbps: float = 24.0) -> list[byt
     return encoder.encode(samples) + encoder.finish()
 
 
+def decode_packet(decoder: av.CodecContext, packet: bytes, name: str) -> np.ndarray:
+    """One compressed packet's samples as mono float32 (the mean of its channels); a packet the
+    decoder refuses raises :class:`MediaError` naming it as ``name``."""
+    try:
+        frames = decoder.decode(av.Packet(packet))
+    except av.FFmpegError as error:
+        raise MediaError(f"{name} is corrupt: {_reason(error)}") from error
+    pieces = [_mono_float(frame) for frame in frames]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+
 def _mono_float(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded mono frame's samples as float32, whatever sample format the decoder chose."""
-    values = frame.to_ndarray().reshape(-1)
+    """A decoded frame's samples as mono float32, whatever sample format and layout the decoder chose."""
+    values = frame.to_ndarray()
     if values.dtype == np.int16:
-        return values.astype(np.float32) / np.float32(32768)
-    return values.astype(np.float32, copy=False)
+        values = values.astype(np.float32) / np.float32(32768)
+    channels = frame.layout.nb_channels
+    if channels == 1:
+        return values.reshape(-1).astype(np.float32, copy=False)
+    by_channel = values if frame.format.is_planar else values.reshape(-1, channels).T
+    return by_channel.mean(axis=0, dtype=np.float32)

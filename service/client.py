@@ -9,6 +9,8 @@ source format) in ``chunk_ms`` pieces, or as Opus packets (``opus_kbps``: a twel
 24 kbps), paced in real time unless ``realtime=False``, and live raw
 audio from standard input (``stream -``: a microphone through ``arecord``, ``sox`` or ``ffmpeg``)
 as it arrives, or encoded to Opus packets as it arrives (``stream - --opus-kbps``, :func:`live_opus`).
+``stream --webm`` sends a WebM/Opus file's bytes, or standard input's WebM stream, as they are
+(:func:`stream_webm`: what a browser's MediaRecorder sends).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +33,7 @@ from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audiomodels.media import OPUS_FRAME_S, MediaError, MediaFile, OpusEncoder, opus_packets
+from audiomodels.raw_samples import RawSampleReader
 from service.auth import bearer_metadata, token_from
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
@@ -192,11 +196,28 @@ def stream_file(
     chunk_ms: float = 100.0,
     realtime: bool = True,
     opus_kbps: float | None = None,
+    webm: bool = False,
 ) -> Iterator[pb.Result]:
     """Stream a file and yield the server's results (interims too, if the config asks) as they arrive.
 
     With ``opus_kbps`` the audio goes as Opus packets at that bitrate (one per message, every
-    20 ms; 24 kbps is about a twelfth of LINEAR16 at 16 kHz), else as FLOAT32 chunks of ``chunk_ms``."""
+    20 ms; 24 kbps is about a twelfth of LINEAR16 at 16 kHz); with ``webm`` a WebM/Opus file's
+    bytes go as they are, ``chunk_ms`` of its duration per message (as a browser's MediaRecorder
+    sends a recording); else FLOAT32 chunks of ``chunk_ms``."""
+    if webm:
+        data = Path(path).read_bytes()
+        try:
+            with MediaFile(io.BytesIO(data)) as media:
+                fmt, seconds = media.format, media.frames / media.samplerate
+        except MediaError as error:
+            fmt = str(error)
+        if fmt != "WEBM":
+            raise MediaError(f"{path} is not a WebM file ({fmt}); stream it without --webm")
+        count = max(1, math.ceil(seconds * 1000 / chunk_ms))
+        step = math.ceil(len(data) / count)
+        timed = ((index * chunk_ms / 1000, data[index * step : (index + 1) * step]) for index in range(count))
+        yield from stream_webm(_paced(timed, realtime), connection, config)
+        return
     samples, rate = read_samples(path)
     if opus_kbps is None:
         chunks = paced_chunks(samples, rate, chunk_ms=chunk_ms, realtime=realtime)
@@ -210,24 +231,31 @@ def stream_opus(
     packets: Iterable[bytes], connection: Connection = Connection(), config: pb.RecognitionConfig | None = None
 ) -> Iterator[pb.Result]:
     """Stream raw Opus packets (one per message, as :class:`audiomodels.media.OpusEncoder` makes
-    them) and yield the server's results as they arrive."""
+    them at 16 kHz) and yield the server's results as they arrive."""
+    yield from _stream(_compressed_config(config, pb.OPUS, 16000), packets, connection)
+
+
+def stream_webm(
+    pieces: Iterable[bytes], connection: Connection = Connection(), config: pb.RecognitionConfig | None = None
+) -> Iterator[pb.Result]:
+    """Stream a WebM byte stream with Opus audio in pieces cut anywhere (a MediaRecorder's
+    chunks, or ``ffmpeg -f webm -``'s output) and yield the server's results as they arrive."""
+    yield from _stream(_compressed_config(config, pb.WEBM, 0), pieces, connection)
+
+
+def _compressed_config(config: pb.RecognitionConfig | None, encoding: int, rate: int) -> pb.RecognitionConfig:
     sent = pb.RecognitionConfig()
     sent.CopyFrom(config or pb.RecognitionConfig(word_time_offsets=True))
-    sent.encoding, sent.sample_rate_hz = pb.OPUS, 16000
-    yield from _stream(sent, packets, connection)
+    sent.encoding, sent.sample_rate_hz = encoding, rate
+    return sent
 
 
 def live_opus(chunks: Iterable[bytes], encoding: str, rate: int, kbps: float) -> Iterator[bytes]:
     """Raw little-endian chunks (``"pcm16"`` or ``"float32"``, cut anywhere, as a recorder's pipe
     gives them) as Opus packets, each sent as soon as its 20 ms are in."""
-    dtype = np.dtype({"pcm16": "<i2", "float32": "<f4"}[encoding])
-    encoder, remainder = OpusEncoder(rate, kbps), b""
+    encoder, reader = OpusEncoder(rate, kbps), RawSampleReader(encoding)
     for chunk in chunks:
-        data = remainder + chunk
-        whole = len(data) - len(data) % dtype.itemsize
-        samples = np.frombuffer(data[:whole], dtype).astype(np.float32)
-        remainder = data[whole:]
-        yield from encoder.encode(samples / 32768 if encoding == "pcm16" else samples)
+        yield from encoder.encode(reader.push(chunk))
     yield from encoder.finish()
 
 
@@ -322,8 +350,15 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="send a file as fast as possible instead of in real time")
     parser.add_argument("--interim", action="store_true", help="show partial results while audio streams")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message")
-    parser.add_argument(
+    encoded = parser.add_mutually_exclusive_group()
+    encoded.add_argument(
         "--opus-kbps", type=float, help="send the audio as Opus packets at this bitrate (24: about 1/12 of LINEAR16's bytes)"
+    )
+    encoded.add_argument(
+        "--webm",
+        action="store_true",
+        help="send a WebM/Opus file's bytes as they are, or standard input's WebM stream as it arrives "
+        "(e.g. ffmpeg -f alsa -i default -c:a libopus -f webm - | speechlabel stream - --webm)",
     )
     _add_decoding_arguments(parser)
     parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")
@@ -355,14 +390,22 @@ def _run_stream(args: argparse.Namespace) -> int:
     if str(args.file) == "-":  # live: sent as the recorder writes it, so it paces itself
         chunk_bytes = max(1, round(args.raw_rate * args.chunk_ms / 1000)) * RAW_ENCODINGS[args.raw_encoding][1]
         chunks = live_chunks(sys.stdin.buffer, chunk_bytes)
-        if args.opus_kbps is None:
+        if args.webm:
+            results = stream_webm(chunks, _connection(args), config)
+        elif args.opus_kbps is None:
             results = stream_audio(chunks, args.raw_encoding, args.raw_rate, _connection(args), config)
         else:
             packets = live_opus(chunks, args.raw_encoding, args.raw_rate, args.opus_kbps)
             results = stream_opus(packets, _connection(args), config)
     else:
         results = stream_file(
-            args.file, _connection(args), config, chunk_ms=args.chunk_ms, realtime=not args.fast, opus_kbps=args.opus_kbps
+            args.file,
+            _connection(args),
+            config,
+            chunk_ms=args.chunk_ms,
+            realtime=not args.fast,
+            opus_kbps=args.opus_kbps,
+            webm=args.webm,
         )
     for result in results:
         text = result.alternatives[0].transcript if result.alternatives else ""

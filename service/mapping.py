@@ -128,10 +128,11 @@ def phrase_bias(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) 
 
 
 def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) -> StreamSettings:
-    """A streaming config -> session settings (raw audio or Opus packets; thresholds within server limits)."""
-    if config.encoding not in (*RAW_ENCODINGS, pb.OPUS):
+    """A streaming config -> session settings (raw audio, Opus packets or a WebM stream; thresholds
+    within server limits)."""
+    if config.encoding not in (*RAW_ENCODINGS, pb.OPUS, pb.WEBM):
         raise RequestError(
-            "streaming takes headerless LINEAR16 or FLOAT32 audio or OPUS packets, "
+            "streaming takes headerless LINEAR16 or FLOAT32 audio, OPUS packets or a WEBM stream (Opus), "
             f"not {_encoding_name(config.encoding)}"
         )
     if config.endpoint_silence_ms < 0:
@@ -144,8 +145,8 @@ def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limi
             f"got {config.stream_latency_ms}"
         )
     defaults = StreamSettings(encoding="pcm16", sample_rate=16000)
-    if config.encoding == pb.OPUS:
-        encoding, rate = "opus", _opus_rate(config)
+    if config.encoding in (pb.OPUS, pb.WEBM):
+        encoding, rate = ("opus" if config.encoding == pb.OPUS else "webm"), _opus_rate(config)
     else:
         encoding, rate = RAW_ENCODINGS[config.encoding], _raw_rate(config)
     return StreamSettings(

@@ -45,6 +45,8 @@ from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
 from audiomodels.media import MediaError, OpusPackets
+from audiomodels.raw_samples import RawSampleReader
+from audiomodels.webm_stream import WebmOpusStream
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.silence import (
     BLOCK_S,
@@ -60,7 +62,6 @@ from audiomodels.streaming import ChunkedStream, ChunkInput, step_streams
 from service.limits import IdleTimeout, LimitExceeded, RequestError, ShuttingDown
 
 MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recognition
-_BYTES_PER_SAMPLE = {"pcm16": 2, "float32": 4}
 
 Request = TypeVar("Request")
 Runner = Callable[[Callable[[], Any]], Awaitable[Any]]  # runs work off the event loop
@@ -74,8 +75,10 @@ UtteranceRecognizer = Callable[[np.ndarray], Awaitable[Transcript]]
 class StreamSettings:
     """How one stream is cut and recognized (filled from the client's config within server limits)."""
 
-    encoding: str  # "pcm16" or "float32" (headerless little-endian mono), or "opus" (a packet per message)
-    sample_rate: int  # Hz of the incoming samples (for "opus": the decoder's, OPUS_RATE)
+    # "pcm16" or "float32" (headerless little-endian mono), "opus" (a packet per message) or "webm"
+    # (a WebM/Opus byte stream in any pieces)
+    encoding: str
+    sample_rate: int  # Hz of the incoming samples (for "opus" and "webm": the decoder's, OPUS_RATE)
     interim_results: bool = False
     beam_size: int = 1  # interims show the search's leading hypothesis, finals its result
     alternatives: int = 1  # hypotheses per final (at most beam_size)
@@ -96,20 +99,28 @@ class StreamSettings:
 
 class SampleDecoder:
     """Stream messages -> float32 samples: raw bytes in any pieces (a partial sample waits for the
-    next piece), or one Opus packet per message (:class:`audiomodels.media.OpusPackets`)."""
+    next piece), one Opus packet per message (:class:`audiomodels.media.OpusPackets`), or a WebM
+    stream's bytes in any pieces (:class:`audiomodels.webm_stream.WebmOpusStream`)."""
 
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = settings
-        self._opus = OpusPackets() if settings.encoding == "opus" else None
-        if self._opus is None:
+        self._raw: RawSampleReader | None = None
+        self._webm: WebmOpusStream | None = None
+        if settings.encoding == "opus":
+            self._decode: Callable[[bytes], np.ndarray] = OpusPackets().decode
+        elif settings.encoding == "webm":
+            self._webm = WebmOpusStream()
+            self._decode = self._webm.push
+        else:
             decode_raw(b"", settings.encoding, settings.sample_rate)  # validates encoding and rate now
-            self._bytes_per_sample = _BYTES_PER_SAMPLE[settings.encoding]
+            self._raw = RawSampleReader(settings.encoding)
+            self._decode = self._raw.push
         self._max_samples = round(settings.max_stream_s * settings.sample_rate)
-        self._remainder = b""
         self.num_samples = 0
 
     def decode(self, data: bytes) -> np.ndarray:
-        samples = self._packet(data) if self._opus is not None else self._raw(data)
+        with _as_audio_error():
+            samples = self._decode(data)
         if not np.isfinite(samples).all():
             raise AudioError("audio contains NaN or Inf samples")
         self.num_samples += len(samples)
@@ -117,25 +128,24 @@ class SampleDecoder:
             raise LimitExceeded(f"stream is longer than the server's {self.settings.max_stream_s:g} s limit")
         return samples
 
-    def _raw(self, data: bytes) -> np.ndarray:
-        data = self._remainder + data
-        whole = len(data) - len(data) % self._bytes_per_sample
-        self._remainder = data[whole:]
-        return decode_raw(data[:whole], self.settings.encoding, self.settings.sample_rate)
-
-    def _packet(self, data: bytes) -> np.ndarray:
-        assert self._opus is not None
-        try:
-            return self._opus.decode(data)
-        except MediaError as error:
-            raise AudioError(str(error)) from error
-
     def finish(self) -> None:
-        if self._remainder:
+        if self._webm is not None:
+            with _as_audio_error():
+                self._webm.finish()
+        if self._raw is not None and self._raw.remainder:
             raise AudioError(
-                f"stream ended inside a sample: {len(self._remainder)} trailing byte(s) of a "
-                f"{self._bytes_per_sample}-byte {self.settings.encoding} sample"
+                f"stream ended inside a sample: {len(self._raw.remainder)} trailing byte(s) of a "
+                f"{self._raw.bytes_per_sample}-byte {self.settings.encoding} sample"
             )
+
+
+@contextmanager
+def _as_audio_error() -> Iterator[None]:
+    """Compressed-audio errors reach the client as bad audio (INVALID_ARGUMENT), as raw ones do."""
+    try:
+        yield
+    except MediaError as error:
+        raise AudioError(str(error)) from error
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from audiomodels.audio import decode_raw, encode_pcm16, prepare_waveform
+from audiomodels.audio import decode_audio, decode_raw, encode_pcm16, prepare_waveform
 from audiomodels.context import PhraseBias
 from audiomodels.media import OPUS_RATE, OpusPackets, opus_packets
 from audiomodels.checkpoint import load_checkpoint
@@ -736,6 +736,24 @@ def test_a_stream_of_opus_packets_is_the_offline_transcript_of_what_they_decode_
     assert final.end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
 
 
+def test_a_webm_stream_gives_the_finals_of_the_samples_it_decodes_to(stub, pcm) -> None:
+    """A browser's MediaRecorder stream (WebM/Opus, sizes unknown), forwarded in pieces cut
+    anywhere: the same finals, words and times as its decoded samples streamed as FLOAT32."""
+    speech = pcm["hello world"] + bytes(2 * RATE) + pcm["open the door"]
+    wideband = prepare_waveform(decode_raw(speech, "pcm16", RATE), RATE, target_rate=16000)  # Opus has no 22.05 kHz
+    data = encode_audio(wideband, 16000, "webm", "libopus", seekable=False)
+    decoded, rate = decode_audio(data)
+    assert rate == OPUS_RATE  # as every WebM/Opus file decodes
+    float32 = pb.RecognitionConfig(encoding=pb.FLOAT32, sample_rate_hz=OPUS_RATE, word_time_offsets=True)
+    as_samples = stream(stub, float32, chunks(decoded.astype("<f4").tobytes(), [48000]))
+
+    webm = pb.RecognitionConfig(encoding=pb.WEBM, word_time_offsets=True)
+    as_webm = stream(stub, webm, chunks(data, [1, 333, 64, 5000]))
+
+    assert len(finals(as_webm)) == 2 and finals(as_webm) == finals(as_samples)
+    assert finals(as_webm)[-1].end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
+
+
 def test_a_stream_opened_mid_sentence_loses_nothing(recognizer, streaming, pcm) -> None:
     """A stream that opens inside speech keeps its start until the first pause shows it was speech."""
     hello = decode_raw(pcm["hello world"], "pcm16", RATE)
@@ -786,6 +804,11 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
     speech = pcm["hello world"]
     request = pb.StreamingRecognizeRequest
     opus = list(opus_packets(decode_raw(speech, "pcm16", RATE), RATE))
+    webm = encode_audio(prepare_waveform(decode_raw(speech, "pcm16", RATE), RATE), 16000, "webm", "libopus", seekable=False)
+    aac_mka = encode_audio(decode_raw(speech, "pcm16", RATE), RATE, "matroska", "aac", seekable=False)
+    wav = io.BytesIO()
+    sf.write(wav, decode_raw(speech, "pcm16", RATE), RATE, format="WAV")
+    wav = wav.getvalue()
 
     def request_audio(packet: bytes) -> pb.StreamingRecognizeRequest:
         return request(audio=packet)
@@ -854,6 +877,21 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             [request(config=pb.RecognitionConfig(encoding=pb.OPUS)), *map(request_audio, opus[:2]), request(audio=b"\xff\xfe junk")],
             Code.INVALID_ARGUMENT,
             "Opus packet 3 is corrupt",
+        ),
+        "WAV bytes as a WebM stream": (
+            [request(config=pb.RecognitionConfig(encoding=pb.WEBM)), request(audio=wav)],
+            Code.INVALID_ARGUMENT,
+            "not a WebM stream: it does not begin with an EBML header",
+        ),
+        "WebM stream of AAC": (
+            [request(config=pb.RecognitionConfig(encoding=pb.WEBM)), request(audio=aac_mka)],
+            Code.INVALID_ARGUMENT,
+            "only Opus (A_OPUS) streams are accepted",
+        ),
+        "WebM stream cut short": (
+            [request(config=pb.RecognitionConfig(encoding=pb.WEBM)), request(audio=webm[:-7])],
+            Code.INVALID_ARGUMENT,
+            "WebM stream ended inside an element",
         ),
         "chunk over 64 KiB": (
             [request(config=raw_config()), request(audio=bytes(64 * 1024 + 2))],

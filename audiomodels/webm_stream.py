@@ -1,0 +1,247 @@
+"""A live WebM stream with Opus audio, decoded as its bytes arrive: what a browser's
+``MediaRecorder`` hands out every timeslice, forwarded by a web gateway piece by piece.
+
+FFmpeg's demuxer wants a whole file it can probe and seek, so this module reads the stream's EBML
+itself, as far as an audio stream needs: it checks the header, finds the first audio track in
+``Tracks`` (it must be Opus, ``A_OPUS``; its ``CodecPrivate`` is the decoder's OpusHead), and
+hands that track's frames from ``SimpleBlock`` and ``Block`` elements to FFmpeg's Opus decoder,
+the one :class:`audiomodels.media.MediaFile` decodes a whole WebM file with, so a stream and the
+same bytes sent as a file decode to the same samples. Segments and clusters of unknown size (a
+live recorder cannot know them) are read in line; every other element is skipped by its size
+without being held, so other tracks (a screen recording's video) cost no memory. Pieces may be cut
+anywhere, inside any element. Blocks are decoded back to back, as the recorder wrote them:
+timestamp gaps are not filled.
+
+It imports no torch, like :mod:`audiomodels.media`.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from audiomodels.media import OPUS_RATE, MediaError, decode_packet
+
+_EBML, _DOC_TYPE = 0x1A45DFA3, 0x4282
+_SEGMENT, _CLUSTER, _BLOCK_GROUP, _TRACKS, _TRACK_ENTRY, _AUDIO = 0x18538067, 0x1F43B675, 0xA0, 0x1654AE6B, 0xAE, 0xE1
+_SIMPLE_BLOCK, _BLOCK, _DISCARD_PADDING = 0xA3, 0xA1, 0x75A2
+_TRACK_NUMBER, _TRACK_TYPE, _CODEC_ID, _CODEC_PRIVATE, _CHANNELS = 0xD7, 0x83, 0x86, 0x63A2, 0x9F
+# Masters whose children are read in line (their size, possibly unknown, is not needed).
+_MASTERS = frozenset({_EBML, _SEGMENT, _CLUSTER, _TRACKS, _TRACK_ENTRY, _AUDIO})
+_TRACK_FIELDS = {
+    _TRACK_NUMBER: "number",
+    _TRACK_TYPE: "type",
+    _CODEC_ID: "codec",
+    _CODEC_PRIVATE: "private",
+    _CHANNELS: "channels",
+}
+_AUDIO_TRACK = 2  # Matroska's TrackType of audio
+# An element held whole (a header field, an audio block or block group): an Opus packet is at most
+# 61 KB (48 frames of 1275 bytes), so a block group beyond this is another track's and is skipped.
+MAX_ELEMENT_BYTES = 1 << 20
+
+
+class WebmOpusStream:
+    """``push`` the stream's bytes in pieces of any size; each call returns the mono float32
+    samples (at :data:`OPUS_RATE`) of the audio blocks the piece completed. Errors are
+    :class:`MediaError` with what was wrong and where."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._skip = 0  # bytes of a skipped element still to come
+        self._started = False
+        self._tracks: list[dict[str, int | bytes]] = []
+        self._audio_track: int | None = None
+        self._decoder: av.CodecContext | None = None
+        self._channels = 1
+        self.bytes_read = 0
+
+    def push(self, data: bytes) -> np.ndarray:
+        self._buffer += data
+        pieces: list[np.ndarray] = []
+        while self._advance(pieces):
+            pass
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+    def finish(self) -> None:
+        """Raise if the stream ended inside an element, or before any audio track."""
+        if self._buffer or self._skip:
+            raise MediaError(f"WebM stream ended inside an element (at byte {self.bytes_read + len(self._buffer)})")
+        if self._started and self._audio_track is None:
+            raise MediaError("WebM stream ended before its audio track was described (Tracks)")
+
+    def _advance(self, pieces: list[np.ndarray]) -> bool:
+        """Consume one element header, skipped span or whole element; False when more bytes are needed."""
+        if self._skip:
+            self._consume(min(self._skip, len(self._buffer)))
+            return False if self._skip else bool(self._buffer)
+        if not self._started:
+            if len(self._buffer) < 4:
+                return False
+            if self._buffer[:4] != b"\x1a\x45\xdf\xa3":
+                raise MediaError("not a WebM stream: it does not begin with an EBML header")
+            self._started = True
+        header = _element_header(self._buffer, self.bytes_read)
+        if header is None:
+            return False
+        element, size, header_len = header
+        if element in _MASTERS:
+            self._consume(header_len)
+            if element == _TRACK_ENTRY:
+                self._tracks.append({})
+            return True
+        if size is None:
+            raise MediaError(f"WebM element 0x{element:X} at byte {self.bytes_read} has an unknown size")
+        if element == _SIMPLE_BLOCK:
+            return self._simple_block(size, header_len, pieces)
+        if element == _BLOCK_GROUP:
+            return self._block_group(size, header_len, pieces)
+        if element in _TRACK_FIELDS or element == _DOC_TYPE:
+            if size > MAX_ELEMENT_BYTES:
+                raise MediaError(f"WebM element 0x{element:X} at byte {self.bytes_read} is {size} bytes long")
+            if len(self._buffer) < header_len + size:
+                return False
+            value = bytes(self._buffer[header_len : header_len + size])
+            self._consume(header_len + size)
+            self._field(element, value)
+            return True
+        self._consume(header_len)
+        self._skip = size
+        return True
+
+    def _field(self, element: int, value: bytes) -> None:
+        if element == _DOC_TYPE:
+            if value.rstrip(b"\0") not in (b"webm", b"matroska"):
+                raise MediaError(f"not a WebM stream: its EBML document type is {value!r}")
+            return
+        if not self._tracks:
+            raise MediaError("WebM stream describes a track field outside a TrackEntry")
+        name = _TRACK_FIELDS[element]
+        self._tracks[-1][name] = (
+            value if name == "private" else (value.decode("ascii", "replace") if name == "codec" else _uint(value))
+        )
+
+    def _simple_block(self, size: int, header_len: int, pieces: list[np.ndarray]) -> bool:
+        """A block of the audio track is decoded whole; another track's is skipped as it comes."""
+        track_len = _vint_length(self._buffer[header_len]) if len(self._buffer) > header_len else None
+        if track_len is None or len(self._buffer) < header_len + track_len:
+            return False
+        if _vint_value(self._buffer[header_len : header_len + track_len]) != self._audio():
+            self._consume(header_len)
+            self._skip = size
+            return True
+        if size > MAX_ELEMENT_BYTES:
+            raise MediaError(f"WebM audio block at byte {self.bytes_read} is {size} bytes long")
+        if len(self._buffer) < header_len + size:
+            return False
+        at = self.bytes_read
+        body = bytes(self._buffer[header_len : header_len + size])
+        self._consume(header_len + size)
+        pieces.append(self._decode(_block_frame(body, at), at))
+        return True
+
+    def _block_group(self, size: int, header_len: int, pieces: list[np.ndarray]) -> bool:
+        """A BlockGroup, read whole: its Block, cut by its DiscardPadding (the encoder's padding
+        after the signal's end, written with the last block)."""
+        if size > MAX_ELEMENT_BYTES:
+            self._consume(header_len)
+            self._skip = size
+            return True
+        if len(self._buffer) < header_len + size:
+            return False
+        at = self.bytes_read
+        group = bytes(self._buffer[header_len : header_len + size])
+        self._consume(header_len + size)
+        body, padding_ns, offset = b"", 0, 0
+        while offset < len(group):
+            child = _element_header(bytearray(group[offset : offset + 12]), at + header_len + offset)
+            if child is None or child[1] is None or offset + child[2] + child[1] > len(group):
+                raise MediaError(f"WebM block group at byte {at} is corrupt")
+            element, child_size, child_header = child
+            value = group[offset + child_header : offset + child_header + child_size]
+            if element == _BLOCK:
+                body = value
+            elif element == _DISCARD_PADDING:
+                padding_ns = int.from_bytes(value, "big", signed=True)
+            offset += child_header + child_size
+        if not body:
+            raise MediaError(f"WebM block group at byte {at} holds no block")
+        if _vint_value(body[: _vint_length(body[0]) or 1]) != self._audio():
+            return True
+        samples = self._decode(_block_frame(body, at), at)
+        cut = round(max(padding_ns, 0) * OPUS_RATE / 1e9)
+        pieces.append(samples[: len(samples) - cut] if cut else samples)
+        return True
+
+    def _audio(self) -> int:
+        """The audio track's number, chosen (and its decoder opened) at the first block."""
+        if self._audio_track is not None:
+            return self._audio_track
+        audio = [track for track in self._tracks if track.get("type") == _AUDIO_TRACK]
+        if not audio:
+            raise MediaError("WebM stream has no audio track before its first block")
+        track = audio[0]
+        if track.get("codec") != "A_OPUS":
+            raise MediaError(f"WebM stream's audio is {track.get('codec')!r}; only Opus (A_OPUS) streams are accepted")
+        self._channels = int(track.get("channels", 1))  # type: ignore[arg-type]
+        self._decoder = av.CodecContext.create("opus", "r")
+        self._decoder.sample_rate = OPUS_RATE
+        self._decoder.layout = "mono" if self._channels == 1 else "stereo"
+        self._decoder.extradata = track.get("private")  # type: ignore[assignment]
+        self._audio_track = int(track["number"])  # type: ignore[arg-type]
+        return self._audio_track
+
+    def _decode(self, frame: bytes, at: int) -> np.ndarray:
+        assert self._decoder is not None
+        return decode_packet(self._decoder, frame, f"WebM audio block at byte {at}")
+
+    def _consume(self, count: int) -> None:
+        del self._buffer[:count]
+        self.bytes_read += count
+        if self._skip:
+            self._skip -= count
+
+
+def _block_frame(body: bytes, at: int) -> bytes:
+    """The one frame of a (Simple)Block's body: track number, 16-bit timecode, flags, frame."""
+    track_len = _vint_length(body[0]) or 9
+    if len(body) < track_len + 3:
+        raise MediaError(f"WebM block at byte {at} is corrupt: {len(body)} bytes")
+    if body[track_len + 2] & 0x06:
+        raise MediaError(
+            f"WebM audio block at byte {at} is laced; send one Opus frame per block, as MediaRecorder does"
+        )
+    return body[track_len + 3 :]
+
+
+def _element_header(buffer: bytearray, at: int) -> tuple[int, int | None, int] | None:
+    """(element ID, data size or None if unknown, header length), or None until the header is whole."""
+    if not buffer:
+        return None
+    id_len = _vint_length(buffer[0])
+    if id_len is None or id_len > 4:
+        raise MediaError(f"WebM stream is corrupt at byte {at}: 0x{buffer[0]:02X} starts no element ID")
+    if len(buffer) <= id_len:
+        return None
+    size_len = _vint_length(buffer[id_len])
+    if size_len is None:
+        raise MediaError(f"WebM stream is corrupt at byte {at}: 0x{buffer[id_len]:02X} starts no element size")
+    if len(buffer) < id_len + size_len:
+        return None
+    element = int.from_bytes(buffer[:id_len], "big")
+    size = _vint_value(buffer[id_len : id_len + size_len])
+    unknown = size == (1 << (7 * size_len)) - 1  # all value bits set
+    return element, None if unknown else size, id_len + size_len
+
+
+def _vint_length(first: int) -> int | None:
+    """An EBML variable-length integer's length from its first byte (its leading zeros + 1)."""
+    return 9 - first.bit_length() if first else None
+
+
+def _vint_value(data: bytes | bytearray) -> int:
+    return int.from_bytes(data, "big") & ((1 << (7 * len(data))) - 1)
+
+
+def _uint(data: bytes) -> int:
+    return int.from_bytes(data, "big")

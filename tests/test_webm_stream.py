@@ -1,0 +1,131 @@
+"""Live WebM/Opus streams (audiomodels.webm_stream): a MediaRecorder's bytes, in pieces cut
+anywhere, decode to exactly what the same bytes decode to as a whole file."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import av
+import numpy as np
+import pytest
+
+from audiomodels import webm_stream
+from audiomodels.media import OPUS_RATE, MediaError, MediaFile
+from audiomodels.webm_stream import WebmOpusStream
+from tests.test_audio import sweep
+from training.codecs import encode_audio
+
+
+def as_file(data: bytes) -> np.ndarray:
+    """The whole file's mono samples, as the server's file path decodes them."""
+    with MediaFile(io.BytesIO(data)) as media:
+        samples = media.read(always_2d=True)
+    return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+
+
+def pieces(data: bytes, sizes: Iterator[int]) -> Iterator[bytes]:
+    at = 0
+    while at < len(data):
+        size = next(sizes)
+        yield data[at : at + size]
+        at += size
+
+
+def streamed(data: bytes, sizes: Iterator[int]) -> np.ndarray:
+    stream = WebmOpusStream()
+    samples = np.concatenate([stream.push(piece) for piece in pieces(data, sizes)])
+    stream.finish()
+    return samples
+
+
+def elements(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(ID, offset, header length) of every element, masters read in line, as the stream reads them."""
+    at = 0
+    while at < len(data):
+        element, size, header = webm_stream._element_header(bytearray(data[at : at + 12]), at)
+        yield element, at, header
+        at += header if element in webm_stream._MASTERS else header + size
+
+
+@pytest.mark.parametrize("seekable", [False, True], ids=["recorder", "file"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pieces_of_any_size_decode_to_the_files_samples(seekable, channels):
+    """A recorder's live WebM (sizes unknown) and a finished file, mono or stereo, cut into random
+    pieces: the same samples, bit for bit and to the last one, as decoding the whole file (the
+    last block's padding is cut by its DiscardPadding)."""
+    signal = sweep(OPUS_RATE, seconds=1.3)
+    data = encode_audio(
+        signal if channels == 1 else np.stack([signal, signal[::-1]], axis=1),
+        OPUS_RATE,
+        "webm",
+        "libopus",
+        seekable=seekable,
+    )
+    rng = np.random.default_rng(channels)
+    got = streamed(data, (int(n) for n in rng.integers(1, 600, size=len(data))))
+    np.testing.assert_array_equal(got, as_file(data))
+
+
+def test_one_byte_at_a_time_and_all_at_once_agree():
+    data = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "webm", "libopus", seekable=False)
+    one = streamed(data, iter([1] * len(data)))
+    whole = streamed(data, iter([len(data)]))
+    np.testing.assert_array_equal(one, whole)
+    assert len(whole) == round(0.5 * OPUS_RATE)
+
+
+def test_a_video_tracks_blocks_are_skipped():
+    """A screen recording's WebM (VP8 video first, then Opus): only the audio is decoded."""
+    signal = sweep(OPUS_RATE, seconds=1.0)
+    sink = io.BytesIO()
+    with av.open(sink, "w", format="webm") as container:
+        video = container.add_stream("libvpx", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("libopus", rate=OPUS_RATE, layout="mono")
+        for index in range(10):
+            image = np.full((48, 64, 3), 25 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        for start in range(0, len(signal), 960):
+            frame = av.AudioFrame.from_ndarray(signal[None, start : start + 960], format="flt", layout="mono")
+            frame.rate, frame.pts = OPUS_RATE, start
+            container.mux(audio.encode(frame))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    data = sink.getvalue()
+    got = streamed(data, iter([777] * len(data)))
+    np.testing.assert_array_equal(got, as_file(data))
+
+
+def test_bad_streams_get_errors_that_say_what_is_wrong():
+    data = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "webm", "libopus", seekable=False)
+    with pytest.raises(MediaError, match="does not begin with an EBML header"):
+        WebmOpusStream().push(b"RIFF" + data)
+    with pytest.raises(MediaError, match="document type is b'abcd'"):
+        WebmOpusStream().push(data.replace(b"\x42\x82\x84webm", b"\x42\x82\x84abcd", 1))
+    aac = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "matroska", "aac", seekable=False)
+    with pytest.raises(MediaError, match="'A_AAC'; only Opus"):
+        WebmOpusStream().push(aac)
+
+    cut = WebmOpusStream()
+    cut.push(data[:-5])
+    with pytest.raises(MediaError, match="ended inside an element"):
+        cut.finish()
+    header_only = WebmOpusStream()
+    header_only.push(data[:40])
+    with pytest.raises(MediaError, match="ended"):
+        header_only.finish()
+
+    first_block = next(at + header for element, at, header in elements(data) if element == 0xA3)
+    laced = bytearray(data)
+    laced[first_block + 3] |= 0x02  # the flags byte after track number (1 byte) and timecode (2): Xiph lacing
+    with pytest.raises(MediaError, match="is laced"):
+        WebmOpusStream().push(bytes(laced))
+
+    segment = next(at for element, at, _ in elements(data) if element == 0x18538067)
+    garbage = WebmOpusStream()
+    garbage.push(data[:segment])
+    with pytest.raises(MediaError, match=f"corrupt at byte {segment}: 0x00 starts no element ID"):
+        garbage.push(b"\x00" * 8)
