@@ -1,5 +1,7 @@
 """Audio-in speed per container: ``load_audio`` (decode, downmix, resample to 16 kHz) as real-time
-factors, FFmpeg's MP4/M4A and WebM (PyAV) side by side with libsndfile's WAV, FLAC, MP3 and Ogg.
+factors, FFmpeg's MP4/M4A and WebM (PyAV) side by side with libsndfile's WAV, FLAC, MP3 and Ogg,
+and the same WebM as a live stream (:class:`audiomodels.webm_stream.WebmOpusStream`, pieces of
+:data:`STREAM_PIECE` bytes, then resampled the same way) beside its whole-file row.
 
 Usage: python benchmarks/audio_decode.py [--minutes 10] [--out benchmarks/results/audio_decode.json]
 The audio is espeak-ng speech (real speech, not noise: codecs work differently on it) at each
@@ -14,12 +16,16 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from audiomodels.audio import load_audio, prepare_waveform
+from audiomodels.media import OPUS_RATE
+from audiomodels.webm_stream import WebmOpusStream
 
 from training.codecs import encode_audio
 
@@ -39,6 +45,8 @@ CASES = {
     "M4A ALAC 44.1 kHz stereo (FFmpeg)": ("mp4", "alac", 44100, 2),
     "WebM Opus 48 kHz mono (FFmpeg)": ("webm", "libopus", 48000, 1),
 }
+STREAMED = "WebM Opus 48 kHz mono, live stream (webm_stream)"
+STREAM_PIECE = 4096  # bytes per message: about a MediaRecorder's 1 s timeslice at 32 kbps
 
 
 def speech(seconds: float) -> tuple[np.ndarray, int]:
@@ -61,6 +69,24 @@ def encoded(samples: np.ndarray, rate: int, case: tuple[str, str, int, int]) -> 
     return encode_audio(audio, target, fmt, codec)
 
 
+def load_streamed(data: bytes) -> np.ndarray:
+    """``data`` as StreamingRecognize decodes a WEBM stream, resampled to 16 kHz as load_audio does."""
+    stream = WebmOpusStream()
+    pieces = [stream.push(data[at : at + STREAM_PIECE]) for at in range(0, len(data), STREAM_PIECE)]
+    stream.finish()
+    return prepare_waveform(np.concatenate(pieces), OPUS_RATE)
+
+
+def median_s(decode: Callable[[bytes], object], data: bytes, repeats: int) -> float:
+    decode(data)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        decode(data)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=10.0, help="audio length of each file")
@@ -71,23 +97,18 @@ def main() -> None:
     seconds = 60 * args.minutes
     samples, rate = speech(seconds)
     results: dict[str, object] = {"audio_seconds": seconds, "cases": {}}
-    print(f"{'container':36s} {'MB':>7s} {'median s':>9s} {'RTF':>8s} {'x real time':>12s}")
-    for name, case in CASES.items():
-        data = encoded(samples, rate, case)
-        load_audio(data, max_duration_s=None)  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            load_audio(data, max_duration_s=None)
-            times.append(time.perf_counter() - start)
-        median = statistics.median(times)
+    print(f"{'container':50s} {'MB':>7s} {'median s':>9s} {'RTF':>8s} {'x real time':>12s}")
+    rows = [(name, encoded(samples, rate, case), partial(load_audio, max_duration_s=None)) for name, case in CASES.items()]
+    rows.append((STREAMED, rows[-1][1], load_streamed))  # the WebM file's very bytes
+    for name, data, decode in rows:
+        median = median_s(decode, data, args.repeats)
         results["cases"][name] = {  # type: ignore[index]
             "bytes": len(data),
             "median_s": median,
             "rtf": median / seconds,
             "x_real_time": seconds / median,
         }
-        print(f"{name:36s} {len(data) / 1e6:7.1f} {median:9.3f} {median / seconds:8.5f} {seconds / median:12.0f}")
+        print(f"{name:50s} {len(data) / 1e6:7.1f} {median:9.3f} {median / seconds:8.5f} {seconds / median:12.0f}")
     write_report(args.out, results)
 
 
