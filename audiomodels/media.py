@@ -217,6 +217,20 @@ def opus_packets(samples: np.ndarray, rate: int, kbps: float = 24.0) -> list[byt
     return encoder.encode(samples) + encoder.finish()
 
 
+def opus_decoder(head: bytes, where: str) -> av.CodecContext:
+    """FFmpeg's Opus decoder (the one that decodes WebM files here) for a stream whose OpusHead
+    is ``head``: mono or stereo, at :data:`OPUS_RATE`; it skips the head's pre-skip itself."""
+    if len(head) < 19 or not head.startswith(b"OpusHead"):
+        raise MediaError(f"{where} has no valid OpusHead ({len(head)} bytes)")
+    channels = head[9]
+    if channels not in (1, 2):
+        raise MediaError(f"{where} is Opus with {channels} channels; mono and stereo are supported")
+    decoder = av.CodecContext.create("opus", "r")
+    decoder.sample_rate, decoder.layout = OPUS_RATE, "mono" if channels == 1 else "stereo"
+    decoder.extradata = head
+    return decoder
+
+
 def decode_packet(decoder: av.CodecContext, packet: bytes, name: str) -> np.ndarray:
     """One compressed packet's samples as mono float32 (the mean of its channels); a packet the
     decoder refuses raises :class:`MediaError` naming it as ``name``."""

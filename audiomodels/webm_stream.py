@@ -20,21 +20,15 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from audiomodels.media import OPUS_RATE, MediaError, decode_packet
+from audiomodels.media import OPUS_RATE, MediaError, decode_packet, opus_decoder
 
 _EBML, _DOC_TYPE = 0x1A45DFA3, 0x4282
 _SEGMENT, _CLUSTER, _BLOCK_GROUP, _TRACKS, _TRACK_ENTRY, _AUDIO = 0x18538067, 0x1F43B675, 0xA0, 0x1654AE6B, 0xAE, 0xE1
 _SIMPLE_BLOCK, _BLOCK, _DISCARD_PADDING = 0xA3, 0xA1, 0x75A2
-_TRACK_NUMBER, _TRACK_TYPE, _CODEC_ID, _CODEC_PRIVATE, _CHANNELS = 0xD7, 0x83, 0x86, 0x63A2, 0x9F
+_TRACK_NUMBER, _TRACK_TYPE, _CODEC_ID, _CODEC_PRIVATE = 0xD7, 0x83, 0x86, 0x63A2
 # Masters whose children are read in line (their size, possibly unknown, is not needed).
 _MASTERS = frozenset({_EBML, _SEGMENT, _CLUSTER, _TRACKS, _TRACK_ENTRY, _AUDIO})
-_TRACK_FIELDS = {
-    _TRACK_NUMBER: "number",
-    _TRACK_TYPE: "type",
-    _CODEC_ID: "codec",
-    _CODEC_PRIVATE: "private",
-    _CHANNELS: "channels",
-}
+_TRACK_FIELDS = {_TRACK_NUMBER: "number", _TRACK_TYPE: "type", _CODEC_ID: "codec", _CODEC_PRIVATE: "private"}
 _AUDIO_TRACK = 2  # Matroska's TrackType of audio
 # An element held whole (a header field, an audio block or block group): an Opus packet is at most
 # 61 KB (48 frames of 1275 bytes), so a block group beyond this is another track's and is skipped.
@@ -53,7 +47,6 @@ class WebmOpusStream:
         self._tracks: list[dict[str, int | bytes]] = []
         self._audio_track: int | None = None
         self._decoder: av.CodecContext | None = None
-        self._channels = 1
         self.bytes_read = 0
 
     def push(self, data: bytes) -> np.ndarray:
@@ -183,11 +176,7 @@ class WebmOpusStream:
         track = audio[0]
         if track.get("codec") != "A_OPUS":
             raise MediaError(f"WebM stream's audio is {track.get('codec')!r}; only Opus (A_OPUS) streams are accepted")
-        self._channels = int(track.get("channels", 1))  # type: ignore[arg-type]
-        self._decoder = av.CodecContext.create("opus", "r")
-        self._decoder.sample_rate = OPUS_RATE
-        self._decoder.layout = "mono" if self._channels == 1 else "stereo"
-        self._decoder.extradata = track.get("private")  # type: ignore[assignment]
+        self._decoder = opus_decoder(bytes(track.get("private", b"")), "WebM stream's audio track")  # type: ignore[arg-type]
         self._audio_track = int(track["number"])  # type: ignore[arg-type]
         return self._audio_track
 

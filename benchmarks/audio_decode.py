@@ -1,7 +1,8 @@
 """Audio-in speed per container: ``load_audio`` (decode, downmix, resample to 16 kHz) as real-time
 factors, FFmpeg's MP4/M4A and WebM (PyAV) side by side with libsndfile's WAV, FLAC, MP3 and Ogg,
-and the same WebM as a live stream (:class:`audiomodels.webm_stream.WebmOpusStream`, pieces of
-:data:`STREAM_PIECE` bytes, then resampled the same way) beside its whole-file row.
+and the same WebM and Ogg Opus files as live streams (:mod:`audiomodels.webm_stream`,
+:mod:`audiomodels.ogg_stream`: pieces of :data:`STREAM_PIECE` bytes, then resampled the same way)
+beside their whole-file rows.
 
 Usage: python benchmarks/audio_decode.py [--minutes 10] [--out benchmarks/results/audio_decode.json]
 The audio is espeak-ng speech (real speech, not noise: codecs work differently on it) at each
@@ -25,6 +26,7 @@ import soundfile as sf
 
 from audiomodels.audio import load_audio, prepare_waveform
 from audiomodels.media import OPUS_RATE
+from audiomodels.ogg_stream import OggOpusStream
 from audiomodels.webm_stream import WebmOpusStream
 
 from training.codecs import encode_audio
@@ -45,7 +47,11 @@ CASES = {
     "M4A ALAC 44.1 kHz stereo (FFmpeg)": ("mp4", "alac", 44100, 2),
     "WebM Opus 48 kHz mono (FFmpeg)": ("webm", "libopus", 48000, 1),
 }
-STREAMED = "WebM Opus 48 kHz mono, live stream (webm_stream)"
+# live-stream row -> (the file row whose very bytes it streams, its reader)
+STREAMED = {
+    "WebM Opus 48 kHz mono, live stream (webm_stream)": ("WebM Opus 48 kHz mono (FFmpeg)", WebmOpusStream),
+    "Ogg Opus 48 kHz mono, live stream (ogg_stream)": ("Ogg Opus 48 kHz mono (libsndfile)", OggOpusStream),
+}
 STREAM_PIECE = 4096  # bytes per message: about a MediaRecorder's 1 s timeslice at 32 kbps
 
 
@@ -69,9 +75,9 @@ def encoded(samples: np.ndarray, rate: int, case: tuple[str, str, int, int]) -> 
     return encode_audio(audio, target, fmt, codec)
 
 
-def load_streamed(data: bytes) -> np.ndarray:
-    """``data`` as StreamingRecognize decodes a WEBM stream, resampled to 16 kHz as load_audio does."""
-    stream = WebmOpusStream()
+def load_streamed(data: bytes, reader: type[WebmOpusStream | OggOpusStream]) -> np.ndarray:
+    """``data`` as StreamingRecognize decodes a WEBM or OGG stream, resampled to 16 kHz as load_audio does."""
+    stream = reader()
     pieces = [stream.push(data[at : at + STREAM_PIECE]) for at in range(0, len(data), STREAM_PIECE)]
     stream.finish()
     return prepare_waveform(np.concatenate(pieces), OPUS_RATE)
@@ -99,7 +105,8 @@ def main() -> None:
     results: dict[str, object] = {"audio_seconds": seconds, "cases": {}}
     print(f"{'container':50s} {'MB':>7s} {'median s':>9s} {'RTF':>8s} {'x real time':>12s}")
     rows = [(name, encoded(samples, rate, case), partial(load_audio, max_duration_s=None)) for name, case in CASES.items()]
-    rows.append((STREAMED, rows[-1][1], load_streamed))  # the WebM file's very bytes
+    files = {name: data for name, data, _ in rows}
+    rows += [(name, files[file], partial(load_streamed, reader=reader)) for name, (file, reader) in STREAMED.items()]
     for name, data, decode in rows:
         median = median_s(decode, data, args.repeats)
         results["cases"][name] = {  # type: ignore[index]

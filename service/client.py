@@ -9,8 +9,8 @@ source format) in ``chunk_ms`` pieces, or as Opus packets (``opus_kbps``: a twel
 24 kbps), paced in real time unless ``realtime=False``, and live raw
 audio from standard input (``stream -``: a microphone through ``arecord``, ``sox`` or ``ffmpeg``)
 as it arrives, or encoded to Opus packets as it arrives (``stream - --opus-kbps``, :func:`live_opus`).
-``stream --webm`` sends a WebM/Opus file's bytes, or standard input's WebM stream, as they are
-(:func:`stream_webm`: what a browser's MediaRecorder sends).
+``stream --as-recorded`` sends a WebM or Ogg Opus recording's bytes, from a file or standard
+input, as they are (:func:`stream_recording`: what a browser's MediaRecorder sends).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from itertools import chain
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ _CONTAINERS = {
     "WAV": pb.WAV, "WAVEX": pb.WAV, "RF64": pb.WAV, "FLAC": pb.FLAC, "MP3": pb.MP3, "OGG": pb.OGG,
     "MP4": pb.MP4, "WEBM": pb.WEBM,
 }  # fmt: skip
+RECORDING_ENCODINGS = {b"\x1a\x45\xdf\xa3": pb.WEBM, b"OggS": pb.OGG}  # a recording's first 4 bytes -> its stream encoding
 
 
 @dataclass(frozen=True)
@@ -196,27 +198,20 @@ def stream_file(
     chunk_ms: float = 100.0,
     realtime: bool = True,
     opus_kbps: float | None = None,
-    webm: bool = False,
+    as_recorded: bool = False,
 ) -> Iterator[pb.Result]:
     """Stream a file and yield the server's results (interims too, if the config asks) as they arrive.
 
     With ``opus_kbps`` the audio goes as Opus packets at that bitrate (one per message, every
-    20 ms; 24 kbps is about a twelfth of LINEAR16 at 16 kHz); with ``webm`` a WebM/Opus file's
-    bytes go as they are, ``chunk_ms`` of its duration per message (as a browser's MediaRecorder
-    sends a recording); else FLOAT32 chunks of ``chunk_ms``."""
-    if webm:
+    20 ms; 24 kbps is about a twelfth of LINEAR16 at 16 kHz); with ``as_recorded`` a WebM or Ogg
+    Opus recording's bytes go as they are, ``chunk_ms`` of its duration per message (as a
+    browser's MediaRecorder sends a recording); else FLOAT32 chunks of ``chunk_ms``."""
+    if as_recorded:
         data = Path(path).read_bytes()
-        try:
-            with MediaFile(io.BytesIO(data)) as media:
-                fmt, seconds = media.format, media.frames / media.samplerate
-        except MediaError as error:
-            fmt = str(error)
-        if fmt != "WEBM":
-            raise MediaError(f"{path} is not a WebM file ({fmt}); stream it without --webm")
-        count = max(1, math.ceil(seconds * 1000 / chunk_ms))
+        count = max(1, math.ceil(_recording_seconds(data, path) * 1000 / chunk_ms))
         step = math.ceil(len(data) / count)
         timed = ((index * chunk_ms / 1000, data[index * step : (index + 1) * step]) for index in range(count))
-        yield from stream_webm(_paced(timed, realtime), connection, config)
+        yield from stream_recording(_paced(timed, realtime), connection, config)
         return
     samples, rate = read_samples(path)
     if opus_kbps is None:
@@ -235,12 +230,29 @@ def stream_opus(
     yield from _stream(_compressed_config(config, pb.OPUS, 16000), packets, connection)
 
 
-def stream_webm(
+def stream_recording(
     pieces: Iterable[bytes], connection: Connection = Connection(), config: pb.RecognitionConfig | None = None
 ) -> Iterator[pb.Result]:
-    """Stream a WebM byte stream with Opus audio in pieces cut anywhere (a MediaRecorder's
-    chunks, or ``ffmpeg -f webm -``'s output) and yield the server's results as they arrive."""
-    yield from _stream(_compressed_config(config, pb.WEBM, 0), pieces, connection)
+    """Stream a WebM or Ogg recording with Opus audio as its bytes come, in pieces cut anywhere (a
+    MediaRecorder's chunks, ``ffmpeg -f webm -`` or ``-f ogg -``), the container told by its first
+    bytes, and yield the server's results as they arrive."""
+    pieces, head = iter(pieces), b""
+    while len(head) < 4 and (piece := next(pieces, None)) is not None:
+        head += piece
+    encoding = RECORDING_ENCODINGS.get(head[:4])
+    if encoding is None:
+        raise MediaError(f"not a WebM or Ogg recording: it begins with {head[:4]!r}")
+    yield from _stream(_compressed_config(config, encoding, 0), chain([head], pieces), connection)
+
+
+def _recording_seconds(data: bytes, path: str | Path) -> float:
+    """A WebM or Ogg recording's duration (it paces the messages)."""
+    if RECORDING_ENCODINGS.get(data[:4]) == pb.OGG:
+        return sf.info(io.BytesIO(data)).duration
+    if RECORDING_ENCODINGS.get(data[:4]) == pb.WEBM:
+        with MediaFile(io.BytesIO(data)) as media:
+            return media.frames / media.samplerate
+    raise MediaError(f"{path} is not a WebM or Ogg recording; stream it without --as-recorded")
 
 
 def _compressed_config(config: pb.RecognitionConfig | None, encoding: int, rate: int) -> pb.RecognitionConfig:
@@ -355,10 +367,10 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "--opus-kbps", type=float, help="send the audio as Opus packets at this bitrate (24: about 1/12 of LINEAR16's bytes)"
     )
     encoded.add_argument(
-        "--webm",
+        "--as-recorded",
         action="store_true",
-        help="send a WebM/Opus file's bytes as they are, or standard input's WebM stream as it arrives "
-        "(e.g. ffmpeg -f alsa -i default -c:a libopus -f webm - | speechlabel stream - --webm)",
+        help="send a WebM or Ogg Opus recording's bytes as they are, from the file or as standard input "
+        "gives them (e.g. ffmpeg -f alsa -i default -c:a libopus -f webm - | speechlabel stream - --as-recorded)",
     )
     _add_decoding_arguments(parser)
     parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")
@@ -390,8 +402,8 @@ def _run_stream(args: argparse.Namespace) -> int:
     if str(args.file) == "-":  # live: sent as the recorder writes it, so it paces itself
         chunk_bytes = max(1, round(args.raw_rate * args.chunk_ms / 1000)) * RAW_ENCODINGS[args.raw_encoding][1]
         chunks = live_chunks(sys.stdin.buffer, chunk_bytes)
-        if args.webm:
-            results = stream_webm(chunks, _connection(args), config)
+        if args.as_recorded:
+            results = stream_recording(chunks, _connection(args), config)
         elif args.opus_kbps is None:
             results = stream_audio(chunks, args.raw_encoding, args.raw_rate, _connection(args), config)
         else:
@@ -405,7 +417,7 @@ def _run_stream(args: argparse.Namespace) -> int:
             chunk_ms=args.chunk_ms,
             realtime=not args.fast,
             opus_kbps=args.opus_kbps,
-            webm=args.webm,
+            as_recorded=args.as_recorded,
         )
     for result in results:
         text = result.alternatives[0].transcript if result.alternatives else ""

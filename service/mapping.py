@@ -25,6 +25,7 @@ RAW_ENCODINGS = {pb.LINEAR16: "pcm16", pb.FLOAT32: "float32"}
 # Whole files; the container is read from the bytes (libsndfile, or FFmpeg for MP4 and WebM), so
 # the one declared only documents it.
 CONTAINER_ENCODINGS = (pb.WAV, pb.FLAC, pb.MP3, pb.OGG, pb.MP4, pb.WEBM)
+OPUS_STREAMS = {pb.OPUS: "opus", pb.WEBM: "webm", pb.OGG: "ogg"}  # streamed encodings decoded at OPUS_RATE
 
 _STATUS_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode], ...] = (
     (ModelNotFound, grpc.StatusCode.NOT_FOUND),
@@ -128,12 +129,12 @@ def phrase_bias(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) 
 
 
 def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) -> StreamSettings:
-    """A streaming config -> session settings (raw audio, Opus packets or a WebM stream; thresholds
-    within server limits)."""
-    if config.encoding not in (*RAW_ENCODINGS, pb.OPUS, pb.WEBM):
+    """A streaming config -> session settings (raw audio, Opus packets, or a WebM or Ogg stream of
+    Opus; thresholds within server limits)."""
+    if config.encoding not in (*RAW_ENCODINGS, *OPUS_STREAMS):
         raise RequestError(
-            "streaming takes headerless LINEAR16 or FLOAT32 audio, OPUS packets or a WEBM stream (Opus), "
-            f"not {_encoding_name(config.encoding)}"
+            "streaming takes headerless LINEAR16 or FLOAT32 audio, OPUS packets, or a WEBM or OGG stream "
+            f"of Opus audio, not {_encoding_name(config.encoding)}"
         )
     if config.endpoint_silence_ms < 0:
         raise RequestError(f"endpoint_silence_ms must not be negative, got {config.endpoint_silence_ms}")
@@ -145,8 +146,8 @@ def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limi
             f"got {config.stream_latency_ms}"
         )
     defaults = StreamSettings(encoding="pcm16", sample_rate=16000)
-    if config.encoding in (pb.OPUS, pb.WEBM):
-        encoding, rate = ("opus" if config.encoding == pb.OPUS else "webm"), _opus_rate(config)
+    if config.encoding in OPUS_STREAMS:
+        encoding, rate = OPUS_STREAMS[config.encoding], _opus_rate(config)
     else:
         encoding, rate = RAW_ENCODINGS[config.encoding], _raw_rate(config)
     return StreamSettings(

@@ -45,6 +45,7 @@ from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
 from audiomodels.media import MediaError, OpusPackets
+from audiomodels.ogg_stream import OggOpusStream
 from audiomodels.raw_samples import RawSampleReader
 from audiomodels.webm_stream import WebmOpusStream
 from audiomodels.recognizer import Recognizer, Transcript
@@ -75,10 +76,10 @@ UtteranceRecognizer = Callable[[np.ndarray], Awaitable[Transcript]]
 class StreamSettings:
     """How one stream is cut and recognized (filled from the client's config within server limits)."""
 
-    # "pcm16" or "float32" (headerless little-endian mono), "opus" (a packet per message) or "webm"
-    # (a WebM/Opus byte stream in any pieces)
+    # "pcm16" or "float32" (headerless little-endian mono), "opus" (a packet per message), or "webm" or
+    # "ogg" (a WebM or Ogg byte stream with Opus audio, in any pieces)
     encoding: str
-    sample_rate: int  # Hz of the incoming samples (for "opus" and "webm": the decoder's, OPUS_RATE)
+    sample_rate: int  # Hz of the incoming samples (for the Opus ones: the decoder's, OPUS_RATE)
     interim_results: bool = False
     beam_size: int = 1  # interims show the search's leading hypothesis, finals its result
     alternatives: int = 1  # hypotheses per final (at most beam_size)
@@ -99,18 +100,19 @@ class StreamSettings:
 
 class SampleDecoder:
     """Stream messages -> float32 samples: raw bytes in any pieces (a partial sample waits for the
-    next piece), one Opus packet per message (:class:`audiomodels.media.OpusPackets`), or a WebM
-    stream's bytes in any pieces (:class:`audiomodels.webm_stream.WebmOpusStream`)."""
+    next piece), one Opus packet per message (:class:`audiomodels.media.OpusPackets`), or a WebM or
+    Ogg stream's bytes in any pieces (:class:`audiomodels.webm_stream.WebmOpusStream`,
+    :class:`audiomodels.ogg_stream.OggOpusStream`)."""
 
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = settings
         self._raw: RawSampleReader | None = None
-        self._webm: WebmOpusStream | None = None
+        self._container: WebmOpusStream | OggOpusStream | None = None
         if settings.encoding == "opus":
             self._decode: Callable[[bytes], np.ndarray] = OpusPackets().decode
-        elif settings.encoding == "webm":
-            self._webm = WebmOpusStream()
-            self._decode = self._webm.push
+        elif settings.encoding in ("webm", "ogg"):
+            self._container = WebmOpusStream() if settings.encoding == "webm" else OggOpusStream()
+            self._decode = self._container.push
         else:
             decode_raw(b"", settings.encoding, settings.sample_rate)  # validates encoding and rate now
             self._raw = RawSampleReader(settings.encoding)
@@ -129,9 +131,9 @@ class SampleDecoder:
         return samples
 
     def finish(self) -> None:
-        if self._webm is not None:
+        if self._container is not None:
             with _as_audio_error():
-                self._webm.finish()
+                self._container.finish()
         if self._raw is not None and self._raw.remainder:
             raise AudioError(
                 f"stream ended inside a sample: {len(self._raw.remainder)} trailing byte(s) of a "

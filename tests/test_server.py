@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from audiomodels.audio import decode_audio, decode_raw, encode_pcm16, prepare_waveform
+from audiomodels.audio import decode_raw, encode_pcm16, prepare_waveform
 from audiomodels.context import PhraseBias
 from audiomodels.media import OPUS_RATE, OpusPackets, opus_packets
 from audiomodels.checkpoint import load_checkpoint
@@ -44,6 +44,7 @@ from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
 from service.sessions import BLOCK_S, StreamSettings, run_stream, stream_chunking
 from training.augment import colored_noise
+from tests.test_ogg_stream import whole_file
 from training.codecs import encode_audio
 from tests.conftest import SPEECH_TEXTS
 from tests.grpc_harness import LoopbackServer
@@ -736,22 +737,23 @@ def test_a_stream_of_opus_packets_is_the_offline_transcript_of_what_they_decode_
     assert final.end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
 
 
-def test_a_webm_stream_gives_the_finals_of_the_samples_it_decodes_to(stub, pcm) -> None:
-    """A browser's MediaRecorder stream (WebM/Opus, sizes unknown), forwarded in pieces cut
-    anywhere: the same finals, words and times as its decoded samples streamed as FLOAT32."""
+@pytest.mark.parametrize(("fmt", "encoding"), [("webm", pb.WEBM), ("ogg", pb.OGG)])
+def test_a_recorders_stream_gives_the_finals_of_the_samples_it_decodes_to(stub, pcm, fmt, encoding) -> None:
+    """A browser's MediaRecorder stream (WebM/Opus from Chrome, sizes unknown; Ogg/Opus from
+    Firefox), forwarded in pieces cut anywhere: the same finals, words and times as the samples
+    FFmpeg decodes the whole recording to, streamed as FLOAT32."""
     speech = pcm["hello world"] + bytes(2 * RATE) + pcm["open the door"]
     wideband = prepare_waveform(decode_raw(speech, "pcm16", RATE), RATE, target_rate=16000)  # Opus has no 22.05 kHz
-    data = encode_audio(wideband, 16000, "webm", "libopus", seekable=False)
-    decoded, rate = decode_audio(data)
-    assert rate == OPUS_RATE  # as every WebM/Opus file decodes
+    data = encode_audio(wideband, 16000, fmt, "libopus", seekable=False)
+    decoded = whole_file(data)
     float32 = pb.RecognitionConfig(encoding=pb.FLOAT32, sample_rate_hz=OPUS_RATE, word_time_offsets=True)
     as_samples = stream(stub, float32, chunks(decoded.astype("<f4").tobytes(), [48000]))
 
-    webm = pb.RecognitionConfig(encoding=pb.WEBM, word_time_offsets=True)
-    as_webm = stream(stub, webm, chunks(data, [1, 333, 64, 5000]))
+    recorded = pb.RecognitionConfig(encoding=encoding, word_time_offsets=True)
+    as_recorded = stream(stub, recorded, chunks(data, [1, 333, 64, 5000]))
 
-    assert len(finals(as_webm)) == 2 and finals(as_webm) == finals(as_samples)
-    assert finals(as_webm)[-1].end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
+    assert len(finals(as_recorded)) == 2 and finals(as_recorded) == finals(as_samples)
+    assert finals(as_recorded)[-1].end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
 
 
 def test_a_stream_opened_mid_sentence_loses_nothing(recognizer, streaming, pcm) -> None:
@@ -809,6 +811,9 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
     wav = io.BytesIO()
     sf.write(wav, decode_raw(speech, "pcm16", RATE), RATE, format="WAV")
     wav = wav.getvalue()
+    vorbis = io.BytesIO()
+    sf.write(vorbis, decode_raw(speech, "pcm16", RATE), RATE, format="OGG", subtype="VORBIS")
+    vorbis = vorbis.getvalue()
 
     def request_audio(packet: bytes) -> pb.StreamingRecognizeRequest:
         return request(audio=packet)
@@ -887,6 +892,11 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             [request(config=pb.RecognitionConfig(encoding=pb.WEBM)), request(audio=aac_mka)],
             Code.INVALID_ARGUMENT,
             "only Opus (A_OPUS) streams are accepted",
+        ),
+        "Ogg Vorbis as a stream": (
+            [request(config=pb.RecognitionConfig(encoding=pb.OGG)), request(audio=vorbis)],
+            Code.INVALID_ARGUMENT,
+            "Ogg stream has no Opus stream before page 2",
         ),
         "WebM stream cut short": (
             [request(config=pb.RecognitionConfig(encoding=pb.WEBM)), request(audio=webm[:-7])],

@@ -1,0 +1,144 @@
+"""A live Ogg stream with Opus audio, decoded as its bytes arrive: what Firefox's
+``MediaRecorder`` records by default (Chrome's is WebM, :mod:`audiomodels.webm_stream`), and what
+``opusenc`` or ``ffmpeg -f ogg -`` write to a pipe.
+
+The stream is read page by page (RFC 3533): every page's CRC is checked, the first logical
+stream whose first packet is an OpusHead is decoded (other streams' pages are skipped), packets
+are joined across pages, and the page that ends the stream cuts the decoder's last frame to the
+length its granule position states (the encoder's padding), as a whole-file decoder does.
+Pieces may be cut anywhere. It imports no torch, like :mod:`audiomodels.media`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import av
+import numpy as np
+
+from audiomodels.media import MediaError, decode_packet, opus_decoder
+
+_CAPTURE = b"OggS"
+_HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, serial, sequence, CRC, segments
+_CONTINUED, _FIRST, _LAST = 0x01, 0x02, 0x04
+
+
+def _crc_table() -> list[int]:
+    """Ogg's CRC-32: polynomial 0x04C11DB7, not reflected, no final xor (not zlib's)."""
+    table = []
+    for byte in range(256):
+        crc = byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def ogg_crc(data: bytes) -> int:
+    crc, table = 0, _CRC_TABLE
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
+    return crc
+
+
+class OggOpusStream:
+    """``push`` the stream's bytes in pieces of any size; each call returns the mono float32
+    samples (at :data:`audiomodels.media.OPUS_RATE`) of the Opus packets the piece completed.
+    Errors are :class:`MediaError` with what was wrong and on which page."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._serial: int | None = None  # the Opus stream's
+        self._decoder: av.CodecContext | None = None
+        self._packet = bytearray()  # a packet continued on the next page
+        self._preskip = 0
+        self._emitted = 0  # samples returned so far (the granule position counts them plus the pre-skip)
+        self._ended = False
+        self.pages = 0
+
+    def push(self, data: bytes) -> np.ndarray:
+        self._buffer += data
+        pieces: list[np.ndarray] = []
+        while (page := self._next_page()) is not None:
+            for piece in self._read_page(*page):
+                pieces.append(piece)
+                self._emitted += len(piece)
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+    def finish(self) -> None:
+        """Raise if the stream ended inside a page or a packet, or before any Opus audio."""
+        if self._buffer or self._packet:
+            raise MediaError(f"Ogg stream ended inside page {self.pages + 1}")
+        if self.pages and self._decoder is None:
+            raise MediaError("Ogg stream ended before its OpusHead")
+
+    def _next_page(self) -> tuple[int, int, int, bytes, bytes] | None:
+        """(flags, granule, serial, lacing values, body) of the next whole page, or None until it is in."""
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            if not _CAPTURE.startswith(bytes(buffer[:4])):
+                raise self._not_a_page()
+            return None
+        capture, version, flags, granule, serial, _, crc, segments = _HEADER.unpack_from(buffer)
+        if capture != _CAPTURE:
+            raise self._not_a_page()
+        if version != 0:
+            raise MediaError(f"Ogg page {self.pages + 1} has version {version}; only version 0 exists")
+        header_len = _HEADER.size + segments
+        if len(buffer) < header_len:
+            return None
+        lacing = bytes(buffer[_HEADER.size : header_len])
+        page_len = header_len + sum(lacing)
+        if len(buffer) < page_len:
+            return None
+        page = bytes(buffer[:page_len])
+        del buffer[:page_len]
+        self.pages += 1
+        if ogg_crc(page[:22] + b"\0\0\0\0" + page[26:]) != crc:
+            raise MediaError(f"Ogg page {self.pages} fails its checksum: the stream is corrupt")
+        return flags, granule, serial, lacing, page[header_len:]
+
+    def _not_a_page(self) -> MediaError:
+        where = "it does not begin with an Ogg page" if not self.pages else f"page {self.pages + 1} is not an Ogg page"
+        return MediaError(f"not an Ogg stream: {where}")
+
+    def _read_page(self, flags: int, granule: int, serial: int, lacing: bytes, body: bytes) -> list[np.ndarray]:
+        if self._serial is None:
+            if not flags & _FIRST:
+                raise MediaError(f"Ogg stream has no Opus stream before page {self.pages}")
+            if not body.startswith(b"OpusHead"):
+                return []  # another logical stream's first page (a multiplexed file's video or Vorbis)
+            self._serial = serial
+        if serial != self._serial or self._ended:
+            return []
+        if not flags & _CONTINUED and self._packet:
+            raise MediaError(f"Ogg page {self.pages} drops a packet the page before began")
+        pieces, offset = [], 0
+        for value in lacing:
+            self._packet += body[offset : offset + value]
+            offset += value
+            if value < 255:
+                packet, self._packet = bytes(self._packet), bytearray()
+                pieces += self._read_packet(packet)
+        if flags & _LAST:
+            self._ended = True
+            pieces = self._cut_to(granule, pieces)
+        return pieces
+
+    def _read_packet(self, packet: bytes) -> list[np.ndarray]:
+        if self._decoder is None:
+            self._decoder = opus_decoder(packet, "Ogg stream")
+            self._preskip = int.from_bytes(packet[10:12], "little")
+            return []
+        if packet.startswith(b"OpusTags"):
+            return []
+        return [decode_packet(self._decoder, packet, f"Opus packet on Ogg page {self.pages}")]
+
+    def _cut_to(self, granule: int, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        """The last page's samples, cut where its granule position says the signal ends."""
+        allowed = max(granule - self._preskip - self._emitted, 0)
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        return [samples[:allowed]]

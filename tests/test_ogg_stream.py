@@ -1,0 +1,102 @@
+"""Live Ogg/Opus streams (audiomodels.ogg_stream): Firefox's MediaRecorder, opusenc or ffmpeg
+writing to a pipe, in pieces cut anywhere, decode to what FFmpeg makes of the whole file."""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterator
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiomodels.media import OPUS_RATE, MediaError
+from audiomodels.ogg_stream import OggOpusStream, ogg_crc
+from tests.test_audio import sweep
+from training.codecs import encode_audio
+
+
+def whole_file(data: bytes) -> np.ndarray:
+    """FFmpeg's decode of the whole file, as mono float32 (the mean of its channels)."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        layout = stream.codec_context.layout
+        resampler = av.AudioResampler(format="flt", layout=layout, rate=OPUS_RATE)
+        frames = [f for frame in container.decode(stream) for f in resampler.resample(frame)]
+    return np.concatenate([f.to_ndarray().reshape(-1, layout.nb_channels).mean(axis=1, dtype=np.float32) for f in frames])
+
+
+def streamed(data: bytes, sizes: Iterator[int]) -> np.ndarray:
+    stream, at, pieces = OggOpusStream(), 0, []
+    while at < len(data):
+        size = next(sizes)
+        pieces.append(stream.push(data[at : at + size]))
+        at += size
+    stream.finish()
+    return np.concatenate(pieces)
+
+
+def pages(data: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of every page."""
+    found, at = [], 0
+    while at < len(data):
+        segments = data[at + 26]
+        length = 27 + segments + sum(data[at + 27 : at + 27 + segments])
+        found.append((at, length))
+        at += length
+    return found
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pieces_of_any_size_decode_to_the_whole_files_samples(channels):
+    """FFmpeg's Ogg muxer, mono or stereo, cut into random pieces: FFmpeg's samples of the whole
+    file bit for bit, to the last one (the end page's granule position cuts the padding)."""
+    signal = sweep(OPUS_RATE, seconds=1.3)
+    audio = signal if channels == 1 else np.stack([signal, signal[::-1]], axis=1)
+    data = encode_audio(audio, OPUS_RATE, "ogg", "libopus", kbps=24)
+    rng = np.random.default_rng(channels)
+    got = streamed(data, (int(n) for n in rng.integers(1, 600, size=len(data))))
+    np.testing.assert_array_equal(got, whole_file(data))
+    assert len(got) == round(1.3 * OPUS_RATE)
+
+
+def test_libsndfiles_ogg_opus_streams_too():
+    """Another muxer (libsndfile's, over libopus): its pages and packets are read the same way."""
+    buffer = io.BytesIO()
+    sf.write(buffer, sweep(OPUS_RATE, seconds=2.0), OPUS_RATE, format="OGG", subtype="OPUS")
+    data = buffer.getvalue()
+    np.testing.assert_array_equal(streamed(data, iter([1] * len(data))), whole_file(data))
+
+
+def test_crc_is_oggs_own():
+    """Every page FFmpeg writes carries the checksum this module computes."""
+    data = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "ogg", "libopus")
+    for at, length in pages(data):
+        page = data[at : at + length]
+        assert ogg_crc(page[:22] + b"\0\0\0\0" + page[26:]) == struct.unpack_from("<I", page, 22)[0]
+
+
+def test_bad_streams_get_errors_that_say_what_is_wrong():
+    data = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "ogg", "libopus")
+    with pytest.raises(MediaError, match="not an Ogg stream: it does not begin with an Ogg page"):
+        OggOpusStream().push(b"RIFF" + data)
+    (first, _), (second, second_len), *_ = pages(data)
+    flipped = bytearray(data)
+    flipped[second + second_len - 1] ^= 0xFF
+    stream = OggOpusStream()
+    with pytest.raises(MediaError, match="Ogg page 2 fails its checksum"):
+        stream.push(bytes(flipped))
+    vorbis = io.BytesIO()
+    sf.write(vorbis, sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, format="OGG", subtype="VORBIS")
+    with pytest.raises(MediaError, match="no Opus stream before page 2"):
+        OggOpusStream().push(vorbis.getvalue())
+    cut = OggOpusStream()
+    cut.push(data[:-5])
+    with pytest.raises(MediaError, match="ended inside page"):
+        cut.finish()
+    head_only = OggOpusStream()
+    head_only.push(data[first:second])
+    assert head_only.pages == 1
+    head_only.finish()  # a stream may end after its headers: no audio, no error
