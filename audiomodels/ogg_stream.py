@@ -5,8 +5,9 @@
 The stream is read page by page (RFC 3533): every page's CRC is checked, the first logical
 stream whose first packet is an OpusHead is decoded (other streams' pages are skipped), packets
 are joined across pages, and the page that ends the stream cuts the decoder's last frame to the
-length its granule position states (the encoder's padding), as a whole-file decoder does.
-Pieces may be cut anywhere. It imports no torch, like :mod:`audiomodels.media`.
+length its granule position states (the encoder's padding), as a whole-file decoder does. A
+chained stream (another Opus stream beginning after one ends, as a radio stream's do) goes on
+with the next. Pieces may be cut anywhere. It imports no torch, like :mod:`audiomodels.media`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class OggOpusStream:
         self._decoder: av.CodecContext | None = None
         self._packet = bytearray()  # a packet continued on the next page
         self._preskip = 0
-        self._emitted = 0  # samples returned so far (the granule position counts them plus the pre-skip)
+        self._emitted = 0  # samples of this stream so far (its granule position counts them plus the pre-skip)
         self._ended = False
         self.pages = 0
 
@@ -106,6 +107,8 @@ class OggOpusStream:
         return MediaError(f"not an Ogg stream: {where}")
 
     def _read_page(self, flags: int, granule: int, serial: int, lacing: bytes, body: bytes) -> list[np.ndarray]:
+        if self._ended and flags & _FIRST:  # the next stream of a chain
+            self._serial, self._decoder, self._ended, self._emitted = None, None, False, 0
         if self._serial is None:
             if not flags & _FIRST:
                 raise MediaError(f"Ogg stream has no Opus stream before page {self.pages}")

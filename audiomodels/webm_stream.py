@@ -57,11 +57,11 @@ class WebmOpusStream:
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def finish(self) -> None:
-        """Raise if the stream ended inside an element, or before any audio track."""
+        """Raise if the stream ended inside an element, or before it described its tracks."""
         if self._buffer or self._skip:
             raise MediaError(f"WebM stream ended inside an element (at byte {self.bytes_read + len(self._buffer)})")
-        if self._started and self._audio_track is None:
-            raise MediaError("WebM stream ended before its audio track was described (Tracks)")
+        if self._started and not self._tracks:
+            raise MediaError("WebM stream ended before it described its tracks (Tracks)")
 
     def _advance(self, pieces: list[np.ndarray]) -> bool:
         """Consume one element header, skipped span or whole element; False when more bytes are needed."""

@@ -70,6 +70,15 @@ def test_libsndfiles_ogg_opus_streams_too():
     np.testing.assert_array_equal(streamed(data, iter([1] * len(data))), whole_file(data))
 
 
+def test_a_chained_stream_goes_on_with_the_next_link():
+    """Two Opus streams one after the other (a chain, RFC 3533): both links' samples, each cut to
+    its own end, whatever the pieces."""
+    first = encode_audio(sweep(OPUS_RATE, seconds=0.7), OPUS_RATE, "ogg", "libopus")
+    second = encode_audio(sweep(OPUS_RATE, seconds=0.4, f0=500.0), OPUS_RATE, "ogg", "libopus")
+    got = streamed(first + second, iter([333] * len(first + second)))
+    np.testing.assert_array_equal(got, np.concatenate([whole_file(first), whole_file(second)]))
+
+
 def test_crc_is_oggs_own():
     """Every page FFmpeg writes carries the checksum this module computes."""
     data = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "ogg", "libopus")

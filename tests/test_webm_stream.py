@@ -113,10 +113,15 @@ def test_bad_streams_get_errors_that_say_what_is_wrong():
     cut.push(data[:-5])
     with pytest.raises(MediaError, match="ended inside an element"):
         cut.finish()
+    segment = next(at for element, at, _ in elements(data) if element == 0x18538067)
     header_only = WebmOpusStream()
-    header_only.push(data[:40])
-    with pytest.raises(MediaError, match="ended"):
+    header_only.push(data[:segment])
+    with pytest.raises(MediaError, match="ended before it described its tracks"):
         header_only.finish()
+    first_cluster = next(at for element, at, _ in elements(data) if element == 0x1F43B675)
+    no_audio_yet = WebmOpusStream()  # recording stopped at once: no blocks, no samples, no error
+    assert len(no_audio_yet.push(data[:first_cluster])) == 0
+    no_audio_yet.finish()
 
     first_block = next(at + header for element, at, header in elements(data) if element == 0xA3)
     laced = bytearray(data)
@@ -124,7 +129,6 @@ def test_bad_streams_get_errors_that_say_what_is_wrong():
     with pytest.raises(MediaError, match="is laced"):
         WebmOpusStream().push(bytes(laced))
 
-    segment = next(at for element, at, _ in elements(data) if element == 0x18538067)
     garbage = WebmOpusStream()
     garbage.push(data[:segment])
     with pytest.raises(MediaError, match=f"corrupt at byte {segment}: 0x00 starts no element ID"):
