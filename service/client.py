@@ -21,9 +21,9 @@ import json
 import math
 import sys
 import time
-from itertools import chain
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,7 +45,8 @@ _CONTAINERS = {
     "WAV": pb.WAV, "WAVEX": pb.WAV, "RF64": pb.WAV, "FLAC": pb.FLAC, "MP3": pb.MP3, "OGG": pb.OGG,
     "MP4": pb.MP4, "WEBM": pb.WEBM,
 }  # fmt: skip
-RECORDING_ENCODINGS = {b"\x1a\x45\xdf\xa3": pb.WEBM, b"OggS": pb.OGG}  # a recording's first 4 bytes -> its stream encoding
+# a recording's first 4 bytes (EBML's magic, Ogg's capture pattern) -> its stream encoding
+RECORDING_ENCODINGS = {b"\x1a\x45\xdf\xa3": pb.WEBM, b"OggS": pb.OGG}
 
 
 @dataclass(frozen=True)
