@@ -70,7 +70,7 @@ bench-streaming: install $(TEST_SPLIT)
 	$(PY) benchmarks/endpointing.py --first-pause 0 --out benchmarks/results/endpointing_mid_sentence.json
 	$(PY) benchmarks/stream_interims.py
 
-# Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, in three rooms and on a phone line, both shipped models.
+# Clean held-out speech vs the same in white, pink and brown noise at 30-5 dB SNR, in three rooms, on a phone line and through Opus and AAC at call bitrates, both shipped models.
 bench-robustness: install $(TEST_SPLIT) data/music
 	$(PY) benchmarks/robustness.py --checkpoints models/char.ckpt models/phone.ckpt --recordings data/music
 
