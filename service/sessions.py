@@ -47,7 +47,6 @@ from audiomodels.context import PhraseBias
 from audiomodels.media import MediaError, OpusPackets
 from audiomodels.ogg_stream import OggOpusStream
 from audiomodels.raw_samples import RawSampleReader
-from audiomodels.webm_stream import WebmOpusStream
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.silence import (
     BLOCK_S,
@@ -60,6 +59,7 @@ from audiomodels.silence import (
     SpeechDetector,
 )
 from audiomodels.streaming import ChunkedStream, ChunkInput, step_streams
+from audiomodels.webm_stream import WebmOpusStream
 from service.limits import IdleTimeout, LimitExceeded, RequestError, ShuttingDown
 
 MIN_UTTERANCE_S = 0.1  # shorter tails are not worth (and too short for) recognition
