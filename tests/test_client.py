@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from audiomodels.audio import decode_audio, encode_pcm16, load_audio, quantize_pcm16
-from audiomodels.media import opus_packets
+from audiomodels.media import MediaError, opus_packets
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from service.client import (
@@ -31,6 +31,7 @@ from service.client import (
     read_samples,
     recognize_file,
     stream_file,
+    stream_recording,
 )
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from tests.grpc_harness import LoopbackServer
@@ -114,6 +115,15 @@ def test_stream_command_sends_a_recording_as_it_is(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(piped))
     live = finals("-", "--as-recorded")
     assert [f["alternatives"][0]["transcript"] for f in live] == [f["alternatives"][0]["transcript"] for f in as_samples]
+
+    # the container is told from the first four bytes, however the first pieces cut them
+    data = recording.read_bytes()
+    results = stream_recording([data[:1], data[1:3], data[3:]], Connection(grpc_server.address))
+    assert [r.alternatives[0].transcript for r in results if r.is_final] == [
+        f["alternatives"][0]["transcript"] for f in as_samples
+    ]
+    with pytest.raises(MediaError, match=r"not a WebM or Ogg recording: it begins with b'RIFF'"):
+        next(stream_recording([b"RI", b"FF", b"...."], Connection(grpc_server.address)))
 
     assert cli_main(["stream", str(speech_files["the quick brown fox"]), "--as-recorded", *common]) == 1
     assert "is not a WebM or Ogg recording; stream it without --as-recorded" in capsys.readouterr().err
