@@ -193,8 +193,15 @@ class SpeechLabelerServicer(pb_grpc.SpeechLabelerServicer):
                         partial(self._run, call),
                         partial(self._recognize, call, entry, decoding),
                     )
+                    open_for_s = limits.max_stream_s + limits.stream_idle_timeout_s
+                    deadline = time.monotonic() + open_for_s
                     try:
                         async for request in requests:
+                            if time.monotonic() > deadline:  # messages that bring no audio cannot hold a stream open
+                                raise LimitExceeded(
+                                    f"stream open for over {open_for_s:g} s (the server's {limits.max_stream_s:g} s "
+                                    f"of audio per stream and {limits.stream_idle_timeout_s:g} s of idle time)"
+                                )
                             if request.WhichOneof("request") != "audio":
                                 raise RequestError("only the first message of a stream may carry config; send audio")
                             if len(request.audio) > limits.max_chunk_bytes:

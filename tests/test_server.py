@@ -40,6 +40,7 @@ from service.client import Connection, check_health
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.gen.speechlabel.v1 import speech_pb2_grpc as pb_grpc
 from service.proto_gen import check_current
+from service.limits import Limits
 from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
 from service.sessions import BLOCK_S, StreamSettings, run_stream, stream_chunking
@@ -989,6 +990,32 @@ def test_concurrent_stream_cap_and_idle_timeout(stub, pcm, grpc_server) -> None:
         assert open_stream.error is not None and open_stream.error.code() == Code.DEADLINE_EXCEEDED
         assert "no audio for 1.5 s" in open_stream.error.details()
     grpc_server.wait_for_no_streams()
+
+
+def test_messages_without_audio_cannot_hold_a_stream_open(model_dir: Path) -> None:
+    """Empty messages (or a WebM stream's skipped bytes) bring no audio, so the audio limit never
+    counts them, and they reset the idle timeout: the stream's wall time is capped at the audio
+    limit plus the idle timeout."""
+    limits = Limits(max_stream_s=1.0, stream_idle_timeout_s=0.5)
+    server = LoopbackServer(ModelRegistry.load_dir(model_dir), limits=limits, workers=1)
+
+    def requests() -> Iterator[pb.StreamingRecognizeRequest]:
+        yield pb.StreamingRecognizeRequest(config=raw_config())
+        for _ in range(60):  # 6 s of nothing, a message every 0.1 s
+            time.sleep(0.1)
+            yield pb.StreamingRecognizeRequest(audio=b"")
+
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            started = time.monotonic()
+            expect_error(
+                lambda: pb_grpc.SpeechLabelerStub(channel).StreamingRecognize(requests()),
+                Code.RESOURCE_EXHAUSTED,
+                "stream open for over 1.5 s",
+            )
+            assert 1.5 <= time.monotonic() - started < 3.0
+    finally:
+        server.close()
 
 
 def test_shutdown_finishes_open_streams_with_their_finals(model_dir: Path, pcm) -> None:
