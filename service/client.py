@@ -248,12 +248,10 @@ def stream_recording(
 
 def _recording_seconds(data: bytes, path: str | Path) -> float:
     """A WebM or Ogg recording's duration (it paces the messages)."""
-    if RECORDING_ENCODINGS.get(data[:4]) == pb.OGG:
-        return sf.info(io.BytesIO(data)).duration
-    if RECORDING_ENCODINGS.get(data[:4]) == pb.WEBM:
-        with MediaFile(io.BytesIO(data)) as media:
-            return media.frames / media.samplerate
-    raise MediaError(f"{path} is not a WebM or Ogg recording; stream it without --as-recorded")
+    if data[:4] not in RECORDING_ENCODINGS:
+        raise MediaError(f"{path} is not a WebM or Ogg recording; stream it without --as-recorded")
+    with open_audio(path) as audio:
+        return audio.frames / audio.samplerate
 
 
 def _compressed_config(config: pb.RecognitionConfig | None, encoding: int, rate: int) -> pb.RecognitionConfig:
