@@ -9,8 +9,8 @@ source format) in ``chunk_ms`` pieces, or as Opus packets (``opus_kbps``: a twel
 24 kbps), paced in real time unless ``realtime=False``, and live raw
 audio from standard input (``stream -``: a microphone through ``arecord``, ``sox`` or ``ffmpeg``)
 as it arrives, or encoded to Opus packets as it arrives (``stream - --opus-kbps``, :func:`live_opus`).
-``stream --as-recorded`` sends a WebM or Ogg Opus recording's bytes, from a file or standard
-input, as they are (:func:`stream_recording`: what a browser's MediaRecorder sends).
+``stream --as-recorded`` sends a WebM or Ogg Opus recording's, or a fragmented MP4's, bytes, from
+a file or standard input, as they are (:func:`stream_recording`: what a browser's MediaRecorder sends).
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ _CONTAINERS = {
     "WAV": pb.WAV, "WAVEX": pb.WAV, "RF64": pb.WAV, "FLAC": pb.FLAC, "MP3": pb.MP3, "OGG": pb.OGG,
     "MP4": pb.MP4, "WEBM": pb.WEBM,
 }  # fmt: skip
-# a recording's first 4 bytes (EBML's magic, Ogg's capture pattern) -> its stream encoding
-RECORDING_ENCODINGS = {b"\x1a\x45\xdf\xa3": pb.WEBM, b"OggS": pb.OGG}
+RECORDING_HEAD_BYTES = 8  # enough to tell the containers recording_encoding knows
 
 
 @dataclass(frozen=True)
@@ -205,14 +204,17 @@ def stream_file(
 
     With ``opus_kbps`` the audio goes as Opus packets at that bitrate (one per message, every
     20 ms; 24 kbps is about a twelfth of LINEAR16 at 16 kHz); with ``as_recorded`` a WebM or Ogg
-    Opus recording's bytes go as they are, ``chunk_ms`` of its duration per message (as a
-    browser's MediaRecorder sends a recording); else FLOAT32 chunks of ``chunk_ms``."""
+    Opus recording's or an MP4's bytes go as they are, ``chunk_ms`` of its duration per message
+    (as a browser's MediaRecorder sends a recording); else FLOAT32 chunks of ``chunk_ms``."""
     if as_recorded:
         data = Path(path).read_bytes()
-        count = max(1, math.ceil(_recording_seconds(data, path) * 1000 / chunk_ms))
+        seconds, rate = _recording_length(data, path)
+        count = max(1, math.ceil(seconds * 1000 / chunk_ms))
         step = math.ceil(len(data) / count)
         timed = ((index * chunk_ms / 1000, data[index * step : (index + 1) * step]) for index in range(count))
-        yield from stream_recording(_paced(timed, realtime), connection, config)
+        # an MP4's rate is stated, so the server need not resample audio that is not at 48 kHz
+        stated = rate if recording_encoding(data) == pb.MP4 else 0
+        yield from stream_recording(_paced(timed, realtime), connection, config, sample_rate_hz=stated)
         return
     samples, rate = read_samples(path)
     if opus_kbps is None:
@@ -232,26 +234,42 @@ def stream_opus(
 
 
 def stream_recording(
-    pieces: Iterable[bytes], connection: Connection = Connection(), config: pb.RecognitionConfig | None = None
+    pieces: Iterable[bytes],
+    connection: Connection = Connection(),
+    config: pb.RecognitionConfig | None = None,
+    *,
+    sample_rate_hz: int = 0,
 ) -> Iterator[pb.Result]:
-    """Stream a WebM or Ogg recording with Opus audio as its bytes come, in pieces cut anywhere (a
-    MediaRecorder's chunks, ``ffmpeg -f webm -`` or ``-f ogg -``), the container told by its first
-    bytes, and yield the server's results as they arrive."""
+    """Stream a recording as its bytes come, in pieces cut anywhere, and yield the server's results
+    as they arrive: WebM or Ogg with Opus audio (Chrome's and Firefox's MediaRecorder, ``ffmpeg -f
+    webm -`` or ``-f ogg -``) or fragmented MP4 with AAC or Opus (Safari's MediaRecorder, ``ffmpeg
+    -f mp4 -movflags frag_keyframe+empty_moov -``), the container told by its first bytes. An MP4's
+    audio is resampled to 48 kHz by the server unless ``sample_rate_hz`` states its own rate."""
     pieces, head = iter(pieces), b""
-    while len(head) < 4 and (piece := next(pieces, None)) is not None:
+    while len(head) < RECORDING_HEAD_BYTES and (piece := next(pieces, None)) is not None:
         head += piece
-    encoding = RECORDING_ENCODINGS.get(head[:4])
+    encoding = recording_encoding(head)
     if encoding is None:
-        raise MediaError(f"not a WebM or Ogg recording: it begins with {head[:4]!r}")
-    yield from _stream(_compressed_config(config, encoding, 0), chain([head], pieces), connection)
+        raise MediaError(f"not a WebM, Ogg or MP4 recording: it begins with {head[:RECORDING_HEAD_BYTES]!r}")
+    yield from _stream(_compressed_config(config, encoding, sample_rate_hz), chain([head], pieces), connection)
 
 
-def _recording_seconds(data: bytes, path: str | Path) -> float:
-    """A WebM or Ogg recording's duration (it paces the messages)."""
-    if data[:4] not in RECORDING_ENCODINGS:
-        raise MediaError(f"{path} is not a WebM or Ogg recording; stream it without --as-recorded")
+def recording_encoding(head: bytes) -> int | None:
+    """The stream encoding of a recording that begins with ``head``: EBML's magic (WebM), Ogg's
+    capture pattern, or an MP4's leading ftyp box; None for anything else."""
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return pb.WEBM
+    if head.startswith(b"OggS"):
+        return pb.OGG
+    return pb.MP4 if head[4:8] == b"ftyp" else None
+
+
+def _recording_length(data: bytes, path: str | Path) -> tuple[float, int]:
+    """A recording's duration (it paces the messages) and rate."""
+    if recording_encoding(data) is None:
+        raise MediaError(f"{path} is not a WebM, Ogg or MP4 recording; stream it without --as-recorded")
     with open_audio(path) as audio:
-        return audio.frames / audio.samplerate
+        return audio.frames / audio.samplerate, audio.samplerate
 
 
 def _compressed_config(config: pb.RecognitionConfig | None, encoding: int, rate: int) -> pb.RecognitionConfig:
@@ -368,8 +386,9 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     encoded.add_argument(
         "--as-recorded",
         action="store_true",
-        help="send a WebM or Ogg Opus recording's bytes as they are, from the file or as standard input "
-        "gives them (e.g. ffmpeg -f alsa -i default -c:a libopus -f webm - | speechlabel stream - --as-recorded)",
+        help="send a recording's bytes as they are (WebM or Ogg with Opus, fragmented MP4 with AAC or Opus), from "
+        "the file or as standard input gives them (e.g. ffmpeg -f alsa -i default -c:a libopus -f webm - | "
+        "speechlabel stream - --as-recorded)",
     )
     _add_decoding_arguments(parser)
     parser.add_argument("--endpoint-silence-ms", type=int, default=0, help="0 = server default")

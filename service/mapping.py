@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 
 from audiomodels.alignment import AlignmentError
-from audiomodels.audio import AudioError, audio_duration, decode_audio, decode_raw
+from audiomodels.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, audio_duration, decode_audio, decode_raw
 from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.labels import LabelError, LabelSet
 from audiomodels.media import OPUS_INPUT_RATES, OPUS_RATE
@@ -84,6 +84,16 @@ def _opus_rate(config: pb.RecognitionConfig) -> int:
     return OPUS_RATE
 
 
+def _mp4_stream_rate(config: pb.RecognitionConfig) -> int:
+    """A streamed MP4's rate: the one stated (its audio must have it), or OPUS_RATE, which audio
+    at another rate is resampled to (the rate is fixed before the stream's header arrives)."""
+    if config.sample_rate_hz and not MIN_SAMPLE_RATE <= config.sample_rate_hz <= MAX_SAMPLE_RATE:
+        raise RequestError(
+            f"sample_rate_hz must be {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} (or 0), got {config.sample_rate_hz}"
+        )
+    return config.sample_rate_hz or OPUS_RATE
+
+
 def _check_audio_length(seconds: float, limits: Limits) -> None:
     if seconds > limits.max_audio_s:
         raise LimitExceeded(
@@ -131,10 +141,10 @@ def phrase_bias(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) 
 def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limits) -> StreamSettings:
     """A streaming config -> session settings (raw audio, Opus packets, or a WebM or Ogg stream of
     Opus; thresholds within server limits)."""
-    if config.encoding not in (*RAW_ENCODINGS, *OPUS_STREAMS):
+    if config.encoding not in (*RAW_ENCODINGS, *OPUS_STREAMS, pb.MP4):
         raise RequestError(
-            "streaming takes headerless LINEAR16 or FLOAT32 audio, OPUS packets, or a WEBM or OGG stream "
-            f"of Opus audio, not {_encoding_name(config.encoding)}"
+            "streaming takes headerless LINEAR16 or FLOAT32 audio, OPUS packets, a WEBM or OGG stream "
+            f"of Opus audio, or an MP4 stream of AAC or Opus, not {_encoding_name(config.encoding)}"
         )
     if config.endpoint_silence_ms < 0:
         raise RequestError(f"endpoint_silence_ms must not be negative, got {config.endpoint_silence_ms}")
@@ -148,11 +158,14 @@ def stream_settings(config: pb.RecognitionConfig, labels: LabelSet, limits: Limi
     defaults = StreamSettings(encoding="pcm16", sample_rate=16000)
     if config.encoding in OPUS_STREAMS:
         encoding, rate = OPUS_STREAMS[config.encoding], _opus_rate(config)
+    elif config.encoding == pb.MP4:
+        encoding, rate = "mp4", _mp4_stream_rate(config)
     else:
         encoding, rate = RAW_ENCODINGS[config.encoding], _raw_rate(config)
     return StreamSettings(
         encoding=encoding,
         sample_rate=rate,
+        stated_rate=config.encoding != pb.MP4 or config.sample_rate_hz != 0,
         interim_results=config.interim_results,
         beam_size=beam_size(config, limits),
         alternatives=alternatives(config, limits),

@@ -45,6 +45,7 @@ from audiomodels.audio import AudioError, StreamingResampler, decode_raw
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
 from audiomodels.media import MediaError, OpusPackets
+from audiomodels.mp4_stream import Mp4AudioStream
 from audiomodels.ogg_stream import OggOpusStream
 from audiomodels.raw_samples import RawSampleReader
 from audiomodels.recognizer import Recognizer, Transcript
@@ -76,10 +77,14 @@ UtteranceRecognizer = Callable[[np.ndarray], Awaitable[Transcript]]
 class StreamSettings:
     """How one stream is cut and recognized (filled from the client's config within server limits)."""
 
-    # "pcm16" or "float32" (headerless little-endian mono), "opus" (a packet per message), or "webm" or
-    # "ogg" (a WebM or Ogg byte stream with Opus audio, in any pieces)
+    # "pcm16" or "float32" (headerless little-endian mono), "opus" (a packet per message), "webm" or
+    # "ogg" (a WebM or Ogg byte stream with Opus audio, in any pieces), or "mp4" (a fragmented or
+    # faststart MP4 byte stream with AAC or Opus audio)
     encoding: str
-    sample_rate: int  # Hz of the incoming samples (for the Opus ones: the decoder's, OPUS_RATE)
+    # Hz of the incoming samples (for the Opus ones: the decoder's, OPUS_RATE; for MP4: the rate the
+    # client stated, or OPUS_RATE, which the stream's audio is resampled to if its own differs)
+    sample_rate: int
+    stated_rate: bool = True  # False: an MP4 stream's sample_rate is the default, not the client's
     interim_results: bool = False
     beam_size: int = 1  # interims show the search's leading hypothesis, finals its result
     alternatives: int = 1  # hypotheses per final (at most beam_size)
@@ -100,18 +105,21 @@ class StreamSettings:
 
 class SampleDecoder:
     """Stream messages -> float32 samples: raw bytes in any pieces (a partial sample waits for the
-    next piece), one Opus packet per message (:class:`audiomodels.media.OpusPackets`), or a WebM or
-    Ogg stream's bytes in any pieces (:class:`audiomodels.webm_stream.WebmOpusStream`,
-    :class:`audiomodels.ogg_stream.OggOpusStream`)."""
+    next piece), one Opus packet per message (:class:`audiomodels.media.OpusPackets`), or a WebM,
+    Ogg or MP4 stream's bytes in any pieces (:class:`audiomodels.webm_stream.WebmOpusStream`,
+    :class:`audiomodels.ogg_stream.OggOpusStream`, :class:`audiomodels.mp4_stream.Mp4AudioStream`)."""
 
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = settings
         self._raw: RawSampleReader | None = None
-        self._container: WebmOpusStream | OggOpusStream | None = None
+        self._container: WebmOpusStream | OggOpusStream | Mp4AudioStream | None = None
         if settings.encoding == "opus":
             self._decode: Callable[[bytes], np.ndarray] = OpusPackets().decode
-        elif settings.encoding in ("webm", "ogg"):
-            self._container = WebmOpusStream() if settings.encoding == "webm" else OggOpusStream()
+        elif settings.encoding in ("webm", "ogg", "mp4"):
+            if settings.encoding == "mp4":
+                self._container = Mp4AudioStream(settings.sample_rate, required=settings.stated_rate)
+            else:
+                self._container = WebmOpusStream() if settings.encoding == "webm" else OggOpusStream()
             self._decode = self._container.push
         else:
             decode_raw(b"", settings.encoding, settings.sample_rate)  # validates encoding and rate now
@@ -122,23 +130,29 @@ class SampleDecoder:
 
     def decode(self, data: bytes) -> np.ndarray:
         with _as_audio_error():
-            samples = self._decode(data)
+            return self._counted(self._decode(data))
+
+    def finish(self) -> np.ndarray:
+        """The samples a container held back to the end (an MP4 stream's resampler tail)."""
+        if self._raw is not None and self._raw.remainder:
+            raise AudioError(
+                f"stream ended inside a sample: {len(self._raw.remainder)} trailing byte(s) of a "
+                f"{self._raw.bytes_per_sample}-byte {self.settings.encoding} sample"
+            )
+        if self._container is None:
+            return np.zeros(0, np.float32)
+        with _as_audio_error():
+            return self._counted(self._container.finish())
+
+    def _counted(self, samples: np.ndarray | None) -> np.ndarray:
+        if samples is None:
+            return np.zeros(0, np.float32)
         if not np.isfinite(samples).all():
             raise AudioError("audio contains NaN or Inf samples")
         self.num_samples += len(samples)
         if self.num_samples > self._max_samples:
             raise LimitExceeded(f"stream is longer than the server's {self.settings.max_stream_s:g} s limit")
         return samples
-
-    def finish(self) -> None:
-        if self._container is not None:
-            with _as_audio_error():
-                self._container.finish()
-        if self._raw is not None and self._raw.remainder:
-            raise AudioError(
-                f"stream ended inside a sample: {len(self._raw.remainder)} trailing byte(s) of a "
-                f"{self._raw.bytes_per_sample}-byte {self.settings.encoding} sample"
-            )
 
 
 @contextmanager
@@ -377,13 +391,11 @@ class StreamingSession:
         return self.decoder.num_samples / self.settings.sample_rate
 
     async def accept(self, data: bytes) -> list[StreamResult]:
-        for block in self._blocks.push(self.decoder.decode(data)):
-            first = self.endpointer.position
-            self._route(block, first, self.endpointer.on_block(block))
+        self._receive(self.decoder.decode(data))
         return await self._advance()
 
     async def finish(self) -> list[StreamResult]:
-        self.decoder.finish()
+        self._receive(self.decoder.finish())
         tail = self._blocks.finish()
         first = self.endpointer.position
         last = self.endpointer.finish(tail)
@@ -391,6 +403,12 @@ class StreamingSession:
             self._route(tail, first, last)
         self._current = None  # speech too short to be an utterance
         return await self._advance()
+
+    def _receive(self, samples: np.ndarray) -> None:
+        """Cut the stream's samples into blocks; endpoint them and route them to utterances."""
+        for block in self._blocks.push(samples):
+            first = self.endpointer.position
+            self._route(block, first, self.endpointer.on_block(block))
 
     def _route(self, block: np.ndarray, first: int, cut: Cut | None) -> None:
         """Send a block to the utterance in progress, or keep it in the look-back until speech starts."""

@@ -34,6 +34,7 @@ from service.client import (
     stream_recording,
 )
 from service.gen.speechlabel.v1 import speech_pb2 as pb
+from tests.test_mp4_stream import mp4 as mp4_recording
 from tests.grpc_harness import LoopbackServer
 from tests.media_files import write_media
 from training.codecs import encode_audio
@@ -87,16 +88,20 @@ def test_stream_command_sends_a_file_or_live_input_as_opus_packets(
     assert list(live_opus(pieces, "pcm16", 16000, 24)) == opus_packets(quantize_pcm16(samples), 16000, 24)
 
 
-@pytest.mark.parametrize("fmt", ["webm", "ogg"])
+@pytest.mark.parametrize("fmt", ["webm", "ogg", "mp4"])
 def test_stream_command_sends_a_recording_as_it_is(
     grpc_server: LoopbackServer, speech_files, capsys, monkeypatch, tmp_path, fmt
 ) -> None:
-    """``--as-recorded``: a browser recording's bytes (WebM from Chrome, Ogg from Firefox) go as
-    they are (a file in 37 ms pieces, or standard input's stream as it comes), and the server's
-    finals are those of the samples they decode to, sent as FLOAT32: the same words at the same times."""
+    """``--as-recorded``: a browser recording's bytes (WebM from Chrome, Ogg from Firefox,
+    fragmented MP4 from Safari) go as they are (a file in 37 ms pieces, or standard input's stream
+    as it comes), and the server's finals are those of the samples they decode to, sent as
+    FLOAT32: the same words at the same times."""
     recording = tmp_path / f"recording.{fmt}"
     samples = load_audio(speech_files["the quick brown fox"])
-    recording.write_bytes(encode_audio(samples, 16000, fmt, "libopus", seekable=False))
+    if fmt == "mp4":  # the file's rate (16 kHz) is stated; from standard input it is resampled to 48 kHz
+        recording.write_bytes(mp4_recording(samples, 16000))
+    else:
+        recording.write_bytes(encode_audio(samples, 16000, fmt, "libopus", seekable=False))
     common = ["--server", grpc_server.address, "--fast", "--json", "--chunk-ms", "37"]
 
     def finals(*args: str) -> list[dict]:
@@ -105,7 +110,7 @@ def test_stream_command_sends_a_recording_as_it_is(
 
     as_samples = finals(str(recording))  # decoded here, sent as FLOAT32 at 48 kHz
     assert as_samples and as_samples[0]["alternatives"][0]["words"]
-    if fmt == "webm":  # FFmpeg decodes WebM on both sides; libsndfile's Ogg decoder (libopus) differs in the last bits
+    if fmt != "ogg":  # FFmpeg decodes WebM and MP4 on both sides; libsndfile's Ogg decoder (libopus) differs in the last bits
         assert finals(str(recording), "--as-recorded") == as_samples
     else:
         assert [f["alternatives"][0]["transcript"] for f in finals(str(recording), "--as-recorded")] == [
@@ -116,17 +121,17 @@ def test_stream_command_sends_a_recording_as_it_is(
     live = finals("-", "--as-recorded")
     assert [f["alternatives"][0]["transcript"] for f in live] == [f["alternatives"][0]["transcript"] for f in as_samples]
 
-    # the container is told from the first four bytes, however the first pieces cut them
+    # the container is told from the first bytes, however the first pieces cut them
     data = recording.read_bytes()
-    results = stream_recording([data[:1], data[1:3], data[3:]], Connection(grpc_server.address))
+    results = stream_recording([data[:1], data[1:3], data[3:6], data[6:]], Connection(grpc_server.address))
     assert [r.alternatives[0].transcript for r in results if r.is_final] == [
         f["alternatives"][0]["transcript"] for f in as_samples
     ]
-    with pytest.raises(MediaError, match=r"not a WebM or Ogg recording: it begins with b'RIFF'"):
-        next(stream_recording([b"RI", b"FF", b"...."], Connection(grpc_server.address)))
+    with pytest.raises(MediaError, match=r"not a WebM, Ogg or MP4 recording: it begins with b'RIFF\.\.\.\.'"):
+        next(stream_recording([b"RI", b"FF", b"....WAVE"], Connection(grpc_server.address)))
 
     assert cli_main(["stream", str(speech_files["the quick brown fox"]), "--as-recorded", *common]) == 1
-    assert "is not a WebM or Ogg recording; stream it without --as-recorded" in capsys.readouterr().err
+    assert "is not a WebM, Ogg or MP4 recording; stream it without --as-recorded" in capsys.readouterr().err
 
 
 def test_stream_command_asks_for_full_context_finals(

@@ -45,7 +45,9 @@ from service.registry import ModelRegistry
 from service.server import SERVICE_NAME, server_credentials
 from service.sessions import BLOCK_S, StreamSettings, run_stream, stream_chunking
 from training.augment import colored_noise
+from tests.test_mp4_stream import mp4 as mp4_recording
 from tests.test_ogg_stream import whole_file
+from tests.test_webm_stream import as_file
 from training.codecs import encode_audio
 from tests.conftest import SPEECH_TEXTS
 from tests.grpc_harness import LoopbackServer
@@ -738,15 +740,19 @@ def test_a_stream_of_opus_packets_is_the_offline_transcript_of_what_they_decode_
     assert final.end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
 
 
-@pytest.mark.parametrize(("fmt", "encoding"), [("webm", pb.WEBM), ("ogg", pb.OGG)])
+@pytest.mark.parametrize(("fmt", "encoding"), [("webm", pb.WEBM), ("ogg", pb.OGG), ("mp4", pb.MP4)])
 def test_a_recorders_stream_gives_the_finals_of_the_samples_it_decodes_to(stub, pcm, fmt, encoding) -> None:
     """A browser's MediaRecorder stream (WebM/Opus from Chrome, sizes unknown; Ogg/Opus from
-    Firefox), forwarded in pieces cut anywhere: the same finals, words and times as the samples
-    FFmpeg decodes the whole recording to, streamed as FLOAT32."""
+    Firefox; fragmented MP4/AAC from Safari), forwarded in pieces cut anywhere: the same finals,
+    words and times as the samples FFmpeg decodes the whole recording to, streamed as FLOAT32."""
     speech = pcm["hello world"] + bytes(2 * RATE) + pcm["open the door"]
-    wideband = prepare_waveform(decode_raw(speech, "pcm16", RATE), RATE, target_rate=16000)  # Opus has no 22.05 kHz
-    data = encode_audio(wideband, 16000, fmt, "libopus", seekable=False)
-    decoded = whole_file(data)
+    if fmt == "mp4":  # Safari records at the device's rate, here 48 kHz (other rates are resampled to it)
+        data = mp4_recording(prepare_waveform(decode_raw(speech, "pcm16", RATE), RATE, target_rate=48000), 48000)
+        decoded = as_file(data)  # cut to the last sample's duration, as the stream is
+    else:
+        wideband = prepare_waveform(decode_raw(speech, "pcm16", RATE), RATE, target_rate=16000)  # Opus has no 22.05 kHz
+        data = encode_audio(wideband, 16000, fmt, "libopus", seekable=False)
+        decoded = whole_file(data)
     float32 = pb.RecognitionConfig(encoding=pb.FLOAT32, sample_rate_hz=OPUS_RATE, word_time_offsets=True)
     as_samples = stream(stub, float32, chunks(decoded.astype("<f4").tobytes(), [48000]))
 
@@ -755,6 +761,15 @@ def test_a_recorders_stream_gives_the_finals_of_the_samples_it_decodes_to(stub, 
 
     assert len(finals(as_recorded)) == 2 and finals(as_recorded) == finals(as_samples)
     assert finals(as_recorded)[-1].end_s == pytest.approx(len(decoded) / OPUS_RATE, abs=1e-3)
+
+
+def test_an_mp4_stream_at_another_rate_is_heard_at_its_own_times(stub, pcm) -> None:
+    """A 22.05 kHz AAC stream with no rate stated: resampled to 48 kHz on arrival, it is heard
+    right and its end is where the audio's is."""
+    data = mp4_recording(decode_raw(pcm["hello world"], "pcm16", RATE), RATE)
+    results = finals(stream(stub, pb.RecognitionConfig(encoding=pb.MP4), chunks(data, [777])))
+    assert [r.alternatives[0].transcript for r in results] == ["hello world"]
+    assert results[-1].end_s == pytest.approx(len(as_file(data)) / RATE, abs=2e-3)
 
 
 def test_a_stream_opened_mid_sentence_loses_nothing(recognizer, streaming, pcm) -> None:
@@ -809,6 +824,8 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
     opus = list(opus_packets(decode_raw(speech, "pcm16", RATE), RATE))
     webm = encode_audio(prepare_waveform(decode_raw(speech, "pcm16", RATE), RATE), 16000, "webm", "libopus", seekable=False)
     aac_mka = encode_audio(decode_raw(speech, "pcm16", RATE), RATE, "matroska", "aac", seekable=False)
+    m4a = encode_audio(decode_raw(speech, "pcm16", RATE), RATE, "mp4", "aac")  # its moov comes last
+    fragmented = mp4_recording(decode_raw(speech, "pcm16", RATE), RATE)
     wav = io.BytesIO()
     sf.write(wav, decode_raw(speech, "pcm16", RATE), RATE, format="WAV")
     wav = wav.getvalue()
@@ -898,6 +915,21 @@ def _bad_streams(pcm: dict[str, bytes]) -> dict[str, tuple[list[pb.StreamingReco
             [request(config=pb.RecognitionConfig(encoding=pb.OGG)), request(audio=vorbis)],
             Code.INVALID_ARGUMENT,
             "Ogg stream has no Opus stream before page 2",
+        ),
+        "MP4 saved to disk, streamed": (
+            [request(config=pb.RecognitionConfig(encoding=pb.MP4)), request(audio=m4a)],
+            Code.INVALID_ARGUMENT,
+            "comes before its index (moov)",
+        ),
+        "MP4 stream at a rate it lacks": (
+            [request(config=pb.RecognitionConfig(encoding=pb.MP4, sample_rate_hz=16000)), request(audio=fragmented)],
+            Code.INVALID_ARGUMENT,
+            f"sample_rate_hz is 16000 but the MP4 stream's audio is {RATE} Hz",
+        ),
+        "MP4 stream at no rate": (
+            [request(config=pb.RecognitionConfig(encoding=pb.MP4, sample_rate_hz=4000))],
+            Code.INVALID_ARGUMENT,
+            "sample_rate_hz must be 8000-96000 (or 0), got 4000",
         ),
         "WebM stream cut short": (
             [request(config=pb.RecognitionConfig(encoding=pb.WEBM)), request(audio=webm[:-7])],

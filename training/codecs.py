@@ -6,6 +6,8 @@ files users send and tests can make real MP4 and WebM files. The files decode th
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 
 import av
 import numpy as np
@@ -30,14 +32,40 @@ class _Pipe(io.RawIOBase):
 
 
 def encode_audio(
-    samples: np.ndarray, rate: int, fmt: str, codec: str, *, kbps: float | None = None, seekable: bool = True
+    samples: np.ndarray,
+    rate: int,
+    fmt: str,
+    codec: str,
+    *,
+    kbps: float | None = None,
+    seekable: bool = True,
+    options: dict[str, str] | None = None,
 ) -> bytes:
     """``samples`` (float32, ``(n,)`` or ``(n, channels)``) as a ``fmt`` file in ``codec`` (PyAV's
-    names, e.g. ``"webm"``, ``"libopus"``), at ``kbps`` or the encoder's default bitrate."""
+    names, e.g. ``"webm"``, ``"libopus"``), at ``kbps`` or the encoder's default bitrate, with the
+    muxer's ``options`` (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``: a recorder's fragmented MP4)."""
+    if "faststart" in (options or {}).get("movflags", ""):  # moving the index to the front takes a real file
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"audio.{fmt}"
+            _encode_into(str(path), samples, rate, fmt, codec, kbps, options)
+            return path.read_bytes()
+    sink = io.BytesIO() if seekable else _Pipe()
+    _encode_into(sink, samples, rate, fmt, codec, kbps, options)
+    return sink.getvalue() if isinstance(sink, io.BytesIO) else bytes(sink.data)
+
+
+def _encode_into(
+    sink: str | io.IOBase,
+    samples: np.ndarray,
+    rate: int,
+    fmt: str,
+    codec: str,
+    kbps: float | None,
+    options: dict[str, str] | None,
+) -> None:
     data = samples[:, None] if samples.ndim == 1 else samples
     layout = {1: "mono", 2: "stereo"}[data.shape[1]]
-    sink = io.BytesIO() if seekable else _Pipe()
-    with av.open(sink, "w", format=fmt) as container:
+    with av.open(sink, "w", format=fmt, options=options or {}) as container:
         stream = container.add_stream(codec, rate=rate, layout=layout)
         if kbps is not None:
             stream.codec_context.bit_rate = round(kbps * 1000)
@@ -57,7 +85,6 @@ def encode_audio(
             frame.rate, frame.pts = rate, start
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    return sink.getvalue() if isinstance(sink, io.BytesIO) else bytes(sink.data)
 
 
 def compressed(samples: np.ndarray, rate: int, codec: str, kbps: float) -> tuple[bytes, str]:
