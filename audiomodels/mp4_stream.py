@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from audiomodels.media import MediaError, decode_packet, opus_decoder
+from audiomodels.media import OPUS_RATE, MediaError, decode_packet, opus_decoder
+
+DEFAULT_RATE = OPUS_RATE  # as WebM and Ogg streams' samples come out: Safari's usual rate
 
 # Boxes held whole to be parsed: an index, at most this long (a faststart hour of AAC needs ~1 MB)
 MAX_BOX_BYTES = 4 << 20
@@ -67,7 +69,7 @@ class Mp4AudioStream:
     samples (at ``rate``) of the audio samples the piece completed; ``finish`` returns what the
     resampler held back. Errors are :class:`MediaError` with what was wrong and where."""
 
-    def __init__(self, rate: int = 48000, *, required: bool = False) -> None:
+    def __init__(self, rate: int = DEFAULT_RATE, *, required: bool = False) -> None:
         """``rate``: the samples' rate out; ``required``: the track must have it (the client stated it)."""
         self._required = required
         self.rate = rate

@@ -69,12 +69,14 @@ class OggOpusStream:
                 self._emitted += len(piece)
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
-    def finish(self) -> None:
-        """Raise if the stream ended inside a page or a packet, or before any Opus audio."""
+    def finish(self) -> np.ndarray:
+        """Raise if the stream ended inside a page or a packet, or before any Opus audio; no
+        samples are held back, so none are returned (the MP4 reader's resampler holds some)."""
         if self._buffer or self._packet:
             raise MediaError(f"Ogg stream ended inside page {self.pages + 1}")
         if self.pages and self._decoder is None:
             raise MediaError("Ogg stream ended before its OpusHead")
+        return np.zeros(0, np.float32)
 
     def _next_page(self) -> tuple[int, int, int, bytes, bytes] | None:
         """(flags, granule, serial, lacing values, body) of the next whole page, or None until it is in."""

@@ -56,12 +56,14 @@ class WebmOpusStream:
             pass
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
-    def finish(self) -> None:
-        """Raise if the stream ended inside an element, or before it described its tracks."""
+    def finish(self) -> np.ndarray:
+        """Raise if the stream ended inside an element, or before it described its tracks; no
+        samples are held back, so none are returned (the MP4 reader's resampler holds some)."""
         if self._buffer or self._skip:
             raise MediaError(f"WebM stream ended inside an element (at byte {self.bytes_read + len(self._buffer)})")
         if self._started and not self._tracks:
             raise MediaError("WebM stream ended before it described its tracks (Tracks)")
+        return np.zeros(0, np.float32)
 
     def _advance(self, pieces: list[np.ndarray]) -> bool:
         """Consume one element header, skipped span or whole element; False when more bytes are needed."""

@@ -1,8 +1,8 @@
 """Audio-in speed per container: ``load_audio`` (decode, downmix, resample to 16 kHz) as real-time
 factors, FFmpeg's MP4/M4A and WebM (PyAV) side by side with libsndfile's WAV, FLAC, MP3 and Ogg,
-and the same WebM and Ogg Opus files as live streams (:mod:`audiomodels.webm_stream`,
-:mod:`audiomodels.ogg_stream`: pieces of :data:`STREAM_PIECE` bytes, then resampled the same way)
-beside their whole-file rows.
+and the same WebM, Ogg and fragmented MP4 files as live streams (:mod:`audiomodels.webm_stream`,
+:mod:`audiomodels.ogg_stream`, :mod:`audiomodels.mp4_stream`: pieces of :data:`STREAM_PIECE`
+bytes, then resampled the same way) beside their whole-file rows.
 
 Usage: python benchmarks/audio_decode.py [--minutes 10] [--out benchmarks/results/audio_decode.json]
 The audio is espeak-ng speech (real speech, not noise: codecs work differently on it) at each
@@ -26,10 +26,11 @@ import soundfile as sf
 
 from audiomodels.audio import load_audio, prepare_waveform
 from audiomodels.media import OPUS_RATE
+from audiomodels.mp4_stream import Mp4AudioStream
 from audiomodels.ogg_stream import OggOpusStream
 from audiomodels.webm_stream import WebmOpusStream
 
-from training.codecs import encode_audio
+from training.codecs import FRAGMENTED_MP4, encode_audio
 
 from report import write_report  # beside this script in benchmarks/
 
@@ -46,11 +47,13 @@ CASES = {
     "M4A AAC 44.1 kHz stereo (FFmpeg)": ("mp4", "aac", 44100, 2),
     "M4A ALAC 44.1 kHz stereo (FFmpeg)": ("mp4", "alac", 44100, 2),
     "WebM Opus 48 kHz mono (FFmpeg)": ("webm", "libopus", 48000, 1),
+    "fragmented MP4 AAC 48 kHz mono (FFmpeg)": ("fragmented mp4", "aac", 48000, 1),  # Safari's MediaRecorder
 }
 # live-stream row -> (the file row whose very bytes it streams, its reader)
 STREAMED = {
     "WebM Opus 48 kHz mono, live stream (webm_stream)": ("WebM Opus 48 kHz mono (FFmpeg)", WebmOpusStream),
     "Ogg Opus 48 kHz mono, live stream (ogg_stream)": ("Ogg Opus 48 kHz mono (libsndfile)", OggOpusStream),
+    "fragmented MP4 AAC 48 kHz mono, live stream (mp4_stream)": ("fragmented MP4 AAC 48 kHz mono (FFmpeg)", Mp4AudioStream),
 }
 STREAM_PIECE = 4096  # bytes per message: about a MediaRecorder's 1 s timeslice at 32 kbps
 
@@ -72,15 +75,17 @@ def encoded(samples: np.ndarray, rate: int, case: tuple[str, str, int, int]) -> 
         buffer = io.BytesIO()
         sf.write(buffer, audio, target, format=fmt, subtype=codec)
         return buffer.getvalue()
+    if fmt == "fragmented mp4":
+        return encode_audio(audio, target, "mp4", codec, options=FRAGMENTED_MP4, seekable=False)
     return encode_audio(audio, target, fmt, codec)
 
 
-def load_streamed(data: bytes, reader: type[WebmOpusStream | OggOpusStream]) -> np.ndarray:
-    """``data`` as StreamingRecognize decodes a WEBM or OGG stream, resampled to 16 kHz as load_audio does."""
+def load_streamed(data: bytes, reader: type[WebmOpusStream | OggOpusStream | Mp4AudioStream]) -> np.ndarray:
+    """``data`` as StreamingRecognize decodes a WEBM, OGG or MP4 stream (at 48 kHz), resampled to
+    16 kHz as load_audio does."""
     stream = reader()
     pieces = [stream.push(data[at : at + STREAM_PIECE]) for at in range(0, len(data), STREAM_PIECE)]
-    stream.finish()
-    return prepare_waveform(np.concatenate(pieces), OPUS_RATE)
+    return prepare_waveform(np.concatenate([*pieces, stream.finish()]), OPUS_RATE)
 
 
 def median_s(decode: Callable[[bytes], object], data: bytes, repeats: int) -> float:

@@ -15,6 +15,7 @@ from audiomodels.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, audi
 from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.labels import LabelError, LabelSet
 from audiomodels.media import OPUS_INPUT_RATES, OPUS_RATE
+from audiomodels.mp4_stream import DEFAULT_RATE as MP4_STREAM_RATE
 from audiomodels.recognizer import Segment, Transcript, Word
 from service.gen.speechlabel.v1 import speech_pb2 as pb
 from service.limits import IdleTimeout, LimitExceeded, Limits, ModelNotFound, RequestError, ShuttingDown
@@ -85,13 +86,13 @@ def _opus_rate(config: pb.RecognitionConfig) -> int:
 
 
 def _mp4_stream_rate(config: pb.RecognitionConfig) -> int:
-    """A streamed MP4's rate: the one stated (its audio must have it), or OPUS_RATE, which audio
-    at another rate is resampled to (the rate is fixed before the stream's header arrives)."""
+    """A streamed MP4's rate: the one stated (its audio must have it), or 48 kHz, which audio at
+    another rate is resampled to (the rate is fixed before the stream's header arrives)."""
     if config.sample_rate_hz and not MIN_SAMPLE_RATE <= config.sample_rate_hz <= MAX_SAMPLE_RATE:
         raise RequestError(
             f"sample_rate_hz must be {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} (or 0), got {config.sample_rate_hz}"
         )
-    return config.sample_rate_hz or OPUS_RATE
+    return config.sample_rate_hz or MP4_STREAM_RATE
 
 
 def _check_audio_length(seconds: float, limits: Limits) -> None:

@@ -144,9 +144,7 @@ class SampleDecoder:
         with _as_audio_error():
             return self._counted(self._container.finish())
 
-    def _counted(self, samples: np.ndarray | None) -> np.ndarray:
-        if samples is None:
-            return np.zeros(0, np.float32)
+    def _counted(self, samples: np.ndarray) -> np.ndarray:
         if not np.isfinite(samples).all():
             raise AudioError("audio contains NaN or Inf samples")
         self.num_samples += len(samples)

@@ -19,9 +19,9 @@ from audiomodels.media import MediaError
 from audiomodels.mp4_stream import Mp4AudioStream
 from tests.test_audio import sweep
 from tests.test_webm_stream import as_file, pieces
-from training.codecs import encode_audio
+from training.codecs import FRAGMENTED_MP4, encode_audio
 
-RECORDER = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "300000"}
+RECORDER = {**FRAGMENTED_MP4, "frag_duration": "300000"}
 # a fragmented file whose moov waits for the first fragment, so it carries the edit list (AAC's priming)
 WITH_EDIT_LIST = {**RECORDER, "movflags": RECORDER["movflags"] + "+delay_moov"}
 FASTSTART = {"movflags": "faststart"}

@@ -12,6 +12,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+# PyAV's MP4 muxer options for a fragmented MP4 written to a pipe, as a recorder writes one
+# (Safari's MediaRecorder): an empty moov first, then a moof + mdat per second (a recorder's
+# timeslice; without a fragment length FFmpeg puts all the audio in one fragment)
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
 # codec -> (PyAV output format, encoder, file suffix) of the file it usually comes in
 CODEC_FILES = {"opus": ("webm", "libopus", ".webm"), "aac": ("mp4", "aac", ".m4a"), "alac": ("mp4", "alac", ".m4a")}
 
