@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from audiomodels.container_stream import ContainerStream
 from audiomodels.media import OPUS_RATE, MediaError, decode_packet, opus_decoder
 
 DEFAULT_RATE = OPUS_RATE  # as WebM and Ogg streams' samples come out: Safari's usual rate
@@ -64,18 +65,16 @@ class _Sample:
     duration: int  # in the track's timescale; 0 = not stated
 
 
-class Mp4AudioStream:
+class Mp4AudioStream(ContainerStream):
     """``push`` the stream's bytes in pieces of any size; each call returns the mono float32
     samples (at ``rate``) of the audio samples the piece completed; ``finish`` returns what the
     resampler held back. Errors are :class:`MediaError` with what was wrong and where."""
 
     def __init__(self, rate: int = DEFAULT_RATE, *, required: bool = False) -> None:
         """``rate``: the samples' rate out; ``required``: the track must have it (the client stated it)."""
+        super().__init__()
         self._required = required
         self.rate = rate
-        self._buffer = bytearray()
-        self._skip = 0  # bytes of a skipped span still to come
-        self.bytes_read = 0
         self._started = False
         self._track: _Track | None = None
         self._decoder: av.CodecContext | None = None
@@ -87,13 +86,6 @@ class Mp4AudioStream:
         self._decoded = 0
         self._resampler: av.AudioResampler | None = None
         self._decoded_rate = 0
-
-    def push(self, data: bytes) -> np.ndarray:
-        self._buffer += data
-        pieces: list[np.ndarray] = []
-        while self._advance(pieces):
-            pass
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def finish(self) -> np.ndarray:
         """The resampler's last samples; raise if the stream ended inside a box or a listed sample."""
@@ -279,12 +271,6 @@ class Mp4AudioStream:
             frame.sample_rate = self._decoded_rate
         out = [piece.to_ndarray().reshape(-1) for piece in self._resampler.resample(frame)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-    def _consume(self, count: int) -> None:
-        del self._buffer[:count]
-        self.bytes_read += count
-        if self._skip:
-            self._skip -= count
 
 
 # --- box parsing ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from audiomodels.container_stream import ContainerStream
 from audiomodels.media import OPUS_RATE, MediaError, decode_packet, opus_decoder
 
 _EBML, _DOC_TYPE = 0x1A45DFA3, 0x4282
@@ -35,26 +36,17 @@ _AUDIO_TRACK = 2  # Matroska's TrackType of audio
 MAX_ELEMENT_BYTES = 1 << 20
 
 
-class WebmOpusStream:
+class WebmOpusStream(ContainerStream):
     """``push`` the stream's bytes in pieces of any size; each call returns the mono float32
     samples (at :data:`OPUS_RATE`) of the audio blocks the piece completed. Errors are
     :class:`MediaError` with what was wrong and where."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._skip = 0  # bytes of a skipped element still to come
+        super().__init__()
         self._started = False
         self._tracks: list[dict[str, int | bytes]] = []
         self._audio_track: int | None = None
         self._decoder: av.CodecContext | None = None
-        self.bytes_read = 0
-
-    def push(self, data: bytes) -> np.ndarray:
-        self._buffer += data
-        pieces: list[np.ndarray] = []
-        while self._advance(pieces):
-            pass
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def finish(self) -> np.ndarray:
         """Raise if the stream ended inside an element, or before it described its tracks; no
@@ -185,12 +177,6 @@ class WebmOpusStream:
     def _decode(self, frame: bytes, at: int) -> np.ndarray:
         assert self._decoder is not None
         return decode_packet(self._decoder, frame, f"WebM audio block at byte {at}")
-
-    def _consume(self, count: int) -> None:
-        del self._buffer[:count]
-        self.bytes_read += count
-        if self._skip:
-            self._skip -= count
 
 
 def _block_frame(body: bytes, at: int) -> bytes:
