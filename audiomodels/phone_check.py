@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from audiomodels.ctc_prefix import CtcPrefixScores, sequence_log_likelihoods
@@ -74,12 +73,6 @@ class PhoneCheck:
             raise PhoneCheckError(f"phone check weight must be in (0, 10], got {self.weight:g}")
         if not 0 <= self.search_weight <= 10:
             raise PhoneCheckError(f"phone check search weight must be in [0, 10], got {self.search_weight:g}")
-
-    def emissions(self, speech: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """The phone model's log-probs (T, V) of each model-rate waveform, as the char model heard it
-        (its leading silence skipped and its level set: silence adds nothing to a CTC likelihood)."""
-        log_probs, lengths = self.recognizer.emissions(speech)
-        return [log_probs[row, :length] for row, length in enumerate(lengths.tolist())]
 
     def opinion(self, phone_log_probs: torch.Tensor, labels: LabelSet) -> PhoneOpinion:
         """What the phone model makes of hypotheses in ``labels`` (a char label set) over one

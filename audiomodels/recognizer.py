@@ -26,6 +26,7 @@ from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
 from audiomodels.model import AcousticModel
+from audiomodels.char_check import CharCheck
 from audiomodels.phone_check import PhoneCheck, PhoneOpinion
 from audiomodels.silence import LEADING_SILENCE_S, SPEECH_LEVEL_DBFS, level_gain, level_window_s, speech_start
 from audiomodels.warp import check_warps, mean_posterior, warp_features, warp_matrix
@@ -101,7 +102,7 @@ class Decodable(NamedTuple):
 
     log_probs: torch.Tensor  # (T, V) of the recognizer's model
     duration_s: float
-    phone_log_probs: torch.Tensor | None = None  # the phone check's model's, when it runs
+    check_log_probs: torch.Tensor | None = None  # the phone or char check's model's, when one runs
 
 
 class Recognizer:
@@ -121,6 +122,7 @@ class Recognizer:
         leading_silence_s: float | None = LEADING_SILENCE_S,
         level_dbfs: tuple[float, float] | None = SPEECH_LEVEL_DBFS,
         phone_check: PhoneCheck | None = None,
+        char_check: CharCheck | None = None,
     ) -> None:
         """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
         CPUs with native support and changes transcripts very little (see the batch benchmark);
@@ -137,6 +139,8 @@ class Recognizer:
         far (:func:`audiomodels.silence.level_gain`; also each utterance of a live stream); ``None``
         leaves every level alone. ``phone_check`` (char models): a phone model guides beam search and
         re-ranks its hypotheses by its likelihood of their phones (:mod:`audiomodels.phone_check`).
+        ``char_check`` (phone models): a char model's transcript, phonemized, joins and guides the
+        ranking of beam search's hypotheses (:mod:`audiomodels.char_check`).
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -158,6 +162,9 @@ class Recognizer:
         if phone_check is not None:
             phone_check.check_serves(self.labels, self.sample_rate)
         self.phone_check = phone_check
+        if char_check is not None:
+            char_check.check_serves(self.labels, self.sample_rate)
+        self.char_check = char_check
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
@@ -201,6 +208,12 @@ class Recognizer:
             [(waveform, sample_rate)], beam_size=beam_size, alternatives=alternatives, bias=bias
         )[0]
 
+    def emission_list(self, speech: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Each model-rate waveform's log-probs (T, V), as heard (no silence skipped, no level set):
+        what a check's model makes of speech the checked model has already prepared."""
+        log_probs, lengths = self.emissions(speech)
+        return [log_probs[row, :length] for row, length in enumerate(lengths.tolist())]
+
     def transcribe_batch(
         self,
         items: Sequence[tuple[np.ndarray | torch.Tensor, int]],
@@ -214,18 +227,18 @@ class Recognizer:
         (:meth:`decodable_batch`), each then decoded with the same options (:meth:`decode`)."""
         return [
             self.decode(*output, beam_size=beam_size, alternatives=alternatives, bias=bias)
-            for output in self.decodable_batch(items, max_batch_seconds, phone_check=beam_size > 1)
+            for output in self.decodable_batch(items, max_batch_seconds, check=beam_size > 1)
         ]
 
     def decodable_batch(
         self,
         items: Sequence[tuple[np.ndarray | torch.Tensor, int]],
         max_batch_seconds: float = 600.0,
-        phone_check: bool = True,
+        check: bool = True,
     ) -> list[Decodable]:
         """Each utterance's log-probs as :meth:`decode` takes them, and its duration, in input order;
-        with a :attr:`phone_check` (and ``phone_check`` true: some of them will be beam searched)
-        also its phone model's log-probs of the same speech (silence skipped, level set).
+        with a :attr:`phone_check` or :attr:`char_check` (and ``check`` true: some of them will be
+        beam searched) also its check model's log-probs of the same speech (silence skipped, level set).
 
         The model runs on length-sorted, padded batches; ``max_batch_seconds`` bounds the padded
         audio per model call (memory; a K-warp ensemble counts each utterance K times). Apart from
@@ -236,12 +249,12 @@ class Recognizer:
         starts = [self.speech_start(waveform) for waveform in prepared]
         speech = [self.leveled(waveform[start:]) for waveform, start in zip(prepared, starts)]
         frame_samples = self.featurizer.config.frame_samples
-        check = self.phone_check if phone_check else None
+        checker = (self.phone_check or self.char_check) if check else None
         results: list[Decodable | None] = [None] * len(prepared)
         budget = max_batch_seconds * self.sample_rate / max(1, len(self.warps))
         for batch in _length_sorted_batches(speech, budget):
             log_probs, lengths = self.emissions([speech[i] for i in batch])
-            heard = check.emissions([speech[i] for i in batch]) if check else [None] * len(batch)
+            heard = checker.recognizer.emission_list([speech[i] for i in batch]) if checker else [None] * len(batch)
             for row, index in enumerate(batch):
                 emitted = self._after_silence(log_probs[row, : lengths[row]], starts[index] // frame_samples)
                 results[index] = Decodable(emitted, len(prepared[index]) / self.sample_rate, heard[row])
@@ -285,22 +298,29 @@ class Recognizer:
         self,
         log_probs: torch.Tensor,
         duration_s: float,
-        phone_log_probs: torch.Tensor | None = None,
+        check_log_probs: torch.Tensor | None = None,
         *,
         beam_size: int = 1,
         alternatives: int = 1,
         bias: PhraseBias | None = None,
     ) -> Transcript:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words
-        (:meth:`search` over all of them, then :meth:`transcript`). With ``phone_log_probs`` (from
-        :meth:`decodable_batch`) and a :attr:`phone_check`, beam search is checked (:meth:`_checked`)."""
-        check = self.phone_check
-        if check is not None and phone_log_probs is not None and beam_size > 1:
-            opinion = check.opinion(phone_log_probs, self.labels)
+        (:meth:`search` over all of them, then :meth:`transcript`). With ``check_log_probs`` (from
+        :meth:`decodable_batch`) beam search is checked: by a :attr:`phone_check` (:meth:`_checked`)
+        or a :attr:`char_check` (its reading joins the final beam, which it ranks)."""
+        checked = check_log_probs is not None and beam_size > 1
+        if checked and self.phone_check is not None:
+            opinion = self.phone_check.opinion(check_log_probs, self.labels)
             hypotheses = self._checked(log_probs, opinion, beam_size, alternatives, bias)
             return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
         search = self.search(beam_size, alternatives, bias)
         search.advance(log_probs)
+        if checked and self.char_check is not None:
+            reading = self.char_check.reading(check_log_probs, self.labels)
+            hypotheses = self.char_check.rank(
+                search.hypotheses(beam_size), log_probs, self.labels.blank_id, self._scorer(bias), reading
+            )
+            return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
         return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
 
     def _checked(

@@ -113,7 +113,7 @@ class Batcher:
         def work() -> list[Transcript]:
             searched = any(r.decoding.beam_size > 1 for r in waiting)  # only beams take a phone check
             audio = [(r.waveform, rate) for r in waiting]
-            outputs = recognizer.decodable_batch(audio, self._settings.max_audio_s, phone_check=searched)
+            outputs = recognizer.decodable_batch(audio, self._settings.max_audio_s, check=searched)
             return [recognizer.decode(*output, **r.decoding._asdict()) for output, r in zip(outputs, waiting, strict=True)]
 
         try:

@@ -272,6 +272,8 @@ def model_info(entry: ModelEntry, default_name: str) -> pb.ModelInfo:
         warp_factors=recognizer.warps,
         phone_check_weight=recognizer.phone_check.weight if recognizer.phone_check else 0.0,
         phone_check_search_weight=recognizer.phone_check.search_weight if recognizer.phone_check else 0.0,
+        char_check=recognizer.char_check is not None,
+        char_check_weight=recognizer.char_check.distance_weight if recognizer.char_check else 0.0,
     )
 
 

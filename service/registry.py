@@ -79,12 +79,16 @@ class ModelRegistry:
         return entry
 
 
+CHECKS = {"char": "phone_check", "phone": "char_check"}  # label set kind -> the check its models take
+
+
 def load_entry(path: Path, **recognizer_kwargs: Any) -> ModelEntry:
     """One checkpoint file -> a ready recognizer plus its ListModels facts. A ``phone_check`` among
-    ``recognizer_kwargs`` goes to char models only: it re-ranks spelled hypotheses."""
+    ``recognizer_kwargs`` goes to char models only (it re-ranks spelled hypotheses), a ``char_check``
+    to phone models only (it re-ranks phone hypotheses)."""
     checkpoint = load_checkpoint(path)
-    if checkpoint.config.labels.kind != "char":
-        recognizer_kwargs = {k: v for k, v in recognizer_kwargs.items() if k != "phone_check"}
+    kept = CHECKS.get(checkpoint.config.labels.kind)
+    recognizer_kwargs = {k: v for k, v in recognizer_kwargs.items() if k not in CHECKS.values() or k == kept}
     try:  # beam search requests (beam_size > 1) use the model's own LM when one ships beside it
         fusion = own_fusion(path)
         recognizer = Recognizer(checkpoint.config, checkpoint.build_model(), fusion=fusion, **recognizer_kwargs)

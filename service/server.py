@@ -33,6 +33,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from audiomodels.checkpoint import CheckpointError
+from audiomodels.char_check import CharCheckError, add_char_check_arguments, char_check_from_args
+from audiomodels.lm import LMError
 from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
 from audiomodels.recognizer import Transcript
 from audiomodels.streaming import ChunkInput
@@ -316,6 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per model call (0 = torch default)")
     add_warps_argument(parser)  # every call: Recognize, Align and live streams (one state per warp)
     add_phone_check_arguments(parser)  # char models' beam search: Recognize, and full_context_finals of streams
+    add_char_check_arguments(parser)  # phone models' beam search, likewise
     parser.add_argument("--grace-s", type=float, default=10.0, help="shutdown grace period for open calls")
     parser.add_argument("--auth-token", help="require 'authorization: Bearer TOKEN' (default: $SPEECHLABEL_AUTH_TOKEN)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
@@ -352,9 +355,14 @@ def run(args: argparse.Namespace) -> int:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     try:
-        phone_check = phone_check_from_args(args)
-        models = ModelRegistry.load_dir(args.models, default=args.default_model, warps=args.warps, phone_check=phone_check)
-    except (CheckpointError, PhoneCheckError) as error:
+        models = ModelRegistry.load_dir(
+            args.models,
+            default=args.default_model,
+            warps=args.warps,
+            phone_check=phone_check_from_args(args),
+            char_check=char_check_from_args(args),
+        )
+    except (CheckpointError, PhoneCheckError, CharCheckError, LMError) as error:
         log.error("cannot serve: %s", error)
         return 2
     credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None

@@ -19,6 +19,7 @@ import torch
 from audiomodels.checkpoint import CheckpointError
 from audiomodels.context import DEFAULT_BOOST, PhraseBias, PhraseError
 from audiomodels.lm import LMError, add_fusion_arguments, fusion_from_args
+from audiomodels.char_check import CharCheckError, add_char_check_arguments, char_check_from_args
 from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
 from audiomodels.warp import add_warps_argument
@@ -89,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fusion_arguments(local)
     add_warps_argument(local)
     add_phone_check_arguments(local)
+    add_char_check_arguments(local)
     local.add_argument(
         "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per model call"
     )
@@ -156,11 +158,11 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
             "the beam holds the alternatives, so add --beam-size N (N >= the alternatives)"
         )
     if args.server:
-        if args.checkpoint or args.lm or args.warps or args.phone_check:
+        if args.checkpoint or args.lm or args.warps or args.phone_check or args.char_check:
             raise JobError(
-                "--checkpoint, --lm, --warps and --phone-check are for local recognition; with --server choose "
-                "the model with --model (the server uses the LM it ships beside the model for beam search, and "
-                "its own --warps and --phone-check)"
+                "--checkpoint, --lm, --warps, --phone-check and --char-check are for local recognition; with "
+                "--server choose the model with --model (the server uses the LM it ships beside the model for beam "
+                "search, and its own --warps, --phone-check and --char-check)"
             )
         connection = Connection(args.server, token_from(args.auth_token), args.tls_ca, args.timeout)
         phrases = tuple(phrases_from_args(args))
@@ -185,11 +187,15 @@ def transcriber(args: argparse.Namespace) -> Transcriber:
     )
     try:
         fusion = fusion_from_args(args, checkpoint)
-        phone_check = phone_check_from_args(args, args.beam_size, precision=args.precision)
         recognizer = Recognizer.from_checkpoint(
-            checkpoint, precision=args.precision, fusion=fusion, warps=args.warps, phone_check=phone_check
+            checkpoint,
+            precision=args.precision,
+            fusion=fusion,
+            warps=args.warps,
+            phone_check=phone_check_from_args(args, args.beam_size, precision=args.precision),
+            char_check=char_check_from_args(args, args.beam_size, precision=args.precision),
         )
-    except (LMError, CheckpointError, PhoneCheckError) as error:
+    except (LMError, CheckpointError, PhoneCheckError, CharCheckError) as error:
         raise JobError(str(error)) from None
     if phrases := phrases_from_args(args):
         try:

@@ -120,7 +120,7 @@ def test_the_guide_charges_each_word_as_it_ends_and_the_whole_sentence_at_the_en
 def test_a_checked_recognizer_runs_the_phone_model_only_for_beam_search(
     char_recognizer: Recognizer, speech: np.ndarray
 ) -> None:
-    ((_, _, skipped),) = char_recognizer.decodable_batch([(speech, 16000)], phone_check=False)
+    ((_, _, skipped),) = char_recognizer.decodable_batch([(speech, 16000)], check=False)
     assert skipped is None
     checked = char_recognizer.transcribe(speech, 16000, beam_size=8, alternatives=3)
     assert checked.text == SPOKEN

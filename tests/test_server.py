@@ -32,6 +32,9 @@ from audiomodels.context import PhraseBias
 from audiomodels.media import OPUS_RATE, OpusPackets, opus_packets
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import Chunking
+from audiomodels.char_check import CharCheck
+from audiomodels.labels import phonemize_normalized
+from audiomodels.lm import own_fusion
 from audiomodels.phone_check import PhoneCheck
 from audiomodels.recognizer import Recognizer, Transcript
 from audiomodels.silence import SILENCE_DBFS, speech_start
@@ -1140,6 +1143,40 @@ def test_a_phone_checked_server_recognizes_like_its_offline_twin(
         plain = offline(recognizer, data, beam_size=4, alternatives=4)
         changed += ranked != [plain.text, *(a.text for a in plain.alternatives)]
     assert changed  # the check reached the served results
+
+
+def test_a_char_checked_server_recognizes_like_its_offline_twin(model_dir: Path, pcm, tmp_path: Path) -> None:
+    """``serve --char-check``: Recognize with beam search (and a stream's full-context finals) ranks a
+    phone model's beam with the char model's reading as the offline recognizer with the same check
+    does (a heavy bonus, so the reading wins); a char model in the same directory is served unchecked."""
+    char = SHIPPED_MODELS / "char.ckpt"
+    check = CharCheck(Recognizer.from_checkpoint(char, fusion=own_fusion(char)), agreement_bonus=100.0)
+    (tmp_path / "tiny.ckpt").symlink_to(model_dir / "tiny.ckpt")
+    (tmp_path / "phone.ckpt").symlink_to(SHIPPED_MODELS / "phone.ckpt")
+    (tmp_path / "phone.lm.npz").symlink_to(SHIPPED_MODELS / "phone.lm.npz")
+    models = ModelRegistry.load_dir(tmp_path, default="tiny", char_check=check)
+    assert models.get("phone").recognizer.char_check is check and models.get("tiny").recognizer.char_check is None
+    config = raw_config(beam_size=4, max_alternatives=2, model="phone")
+    server = LoopbackServer(models, workers=1)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            served = pb_grpc.SpeechLabelerStub(channel)
+            results = {text: served.Recognize(pb.RecognizeRequest(config=config, audio=data)).results[0] for text, data in pcm.items()}
+            listed = {m.name: (m.char_check, m.char_check_weight) for m in served.ListModels(pb.ListModelsRequest()).models}
+            assert listed == {"tiny": (False, 0.0), "phone": (True, check.distance_weight)}
+            full_context = raw_config(beam_size=4, max_alternatives=2, full_context_finals=True, model="phone")
+            streamed = {text: finals(stream(served, full_context, chunks(data, [4410]))) for text, data in pcm.items()}
+    finally:
+        server.close()
+    phone = models.get("phone").recognizer
+    for text, data in pcm.items():
+        expected = offline(phone, data, beam_size=4, alternatives=2)
+        assert [a.transcript for a in results[text].alternatives] == [expected.text, expected.alternatives[0].text], text
+        reading = phonemize_normalized([offline(check.recognizer, data, beam_size=8).text])[0]
+        assert expected.text == reading  # the heavy bonus: the char model's reading wins
+        (final,) = streamed[text]  # a stream's full-context final is checked too (its span: the whole file here)
+        span = data[round(final.start_s * RATE) * 2 : round(final.end_s * RATE) * 2]
+        assert final.alternatives[0].transcript == offline(phone, span, beam_size=4).text
 
 
 def test_bearer_token_guards_everything_but_health(model_dir: Path, pcm) -> None:

@@ -32,6 +32,7 @@ from audiomodels.config import Chunking
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion, LMError, add_fusion_arguments, fusion_from_args
 from audiomodels.recognizer import PRECISIONS, Recognizer
+from audiomodels.char_check import CharCheckError, add_char_check_arguments, char_check_from_args
 from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
 from audiomodels.warp import add_warps_argument
 from training.manifest import ManifestError, Utterance, read_manifest
@@ -357,6 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fusion_arguments(parser)
     add_warps_argument(parser)
     add_phone_check_arguments(parser)
+    add_char_check_arguments(parser)
     parser.add_argument(
         "--by",
         metavar="FIELD[,FIELD]",
@@ -381,9 +383,10 @@ def run(args: argparse.Namespace) -> int:
             fusion=fusion_from_args(args, args.checkpoint),
             warps=args.warps,
             phone_check=phone_check_from_args(args, args.beam_size, device=args.device, precision=args.precision),
+            char_check=char_check_from_args(args, args.beam_size, device=args.device, precision=args.precision),
         )
         utterances = read_manifest(args.manifest)
-    except (CheckpointError, ManifestError, LMError, PhoneCheckError, OSError) as error:
+    except (CheckpointError, ManifestError, LMError, PhoneCheckError, CharCheckError, OSError) as error:
         raise SystemExit(f"speechlabel evaluate: {error}") from error
     result = evaluate(
         recognizer,

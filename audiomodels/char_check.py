@@ -1,0 +1,161 @@
+"""A char model's reading for a phone model's beam search: the phone check
+(:mod:`audiomodels.phone_check`) the other way round.
+
+A phone model knows sounds but not words; the char model with its LM knows words, and the phone
+references are espeak-ng's phones of words. So the char model transcribes the utterance (beam
+search with its own LM), the transcript is phonemized as the phone model's training targets were
+(its *reading*), and the phone model's final beam plus the reading itself are ranked by one exact
+score: the phone model's CTC log-likelihood (one batched ``F.ctc_loss``), its LM's score,
+``agreement_bonus`` for the reading itself and ``distance_weight`` x each hypothesis' phone edit
+distance to the reading. Where the models agree nothing changes; where the phone model wavers
+between hypotheses, the one nearer the words the char model heard wins.
+
+The weights were chosen on the corpus's dev split (531 utterances, shipped models, phone beam 8
++ LM; models/HISTORY.md): PER 5.42% plain, 5.34% ranked by the exact score alone, 5.17% with
+this check. It costs the char model's pass and its beam search beside the phone model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from audiomodels.ctc_prefix import sequence_log_likelihoods
+from audiomodels.decoding import PrefixScorer, sentence_score
+from audiomodels.labels import LabelSet, phonemize_normalized
+from audiomodels.lm import own_fusion
+
+if TYPE_CHECKING:  # the recognizer holds a CharCheck, which holds the char model's recognizer
+    from audiomodels.recognizer import Recognizer
+
+DEFAULT_AGREEMENT_BONUS = 2.0  # chosen with DEFAULT_DISTANCE_WEIGHT on the corpus's dev split (module doc)
+DEFAULT_DISTANCE_WEIGHT = 0.5
+READING_BEAM = 8  # the char model's beam for its reading (with its own LM)
+DEFAULT_CHAR_MODEL = Path(__file__).resolve().parent.parent / "models" / "char.ckpt"  # the shipped one
+
+
+class CharCheckError(ValueError):
+    """A char check that cannot serve the model it is given to."""
+
+
+@dataclass(frozen=True)
+class CharCheck:
+    """The char model (as a :class:`Recognizer`, with its LM) and how much its reading weighs."""
+
+    recognizer: Recognizer
+    agreement_bonus: float = DEFAULT_AGREEMENT_BONUS
+    distance_weight: float = DEFAULT_DISTANCE_WEIGHT
+
+    def check_serves(self, labels: LabelSet, sample_rate: int) -> None:
+        """Refuse a check for a model that does not label phones, or hears another sample rate."""
+        if labels.kind != "phone":
+            raise CharCheckError(f"a char check ranks a phone model's hypotheses, not a {labels.kind} model's")
+        if self.recognizer.labels.kind != "char":
+            raise CharCheckError(f"the char check needs a char model, got a {self.recognizer.labels.kind} model")
+        if self.recognizer.sample_rate != sample_rate:
+            raise CharCheckError(f"the char model hears {self.recognizer.sample_rate} Hz, the phone model {sample_rate} Hz")
+        if not 0 <= self.agreement_bonus <= 100 or not 0 <= self.distance_weight <= 10:
+            raise CharCheckError(
+                f"char check bonus must be in [0, 100] and weight in [0, 10], got {self.agreement_bonus:g} "
+                f"and {self.distance_weight:g}"
+            )
+
+    def reading(self, char_log_probs: torch.Tensor, phone_labels: LabelSet) -> list[int]:
+        """The char model's transcript of one utterance (its log-probs, T x V), as phone-model label
+        ids: phonemized as one sentence, phones outside the phone model's labels left out."""
+        search = self.recognizer.search(READING_BEAM)
+        search.advance(char_log_probs)
+        text = self.recognizer.labels.decode(search.hypotheses(1)[0])
+        spoken = phonemize_normalized([text])[0] if text.strip() else ""
+        known = set(phone_labels.symbols)
+        return phone_labels.encode(" ".join(phone for phone in spoken.split() if phone in known))
+
+    def rank(
+        self,
+        hypotheses: Sequence[list[int]],
+        log_probs: torch.Tensor,
+        blank: int,
+        scorer: PrefixScorer | None,
+        reading: list[int],
+    ) -> list[list[int]]:
+        """The phone model's hypotheses and the reading, best first by the exact score (module doc)."""
+        candidates = [list(h) for h in hypotheses]
+        if reading not in candidates:
+            candidates.append(reading)
+        acoustic = sequence_log_likelihoods(log_probs, candidates, blank)
+        totals = [
+            heard
+            + sentence_score(scorer, labels)
+            + (self.agreement_bonus if labels == reading else 0.0)
+            - self.distance_weight * edit_distance(labels, reading)
+            for heard, labels in zip(acoustic, candidates)
+        ]
+        order = sorted(range(len(candidates)), key=totals.__getitem__, reverse=True)
+        return [candidates[i] for i in order]
+
+
+def edit_distance(first: Sequence[int], second: Sequence[int]) -> int:
+    """Levenshtein distance, one numpy row per label of ``first``: an insertion chain along the row
+    is a running minimum of ``cost - position``."""
+    if not first or not second:
+        return len(first) + len(second)
+    targets = np.asarray(second)
+    positions = np.arange(len(second) + 1)
+    row = positions.copy()
+    for index, label in enumerate(first, start=1):
+        best = np.empty_like(row)
+        best[0] = index
+        best[1:] = np.minimum(row[1:] + 1, row[:-1] + (targets != label))
+        row = np.minimum.accumulate(best - positions) + positions
+    return int(row[-1])
+
+
+def add_char_check_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--char-check [CKPT]`` and its weights: the options of every command that decodes whole utterances."""
+    parser.add_argument(
+        "--char-check",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_CHAR_MODEL,
+        metavar="CHAR_CKPT",
+        help="beam search only, phone models: a char model (default: the shipped models/char.ckpt) transcribes "
+        "the utterance with its LM, and the phone model's beam and that transcript's phones are ranked by the phone "
+        "model's exact score and their closeness to it: fewer errors, for a second model pass and search",
+    )
+    parser.add_argument(
+        "--char-check-bonus",
+        type=float,
+        default=DEFAULT_AGREEMENT_BONUS,
+        metavar="B",
+        help=f"score of the char model's reading itself in the ranking (default {DEFAULT_AGREEMENT_BONUS})",
+    )
+    parser.add_argument(
+        "--char-check-weight",
+        type=float,
+        default=DEFAULT_DISTANCE_WEIGHT,
+        metavar="W",
+        help=f"cost per phone a hypothesis differs from the char model's reading (default {DEFAULT_DISTANCE_WEIGHT})",
+    )
+
+
+def char_check_from_args(
+    args: argparse.Namespace, beam_size: int | None = None, **recognizer_options: object
+) -> CharCheck | None:
+    """The :class:`CharCheck` the options ask for (``recognizer_options``: device, precision), or None.
+    ``beam_size`` is the command's beam (None where each request brings its own, as on the server):
+    the check ranks a beam, so a greedy command's check raises :class:`CharCheckError`. Raises
+    ``CheckpointError`` for a missing or unreadable char model, ``LMError`` for a bad LM beside it."""
+    if args.char_check is None:
+        return None
+    if beam_size is not None and beam_size <= 1:
+        raise CharCheckError("--char-check ranks a beam search's hypotheses: add --beam-size 8 (or more)")
+    from audiomodels.recognizer import Recognizer  # at call time: the recognizer module imports this one
+
+    recognizer = Recognizer.from_checkpoint(args.char_check, fusion=own_fusion(args.char_check), **recognizer_options)
+    return CharCheck(recognizer, args.char_check_bonus, args.char_check_weight)
