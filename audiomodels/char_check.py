@@ -2,22 +2,26 @@
 (:mod:`audiomodels.phone_check`) the other way round.
 
 A phone model knows sounds but not words; the char model with its LM knows words, and the phone
-references are espeak-ng's phones of words. So the char model transcribes the utterance (beam
-search with its own LM), the transcript is phonemized as the phone model's training targets were
-(its *reading*), and the phone model's final beam plus the reading itself are ranked by one exact
-score: the phone model's CTC log-likelihood (one batched ``F.ctc_loss``), its LM's score,
-``agreement_bonus`` for the reading itself and ``distance_weight`` x each hypothesis' phone edit
-distance to the reading. Where the models agree nothing changes; where the phone model wavers
-between hypotheses, the one nearer the words the char model heard wins.
+references are espeak-ng's phones of words. So the char model transcribes the utterance with the
+same beam and its own LM, phone-checked by the phone model's posteriors, which are already there
+(:mod:`audiomodels.phone_check`); the transcript is phonemized as the phone model's training
+targets were (its *reading*), and the phone model's final beam plus the reading itself are ranked
+by one exact score: the phone model's CTC log-likelihood (one batched ``F.ctc_loss``), its LM's
+score, ``agreement_bonus`` for the reading itself and ``distance_weight`` x each hypothesis' phone
+edit distance to the reading. Where the models agree nothing changes; where the phone model
+wavers between hypotheses, the one nearer the words the char model heard wins.
 
 The weights were chosen on the corpus's dev split (531 utterances, shipped models, phone beam 8
-+ LM; models/HISTORY.md): PER 5.42% plain, 5.34% ranked by the exact score alone, 5.17% with
-this check. It costs the char model's pass and its beam search beside the phone model's.
++ LM, the reading with beam 8 + LM unchecked; models/HISTORY.md): PER 5.42% plain, 5.34% ranked
+by the exact score alone, 5.17% with this check; a phone-checked reading took it to 5.09% (and at
+beam 32, 5.16% to 4.93%). It costs the char model's pass and its checked search beside the phone
+model's.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +34,13 @@ from audiomodels.ctc_prefix import sequence_log_likelihoods
 from audiomodels.decoding import PrefixScorer, sentence_score
 from audiomodels.labels import LabelSet, phonemize_normalized
 from audiomodels.lm import own_fusion
+from audiomodels.phone_check import PhoneCheck
 
 if TYPE_CHECKING:  # the recognizer holds a CharCheck, which holds the char model's recognizer
     from audiomodels.recognizer import Recognizer
 
 DEFAULT_AGREEMENT_BONUS = 2.0  # chosen with DEFAULT_DISTANCE_WEIGHT on the corpus's dev split (module doc)
 DEFAULT_DISTANCE_WEIGHT = 0.5
-READING_BEAM = 8  # the char model's beam for its reading (with its own LM)
 DEFAULT_CHAR_MODEL = Path(__file__).resolve().parent.parent / "models" / "char.ckpt"  # the shipped one
 
 
@@ -51,6 +55,7 @@ class CharCheck:
     recognizer: Recognizer
     agreement_bonus: float = DEFAULT_AGREEMENT_BONUS
     distance_weight: float = DEFAULT_DISTANCE_WEIGHT
+    phone_checked: bool = True  # the reading's search is phone-checked by the phone model it serves
 
     def check_serves(self, labels: LabelSet, sample_rate: int) -> None:
         """Refuse a check for a model that does not label phones, or hears another sample rate."""
@@ -66,12 +71,30 @@ class CharCheck:
                 f"and {self.distance_weight:g}"
             )
 
-    def reading(self, char_log_probs: torch.Tensor, phone_labels: LabelSet) -> list[int]:
-        """The char model's transcript of one utterance (its log-probs, T x V), as phone-model label
-        ids: phonemized as one sentence, phones outside the phone model's labels left out."""
-        search = self.recognizer.search(READING_BEAM)
-        search.advance(char_log_probs)
-        text = self.recognizer.labels.decode(search.hypotheses(1)[0])
+    def reader(self, phone: Recognizer) -> Recognizer:
+        """The char recognizer that reads for the phone model ``phone``: this check's, phone-checked
+        by ``phone`` (a copy sharing its model and LM) unless ``phone_checked`` is off."""
+        if not self.phone_checked:
+            return self.recognizer
+        check = PhoneCheck(phone)
+        check.check_serves(self.recognizer.labels, self.recognizer.sample_rate)
+        reader = copy.copy(self.recognizer)
+        reader.phone_check = check
+        return reader
+
+    def reading(
+        self,
+        reader: Recognizer,
+        char_log_probs: torch.Tensor,
+        phone_log_probs: torch.Tensor,
+        beam_size: int,
+        phone_labels: LabelSet,
+    ) -> list[int]:
+        """One utterance's reading (char and phone log-probs, T x V, of the same speech) as label ids
+        of ``phone_labels``: the :meth:`reader`'s best hypothesis at ``beam_size``, phonemized as one
+        sentence, phones outside the phone model's labels left out."""
+        best = reader.ranked(char_log_probs, phone_log_probs, beam_size=beam_size)[0]
+        text = reader.labels.decode(best)
         spoken = phonemize_normalized([text])[0] if text.strip() else ""
         known = set(phone_labels.symbols)
         return phone_labels.encode(" ".join(phone for phone in spoken.split() if phone in known))

@@ -165,6 +165,8 @@ class Recognizer:
         if char_check is not None:
             char_check.check_serves(self.labels, self.sample_rate)
         self.char_check = char_check
+        # the char model that reads for the char check (phone-checked by this model): CharCheck.reader
+        self.char_reader = char_check.reader(self) if char_check is not None else None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
@@ -305,23 +307,34 @@ class Recognizer:
         bias: PhraseBias | None = None,
     ) -> Transcript:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words
-        (:meth:`search` over all of them, then :meth:`transcript`). With ``check_log_probs`` (from
-        :meth:`decodable_batch`) beam search is checked: by a :attr:`phone_check` (:meth:`_checked`)
-        or a :attr:`char_check` (its reading joins the final beam, which it ranks)."""
+        (:meth:`ranked`, then :meth:`transcript`)."""
+        hypotheses = self.ranked(log_probs, check_log_probs, beam_size=beam_size, alternatives=alternatives, bias=bias)
+        return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
+
+    def ranked(
+        self,
+        log_probs: torch.Tensor,
+        check_log_probs: torch.Tensor | None = None,
+        *,
+        beam_size: int = 1,
+        alternatives: int = 1,
+        bias: PhraseBias | None = None,
+    ) -> list[list[int]]:
+        """One utterance's hypotheses (label ids) from :meth:`search` over all its log-probs (T, V),
+        best first, at least ``alternatives`` where the search has them. With ``check_log_probs``
+        (from :meth:`decodable_batch`) beam search is checked: by a :attr:`phone_check`
+        (:meth:`_checked`) or a :attr:`char_check` (its reading joins the final beam, which it ranks)."""
         checked = check_log_probs is not None and beam_size > 1
         if checked and self.phone_check is not None:
             opinion = self.phone_check.opinion(check_log_probs, self.labels)
-            hypotheses = self._checked(log_probs, opinion, beam_size, alternatives, bias)
-            return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
+            return self._checked(log_probs, opinion, beam_size, alternatives, bias)
         search = self.search(beam_size, alternatives, bias)
         search.advance(log_probs)
         if checked and self.char_check is not None:
-            reading = self.char_check.reading(check_log_probs, self.labels)
-            hypotheses = self.char_check.rank(
-                search.hypotheses(beam_size), log_probs, self.labels.blank_id, self._scorer(bias), reading
-            )
-            return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
-        return self.transcript(log_probs, search.hypotheses(alternatives), duration_s)
+            reading = self.char_check.reading(self.char_reader, check_log_probs, log_probs, beam_size, self.labels)
+            blank = self.labels.blank_id
+            return self.char_check.rank(search.hypotheses(beam_size), log_probs, blank, self._scorer(bias), reading)
+        return search.hypotheses(alternatives)
 
     def _checked(
         self, log_probs: torch.Tensor, opinion: PhoneOpinion, beam_size: int, alternatives: int, bias: PhraseBias | None

@@ -62,13 +62,23 @@ def test_edit_distance_counts_what_the_scorer_counts() -> None:
         assert edit_distance(first, second) == align_tokens(first, second).errors
 
 
-def test_the_reading_is_the_char_models_transcript_in_phones(
+def test_the_reading_is_the_char_models_phone_checked_transcript_in_phones(
     phone_recognizer: Recognizer, char_check: CharCheck, decodable: tuple[torch.Tensor, float, torch.Tensor]
 ) -> None:
-    reading = char_check.reading(decodable[2], phone_recognizer.labels)
-    heard = char_check.recognizer.decode(decodable[2], decodable[1], beam_size=8).text
-    assert heard == SPOKEN
+    """The char model reads at the phone search's beam, checked by the phone model's own posteriors
+    (no third model pass): as a char recognizer with that phone check decodes the same speech."""
+    log_probs, duration_s, char_log_probs = decodable
+    reader = phone_recognizer.char_reader
+    assert reader is not None and reader.phone_check is not None and reader.phone_check.recognizer is phone_recognizer
+    assert reader.model is char_check.recognizer.model and char_check.recognizer.phone_check is None  # shared, untouched
+    reading = char_check.reading(reader, char_log_probs, log_probs, 8, phone_recognizer.labels)
+    checked_char = Recognizer(
+        reader.config, reader.model, fusion=reader.fusion, phone_check=PhoneCheck(phone_recognizer)
+    ).decode(char_log_probs, duration_s, log_probs, beam_size=8)
+    assert checked_char.text == SPOKEN
     assert phone_recognizer.labels.decode(reading) == phonemize_normalized([SPOKEN])[0]
+    unchecked = CharCheck(char_check.recognizer, phone_checked=False)
+    assert unchecked.reader(phone_recognizer) is char_check.recognizer
 
 
 def test_the_beam_and_the_reading_are_ranked_by_the_stated_objective(
@@ -79,7 +89,7 @@ def test_the_beam_and_the_reading_are_ranked_by_the_stated_objective(
     transcript is the top of that ranking, its alternatives the next ones."""
     log_probs, duration_s, char_log_probs = decodable
     labels = phone_recognizer.labels
-    reading = char_check.reading(char_log_probs, labels)
+    reading = char_check.reading(phone_recognizer.char_reader, char_log_probs, log_probs, 8, labels)
     search = phone_recognizer.search(8)
     search.advance(log_probs)
     beam = search.hypotheses(8)
@@ -107,13 +117,13 @@ def test_how_much_the_reading_weighs_decides_between_it_and_the_beam(
     path = synthesize_wav("the temperature of the aqueous content", tmp_path / "aqueous.wav", voice="en-us+m7")
     ((log_probs, duration_s, char_log_probs),) = phone_recognizer.decodable_batch([(load_audio(path, target_rate=16000), 16000)])
     labels = phone_recognizer.labels
-    reading = labels.decode(char_check.reading(char_log_probs, labels))
+    reading = labels.decode(char_check.reading(phone_recognizer.char_reader, char_log_probs, log_probs, 8, labels))
     plain = Recognizer(phone_recognizer.config, phone_recognizer.model, fusion=phone_recognizer.fusion)
     own = plain.decode(log_probs, duration_s, beam_size=8).text
     assert own != reading  # the two models disagree here
 
     def checked(bonus: float, weight: float) -> str:
-        check = CharCheck(char_check.recognizer, bonus, weight)
+        check = CharCheck(char_check.recognizer, bonus, weight)  # reads as phone_recognizer's check does
         recognizer = Recognizer(plain.config, plain.model, fusion=plain.fusion, char_check=check)
         return recognizer.decode(log_probs, duration_s, char_log_probs, beam_size=8).text
 

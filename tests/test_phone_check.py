@@ -166,7 +166,7 @@ def test_the_commands_refuse_a_phone_check_without_beam_search_or_phone_model(
     assert cli_main([*job, str(missing), "--beam-size", "8"]) == 2
     assert "none.ckpt" in capsys.readouterr().err
     assert cli_main([*job, "--beam-size", "4", "--server", "localhost:1"]) == 2
-    assert "--phone-check are for local recognition" in capsys.readouterr().err
+    assert "--phone-check and --char-check are for local recognition" in capsys.readouterr().err
 
 
 def test_a_checked_search_keeps_what_an_overbearing_guide_prunes(
