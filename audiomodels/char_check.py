@@ -32,9 +32,10 @@ import torch
 
 from audiomodels.ctc_prefix import sequence_log_likelihoods
 from audiomodels.decoding import PrefixScorer, sentence_score
-from audiomodels.labels import LabelSet, phonemize_normalized
+from audiomodels.labels import LabelSet
 from audiomodels.lm import own_fusion
-from audiomodels.phone_check import PhoneCheck
+from audiomodels.model_check import add_checking_model_argument, check_pair, checking_recognizer
+from audiomodels.phone_check import PhoneCheck, spoken_phones
 
 if TYPE_CHECKING:  # the recognizer holds a CharCheck, which holds the char model's recognizer
     from audiomodels.recognizer import Recognizer
@@ -59,12 +60,7 @@ class CharCheck:
 
     def check_serves(self, labels: LabelSet, sample_rate: int) -> None:
         """Refuse a check for a model that does not label phones, or hears another sample rate."""
-        if labels.kind != "phone":
-            raise CharCheckError(f"a char check ranks a phone model's hypotheses, not a {labels.kind} model's")
-        if self.recognizer.labels.kind != "char":
-            raise CharCheckError(f"the char check needs a char model, got a {self.recognizer.labels.kind} model")
-        if self.recognizer.sample_rate != sample_rate:
-            raise CharCheckError(f"the char model hears {self.recognizer.sample_rate} Hz, the phone model {sample_rate} Hz")
+        check_pair(CharCheckError, "char check", (labels, sample_rate), self.recognizer, ("phone", "char"))
         if not 0 <= self.agreement_bonus <= 100 or not 0 <= self.distance_weight <= 10:
             raise CharCheckError(
                 f"char check bonus must be in [0, 100] and weight in [0, 10], got {self.agreement_bonus:g} "
@@ -94,10 +90,7 @@ class CharCheck:
         of ``phone_labels``: the :meth:`reader`'s best hypothesis at ``beam_size``, phonemized as one
         sentence, phones outside the phone model's labels left out."""
         best = reader.ranked(char_log_probs, phone_log_probs, beam_size=beam_size)[0]
-        text = reader.labels.decode(best)
-        spoken = phonemize_normalized([text])[0] if text.strip() else ""
-        known = set(phone_labels.symbols)
-        return phone_labels.encode(" ".join(phone for phone in spoken.split() if phone in known))
+        return spoken_phones(reader.labels.decode(best), phone_labels)
 
     def rank(
         self,
@@ -141,13 +134,11 @@ def edit_distance(first: Sequence[int], second: Sequence[int]) -> int:
 
 def add_char_check_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--char-check [CKPT]`` and its weights: the options of every command that decodes whole utterances."""
-    parser.add_argument(
-        "--char-check",
-        type=Path,
-        nargs="?",
-        const=DEFAULT_CHAR_MODEL,
-        metavar="CHAR_CKPT",
-        help="beam search only, phone models: a char model (default: the shipped models/char.ckpt) transcribes "
+    add_checking_model_argument(
+        parser,
+        "char-check",
+        DEFAULT_CHAR_MODEL,
+        "beam search only, phone models: a char model (default: the shipped models/char.ckpt) transcribes "
         "the utterance with its LM, and the phone model's beam and that transcript's phones are ranked by the phone "
         "model's exact score and their closeness to it: fewer errors, for a second model pass and search",
     )
@@ -170,15 +161,10 @@ def add_char_check_arguments(parser: argparse.ArgumentParser | argparse._Argumen
 def char_check_from_args(
     args: argparse.Namespace, beam_size: int | None = None, **recognizer_options: object
 ) -> CharCheck | None:
-    """The :class:`CharCheck` the options ask for (``recognizer_options``: device, precision), or None.
-    ``beam_size`` is the command's beam (None where each request brings its own, as on the server):
-    the check ranks a beam, so a greedy command's check raises :class:`CharCheckError`. Raises
-    ``CheckpointError`` for a missing or unreadable char model, ``LMError`` for a bad LM beside it."""
-    if args.char_check is None:
+    """The :class:`CharCheck` the options ask for, the char model with the LM beside it, or None
+    (:func:`checking_recognizer`: a greedy command's check raises :class:`CharCheckError`)."""
+    fusion = own_fusion(args.char_check) if args.char_check is not None else None
+    recognizer = checking_recognizer(args, "char-check", beam_size, CharCheckError, fusion=fusion, **recognizer_options)
+    if recognizer is None:
         return None
-    if beam_size is not None and beam_size <= 1:
-        raise CharCheckError("--char-check ranks a beam search's hypotheses: add --beam-size 8 (or more)")
-    from audiomodels.recognizer import Recognizer  # at call time: the recognizer module imports this one
-
-    recognizer = Recognizer.from_checkpoint(args.char_check, fusion=own_fusion(args.char_check), **recognizer_options)
     return CharCheck(recognizer, args.char_check_bonus, args.char_check_weight)

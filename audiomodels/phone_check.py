@@ -33,6 +33,7 @@ import torch
 from audiomodels.ctc_prefix import CtcPrefixScores, sequence_log_likelihoods
 from audiomodels.decoding import PrefixScorer, sentence_score
 from audiomodels.labels import BLANK, LabelSet, phonemize_normalized
+from audiomodels.model_check import add_checking_model_argument, check_pair, checking_recognizer
 
 if TYPE_CHECKING:  # the recognizer holds a PhoneCheck, which holds the phone model's recognizer
     from audiomodels.recognizer import Recognizer
@@ -61,14 +62,7 @@ class PhoneCheck:
 
     def check_serves(self, labels: LabelSet, sample_rate: int) -> None:
         """Refuse a check for a model that does not spell words, or hears another sample rate."""
-        if labels.kind != "char":
-            raise PhoneCheckError(f"a phone check re-ranks a char model's hypotheses, not a {labels.kind} model's")
-        if self.recognizer.labels.kind != "phone":
-            raise PhoneCheckError(f"the phone check needs a phone model, got a {self.recognizer.labels.kind} model")
-        if self.recognizer.sample_rate != sample_rate:
-            raise PhoneCheckError(
-                f"the phone model hears {self.recognizer.sample_rate} Hz, the char model {sample_rate} Hz"
-            )
+        check_pair(PhoneCheckError, "phone check", (labels, sample_rate), self.recognizer, ("char", "phone"))
         if not 0 < self.weight <= 10:
             raise PhoneCheckError(f"phone check weight must be in (0, 10], got {self.weight:g}")
         if not 0 <= self.search_weight <= 10:
@@ -117,7 +111,6 @@ class PhoneOpinion:
 
     def __init__(self, scores: CtcPrefixScores, char_labels: LabelSet, phone_labels: LabelSet) -> None:
         self.scores, self.char_labels, self.phone_labels = scores, char_labels, phone_labels
-        self._phone_symbols = set(phone_labels.symbols) - {BLANK}
         self._known: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def phones(self, label_ids: Sequence[int]) -> tuple[int, ...]:
@@ -125,10 +118,7 @@ class PhoneOpinion:
         key = tuple(label_ids)
         phones = self._known.get(key)
         if phones is None:
-            text = self.char_labels.decode(key)
-            spoken = phonemize_normalized([text])[0] if text.strip() else ""
-            known = " ".join(phone for phone in spoken.split() if phone in self._phone_symbols)
-            phones = self._known[key] = tuple(self.phone_labels.encode(known))
+            phones = self._known[key] = tuple(spoken_phones(self.char_labels.decode(key), self.phone_labels))
         return phones
 
     def prefix(self, label_ids: Sequence[int]) -> float:
@@ -138,6 +128,14 @@ class PhoneOpinion:
     def whole(self, label_ids: Sequence[int]) -> float:
         """log P(the utterance's phones are exactly the hypothesis')."""
         return self.scores.whole(self.phones(label_ids))
+
+
+def spoken_phones(text: str, phone_labels: LabelSet) -> list[int]:
+    """A char model's text as ``phone_labels`` ids: phonemized with espeak-ng as one sentence, as
+    the phone model's training targets were, phones outside its labels left out."""
+    spoken = phonemize_normalized([text])[0] if text.strip() else ""
+    known = set(phone_labels.symbols) - {BLANK}
+    return phone_labels.encode(" ".join(phone for phone in spoken.split() if phone in known))
 
 
 @dataclass
@@ -195,13 +193,11 @@ GuideState = tuple[Any, tuple[int, ...], tuple[int, ...]]  # inner scorer's stat
 
 def add_phone_check_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--phone-check [CKPT]`` and its weight: the option of every command that decodes whole utterances."""
-    parser.add_argument(
-        "--phone-check",
-        type=Path,
-        nargs="?",
-        const=DEFAULT_PHONE_MODEL,
-        metavar="PHONE_CKPT",
-        help="beam search only, char models: a phone model (default: the shipped models/phone.ckpt) guides the "
+    add_checking_model_argument(
+        parser,
+        "phone-check",
+        DEFAULT_PHONE_MODEL,
+        "beam search only, char models: a phone model (default: the shipped models/phone.ckpt) guides the "
         "search word by word, and its likelihood of the hypotheses' phones ranks the final beams of that search "
         "and of the same search unguided: fewer errors on unfamiliar voices, for a second model pass",
     )
@@ -225,15 +221,9 @@ def add_phone_check_arguments(parser: argparse.ArgumentParser | argparse._Argume
 def phone_check_from_args(
     args: argparse.Namespace, beam_size: int | None = None, **recognizer_options: object
 ) -> PhoneCheck | None:
-    """The :class:`PhoneCheck` the options ask for (``recognizer_options``: device, precision), or None.
-    ``beam_size`` is the command's beam (None where each request brings its own, as on the server):
-    the check needs beam search, so a greedy command's check raises :class:`PhoneCheckError`.
-    Raises ``CheckpointError`` for a missing or unreadable phone model."""
-    if args.phone_check is None:
+    """The :class:`PhoneCheck` the options ask for, or None (:func:`checking_recognizer`: a greedy
+    command's check raises :class:`PhoneCheckError`)."""
+    recognizer = checking_recognizer(args, "phone-check", beam_size, PhoneCheckError, **recognizer_options)
+    if recognizer is None:
         return None
-    if beam_size is not None and beam_size <= 1:
-        raise PhoneCheckError("--phone-check guides and re-ranks beam search: add --beam-size 8 (or more)")
-    from audiomodels.recognizer import Recognizer  # at call time: the recognizer module imports this one
-
-    recognizer = Recognizer.from_checkpoint(args.phone_check, **recognizer_options)
     return PhoneCheck(recognizer, args.phone_check_weight, args.phone_check_search_weight)

@@ -154,7 +154,7 @@ def test_the_commands_refuse_a_char_check_without_beam_search(tmp_path: Path, ca
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     phone = ["--checkpoint", str(MODELS / "phone.ckpt"), "--manifest", str(manifest)]
-    with pytest.raises(SystemExit, match="speechlabel evaluate: --char-check ranks a beam search's hypotheses: add --beam-size 8"):
+    with pytest.raises(SystemExit, match="speechlabel evaluate: --char-check checks beam search: add --beam-size 8"):
         run(parser.parse_args([*phone, "--char-check"]))
     weights = parser.parse_args([*phone, "--beam-size", "8", "--char-check", "--char-check-bonus", "3", "--char-check-weight", "1"])
     check = char_check_from_args(weights)

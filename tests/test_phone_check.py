@@ -150,7 +150,7 @@ def test_the_commands_refuse_a_phone_check_without_beam_search_or_phone_model(
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     greedy = parser.parse_args(["--checkpoint", str(MODELS / "char.ckpt"), "--manifest", str(manifest), "--phone-check"])
-    with pytest.raises(SystemExit, match="speechlabel evaluate: --phone-check guides and re-ranks beam search: add --beam-size 8"):
+    with pytest.raises(SystemExit, match="speechlabel evaluate: --phone-check checks beam search: add --beam-size 8"):
         run(greedy)
     missing = tmp_path / "none.ckpt"
     args = ["--checkpoint", str(MODELS / "char.ckpt"), "--manifest", str(manifest), "--beam-size", "8"]
