@@ -47,6 +47,15 @@ def score(
         "reranked": Recognizer(plain.config, plain.model, fusion=plain.fusion, phone_check=reranking),
         "checked": Recognizer(plain.config, plain.model, fusion=plain.fusion, phone_check=check),
     }
+    return score_variants(variants, splits, beam_sizes)
+
+
+def score_variants(
+    variants: dict[str, Recognizer], splits: dict[str, Path], beam_sizes: list[int]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{split: {"beamN + LM": {variant: summary with its rates by engine}}}: each recognizer (the same
+    model, decoded differently) scored by ``training.evaluate.evaluate`` one after another."""
+    plain = next(iter(variants.values()))
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for split, manifest in splits.items():
         utterances = read_manifest(manifest)
@@ -66,14 +75,17 @@ def score(
     return results
 
 
-def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """A markdown table: CER, WER and real-time factor plain / re-ranked / guided and re-ranked."""
-    print("\n| split | decoder | CER: plain / reranked / checked | WER: plain / reranked / checked | RTF: plain / reranked / checked |")
-    print("|---|---|---|---|---|")
+def print_table(results: dict[str, dict[str, dict[str, Any]]], metrics: tuple[str, ...] = ("cer", "wer")) -> None:
+    """A markdown table: each metric and the real-time factor of every variant (plain / re-ranked /
+    guided and re-ranked, for the phone check)."""
+    names = list(next(iter(next(iter(results.values())).values())))
+    sides = " / ".join(names)
+    print("\n| split | decoder | " + " | ".join(f"{m.upper()}: {sides}" for m in (*metrics, "rtf")) + " |")
+    print("|---|---|" + "---|" * (len(metrics) + 1))
     for split, by_decoder in results.items():
         for decoder, variants in by_decoder.items():
-            rows = [variants[name] for name in ("plain", "reranked", "checked")]
-            rates = [" / ".join(f"{100 * row['rates'][n]:.2f}%" for row in rows) for n in ("cer", "wer")]
+            rows = [variants[name] for name in names]
+            rates = [" / ".join(f"{100 * row['rates'][n]:.2f}%" for row in rows) for n in metrics]
             speed = " / ".join(f"{row['real_time_factor']:.4f}" for row in rows)
             print(f"| {split} | {decoder} | {' | '.join(rates)} | {speed} |")
 
