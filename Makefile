@@ -14,7 +14,7 @@ MUSIC_PACKAGES := extremetuxracer-data frozen-bubble-data
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-stream-finals bench-pack bench-levels bench-phrases gpu-inputs corpus-kokoro clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-char-check bench-stream-finals bench-pack bench-levels bench-phrases gpu-inputs corpus-kokoro clean
 
 install: $(STAMP)
 
@@ -91,6 +91,10 @@ bench-warps: install corpora
 # The char model's beam (8 and 32, + LM) as it ranks itself, re-ranked by the phone model, and guided and re-ranked (--phone-check), dev and held-out tests.
 bench-phone-check: install corpora
 	$(PY) benchmarks/phone_check.py
+
+# The phone model's beam (8 and 32, + LM) as it ranks itself and ranked with the char model's reading (--char-check), dev and held-out tests.
+bench-char-check: install corpora
+	$(PY) benchmarks/char_check.py
 
 # Live streams' finals, chunked vs decoded again whole (full_context_finals), with and without the phone check:
 # errors and the wait for each final.
