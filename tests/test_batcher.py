@@ -39,13 +39,13 @@ class FakeRecognizer:
 
     def __init__(self) -> None:
         self.calls: list[list[int]] = []  # item lengths per model call
-        self.phone_checks: list[bool] = []  # per model call: whether it asked for the phone check's pass
+        self.checks: list[bool] = []  # per model call: whether it asked for a check's model pass (phone or char)
 
     def decodable_batch(
-        self, items: list[tuple[np.ndarray, int]], max_batch_seconds: float, phone_check: bool
+        self, items: list[tuple[np.ndarray, int]], max_batch_seconds: float, check: bool
     ) -> list[tuple]:
         self.calls.append([len(w) for w, _ in items])
-        self.phone_checks.append(phone_check)
+        self.checks.append(check)
         if any(w[0] < 0 for w, _ in items):
             raise RuntimeError("model fault")
         return [(w, len(w) / RATE) for w, _ in items]
@@ -97,12 +97,12 @@ def test_requests_that_decode_differently_share_the_model_call_and_keep_their_de
     fake, outcomes, sizes = run_batcher(BatchSettings(wait_s=0.01), requests)
     assert fake.calls == [[10, 20, 30]] and sizes == [3]
     assert [o.transcript.text for o in outcomes] == ["10", "20/b4", "30/b8/a3"]
-    assert fake.phone_checks == [True]  # a beam among them: the phone check's model pass is asked for
+    assert fake.checks == [True]  # a beam among them: the check's model pass is asked for
 
 
-def test_a_batch_of_greedy_requests_skips_the_phone_checks_model_pass() -> None:
+def test_a_batch_of_greedy_requests_skips_the_checks_model_pass() -> None:
     fake, _, _ = run_batcher(BatchSettings(wait_s=0.01), [(10, GREEDY), (20, GREEDY)])
-    assert fake.phone_checks == [False]
+    assert fake.checks == [False]
 
 
 def test_a_model_fault_fails_its_batch_only() -> None:
