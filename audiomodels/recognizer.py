@@ -18,6 +18,7 @@ import torch
 
 from audiomodels.alignment import LabelSpan, align_labels, group_words
 from audiomodels.audio import prepare_waveform
+from audiomodels.char_check import CharCheck
 from audiomodels.checkpoint import load_checkpoint
 from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.context import BiasedFusion, PhraseBias
@@ -26,7 +27,6 @@ from audiomodels.features import Featurizer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import Fusion
 from audiomodels.model import AcousticModel
-from audiomodels.char_check import CharCheck
 from audiomodels.phone_check import PhoneCheck, PhoneOpinion
 from audiomodels.silence import LEADING_SILENCE_S, SPEECH_LEVEL_DBFS, level_gain, level_window_s, speech_start
 from audiomodels.warp import check_warps, mean_posterior, warp_features, warp_matrix
