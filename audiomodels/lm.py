@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -241,9 +241,21 @@ def lm_beside(checkpoint: str | os.PathLike) -> Path:
 
 
 def own_fusion(checkpoint: str | os.PathLike, **weights: float) -> Fusion | None:
-    """The model's own LM (:func:`lm_beside`) with default or given :class:`Fusion` weights; None without one."""
+    """The model's own LM (:func:`lm_beside`) with default or given :class:`Fusion` weights; None without one.
+    A file already loaded (and unchanged since) gives the same :class:`NgramLM`, which nothing
+    changes once loaded: a server whose char model also reads for the char check holds one copy
+    of a char LM (~0.25 GB), not two."""
     path = lm_beside(checkpoint)
-    return Fusion(NgramLM.load(path), **weights) if path.is_file() else None
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return Fusion(_shared_lm(path.resolve(), stat.st_mtime_ns, stat.st_size), **weights)
+
+
+@lru_cache(maxsize=4)
+def _shared_lm(path: Path, mtime_ns: int, size: int) -> NgramLM:
+    """One loaded LM per file version (its path, modification time and size)."""
+    return NgramLM.load(path)
 
 
 def add_fusion_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -23,6 +23,7 @@ from audiomodels.lm import (
     add_fusion_arguments,
     fusion_from_args,
     lm_beside,
+    own_fusion,
 )
 from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
@@ -210,3 +211,15 @@ def test_a_models_own_lm_is_used_for_beam_search_by_every_command(tmp_path: Path
     lm_beside(checkpoint).write_bytes(b"corrupt")
     with pytest.raises(CheckpointError, match="char.lm.npz: .* not a speechlabel language model"):
         load_entry(checkpoint)
+
+
+def test_a_models_own_lm_is_loaded_once_while_its_file_is_unchanged(tmp_path: Path) -> None:
+    """A server's char model and the char check that reads with the same model share one LM; a
+    file rewritten since is loaded afresh."""
+    checkpoint = save_tiny_model(tmp_path / "char.ckpt", CHARS)
+    char_lm(3).save(lm_beside(checkpoint))
+    first, again = own_fusion(checkpoint), own_fusion(checkpoint, weight=0.3)
+    assert first is not None and again is not None and again.lm is first.lm and again.weight == 0.3
+    char_lm(4).save(lm_beside(checkpoint))
+    renewed = own_fusion(checkpoint)
+    assert renewed is not None and renewed.lm is not first.lm and renewed.lm.order == 4
