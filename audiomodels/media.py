@@ -149,6 +149,8 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     if not container.streams.audio:
         raise MediaError(f"{CONTAINERS[container.format.name]} file has no audio stream")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # a codec ID FFmpeg does not know (a corrupt header)
+        raise MediaError(f"{CONTAINERS[container.format.name]} audio stream names a codec FFmpeg does not know")
     codec = stream.codec_context.name
     if codec not in CODECS:
         raise MediaError(f"{CONTAINERS[container.format.name]} audio in the {codec} codec is not supported")
@@ -222,9 +224,11 @@ def opus_decoder(head: bytes, where: str) -> av.CodecContext:
     is ``head``: mono or stereo, at :data:`OPUS_RATE`; it skips the head's pre-skip itself."""
     if len(head) < 19 or not head.startswith(b"OpusHead"):
         raise MediaError(f"{where} has no valid OpusHead ({len(head)} bytes)")
-    channels = head[9]
+    channels, family = head[9], head[18]
     if channels not in (1, 2):
         raise MediaError(f"{where} is Opus with {channels} channels; mono and stereo are supported")
+    if family != 0:  # other families carry a channel mapping table, which FFmpeg trusts over the channel count
+        raise MediaError(f"{where} is Opus with channel mapping family {family}; mono and stereo (family 0) are supported")
     decoder = av.CodecContext.create("opus", "r")
     decoder.sample_rate, decoder.layout = OPUS_RATE, "mono" if channels == 1 else "stereo"
     decoder.extradata = head
@@ -238,6 +242,10 @@ def decode_packet(decoder: av.CodecContext, packet: bytes, name: str) -> np.ndar
         frames = decoder.decode(av.Packet(packet))
     except av.FFmpegError as error:
         raise MediaError(f"{name} is corrupt: {_reason(error)}") from error
+    for frame in frames:
+        channels = frame.layout.nb_channels
+        if channels not in (1, 2) or len(frame.planes) != (channels if frame.format.is_planar else 1):
+            raise MediaError(f"{name} decodes to {channels} channels; mono and stereo are supported")
     pieces = [_mono_float(frame) for frame in frames]
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 

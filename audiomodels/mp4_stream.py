@@ -169,6 +169,8 @@ class Mp4AudioStream(ContainerStream):
         if not sound:
             raise MediaError("MP4 stream has no audio track")
         track = sound[0]
+        if track.timescale <= 0:
+            raise MediaError("MP4 stream's audio track states no timescale (mdhd)")
         track.default_duration, track.default_size = defaults.get(track.track_id, (0, 0))
         self._open_decoder(track)
         self._track = track

@@ -122,6 +122,12 @@ def test_garbage_is_reported_as_neither_reader_could_read_it():
         load_audio(garbage)
 
 
+def test_a_codec_ffmpeg_does_not_know_is_refused_by_name():
+    data = encode_audio(sweep(48000, seconds=0.3), 48000, "webm", "libopus").replace(b"A_OPUS", b"A_OPUX")
+    with pytest.raises(media.MediaError, match="names a codec FFmpeg does not know"):
+        media.MediaFile(io.BytesIO(data))
+
+
 def test_the_supported_list_names_mp4_and_webm():
     with pytest.raises(AudioError, match=r"supported: WAV .*, MP4/M4A \(AAC or ALAC\), WebM/Matroska \(Opus\)"):
         decode_audio(b"RIFF" + bytes(100))

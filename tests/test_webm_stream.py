@@ -105,6 +105,9 @@ def test_bad_streams_get_errors_that_say_what_is_wrong():
         WebmOpusStream().push(b"RIFF" + data)
     with pytest.raises(MediaError, match="document type is b'abcd'"):
         WebmOpusStream().push(data.replace(b"\x42\x82\x84webm", b"\x42\x82\x84abcd", 1))
+    head = data.index(b"OpusHead")  # a channel mapping family other than 0: its table, not the count, rules FFmpeg
+    with pytest.raises(MediaError, match="channel mapping family 1"):
+        WebmOpusStream().push(data[: head + 18] + b"\x01" + data[head + 19 :])
     aac = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "matroska", "aac", seekable=False)
     with pytest.raises(MediaError, match="'A_AAC'; only Opus"):
         WebmOpusStream().push(aac)
