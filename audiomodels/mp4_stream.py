@@ -78,7 +78,6 @@ class Mp4AudioStream(ContainerStream):
         self._started = False
         self._track: _Track | None = None
         self._decoder: av.CodecContext | None = None
-        self._opus_preskip = 0
         self._pending: deque[_Sample] = deque()  # listed by the index, not yet read
         self._mdat_end: int | None = None  # while inside an mdat: where it ends (-1: at the stream's end)
         self._drop = 0  # decoded samples still to drop (AAC's priming)
@@ -178,22 +177,23 @@ class Mp4AudioStream(ContainerStream):
 
     def _open_decoder(self, track: _Track) -> None:
         kind, body = track.entry[:4], track.entry[4:]
+        preskip = 0  # Opus's, which its decoder drops itself (AAC's priming is dropped here: _drop)
         if kind == b"mp4a":
             config = _aac_config(body)
             decoder = av.CodecContext.create("aac", "r")
             decoder.extradata = config
-            self._drop = round(track.media_start * _entry_rate(body, track) / max(track.timescale, 1))
+            self._drop = round(track.media_start * _entry_rate(body, track) / track.timescale)
         elif kind == b"Opus":
             head = _opus_head(body)
             decoder = opus_decoder(head, "MP4 stream's Opus track")
-            self._opus_preskip = struct.unpack_from("<H", head, 10)[0]
+            preskip = struct.unpack_from("<H", head, 10)[0]
         else:
             raise MediaError(f"MP4 stream's audio is {kind.decode('latin-1')!r}; AAC (mp4a) and Opus are accepted")
         rate = decoder.sample_rate or _entry_rate(body, track)
         if self._required and rate != self.rate:
             raise MediaError(f"sample_rate_hz is {self.rate} but the MP4 stream's audio is {rate} Hz")
         self._decoder = decoder
-        self._allowed = -self._opus_preskip - self._drop
+        self._allowed = -preskip - self._drop
 
     def _read_moof(self, body: bytes, start: int) -> None:
         if self._track is None:
