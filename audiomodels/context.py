@@ -147,6 +147,10 @@ class PhraseBias:
             covered |= (1 << self._whole_tail[child]) - 1
         return self.boost * (1 - lost), (child, label == self.separator, covered)
 
+    def gain_bound(self, label: int) -> float:
+        """A label earns at most one boost (what a broken match gives back is never negative)."""
+        return self.boost
+
     def finish(self, state: BiasState) -> float:
         """At the end of the utterance a phrase is whole if its separator would end it: the score
         of that separator, less its own boost, less the labels still in no whole phrase."""
@@ -175,6 +179,9 @@ class BiasedFusion:
             return gained, (None, bias_state)
         lm_gained, lm_state = self.fusion.extend(lm_state, label)
         return gained + lm_gained, (lm_state, bias_state)
+
+    def gain_bound(self, label: int) -> float:
+        return self.bias.gain_bound(label) + (self.fusion.gain_bound(label) if self.fusion is not None else 0.0)
 
     def finish(self, state: tuple[FusionState | None, BiasState]) -> float:
         lm_state, bias_state = state

@@ -55,6 +55,11 @@ class PrefixScorer(Protocol):
 
     def finish(self, state: Any) -> float: ...
 
+    def gain_bound(self, label: int) -> float:
+        """The most :meth:`extend` can add for ``label`` from any state (``math.inf`` if unbounded):
+        what lets beam search skip extensions that cannot make the beam without scoring them."""
+        ...
+
 
 def sentence_score(scorer: PrefixScorer | None, labels: Sequence[int]) -> float:
     """What a search with ``scorer`` adds to a hypothesis spelled ``labels``, its end included."""
@@ -231,6 +236,12 @@ class PrefixBeam:
         node, (pb, pnb) = item
         return _logaddexp(pb, pnb) + self._lm_scores[node]
 
+    def _gain_bounds(self, num_labels: int) -> list[float]:
+        """Per label, the most the fusion can add to a prefix it extends (0 without one)."""
+        if self._fusion is None:
+            return [0.0] * num_labels
+        return [self._fusion.gain_bound(label) for label in range(num_labels)]
+
     def _new_child(self, node: int, label: int) -> int:
         child = self._children[(node, label)] = len(self._parents)
         self._parents.append(node)
@@ -253,25 +264,50 @@ class PrefixBeam:
         top = np.argpartition(lp, num_labels - k, axis=1)[:, num_labels - k :]
         blank, beams, rank = self.blank, self._beams, self._rank
         children, last_labels, new_child = self._children, self._last_labels, self._new_child  # hot loop: locals
+        lm_scores, gain_bounds = self._lm_scores, self._gain_bounds(num_labels)
         settle_every = self._settling.every_frames if self._settling else 0
         for t in range(len(lp)):
             row = lp[t].tolist()
             p_blank = row[blank]
             candidates = [c for c in top[t].tolist() if c != blank and row[c] >= self._prune]
+            # Every prefix on the beam stays (by blank, or by repeating its last label) ...
             scores: dict[int, list[float]] = {}
+            totals = []
             for node, (pb, pnb) in beams.items():
                 total = _logaddexp(pb, pnb)
                 last = last_labels[node]
-                entry = scores.setdefault(node, [_NEG_INF, _NEG_INF])
-                entry[0] = _logaddexp(entry[0], total + p_blank)
-                if last >= 0:
-                    entry[1] = _logaddexp(entry[1], pnb + row[last])
+                scores[node] = [total + p_blank, pnb + row[last] if last >= 0 else _NEG_INF]
+                totals.append(total)
+            # ... so the beam_size-th best rank so far is a floor the new beam cannot fall below (ranks
+            # only grow as paths merge in; an extension off the beam has one path, from its parent):
+            # an extension under it is skipped, and one under it even with the most the scorer can
+            # add is never made nor scored by the LM, most of the cost. The floor rises as it goes.
+            best_ranks = heapq.nlargest(self.beam_size, map(rank, scores.items())) if candidates else []
+            heapq.heapify(best_ranks)
+            floor = best_ranks[0] if len(best_ranks) == self.beam_size else _NEG_INF
+            for (node, (pb, pnb)), total in zip(beams.items(), totals):
+                last, parent_lm = last_labels[node], lm_scores[node]
                 for c in candidates:
+                    extended = (pb if c == last else total) + row[c]
                     child = children.get((node, c))
+                    if child in beams:
+                        entry = scores[child]
+                        entry[1] = _logaddexp(entry[1], extended)
+                        continue
                     if child is None:
+                        if extended + parent_lm + gain_bounds[c] < floor:
+                            continue
                         child = new_child(node, c)
-                    entry = scores.setdefault(child, [_NEG_INF, _NEG_INF])
-                    entry[1] = _logaddexp(entry[1], (pb if c == last else total) + row[c])
+                    child_rank = extended + lm_scores[child]
+                    if child_rank < floor:
+                        continue
+                    scores[child] = [_NEG_INF, extended]
+                    if len(best_ranks) < self.beam_size:
+                        heapq.heappush(best_ranks, child_rank)
+                    else:
+                        heapq.heappushpop(best_ranks, child_rank)
+                    if len(best_ranks) == self.beam_size:
+                        floor = best_ranks[0]
             best = heapq.nlargest(self.beam_size, scores.items(), key=rank)  # sorted, best first
             live = [item for item in best if max(item[1]) > _NEG_INF] or best[:1]  # impossible prefixes drop out
             beams = {node: (pb, pnb) for node, (pb, pnb) in live}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,10 @@ from pathlib import Path
 import numpy as np
 
 BOS = 0  # sentence start; CTC's blank (id 0) never occurs in text, so its id is free for this
-LMState = tuple[int, ...]  # the last order-1 labels (BOS-padded at the start)
+LMState = int  # the last order-1 labels (BOS-padded at the start), packed (:func:`pack`)
+# Log-probabilities a model remembers once looked up (a beam's hypotheses share their recent labels,
+# so about half of a search's queries repeat); past this many entries it starts afresh (~25 MB).
+_MEMO_ENTRIES = 1 << 18
 
 
 class LMError(ValueError):
@@ -67,7 +71,13 @@ class NgramLM:
         return self.num_labels + 2
 
     def initial_state(self) -> LMState:
-        return (BOS,) * (self.order - 1)
+        return self.state_of(())
+
+    def state_of(self, history: Sequence[int]) -> LMState:
+        """The state after ``history`` (label ids; only the last order-1 count)."""
+        width = self.order - 1
+        last = list(history[-width:]) if width else []
+        return pack([BOS] * (width - len(last)) + last, self.base)
 
     def log_prob(self, state: LMState, label: int) -> float:
         """log P(label | state), backing off to shorter histories until the n-gram was seen.
@@ -75,22 +85,31 @@ class NgramLM:
         A packed key's last k digits are the key of its last k labels, so every shorter history
         is one modulo away (beam search with an LM spends most of its time here)."""
         base, powers = self.base, self._powers
-        history = pack(state, base)
-        ngram = history * base + label + 1
+        ngram = state * base + label + 1
+        known = self._memo.get(ngram)
+        if known is not None:
+            return known
         backoff = 0.0
-        for length in range(len(state), -1, -1):
+        for length in range(self.order - 1, -1, -1):
             value = self.log_probs.get(ngram % powers[length + 1])
             if value is not None:
+                if len(self._memo) >= _MEMO_ENTRIES:
+                    self._memo.clear()
+                self._memo[ngram] = backoff + value
                 return backoff + value
-            backoff += self.backoffs.get(history % powers[length], 0.0)
+            backoff += self.backoffs.get(state % powers[length], 0.0)
         raise LMError(f"label id {label} is outside the LM's vocabulary")
 
     @cached_property
     def _powers(self) -> list[int]:
         return [self.base**length for length in range(self.order + 1)]
 
+    @cached_property
+    def _memo(self) -> dict[int, float]:
+        return {}
+
     def advance(self, state: LMState, label: int) -> LMState:
-        return (*state[1:], label) if self.order > 1 else ()
+        return (state * self.base + label + 1) % self._powers[self.order - 1]
 
     def sentence_log_prob(self, label_ids: Sequence[int]) -> float:
         """log P of a whole sentence, end included (for perplexity)."""
@@ -185,6 +204,9 @@ class WordNgram:
         return cls(ngrams, header["separator"], vocabulary)
 
 
+# What float32 storage may add to a log-probability that should be at most 0 (its error is ~1e-7
+# of a value, so this is generous: a bound too high only prunes less).
+_ROUNDING = 1e-3
 FusionState = tuple[LMState, LMState, tuple[int, ...]]  # label LM state, word LM state, word so far
 
 
@@ -201,7 +223,7 @@ class Fusion:
 
     def initial_state(self) -> FusionState:
         words = self.lm.words
-        return self.lm.initial_state(), words.ngrams.initial_state() if words else (), ()
+        return self.lm.initial_state(), words.ngrams.initial_state() if words else 0, ()
 
     def extend(self, state: FusionState, label: int) -> tuple[float, FusionState]:
         """The score a prefix gains by ``label``, and the prefix's new state."""
@@ -216,6 +238,16 @@ class Fusion:
             gained, words = self._word(words, spelling)
             score += gained
         return score, (labels, words, ())
+
+    def gain_bound(self, label: int) -> float:
+        """A log-probability is at most 0, so a label gains at most its bonuses (a word's at the
+        separator), give or take the rounding of probabilities stored in float32."""
+        if self.weight < 0 or self.word_weight < 0:
+            return math.inf
+        bound = self.length_bonus + _ROUNDING
+        if self.lm.words is not None and label == self.lm.words.separator:
+            bound += max(self.word_bonus, 0.0) + _ROUNDING
+        return bound
 
     def finish(self, state: FusionState) -> float:
         """The score of ending the sentence here (the last word, if unfinished, included)."""

@@ -23,6 +23,7 @@ check), for a second model pass and the search's phonemization.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,13 @@ class PhoneGuide:
         longer = self._joined(words, spelling)
         gained += self.weight * (self.opinion.prefix(longer) - self.opinion.prefix(words)) + self.word_bonus
         return gained, (inner_state, longer, ())
+
+    def gain_bound(self, label: int) -> float:
+        """Unbounded at a word's end: espeak-ng may say the words before it anew, so the phone
+        model's prefix score can rise."""
+        if label == self.separator:
+            return math.inf
+        return self.inner.gain_bound(label) if self.inner is not None else 0.0
 
     def finish(self, state: GuideState) -> float:
         inner_state, words, spelling = state

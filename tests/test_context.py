@@ -85,6 +85,17 @@ def test_a_finished_utterance_keeps_the_boost_of_exactly_the_labels_of_its_whole
     assert score(bias, text) == pytest.approx(BOOST * covered_labels(phrases, text))
 
 
+@settings(max_examples=200, deadline=None)
+@given(PHRASES, st.lists(WORDS, min_size=1, max_size=8).map(" ".join))
+def test_no_label_gains_more_than_one_boost(phrases: list[str], text: str) -> None:
+    # Beam search skips extensions on this bound (audiomodels.decoding), so it must hold from any state.
+    bias = PhraseBias.from_phrases(phrases, LABELS, BOOST)
+    state = bias.initial_state()
+    for label in LABELS.encode(text):
+        gained, state = bias.extend(state, label)
+        assert gained <= bias.gain_bound(label) == BOOST
+
+
 def test_bad_phrases_and_boosts_are_refused_by_name() -> None:
     with pytest.raises(PhraseError, match="empty after normalization"):
         PhraseBias.from_phrases(["ok", " ?! "], LABELS)

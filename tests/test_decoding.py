@@ -217,6 +217,60 @@ class RisingScorer:
     def finish(self, state: int) -> float:
         return -3.0 * state
 
+    def gain_bound(self, label: int) -> float:
+        return 0.7
+
+
+class CountingScorer(RisingScorer):
+    """:class:`RisingScorer` that counts its extensions; ``bounded`` False says it cannot bound its
+    gains, which turns the search's pruning of extensions off."""
+
+    def __init__(self, bounded: bool) -> None:
+        self.bounded, self.extensions = bounded, 0
+
+    def extend(self, state: int, label: int) -> tuple[float, int]:
+        self.extensions += 1
+        return super().extend(state, label)
+
+    def gain_bound(self, label: int) -> float:
+        return super().gain_bound(label) if self.bounded else math.inf
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    beam_size=st.integers(1, 10),
+    labels=st.integers(3, 8),
+    temperature=st.sampled_from([0.5, 1.5, 3.0]),
+    fused=st.booleans(),
+)
+def test_skipping_extensions_that_cannot_make_the_beam_changes_nothing(
+    seed: int, beam_size: int, labels: int, temperature: float, fused: bool
+) -> None:
+    # The search leaves out an extension whose rank, with the most its scorer can add, is under the
+    # beam it is building: the same beam as scoring every one, bit for bit, for fewer LM queries.
+    lp = random_log_probs(seed, frames=30, labels=labels, temperature=temperature)
+    searches = []
+    for bounded in (True, False):
+        scorer = CountingScorer(bounded) if fused else None
+        beam = PrefixBeam(beam_size, token_top_k=labels, token_prune_logprob=-math.inf, fusion=scorer)
+        beam.advance(lp)
+        searches.append((beam.hypotheses(beam_size), beam.best(), beam.stable(), scorer))
+    (pruned, *pruned_rest, bounded), (every, *every_rest, unbounded) = searches
+    assert pruned == every and pruned_rest == every_rest
+    if fused:
+        assert bounded.extensions <= unbounded.extensions
+
+
+def test_extensions_under_the_beam_are_not_scored() -> None:
+    lp = random_log_probs(7, frames=60, labels=8, temperature=1.0)
+    queries = []
+    for bounded in (True, False):
+        scorer = CountingScorer(bounded)
+        PrefixBeam(4, token_top_k=8, token_prune_logprob=-math.inf, fusion=scorer).advance(lp)
+        queries.append(scorer.extensions)
+    assert queries[0] < 0.6 * queries[1], queries
+
 
 def split_points(frames: int, cuts: list[int]) -> list[int]:
     return sorted({0, frames, *(c % (frames + 1) for c in cuts)})

@@ -62,11 +62,38 @@ def test_every_history_gets_a_proper_distribution(order: int) -> None:
     lm = char_lm(order)
     rng = random.Random(order)
     vocabulary = range(1, lm.num_labels + 1)  # labels and end of sentence
-    histories = [lm.initial_state(), *(tuple(rng.choice(vocabulary[:-1]) for _ in range(order - 1)) for _ in range(20))]
+    histories = [lm.initial_state(), *(lm.state_of([rng.choice(vocabulary[:-1]) for _ in range(order - 1)]) for _ in range(20))]
     histories.append(lm.advance(lm.advance(lm.initial_state(), CHARS.encode("t")[0]), CHARS.encode("h")[0]))
     for history in histories:
         total = sum(math.exp(lm.log_prob(history, label)) for label in vocabulary)
         assert total == pytest.approx(1.0, abs=1e-9), history
+
+
+def test_a_state_is_its_last_labels_however_it_was_reached() -> None:
+    lm = char_lm(4)
+    the = CHARS.encode("the")
+    state = lm.initial_state()
+    for label in [*CHARS.encode("on "), *the]:
+        state = lm.advance(state, label)
+    assert state == lm.state_of(the) == lm.state_of(CHARS.encode("bathe")[-3:])
+    assert lm.state_of(CHARS.encode("e")) != lm.state_of(CHARS.encode("he"))  # padded with sentence starts
+    remembered = [lm.log_prob(state, label) for label in range(1, lm.num_labels + 1)]
+    assert [lm.log_prob(state, label) for label in range(1, lm.num_labels + 1)] == remembered
+
+
+def test_no_label_gains_more_than_the_fusion_bound_says() -> None:
+    # Beam search skips extensions on this bound (audiomodels.decoding), so it must hold from any state.
+    lm = char_lm(4)
+    lm.words = word_lm(2)
+    fusion = Fusion(lm, weight=0.8, length_bonus=2.0, word_weight=0.3, word_bonus=1.5)
+    rng = random.Random(3)
+    for _ in range(200):
+        state = fusion.initial_state()
+        for label in rng.choices(range(1, len(CHARS)), k=12):
+            gained, state = fusion.extend(state, label)
+            assert gained <= fusion.gain_bound(label)
+    assert fusion.gain_bound(CHARS.encode(" ")[0]) > fusion.gain_bound(CHARS.encode("a")[0])  # a word's bonus
+    assert Fusion(lm, weight=-0.5).gain_bound(1) == math.inf  # a negative weight rewards improbable labels
 
 
 def test_discounts_follow_the_count_of_counts_and_fall_back_on_tiny_texts() -> None:
@@ -85,11 +112,12 @@ def test_word_model_keeps_repeated_words_and_gives_the_rest_to_the_unknown_word(
     assert words.word_id(spelled("cat")) == words.word_id(spelled("zebra")) == UNKNOWN_WORD
     ngrams = words.ngrams
     the = words.word_id(spelled("the"))
-    for history in (ngrams.initial_state(), (the,), (UNKNOWN_WORD,)):
+    for history in (ngrams.initial_state(), ngrams.state_of([the]), ngrams.state_of([UNKNOWN_WORD])):
         total = sum(math.exp(ngrams.log_prob(history, word)) for word in range(1, ngrams.num_labels + 1))
         assert total == pytest.approx(1.0, abs=1e-9), history
     # Most words of this text occur once, so after "the" an unknown word is likelier than "sea".
-    assert ngrams.log_prob((the,), UNKNOWN_WORD) > ngrams.log_prob((the,), words.word_id(spelled("sea")))
+    after_the = ngrams.state_of([the])
+    assert ngrams.log_prob(after_the, UNKNOWN_WORD) > ngrams.log_prob(after_the, words.word_id(spelled("sea")))
 
 
 def test_higher_orders_predict_held_out_english_better_and_scrambled_text_worse() -> None:

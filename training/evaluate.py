@@ -122,7 +122,7 @@ def evaluate(
     for phone models (hypotheses are already in the label alphabet).
     """
     start = time.perf_counter()
-    scorers = _scorers(recognizer.labels)
+    scorers = scorers_for(recognizer.labels)
     rows: list[dict[str, Any]] = [{} for _ in utterances]
     totals = dict.fromkeys(scorers, ErrorCounts())
     audio_seconds = 0.0
@@ -131,7 +131,7 @@ def evaluate(
             loaded: list[tuple[int, str, np.ndarray]] = []
             for index in batch:
                 try:
-                    loaded.append((index, *_load(recognizer, utterances[index])))
+                    loaded.append((index, *scored_utterance(recognizer, utterances[index])))
                 except ValueError as error:  # AudioError, LabelError or no phones: this row fails
                     rows[index] = _row(utterances[index], utterances[index].duration, error=str(error))
             transcripts = recognizer.transcribe_batch(
@@ -247,7 +247,7 @@ def _readable_breakdown(field: str, groups: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _scorers(labels: LabelSet) -> dict[str, Scorer]:
+def scorers_for(labels: LabelSet) -> dict[str, Scorer]:
     """Metric name -> scorer for a label set. Custom sets get "cer" over their label tokens (what
     the trainer selects models by) and, when they have a word separator, "wer" over the words
     it delimits."""
@@ -266,7 +266,7 @@ def _scorers(labels: LabelSet) -> dict[str, Scorer]:
     return scorers
 
 
-def _load(recognizer: Recognizer, utterance: Utterance) -> tuple[str, np.ndarray]:
+def scored_utterance(recognizer: Recognizer, utterance: Utterance) -> tuple[str, np.ndarray]:
     """Reference text and model-rate audio of one utterance; a ValueError says why it is unusable."""
     labels = recognizer.labels
     source = utterance.phones if labels.kind == "phone" else utterance.text
