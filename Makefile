@@ -14,7 +14,7 @@ MUSIC_PACKAGES := extremetuxracer-data frozen-bubble-data
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-char-check bench-stream-finals bench-pack bench-levels bench-phrases gpu-inputs corpus-kokoro clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-char-check bench-search bench-stream-finals bench-pack bench-levels bench-phrases gpu-inputs corpus-kokoro clean
 
 install: $(STAMP)
 
@@ -91,6 +91,11 @@ bench-warps: install corpora
 # The char model's beam (8 and 32, + LM) as it ranks itself, re-ranked by the phone model, and guided and re-ranked (--phone-check), dev and held-out tests.
 bench-phone-check: install corpora
 	$(PY) benchmarks/phone_check.py
+
+# The searches alone on the same log-probs (100 test utterances, both shipped models): greedy, our beam search
+# (8 and 32, with and without the LM) and flashlight's C++ beam search (the dev extra's flashlight-text) beside it.
+bench-search: install $(TEST_SPLIT)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/beam_search.py
 
 # The phone model's beam (8 and 32, + LM) as it ranks itself and ranked with the char model's reading (--char-check), dev and held-out tests.
 bench-char-check: install corpora
