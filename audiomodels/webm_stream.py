@@ -9,8 +9,9 @@ the one :class:`audiomodels.media.MediaFile` decodes a whole WebM file with, so 
 same bytes sent as a file decode to the same samples. Segments and clusters of unknown size (a
 live recorder cannot know them) are read in line; every other element is skipped by its size
 without being held, so other tracks (a screen recording's video) cost no memory. Pieces may be cut
-anywhere, inside any element. Blocks are decoded back to back, as the recorder wrote them:
-timestamp gaps are not filled.
+anywhere, inside any element. Laced blocks (several frames in one, as mkvmerge writes audio) are
+read frame by frame. Blocks are decoded back to back, as the recorder wrote them: timestamp gaps
+are not filled.
 
 It imports no torch, like :mod:`audiomodels.media`.
 """
@@ -31,6 +32,7 @@ _TRACK_NUMBER, _TRACK_TYPE, _CODEC_ID, _CODEC_PRIVATE = 0xD7, 0x83, 0x86, 0x63A2
 _MASTERS = frozenset({_EBML, _SEGMENT, _CLUSTER, _TRACKS, _TRACK_ENTRY, _AUDIO})
 _TRACK_FIELDS = {_TRACK_NUMBER: "number", _TRACK_TYPE: "type", _CODEC_ID: "codec", _CODEC_PRIVATE: "private"}
 _AUDIO_TRACK = 2  # Matroska's TrackType of audio
+_XIPH_LACING, _FIXED_LACING = 1, 2  # a block's lacing (flags bits 1-2); 3 is EBML lacing
 # An element held whole (a header field, an audio block or block group): an Opus packet is at most
 # 61 KB (48 frames of 1275 bytes), so a block group beyond this is another track's and is skipped.
 MAX_ELEMENT_BYTES = 1 << 20
@@ -124,7 +126,7 @@ class WebmOpusStream(ContainerStream):
         at = self.bytes_read
         body = bytes(self._buffer[header_len : header_len + size])
         self._consume(header_len + size)
-        pieces.append(self._decode(_block_frame(body, at), at))
+        pieces.append(self._decode(_block_frames(body, at), at))
         return True
 
     def _block_group(self, size: int, header_len: int, pieces: list[np.ndarray]) -> bool:
@@ -155,7 +157,7 @@ class WebmOpusStream(ContainerStream):
             raise MediaError(f"WebM block group at byte {at} holds no block")
         if _vint_value(body[: _vint_length(body[0]) or 1]) != self._audio():
             return True
-        samples = self._decode(_block_frame(body, at), at)
+        samples = self._decode(_block_frames(body, at), at)
         cut = round(max(padding_ns, 0) * OPUS_RATE / 1e9)
         pieces.append(samples[: len(samples) - cut] if cut else samples)
         return True
@@ -174,21 +176,77 @@ class WebmOpusStream(ContainerStream):
         self._audio_track = int(track["number"])  # type: ignore[arg-type]
         return self._audio_track
 
-    def _decode(self, frame: bytes, at: int) -> np.ndarray:
+    def _decode(self, frames: list[bytes], at: int) -> np.ndarray:
+        """One block's frames decoded in order, end to end."""
         assert self._decoder is not None
-        return decode_packet(self._decoder, frame, f"WebM audio block at byte {at}")
+        where = f"WebM audio block at byte {at}"
+        decoded = [decode_packet(self._decoder, frame, where) for frame in frames]
+        return decoded[0] if len(decoded) == 1 else np.concatenate(decoded)
 
 
-def _block_frame(body: bytes, at: int) -> bytes:
-    """The one frame of a (Simple)Block's body: track number, 16-bit timecode, flags, frame."""
+def _block_frames(body: bytes, at: int) -> list[bytes]:
+    """The frames of a (Simple)Block's body: track number, 16-bit timecode, flags, then one frame,
+    or with lacing (flags bits 1-2) a frame count less one, the frames' sizes and the frames
+    (Matroska's Xiph, fixed-size and EBML lacing, as mkvmerge writes audio)."""
     track_len = _vint_length(body[0]) or 9
     if len(body) < track_len + 3:
         raise MediaError(f"WebM block at byte {at} is corrupt: {len(body)} bytes")
-    if body[track_len + 2] & 0x06:
-        raise MediaError(
-            f"WebM audio block at byte {at} is laced; send one Opus frame per block, as MediaRecorder does"
-        )
-    return body[track_len + 3 :]
+    lacing = (body[track_len + 2] >> 1) & 0x03
+    frames = [body[track_len + 3 :]] if not lacing else _laced_frames(body, track_len + 3, lacing, at)
+    if not all(frames):  # an empty packet would tell the decoder the stream has ended
+        raise MediaError(f"WebM block at byte {at} is corrupt: it holds a frame of 0 bytes")
+    return frames
+
+
+def _laced_frames(body: bytes, offset: int, lacing: int, at: int) -> list[bytes]:
+    """The frames of a laced block's body from ``offset``: a frame count less one, their sizes
+    (all but the last's, Xiph or EBML coded; none for fixed-size lacing), the frames."""
+    if len(body) <= offset:
+        raise MediaError(f"WebM block at byte {at} is corrupt: its lacing has no frame count")
+    count, offset = body[offset] + 1, offset + 1
+    if lacing == _FIXED_LACING:
+        data = body[offset:]
+        if len(data) % count:
+            raise MediaError(f"WebM block at byte {at} is corrupt: {len(data)} bytes in {count} equal frames")
+        size = len(data) // count
+        return [data[i * size : (i + 1) * size] for i in range(count)]
+    sizes, offset = (_xiph_sizes if lacing == _XIPH_LACING else _ebml_sizes)(body, offset, count - 1, at)
+    last = len(body) - offset - sum(sizes)
+    if last < 0 or any(size < 0 for size in sizes):
+        raise MediaError(f"WebM block at byte {at} is corrupt: its laced frames overrun it")
+    frames = []
+    for size in [*sizes, last]:
+        frames.append(body[offset : offset + size])
+        offset += size
+    return frames
+
+
+def _xiph_sizes(body: bytes, offset: int, count: int, at: int) -> tuple[list[int], int]:
+    """``count`` Xiph lace sizes from ``offset`` (each a run of 255s and a last byte under 255), and
+    the offset after them."""
+    sizes = []
+    for _ in range(count):
+        size, byte = 0, 255
+        while byte == 255:
+            if offset >= len(body):
+                raise MediaError(f"WebM block at byte {at} is corrupt: its lace sizes overrun it")
+            byte, offset = body[offset], offset + 1
+            size += byte
+        sizes.append(size)
+    return sizes, offset
+
+
+def _ebml_sizes(body: bytes, offset: int, count: int, at: int) -> tuple[list[int], int]:
+    """``count`` EBML lace sizes from ``offset`` (the first an unsigned variable-length integer, each
+    next one its difference from the one before, signed), and the offset after them."""
+    sizes: list[int] = []
+    for _ in range(count):
+        length = _vint_length(body[offset]) if offset < len(body) else None
+        if length is None or offset + length > len(body):
+            raise MediaError(f"WebM block at byte {at} is corrupt: its lace sizes overrun it")
+        value, offset = _vint_value(body[offset : offset + length]), offset + length
+        sizes.append(sizes[-1] + value - ((1 << (7 * length - 1)) - 1) if sizes else value)
+    return sizes, offset
 
 
 def _element_header(buffer: bytearray, at: int) -> tuple[int, int | None, int] | None:

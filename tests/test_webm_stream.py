@@ -99,6 +99,80 @@ def test_a_video_tracks_blocks_are_skipped():
     np.testing.assert_array_equal(got, as_file(data))
 
 
+def vint(value: int, length: int | None = None) -> bytes:
+    """``value`` as an EBML variable-length integer (the shortest, or ``length`` bytes)."""
+    length = length or next(n for n in range(1, 9) if value < (1 << (7 * n)) - 1)
+    return ((1 << (7 * length)) | value).to_bytes(length, "big")
+
+
+def lace_sizes(sizes: list[int], lacing: str) -> bytes:
+    """The lace header after the frame count: every frame's size but the last's."""
+    if lacing == "xiph":
+        return b"".join(b"\xff" * (size // 255) + bytes([size % 255]) for size in sizes[:-1])
+    coded = vint(sizes[0]) if len(sizes) > 1 else b""
+    for before, size in zip(sizes[:-2], sizes[1:-1]):  # signed differences: value + 2^(7n-1) - 1 in n bytes
+        length = next(n for n in range(1, 9) if abs(size - before) < (1 << (7 * n - 1)) - 1)
+        coded += vint(size - before + (1 << (7 * length - 1)) - 1, length)
+    return coded
+
+
+def laced(data: bytes, lacing: str, group: int) -> bytes:
+    """A recorder's WebM (clusters of unknown size) with up to ``group`` back-to-back SimpleBlocks of
+    a cluster made one laced block (``xiph`` or ``ebml``), as mkvmerge writes audio: the same frames
+    in order."""
+    runs: list[list[tuple[int, int, bytes]]] = []  # per laced block: (offset, end, body) of the blocks it replaces
+    end = -1
+    for element, at, header in elements(data):
+        if element != 0xA3:
+            continue
+        size = webm_stream._element_header(bytearray(data[at : at + 12]), at)[1]
+        if at != end or len(runs[-1]) == group:  # another cluster (or a BlockGroup) between: a new run
+            runs.append([])
+        end = at + header + size
+        runs[-1].append((at, end, data[at + header : end]))
+    out, copied = bytearray(), 0
+    for run in (run for run in runs if len(run) > 1):  # a lone block stays unlaced, as mkvmerge leaves it (FFmpeg, the reference here, reads a lace of one frame otherwise)
+        (start, _, first), *_ = run
+        frames = [body[4:] for _, _, body in run]  # track number (1 byte), timecode, flags, frame
+        flags = first[3] | (0x02 if lacing == "xiph" else 0x06)
+        body = first[:3] + bytes([flags, len(frames) - 1]) + lace_sizes([len(f) for f in frames], lacing) + b"".join(frames)
+        out += data[copied:start] + b"\xa3" + vint(len(body), 8) + body
+        copied = run[-1][1]
+    return bytes(out + data[copied:])
+
+
+@pytest.mark.parametrize("lacing", ["xiph", "ebml"])
+def test_laced_blocks_decode_frame_by_frame(lacing):
+    """Blocks of several frames (mkvmerge laces audio): the samples of the same frames unlaced, and
+    of FFmpeg's decoding of the laced bytes as a file, bit for bit, in pieces cut anywhere."""
+    data = encode_audio(sweep(OPUS_RATE, seconds=1.3), OPUS_RATE, "webm", "libopus", seekable=False)
+    relaced = laced(data, lacing, group=4)
+    assert len(relaced) < len(data)  # fewer block headers
+    rng = np.random.default_rng(5)
+    got = streamed(relaced, (int(n) for n in rng.integers(1, 300, size=len(relaced))))
+    np.testing.assert_array_equal(got, streamed(data, iter([len(data)])))
+    np.testing.assert_array_equal(got, as_file(relaced))
+
+
+def test_lace_headers_are_read_and_checked():
+    frames = [b"a" * 300, b"b" * 7, b"c" * 600, b"d" * 5]
+    for lacing, bits in (("xiph", 0x02), ("ebml", 0x06)):
+        body = b"\x81\x00\x00" + bytes([0x80 | bits, 3]) + lace_sizes([300, 7, 600, 5], lacing) + b"".join(frames)
+        assert webm_stream._block_frames(body, 0) == frames
+        with pytest.raises(MediaError, match="laced frames overrun it"):
+            webm_stream._block_frames(body[:-6], 0)
+    fixed = b"\x81\x00\x00\x84\x02" + b"x" * 9  # three frames of equal size
+    assert webm_stream._block_frames(fixed, 0) == [b"xxx"] * 3
+    with pytest.raises(MediaError, match="8 bytes in 3 equal frames"):
+        webm_stream._block_frames(fixed[:-1], 0)
+    with pytest.raises(MediaError, match="lace sizes overrun it"):
+        webm_stream._block_frames(b"\x81\x00\x00\x82\x05\xff\xff", 0)
+    with pytest.raises(MediaError, match="no frame count"):
+        webm_stream._block_frames(b"\x81\x00\x00\x86", 0)
+    with pytest.raises(MediaError, match="a frame of 0 bytes"):  # an empty packet would end the decoder's stream
+        webm_stream._block_frames(b"\x81\x00\x00\x80", 0)
+
+
 def test_bad_streams_get_errors_that_say_what_is_wrong():
     data = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "webm", "libopus", seekable=False)
     with pytest.raises(MediaError, match="does not begin with an EBML header"):
@@ -127,10 +201,10 @@ def test_bad_streams_get_errors_that_say_what_is_wrong():
     no_audio_yet.finish()
 
     first_block = next(at + header for element, at, header in elements(data) if element == 0xA3)
-    laced = bytearray(data)
-    laced[first_block + 3] |= 0x02  # the flags byte after track number (1 byte) and timecode (2): Xiph lacing
-    with pytest.raises(MediaError, match="is laced"):
-        WebmOpusStream().push(bytes(laced))
+    falsely_laced = bytearray(data)
+    falsely_laced[first_block + 3] |= 0x02  # the flags byte after track number (1 byte) and timecode (2): Xiph lacing
+    with pytest.raises(MediaError, match="WebM block at byte .* is corrupt"):
+        WebmOpusStream().push(bytes(falsely_laced))
 
     garbage = WebmOpusStream()
     garbage.push(data[:segment])
