@@ -29,9 +29,6 @@ import numpy as np
 
 BOS = 0  # sentence start; CTC's blank (id 0) never occurs in text, so its id is free for this
 LMState = int  # the last order-1 labels (BOS-padded at the start), packed (:func:`pack`)
-# Log-probabilities a model remembers once looked up (a beam's hypotheses share their recent labels,
-# so about half of a search's queries repeat); past this many entries it starts afresh (~25 MB).
-_MEMO_ENTRIES = 1 << 18
 
 
 class LMError(ValueError):
@@ -86,16 +83,10 @@ class NgramLM:
         is one modulo away (beam search with an LM spends most of its time here)."""
         base, powers = self.base, self._powers
         ngram = state * base + label + 1
-        known = self._memo.get(ngram)
-        if known is not None:
-            return known
         backoff = 0.0
         for length in range(self.order - 1, -1, -1):
             value = self.log_probs.get(ngram % powers[length + 1])
             if value is not None:
-                if len(self._memo) >= _MEMO_ENTRIES:
-                    self._memo.clear()
-                self._memo[ngram] = backoff + value
                 return backoff + value
             backoff += self.backoffs.get(state % powers[length], 0.0)
         raise LMError(f"label id {label} is outside the LM's vocabulary")
@@ -103,10 +94,6 @@ class NgramLM:
     @cached_property
     def _powers(self) -> list[int]:
         return [self.base**length for length in range(self.order + 1)]
-
-    @cached_property
-    def _memo(self) -> dict[int, float]:
-        return {}
 
     def advance(self, state: LMState, label: int) -> LMState:
         return (state * self.base + label + 1) % self._powers[self.order - 1]

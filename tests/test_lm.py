@@ -77,8 +77,6 @@ def test_a_state_is_its_last_labels_however_it_was_reached() -> None:
         state = lm.advance(state, label)
     assert state == lm.state_of(the) == lm.state_of(CHARS.encode("bathe")[-3:])
     assert lm.state_of(CHARS.encode("e")) != lm.state_of(CHARS.encode("he"))  # padded with sentence starts
-    remembered = [lm.log_prob(state, label) for label in range(1, lm.num_labels + 1)]
-    assert [lm.log_prob(state, label) for label in range(1, lm.num_labels + 1)] == remembered
 
 
 def test_no_label_gains_more_than_the_fusion_bound_says() -> None:
