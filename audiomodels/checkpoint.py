@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -84,3 +85,30 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         return Checkpoint(config=config, state_dict=payload["state_dict"], metadata=payload.get("metadata", {}))
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"checkpoint {source} has an invalid config: {error}") from error
+
+
+class SharedModel(NamedTuple):
+    """A checkpoint's model built once for inference, with its config and metadata (not its
+    state dict: the model holds the weights, and a second copy would undo the sharing)."""
+
+    config: AcousticConfig
+    model: AcousticModel
+    metadata: dict[str, Any]
+
+
+def shared_model(path: str | os.PathLike) -> SharedModel:
+    """The checkpoint's model, loaded once per file version (its path, modification time and
+    size) and shared, as :func:`audiomodels.lm.own_fusion` shares LMs: inference only reads
+    weights, so a server's char model and the char check reading with the same file hold one copy.
+    Whoever changes weights (training) builds its own (:meth:`Checkpoint.build_model`)."""
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"checkpoint {source} does not exist")
+    stat = source.stat()
+    return _shared(source.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _shared(path: Path, mtime_ns: int, size: int) -> SharedModel:
+    checkpoint = load_checkpoint(path)
+    return SharedModel(checkpoint.config, checkpoint.build_model(), checkpoint.metadata)

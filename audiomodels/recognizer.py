@@ -19,7 +19,7 @@ import torch
 from audiomodels.alignment import LabelSpan, align_labels, group_words
 from audiomodels.audio import prepare_waveform
 from audiomodels.char_check import CharCheck
-from audiomodels.checkpoint import load_checkpoint
+from audiomodels.checkpoint import shared_model
 from audiomodels.config import AcousticConfig, Chunking
 from audiomodels.context import BiasedFusion, PhraseBias
 from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, PrefixScorer, Settling, frame_argmax
@@ -148,8 +148,9 @@ class Recognizer:
         self.featurizer = Featurizer(config.features)
         self.device = torch.device(device)
         self.dtype = PRECISIONS[resolve_precision(precision, self.device)]
-        if next(model.parameters()).dtype != self.dtype:
-            model = copy.deepcopy(model)  # the caller's model (shared by other recognizers) keeps its dtype
+        weights = next(model.parameters())
+        if weights.dtype != self.dtype or weights.device != self.device:
+            model = copy.deepcopy(model)  # the caller's model (shared by other recognizers) keeps its dtype and device
         self.model = model.to(self.device, self.dtype).eval()
         self.max_duration_s = max_duration_s
         if fusion is not None:
@@ -170,9 +171,10 @@ class Recognizer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
-        """Load a checkpoint file (safely) and build a ready recognizer."""
-        checkpoint = load_checkpoint(path)
-        return cls(checkpoint.config, checkpoint.build_model(), **kwargs)  # type: ignore[arg-type]
+        """Load a checkpoint file (safely) and build a ready recognizer; recognizers of one file
+        share its model (:func:`audiomodels.checkpoint.shared_model`)."""
+        config, model, _ = shared_model(path)
+        return cls(config, model, **kwargs)  # type: ignore[arg-type]
 
     @property
     def sample_rate(self) -> int:

@@ -3,7 +3,7 @@
 A ``NAME.lm.npz`` beside ``NAME.ckpt`` is that model's label language model: requests with
 ``beam_size`` > 1 decode with it.
 
-Checkpoints are read with ``load_checkpoint`` (``weights_only=True``: a model file cannot run
+Checkpoints are read once per file (``shared_model``; ``weights_only=True``: a model file cannot run
 code) and wrapped in a :class:`Recognizer`, the only object that touches the model. A bad file
 stops start-up with its ``CheckpointError`` rather than leaving a silently missing model.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audiomodels.checkpoint import CheckpointError, load_checkpoint
+from audiomodels.checkpoint import CheckpointError, shared_model
 from audiomodels.lm import LMError, lm_beside, own_fusion
 from audiomodels.recognizer import Recognizer
 from service.limits import ModelNotFound
@@ -86,12 +86,12 @@ def load_entry(path: Path, **recognizer_kwargs: Any) -> ModelEntry:
     """One checkpoint file -> a ready recognizer plus its ListModels facts. A ``phone_check`` among
     ``recognizer_kwargs`` goes to char models only (it re-ranks spelled hypotheses), a ``char_check``
     to phone models only (it re-ranks phone hypotheses)."""
-    checkpoint = load_checkpoint(path)
-    kept = CHECKS.get(checkpoint.config.labels.kind)
+    config, model, metadata = shared_model(path)  # one copy of the weights with a check reading with the same file
+    kept = CHECKS.get(config.labels.kind)
     recognizer_kwargs = {k: v for k, v in recognizer_kwargs.items() if k not in CHECKS.values() or k == kept}
     try:  # beam search requests (beam_size > 1) use the model's own LM when one ships beside it
         fusion = own_fusion(path)
-        recognizer = Recognizer(checkpoint.config, checkpoint.build_model(), fusion=fusion, **recognizer_kwargs)
+        recognizer = Recognizer(config, model, fusion=fusion, **recognizer_kwargs)
     except LMError as error:
         raise CheckpointError(f"{lm_beside(path)}: {error}") from None
     card = path.with_suffix(".md")
@@ -99,6 +99,6 @@ def load_entry(path: Path, **recognizer_kwargs: Any) -> ModelEntry:
         name=path.stem,
         recognizer=recognizer,
         size_bytes=path.stat().st_size,
-        metadata=dict(checkpoint.metadata),
+        metadata=dict(metadata),
         model_card=card.read_text() if card.is_file() else "",
     )

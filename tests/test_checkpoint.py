@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiomodels.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from audiomodels.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint, shared_model
 from audiomodels.config import AcousticConfig, FeatureConfig, LabelConfig, ModelConfig
+from audiomodels.labels import LabelSet
 from audiomodels.model import AcousticModel
+from audiomodels.recognizer import Recognizer
+from service.registry import load_entry
+from tests.test_evaluate import save_tiny_model
 
 CONFIG = AcousticConfig(
     features=FeatureConfig(n_mfcc=13, stack=2),
@@ -103,3 +107,18 @@ def test_missing_file_and_mismatched_weights(tmp_path: Path) -> None:
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(path).build_model()
+
+
+def test_recognizers_and_served_models_of_one_file_share_its_model_until_it_changes(tmp_path: Path) -> None:
+    # A server's char model and the char check reading with the same file hold one copy of the weights.
+    path = save_tiny_model(tmp_path / "char.ckpt", LabelSet.char())
+    served = load_entry(path).recognizer
+    reading = Recognizer.from_checkpoint(path)
+    assert reading.model is served.model and shared_model(path).metadata == {"note": "test"}
+    fast = Recognizer.from_checkpoint(path, precision="bfloat16")  # another dtype is a copy, never a conversion
+    assert fast.model is not served.model and next(served.model.parameters()).dtype == torch.float32
+    save_checkpoint(path, served.config, served.model, metadata={"note": "retrained"})
+    renewed = Recognizer.from_checkpoint(path)
+    assert renewed.model is not served.model and shared_model(path).metadata == {"note": "retrained"}
+    with pytest.raises(CheckpointError, match="does not exist"):
+        shared_model(tmp_path / "missing.ckpt")
