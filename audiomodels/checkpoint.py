@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 
 from audiomodels.config import AcousticConfig
-from audiomodels.files import atomic_write
+from audiomodels.files import FileVersion, atomic_write, file_version
 from audiomodels.model import AcousticModel
 
 FORMAT_VERSION = 1
@@ -104,11 +104,10 @@ def shared_model(path: str | os.PathLike) -> SharedModel:
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"checkpoint {source} does not exist")
-    stat = source.stat()
-    return _shared(source.resolve(), stat.st_mtime_ns, stat.st_size)
+    return _shared(file_version(source))
 
 
 @lru_cache(maxsize=4)
-def _shared(path: Path, mtime_ns: int, size: int) -> SharedModel:
-    checkpoint = load_checkpoint(path)
+def _shared(version: FileVersion) -> SharedModel:
+    checkpoint = load_checkpoint(version[0])
     return SharedModel(checkpoint.config, checkpoint.build_model(), checkpoint.metadata)

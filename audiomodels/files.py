@@ -45,3 +45,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data: object) -> None:
     """Replace ``path`` with ``data`` as indented UTF-8 JSON (benchmark results, reports)."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+FileVersion = tuple[Path, int, int]  # resolved path, modification time (ns), size
+
+
+def file_version(path: Path) -> FileVersion:
+    """What tells one version of an existing file from the next: the key of the caches that load
+    a model or LM file once and share it until the file changes."""
+    stat = path.stat()
+    return path.resolve(), stat.st_mtime_ns, stat.st_size

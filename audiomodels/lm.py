@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audiomodels.files import FileVersion, file_version
+
 BOS = 0  # sentence start; CTC's blank (id 0) never occurs in text, so its id is free for this
 LMState = int  # the last order-1 labels (BOS-padded at the start), packed (:func:`pack`)
 
@@ -267,14 +269,13 @@ def own_fusion(checkpoint: str | os.PathLike, **weights: float) -> Fusion | None
     path = lm_beside(checkpoint)
     if not path.is_file():
         return None
-    stat = path.stat()
-    return Fusion(_shared_lm(path.resolve(), stat.st_mtime_ns, stat.st_size), **weights)
+    return Fusion(_shared_lm(file_version(path)), **weights)
 
 
 @lru_cache(maxsize=4)
-def _shared_lm(path: Path, mtime_ns: int, size: int) -> NgramLM:
-    """One loaded LM per file version (its path, modification time and size)."""
-    return NgramLM.load(path)
+def _shared_lm(version: FileVersion) -> NgramLM:
+    """One loaded LM per file version."""
+    return NgramLM.load(version[0])
 
 
 def add_fusion_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
