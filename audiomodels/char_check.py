@@ -30,11 +30,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from audiomodels.ctc_prefix import sequence_log_likelihoods
-from audiomodels.decoding import PrefixScorer, sentence_score
+from audiomodels.decoding import PrefixScorer
 from audiomodels.labels import LabelSet
 from audiomodels.lm import own_fusion
-from audiomodels.model_check import add_checking_model_argument, check_pair, checking_recognizer
+from audiomodels.model_check import add_checking_model_argument, check_pair, checking_recognizer, exact_ranking
 from audiomodels.phone_check import PhoneCheck, spoken_phones
 
 if TYPE_CHECKING:  # the recognizer holds a CharCheck, which holds the char model's recognizer
@@ -104,16 +103,11 @@ class CharCheck:
         candidates = [list(h) for h in hypotheses]
         if reading not in candidates:
             candidates.append(reading)
-        acoustic = sequence_log_likelihoods(log_probs, candidates, blank)
-        totals = [
-            heard
-            + sentence_score(scorer, labels)
-            + (self.agreement_bonus if labels == reading else 0.0)
-            - self.distance_weight * edit_distance(labels, reading)
-            for heard, labels in zip(acoustic, candidates)
-        ]
-        order = sorted(range(len(candidates)), key=totals.__getitem__, reverse=True)
-        return [candidates[i] for i in order]
+
+        def closeness(labels: list[int]) -> float:  # the reading is at distance 0 from itself
+            return (self.agreement_bonus if labels == reading else 0.0) - self.distance_weight * edit_distance(labels, reading)
+
+        return exact_ranking(candidates, log_probs, blank, scorer, closeness)
 
 
 def edit_distance(first: Sequence[int], second: Sequence[int]) -> int:

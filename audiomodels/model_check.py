@@ -6,9 +6,14 @@ only for commands that search with a beam."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
+from audiomodels.ctc_prefix import sequence_log_likelihoods
+from audiomodels.decoding import PrefixScorer, sentence_score
 from audiomodels.labels import LabelSet
 
 if TYPE_CHECKING:  # the recognizer module imports the checks, which use this one
@@ -28,6 +33,24 @@ def check_pair(
         raise error(f"the {name} needs a {checking} model, got a {checker.labels.kind} model")
     if checker.sample_rate != sample_rate:
         raise error(f"the {checking} model hears {checker.sample_rate} Hz, the {served} model {sample_rate} Hz")
+
+
+def exact_ranking(
+    hypotheses: Sequence[list[int]],
+    log_probs: torch.Tensor,
+    blank: int,
+    scorer: PrefixScorer | None,
+    check_score: Callable[[list[int]], float],
+) -> list[list[int]]:
+    """Hypotheses (label ids of the checked model) best first by one exact score, whichever search
+    found them: the checked model's CTC log-likelihood over its ``log_probs`` (one batched
+    ``F.ctc_loss``) + ``scorer``'s sentence score (LM, hints) + ``check_score``, the check's say."""
+    acoustic = sequence_log_likelihoods(log_probs, list(hypotheses), blank)
+    totals = [
+        heard + sentence_score(scorer, labels) + check_score(labels) for heard, labels in zip(acoustic, hypotheses)
+    ]
+    order = sorted(range(len(hypotheses)), key=totals.__getitem__, reverse=True)
+    return [hypotheses[i] for i in order]
 
 
 def add_checking_model_argument(

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from audiomodels.ctc_prefix import CtcPrefixScores, sequence_log_likelihoods
-from audiomodels.decoding import PrefixScorer, sentence_score
+from audiomodels.ctc_prefix import CtcPrefixScores
+from audiomodels.decoding import PrefixScorer
 from audiomodels.labels import BLANK, LabelSet, phonemize_normalized
-from audiomodels.model_check import add_checking_model_argument, check_pair, checking_recognizer
+from audiomodels.model_check import add_checking_model_argument, check_pair, checking_recognizer, exact_ranking
 
 if TYPE_CHECKING:  # the recognizer holds a PhoneCheck, which holds the phone model's recognizer
     from audiomodels.recognizer import Recognizer
@@ -96,13 +96,7 @@ class PhoneCheck:
         hints and, from :meth:`guide`, the guide's words) + ``weight`` x the phone model's
         log-likelihood of their phones (:meth:`PhoneOpinion.whole`). Exact scores, not the
         searches' own: the beams of a guided and an unguided search are ranked together."""
-        acoustic = sequence_log_likelihoods(log_probs, list(hypotheses), blank)
-        totals = [
-            heard + sentence_score(scorer, label_ids) + self.weight * opinion.whole(label_ids)
-            for heard, label_ids in zip(acoustic, hypotheses)
-        ]
-        order = sorted(range(len(hypotheses)), key=totals.__getitem__, reverse=True)
-        return [hypotheses[i] for i in order]
+        return exact_ranking(hypotheses, log_probs, blank, scorer, lambda label_ids: self.weight * opinion.whole(label_ids))
 
 
 class PhoneOpinion:
