@@ -17,6 +17,7 @@ This module imports no torch, so the light gRPC client can use it too.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from itertools import chain
 from typing import BinaryIO
 
@@ -27,6 +28,8 @@ import numpy as np
 CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4", "matroska,webm": "WEBM"}
 CODECS = frozenset({"aac", "alac", "opus"})  # the ones tested; FFmpeg decodes many more
 SUPPORTED_TEXT = "MP4/M4A (AAC or ALAC), WebM/Matroska (Opus)"
+GAP_MIN_S = 0.01  # shorter timestamp gaps are rounding (WebM counts milliseconds), not missing audio
+GAP_MAX_S = 30.0  # a longer jump is taken for a corrupt timestamp, not filled
 
 
 class MediaError(ValueError):
@@ -39,7 +42,8 @@ class MediaFile:
     ``frames`` is known before decoding, so duration limits hold before any work is done: from the
     container's header, or, where a recorder wrote none (a ``MediaRecorder`` WebM), from the
     packets' timestamps, which costs a demux but no decoding. Decoded audio is cut to that length:
-    AAC's last frame is padded past the end of the signal.
+    AAC's last frame is padded past the end of the signal. Gaps in the packets' timestamps (a
+    recorder that lost audio) are filled with silence (:class:`TimelineGaps`).
     """
 
     def __init__(self, file: BinaryIO) -> None:
@@ -90,9 +94,17 @@ class MediaFile:
             raise ValueError(f"MediaFile decodes to float32 only, not {dtype}")
         self._rewind()
         resampler = av.AudioResampler(format="flt", layout=self._stream.codec_context.layout, rate=self.samplerate)
+        gaps = TimelineGaps(self.samplerate)
         left = self.frames
         try:
             for frame in chain(self._container.decode(self._stream), [None]):  # None flushes the converter
+                if frame is not None:
+                    start = None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
+                    silence = gaps.before(start, frame.samples, f"{self.format} audio at {float(start or 0):.3f} s")
+                    if silence:
+                        samples = np.zeros((min(silence, left), self.channels), np.float32)
+                        left -= len(samples)
+                        yield samples
                 for piece in resampler.resample(frame):
                     samples = piece.to_ndarray().reshape(-1, self.channels)[:left]
                     left -= len(samples)
@@ -157,6 +169,50 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     if not stream.rate or not stream.codec_context.layout.nb_channels:
         raise MediaError(f"{CONTAINERS[container.format.name]} audio stream states no sample rate or channels")
     return stream
+
+
+class TimelineGaps:
+    """How much silence goes before each decoded frame so that the samples keep the recording's
+    timeline: a recorder that lost audio (a busy tab, a device glitch) leaves a jump in its
+    packets' timestamps, and decoding them back to back would put every later label early by the
+    lost time. The whole-file and the live readers both use this on the same timestamps, so they
+    fill the same gaps.
+
+    The first frame that holds samples is not checked: a codec's pre-skip or priming shortens it
+    by an amount its timestamp does not tell. From the second on, a frame that starts more than
+    :data:`GAP_MIN_S` after the samples before it end gets that much silence first; one that
+    starts early (overlapping timestamps) keeps all its samples; a jump over :data:`GAP_MAX_S`
+    raises :class:`MediaError`.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._frames = 0  # frames with samples so far
+        self._anchor: int | None = None  # the timeline position (in samples) that the count starts at
+        self._written = 0  # samples (silence included) since the anchor
+
+    def before(self, start: Fraction | None, samples: int, where: str) -> int:
+        """Samples of silence before a frame of ``samples`` samples that starts at ``start``
+        seconds (None: its timestamp is not known, as for a laced block's later frames)."""
+        if not samples:
+            return 0
+        self._frames += 1
+        gap = 0
+        if start is not None and self._frames > 1:
+            at = round(start * self.rate)
+            if self._anchor is None:
+                self._anchor = at
+            else:
+                gap = at - self._anchor - self._written
+                if gap > GAP_MAX_S * self.rate:
+                    raise MediaError(
+                        f"{where} starts {gap / self.rate:.1f} s after the audio before it ends; "
+                        f"a timestamp jump over {GAP_MAX_S:.0f} s is taken for corruption"
+                    )
+                gap = gap if gap >= GAP_MIN_S * self.rate else 0
+        if self._anchor is not None:
+            self._written += gap + samples
+        return gap
 
 
 # --- live Opus: one packet per stream message ---------------------------------------------------

@@ -15,7 +15,9 @@ without being held. Pieces may be cut anywhere.
 The signal is cut as the file's timing says: AAC's priming samples by the edit list (``elst``),
 Opus's pre-skip by the decoder, and the last frame to the duration its sample states. A file whose
 ``moov`` comes after its ``mdat`` (a recording saved to disk) cannot be streamed: it is refused
-with a message saying so. Samples are decoded back to back: decode-time gaps are not filled.
+with a message saying so. A jump in the samples' decode times (a fragment's ``tfdt`` ahead of the
+samples before it, or a sample that lasts longer than it holds) is filled with silence, as the
+whole file's decoding fills it (:class:`audiomodels.media.TimelineGaps`).
 
 Samples come out at ``rate``: the track's own when they agree, else resampled (a stream's rate is
 fixed before its header arrives, and a Mac records at 44.1 kHz as often as at 48 kHz). It imports
@@ -26,13 +28,14 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 import av
 import numpy as np
 
 from audiomodels.container_stream import ContainerStream
-from audiomodels.media import OPUS_RATE, MediaError, decode_packet, opus_decoder
+from audiomodels.media import OPUS_RATE, MediaError, TimelineGaps, decode_packet, opus_decoder
 
 DEFAULT_RATE = OPUS_RATE  # as WebM and Ogg streams' samples come out: Safari's usual rate
 
@@ -63,6 +66,7 @@ class _Sample:
     offset: int  # from the stream's first byte
     size: int
     duration: int  # in the track's timescale; 0 = not stated
+    time: int | None = None  # decode time in the track's timescale; None after a duration not stated
 
 
 class Mp4AudioStream(ContainerStream):
@@ -85,6 +89,9 @@ class Mp4AudioStream(ContainerStream):
         self._decoded = 0
         self._resampler: av.AudioResampler | None = None
         self._decoded_rate = 0
+        self._gaps: TimelineGaps | None = None
+        self._next_time: int | None = 0  # where the audio track's samples listed so far end
+        self._listed_end: int | None = None  # where the last decoded sample ends (decode time)
 
     def finish(self) -> np.ndarray:
         """The resampler's last samples; raise if the stream ended inside a box or a listed sample."""
@@ -201,7 +208,7 @@ class Mp4AudioStream(ContainerStream):
         data_end = start  # where the previous track fragment's data ended
         for kind, traf in _boxes(body, "moof"):
             if kind == b"traf":
-                samples, data_end = _fragment_samples(traf, start, data_end, self._track)
+                samples, data_end, self._next_time = _fragment_samples(traf, start, data_end, self._track, self._next_time)
                 self._pending.extend(samples)
 
     # --- samples ---------------------------------------------------------------------------------
@@ -246,15 +253,26 @@ class Mp4AudioStream(ContainerStream):
         return True
 
     def _decode(self, frame: bytes, sample: _Sample) -> np.ndarray:
-        """A sample's signal: priming dropped, the end cut to the durations stated so far."""
+        """A sample's signal: priming dropped, the end cut to the durations stated so far, after
+        the silence of any gap in the timeline before it."""
         assert self._decoder is not None and self._track is not None
-        samples = decode_packet(self._decoder, frame, f"MP4 audio sample at byte {sample.offset}")
-        rate = self._decoder.sample_rate
-        self._allowed += round(sample.duration * rate / self._track.timescale) if sample.duration else len(samples)
+        where = f"MP4 audio sample at byte {sample.offset}"
+        samples = decode_packet(self._decoder, frame, where)
+        rate, timescale = self._decoder.sample_rate, self._track.timescale
+        if self._gaps is None:
+            self._gaps = TimelineGaps(rate)
+        if sample.time is not None and self._listed_end is not None and sample.time > self._listed_end:
+            self._allowed += round((sample.time - self._listed_end) * rate / timescale)  # a jump in tfdt
+        self._listed_end = None if sample.time is None or not sample.duration else sample.time + sample.duration
+        self._allowed += round(sample.duration * rate / timescale) if sample.duration else len(samples)
         if self._drop:
             dropped = min(self._drop, len(samples))
             samples, self._drop = samples[dropped:], self._drop - dropped
         samples = samples[: max(0, self._allowed - self._decoded)]
+        start = None if sample.time is None else Fraction(sample.time, timescale)
+        silence = self._gaps.before(start, len(samples), where)
+        if silence:
+            samples = np.concatenate([np.zeros(silence, np.float32), samples])
         self._decoded += len(samples)
         self._decoded_rate = rate
         return self._resampled(samples)
@@ -397,8 +415,12 @@ def _opus_head(body: bytes) -> bytes:
     return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, preskip, rate, gain, family) + ops[11:]
 
 
-def _fragment_samples(traf: bytes, moof_start: int, data_end: int, track: _Track) -> tuple[list[_Sample], int]:
-    """A track fragment's samples, if it is the audio track's, and where its data ends."""
+def _fragment_samples(
+    traf: bytes, moof_start: int, data_end: int, track: _Track, time: int | None
+) -> tuple[list[_Sample], int, int | None]:
+    """A track fragment's samples, if it is the audio track's, where its data ends, and where the
+    audio track's decode times end (``time`` before it: the fragment starts there unless its
+    ``tfdt`` says otherwise)."""
     children = _boxes(traf, "traf")
     tfhd = next((body for kind, body in children if kind == b"tfhd"), None)
     if tfhd is None or len(tfhd) < 8:
@@ -421,7 +443,22 @@ def _fragment_samples(traf: bytes, moof_start: int, data_end: int, track: _Track
         if kind == b"trun":
             run, position = _run_samples(trun, base, position, duration, size)
             samples += run
-    return (samples if track_id == track.track_id else []), position
+    if track_id != track.track_id:
+        return [], position, time
+    tfdt = next((body for kind, body in children if kind == b"tfdt"), None)
+    if tfdt is not None and len(tfdt) >= 8:
+        time = struct.unpack_from(">Q" if tfdt[0] == 1 and len(tfdt) >= 12 else ">I", tfdt, 4)[0]
+    timed, end = _timed(samples, time)
+    return timed, position, end
+
+
+def _timed(samples: list[_Sample], time: int | None) -> tuple[list[_Sample], int | None]:
+    """``samples`` with their decode times, the first at ``time``, and where the last ends."""
+    timed = []
+    for sample in samples:
+        timed.append(replace(sample, time=time))
+        time = time + sample.duration if time is not None and sample.duration else None
+    return timed, time
 
 
 def _run_samples(trun: bytes, base: int, position: int, duration: int, size: int) -> tuple[list[_Sample], int]:
@@ -474,7 +511,7 @@ def _table_samples(track: _Track) -> list[_Sample]:
                 index += 1
     if index != count:
         raise MediaError(f"MP4 stream's sample tables place {index} of its {count} samples")
-    return sorted(samples, key=lambda sample: sample.offset)
+    return sorted(_timed(samples, 0)[0], key=lambda sample: sample.offset)
 
 
 def _sample_durations(stts: bytes, count: int) -> list[int]:

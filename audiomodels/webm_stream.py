@@ -10,8 +10,9 @@ same bytes sent as a file decode to the same samples. Segments and clusters of u
 live recorder cannot know them) are read in line; every other element is skipped by its size
 without being held, so other tracks (a screen recording's video) cost no memory. Pieces may be cut
 anywhere, inside any element. Laced blocks (several frames in one, as mkvmerge writes audio) are
-read frame by frame. Blocks are decoded back to back, as the recorder wrote them: timestamp gaps
-are not filled.
+read frame by frame. A jump in the blocks' timestamps (cluster ``Timecode`` + the block's own, in
+``TimecodeScale`` units) is filled with silence, as the whole file's decoding fills it
+(:class:`audiomodels.media.TimelineGaps`), so labels keep the recording's times.
 
 It imports no torch, like :mod:`audiomodels.media`.
 """
@@ -22,17 +23,21 @@ import av
 import numpy as np
 
 from audiomodels.container_stream import ContainerStream
-from audiomodels.media import OPUS_RATE, MediaError, decode_packet, opus_decoder
+from fractions import Fraction
+
+from audiomodels.media import OPUS_RATE, MediaError, TimelineGaps, decode_packet, opus_decoder
 
 _EBML, _DOC_TYPE = 0x1A45DFA3, 0x4282
 _SEGMENT, _CLUSTER, _BLOCK_GROUP, _TRACKS, _TRACK_ENTRY, _AUDIO = 0x18538067, 0x1F43B675, 0xA0, 0x1654AE6B, 0xAE, 0xE1
+_INFO, _TIMECODE_SCALE, _CLUSTER_TIMECODE = 0x1549A966, 0x2AD7B1, 0xE7
 _SIMPLE_BLOCK, _BLOCK, _DISCARD_PADDING = 0xA3, 0xA1, 0x75A2
 _TRACK_NUMBER, _TRACK_TYPE, _CODEC_ID, _CODEC_PRIVATE = 0xD7, 0x83, 0x86, 0x63A2
 # Masters whose children are read in line (their size, possibly unknown, is not needed).
-_MASTERS = frozenset({_EBML, _SEGMENT, _CLUSTER, _TRACKS, _TRACK_ENTRY, _AUDIO})
+_MASTERS = frozenset({_EBML, _SEGMENT, _INFO, _CLUSTER, _TRACKS, _TRACK_ENTRY, _AUDIO})
 _TRACK_FIELDS = {_TRACK_NUMBER: "number", _TRACK_TYPE: "type", _CODEC_ID: "codec", _CODEC_PRIVATE: "private"}
 _AUDIO_TRACK = 2  # Matroska's TrackType of audio
 _XIPH_LACING, _FIXED_LACING = 1, 2  # a block's lacing (flags bits 1-2); 3 is EBML lacing
+_DEFAULT_TIMECODE_SCALE = 1_000_000  # ns per timestamp unit: milliseconds
 # An element held whole (a header field, an audio block or block group): an Opus packet is at most
 # 61 KB (48 frames of 1275 bytes), so a block group beyond this is another track's and is skipped.
 MAX_ELEMENT_BYTES = 1 << 20
@@ -49,6 +54,9 @@ class WebmOpusStream(ContainerStream):
         self._tracks: list[dict[str, int | bytes]] = []
         self._audio_track: int | None = None
         self._decoder: av.CodecContext | None = None
+        self._timecode_scale = _DEFAULT_TIMECODE_SCALE
+        self._cluster_time = 0  # the current cluster's Timecode, in TimecodeScale units
+        self._gaps = TimelineGaps(OPUS_RATE)
 
     def finish(self) -> np.ndarray:
         """Raise if the stream ended inside an element, or before it described its tracks; no
@@ -85,7 +93,7 @@ class WebmOpusStream(ContainerStream):
             return self._simple_block(size, header_len, pieces)
         if element == _BLOCK_GROUP:
             return self._block_group(size, header_len, pieces)
-        if element in _TRACK_FIELDS or element == _DOC_TYPE:
+        if element in _TRACK_FIELDS or element in (_DOC_TYPE, _TIMECODE_SCALE, _CLUSTER_TIMECODE):
             if size > MAX_ELEMENT_BYTES:
                 raise MediaError(f"WebM element 0x{element:X} at byte {self.bytes_read} is {size} bytes long")
             if len(self._buffer) < header_len + size:
@@ -102,6 +110,12 @@ class WebmOpusStream(ContainerStream):
         if element == _DOC_TYPE:
             if value.rstrip(b"\0") not in (b"webm", b"matroska"):
                 raise MediaError(f"not a WebM stream: its EBML document type is {value!r}")
+            return
+        if element == _TIMECODE_SCALE:
+            self._timecode_scale = _uint(value) or _DEFAULT_TIMECODE_SCALE
+            return
+        if element == _CLUSTER_TIMECODE:
+            self._cluster_time = _uint(value)
             return
         if not self._tracks:
             raise MediaError("WebM stream describes a track field outside a TrackEntry")
@@ -126,7 +140,7 @@ class WebmOpusStream(ContainerStream):
         at = self.bytes_read
         body = bytes(self._buffer[header_len : header_len + size])
         self._consume(header_len + size)
-        pieces.append(self._decode(_block_frames(body, at), at))
+        pieces.append(self._decode(body, at))
         return True
 
     def _block_group(self, size: int, header_len: int, pieces: list[np.ndarray]) -> bool:
@@ -157,7 +171,7 @@ class WebmOpusStream(ContainerStream):
             raise MediaError(f"WebM block group at byte {at} holds no block")
         if _vint_value(body[: _vint_length(body[0]) or 1]) != self._audio():
             return True
-        samples = self._decode(_block_frames(body, at), at)
+        samples = self._decode(body, at)
         cut = round(max(padding_ns, 0) * OPUS_RATE / 1e9)
         pieces.append(samples[: len(samples) - cut] if cut else samples)
         return True
@@ -176,11 +190,21 @@ class WebmOpusStream(ContainerStream):
         self._audio_track = int(track["number"])  # type: ignore[arg-type]
         return self._audio_track
 
-    def _decode(self, frames: list[bytes], at: int) -> np.ndarray:
-        """One block's frames decoded in order, end to end."""
+    def _decode(self, body: bytes, at: int) -> np.ndarray:
+        """A (Simple)Block's frames decoded in order, end to end, after the silence of any gap in
+        the timeline before it (only a block's first frame has a timestamp of its own)."""
         assert self._decoder is not None
         where = f"WebM audio block at byte {at}"
-        decoded = [decode_packet(self._decoder, frame, where) for frame in frames]
+        frames = _block_frames(body, at)
+        track_len = _vint_length(body[0]) or 9
+        relative = int.from_bytes(body[track_len : track_len + 2], "big", signed=True)
+        start: Fraction | None = Fraction((self._cluster_time + relative) * self._timecode_scale, 1_000_000_000)
+        decoded = []
+        for frame in frames:
+            samples = decode_packet(self._decoder, frame, where)
+            silence = self._gaps.before(start, len(samples), where)
+            decoded += [np.zeros(silence, np.float32), samples] if silence else [samples]
+            start = None
         return decoded[0] if len(decoded) == 1 else np.concatenate(decoded)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -12,7 +13,7 @@ from audiomodels import audio, media
 from audiomodels.audio import AudioError, audio_duration, decode_audio, load_audio, prepare_waveform
 from audiomodels.media import OPUS_RATE, OpusPackets, opus_packets
 from tests.test_audio import RATE, as_source, noise, sweep
-from training.codecs import encode_audio
+from training.codecs import FRAGMENTED_MP4, encode_audio
 
 # (container, codec, rate): what phones (M4A: AAC, ALAC) and browsers (WebM: Opus) record
 KINDS = [("mp4", "aac", 44100), ("mp4", "alac", 16000), ("webm", "libopus", 48000), ("matroska", "libopus", 48000)]
@@ -45,6 +46,65 @@ def test_lossy_codecs_keep_time(fmt, codec, rate):
     clicks[rate] = 0.9
     samples, _ = decode_audio(encode_audio(clicks, rate, fmt, codec))
     assert abs(int(np.argmax(np.abs(samples))) - rate) <= rate // 1000  # within 1 ms
+
+
+# a recorder's fragmented MP4 with an edit list (its moov waits for the first fragment), which says
+# how much AAC priming to cut; without one the whole signal is 1024 samples late
+RECORDER_MP4 = {**FRAGMENTED_MP4, "movflags": FRAGMENTED_MP4["movflags"] + "+delay_moov"}
+
+
+def clicks_with_a_gap(rate: int, fmt: str, codec: str, gap_s: float = 0.5, **how: object) -> bytes:
+    """Clicks at 0.5 and 1.5 s of 2 s of faint noise (never exact silence), encoded with timestamps
+    that jump ``gap_s`` ahead at 1 s: a recorder that lost that much audio there (``how``:
+    :func:`encode_audio`'s options)."""
+    clicks = np.random.default_rng(0).normal(0, 0.01, 2 * rate).astype(np.float32)
+    clicks[rate // 2] = clicks[3 * rate // 2] = 0.9
+    return encode_audio(clicks, rate, fmt, codec, gap=(1.0, gap_s), **how)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec", "rate", "how"),
+    [
+        ("mp4", "aac", 44100, {}),
+        ("mp4", "aac", 48000, {"options": RECORDER_MP4, "seekable": False}),
+        ("webm", "libopus", 48000, {}),
+        ("webm", "libopus", 48000, {"seekable": False}),
+        ("matroska", "libopus", 48000, {}),
+    ],
+    ids=["m4a", "mp4-recorder", "webm", "webm-recorder", "mka"],
+)
+def test_a_gap_in_the_timestamps_is_filled_with_silence(fmt, codec, rate, how):
+    """Audio a recorder lost keeps its place on the timeline: the click after a 0.5 s jump in the
+    timestamps comes 0.5 s later than it was recorded, where the recording's clock put it, and the
+    decoded length is the duration the container states."""
+    data = clicks_with_a_gap(rate, fmt, codec, **how)
+    samples, _ = decode_audio(data)
+    first, second = (int(np.argmax(np.abs(half))) for half in (samples[:rate], samples[rate:]))
+    assert abs(first - rate // 2) <= rate // 500  # within 2 ms: AAC smears a click a little
+    assert abs(rate + second - 2 * rate) <= rate // 500  # 1.5 s + the 0.5 s gap
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (samples == 0).astype(np.int8), [0]])))
+    assert abs(int((edges[1::2] - edges[::2]).max()) - rate // 2) <= rate // 1000  # the gap: exact zeros
+    assert audio_duration(data) == pytest.approx(len(samples) / rate, abs=0.025)
+
+
+def test_a_timestamp_jump_beyond_the_limit_is_refused_as_corrupt():
+    data = clicks_with_a_gap(OPUS_RATE, "webm", "libopus", gap_s=media.GAP_MAX_S + 1)
+    with pytest.raises(AudioError, match=r"WEBM audio at 32\.0\d\d s starts 31\.0 s after the audio before it ends; a timestamp jump over 30 s"):
+        load_audio(data)
+
+
+def test_timeline_gaps_fill_only_what_the_timestamps_say_is_missing():
+    """Rounded timestamps (WebM's milliseconds) and overlaps add nothing; the first frame, which a
+    codec's pre-skip shortens, is not checked; a frame without a timestamp follows the one before."""
+    gaps = media.TimelineGaps(1000)  # one sample a millisecond
+    assert gaps.before(Fraction(0), 6, "frame 1") == 0  # pre-skip: 6 of 20 ms left
+    assert gaps.before(Fraction(20, 1000), 20, "frame 2") == 0  # the anchor
+    assert gaps.before(Fraction(49, 1000), 20, "frame 3") == 0  # 9 ms late: rounding
+    assert gaps.before(None, 20, "frame 4") == 0
+    assert gaps.before(Fraction(70, 1000), 20, "frame 5") == 0  # 10 ms early: kept whole
+    assert gaps.before(Fraction(200, 1000), 20, "frame 6") == 100  # 80 ms written since the anchor
+    assert gaps.before(Fraction(230, 1000), 0, "empty") == 0
+    assert gaps.before(Fraction(250, 1000), 20, "frame 7") == 30
 
 
 def test_stereo_decodes_by_channels_and_loads_as_mean():

@@ -18,6 +18,7 @@ import pytest
 from audiomodels.media import MediaError
 from audiomodels.mp4_stream import Mp4AudioStream
 from tests.test_audio import sweep
+from tests.test_media import clicks_with_a_gap
 from tests.test_webm_stream import as_file, pieces
 from training.codecs import FRAGMENTED_MP4, encode_audio
 
@@ -96,6 +97,31 @@ def test_a_stream_at_another_rate_is_resampled_unless_its_rate_was_stated():
     np.testing.assert_allclose(at_48k, resampled(whole, 44100, 48000), atol=1e-6)
     with pytest.raises(MediaError, match="sample_rate_hz is 48000 but the MP4 stream's audio is 44100 Hz"):
         streamed(data, random_sizes(5), rate=48000, required=True)
+
+
+@pytest.mark.parametrize("options", [WITH_EDIT_LIST, FASTSTART], ids=["recorder", "faststart"])
+def test_a_sample_lasting_past_its_audio_is_followed_by_silence_as_in_the_file(options):
+    """A recorder that lost 0.5 s: FFmpeg's muxer states it as the duration of the sample before the
+    gap. The stream fills it with the silence the whole file's decoding puts there, bit for bit."""
+    data = clicks_with_a_gap(48000, "mp4", "aac", options=options, seekable=options is not FASTSTART)
+    samples = streamed(data, random_sizes(7))
+    np.testing.assert_array_equal(samples, as_file(data)[: len(samples)])
+    assert len(samples) == round(2.5 * 48000)
+
+
+@pytest.mark.parametrize("codec", ["aac", "libopus"])
+def test_a_fragment_whose_tfdt_jumps_ahead_is_filled_as_in_the_file(codec):
+    """Fragments after the first start 0.5 s later (their tfdt) than the samples before them end:
+    the same silence as the whole file's decoding, and the stated length still cuts the end."""
+    data = bytearray(mp4(sweep(48000, seconds=1.3), 48000, codec, WITH_EDIT_LIST))
+    plain = streamed(bytes(data), iter([len(data)]))
+    tfdts = [at for at in range(len(data)) if data[at : at + 4] == b"tfdt"]
+    assert len(tfdts) >= 3
+    for at in tfdts[1:]:  # version 1: a 64-bit decode time
+        struct.pack_into(">Q", data, at + 8, struct.unpack_from(">Q", data, at + 8)[0] + 24000)
+    samples = streamed(bytes(data), random_sizes(8))
+    np.testing.assert_array_equal(samples, as_file(bytes(data))[: len(samples)])
+    assert len(samples) == len(plain) + 24000
 
 
 def with_video(signal: np.ndarray, rate: int, options: dict[str, str]) -> bytes:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from audiomodels import webm_stream
-from audiomodels.media import OPUS_RATE, MediaError, MediaFile
+from audiomodels.media import GAP_MAX_S, OPUS_RATE, MediaError, MediaFile
 from audiomodels.webm_stream import WebmOpusStream
 from tests.test_audio import sweep
+from tests.test_media import clicks_with_a_gap
 from training.codecs import encode_audio
 
 
@@ -171,6 +172,35 @@ def test_lace_headers_are_read_and_checked():
         webm_stream._block_frames(b"\x81\x00\x00\x86", 0)
     with pytest.raises(MediaError, match="a frame of 0 bytes"):  # an empty packet would end the decoder's stream
         webm_stream._block_frames(b"\x81\x00\x00\x80", 0)
+
+
+@pytest.mark.parametrize("seekable", [False, True], ids=["recorder", "file"])
+def test_a_gap_in_the_block_timestamps_is_filled_as_the_file_fills_it(seekable):
+    """A recorder that lost 0.5 s of audio: the stream puts the same silence in the same place as
+    the whole file's decoding, bit for bit, so later labels keep the recording's times."""
+    data = clicks_with_a_gap(OPUS_RATE, "webm", "libopus", seekable=seekable)
+    rng = np.random.default_rng(6)
+    got = streamed(data, (int(n) for n in rng.integers(1, 600, size=len(data))))
+    np.testing.assert_array_equal(got, as_file(data))
+    assert len(got) == round(2.5 * OPUS_RATE)
+
+
+def test_block_timestamps_are_read_in_the_streams_timecode_scale():
+    """Timestamps count TimecodeScale nanoseconds: doubled (2 ms a unit), the blocks 20 ms apart
+    stand 40 ms apart, each followed by 20 ms of silence, in the stream as in FFmpeg's reading."""
+    data = encode_audio(sweep(OPUS_RATE, seconds=0.5), OPUS_RATE, "webm", "libopus", seekable=False)
+    scale = b"\x2a\xd7\xb1\x83\x0f\x42\x40"  # TimecodeScale, 3 bytes: 1,000,000 ns
+    assert data.count(scale) == 1
+    doubled = data.replace(scale, b"\x2a\xd7\xb1\x83" + (2_000_000).to_bytes(3, "big"))
+    got = streamed(doubled, iter([333] * len(doubled)))
+    np.testing.assert_array_equal(got, as_file(doubled))
+    assert len(got) == pytest.approx(2 * len(streamed(data, iter([len(data)]))), abs=2 * 960)
+
+
+def test_a_timestamp_jump_beyond_the_limit_is_refused():
+    data = clicks_with_a_gap(OPUS_RATE, "webm", "libopus", gap_s=GAP_MAX_S + 5, seekable=False)
+    with pytest.raises(MediaError, match=r"WebM audio block at byte \d+ starts 35\.0 s after the audio before it ends"):
+        streamed(data, iter([4096] * len(data)))
 
 
 def test_bad_streams_get_errors_that_say_what_is_wrong():

@@ -44,17 +44,20 @@ def encode_audio(
     kbps: float | None = None,
     seekable: bool = True,
     options: dict[str, str] | None = None,
+    gap: tuple[float, float] | None = None,
 ) -> bytes:
     """``samples`` (float32, ``(n,)`` or ``(n, channels)``) as a ``fmt`` file in ``codec`` (PyAV's
     names, e.g. ``"webm"``, ``"libopus"``), at ``kbps`` or the encoder's default bitrate, with the
-    muxer's ``options`` (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``: a recorder's fragmented MP4)."""
+    muxer's ``options`` (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``: a recorder's fragmented MP4).
+    ``gap`` = (at_s, length_s): from the encoder frame that starts at or after ``at_s``, timestamps
+    run ``length_s`` ahead of the samples, as a recorder that lost audio writes them."""
     if "faststart" in (options or {}).get("movflags", ""):  # moving the index to the front takes a real file
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"audio.{fmt}"
-            _encode_into(str(path), samples, rate, fmt, codec, kbps, options)
+            _encode_into(str(path), samples, rate, fmt, codec, kbps, options, gap)
             return path.read_bytes()
     sink = io.BytesIO() if seekable else _Pipe()
-    _encode_into(sink, samples, rate, fmt, codec, kbps, options)
+    _encode_into(sink, samples, rate, fmt, codec, kbps, options, gap)
     return sink.getvalue() if isinstance(sink, io.BytesIO) else bytes(sink.data)
 
 
@@ -66,6 +69,7 @@ def _encode_into(
     codec: str,
     kbps: float | None,
     options: dict[str, str] | None,
+    gap: tuple[float, float] | None = None,
 ) -> None:
     data = samples[:, None] if samples.ndim == 1 else samples
     layout = {1: "mono", 2: "stereo"}[data.shape[1]]
@@ -82,11 +86,12 @@ def _encode_into(
         else:
             values = data.astype(np.float32)
         frame_size = stream.codec_context.frame_size or 1024
+        gap_at, gap_length = (round(gap[0] * rate), round(gap[1] * rate)) if gap else (len(values), 0)
         for start in range(0, len(values), frame_size):
             block = values[start : start + frame_size]
             planes = np.ascontiguousarray(block.T) if sample_format.endswith("p") else block.reshape(1, -1)
             frame = av.AudioFrame.from_ndarray(planes, format=sample_format, layout=layout)
-            frame.rate, frame.pts = rate, start
+            frame.rate, frame.pts = rate, start + (gap_length if start >= gap_at else 0)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
 
