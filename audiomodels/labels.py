@@ -372,6 +372,13 @@ class LabelSet:
             raise LabelError(f"unknown symbols for label set {self.kind!r}", unknown)
         return [self._index[t] for t in tokens]
 
+    def encode_known(self, tokens: Iterable[str]) -> list[int]:
+        """Label ids of the tokens this set has, the others (and the blank) left out: what a
+        decoder phonemizing hypotheses keeps of espeak-ng's phones, thousands of times per
+        utterance, without :meth:`encode`'s checks."""
+        index = self._index
+        return [index[token] for token in tokens if token != BLANK and token in index]
+
     def encode_text(self, text: str) -> list[int]:
         """Label ids of what ``text`` says, for callers that hold words, not labels (Align,
         phrase hints): char and custom sets normalize and encode it; the phone set takes it as

@@ -33,7 +33,7 @@ import torch
 
 from audiomodels.ctc_prefix import CtcPrefixScores
 from audiomodels.decoding import PrefixScorer
-from audiomodels.labels import BLANK, LabelSet, phonemize_normalized
+from audiomodels.labels import LabelSet, phonemize_normalized
 from audiomodels.model_check import add_checking_model_argument, check_pair, checking_recognizer, exact_ranking
 
 if TYPE_CHECKING:  # the recognizer holds a PhoneCheck, which holds the phone model's recognizer
@@ -129,8 +129,7 @@ def spoken_phones(text: str, phone_labels: LabelSet) -> list[int]:
     """A char model's text as ``phone_labels`` ids: phonemized with espeak-ng as one sentence, as
     the phone model's training targets were, phones outside its labels left out."""
     spoken = phonemize_normalized([text])[0] if text.strip() else ""
-    known = set(phone_labels.symbols) - {BLANK}
-    return phone_labels.encode(" ".join(phone for phone in spoken.split() if phone in known))
+    return phone_labels.encode_known(spoken.split())
 
 
 @dataclass
