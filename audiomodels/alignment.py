@@ -36,6 +36,7 @@ class WordSpan:
     start_frame: int
     end_frame: int  # exclusive
     confidence: float  # geometric mean of the label span scores, in [0, 1]
+    weakest: float  # the lowest label span score (audiomodels.confidence weighs both)
 
 
 def align_labels(
@@ -103,6 +104,7 @@ def group_words(spans: Sequence[LabelSpan], separator_id: int | None) -> list[Wo
                     start_frame=run[0].start_frame,
                     end_frame=run[-1].end_frame,
                     confidence=_geometric_mean([span.score for span in run]),
+                    weakest=min(span.score for span in run),
                 )
             )
             run.clear()

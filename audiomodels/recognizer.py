@@ -16,11 +16,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from audiomodels.alignment import LabelSpan, align_labels, group_words
+from audiomodels.alignment import LabelSpan, WordSpan, align_labels, group_words
 from audiomodels.audio import prepare_waveform
 from audiomodels.char_check import CharCheck
 from audiomodels.checkpoint import shared_model
 from audiomodels.config import AcousticConfig, Chunking
+from audiomodels.confidence import ConfidenceCalibration, own_calibration
 from audiomodels.context import BiasedFusion, PhraseBias
 from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, PrefixScorer, Settling, frame_argmax
 from audiomodels.features import Featurizer
@@ -69,7 +70,9 @@ class Segment:
 
 @dataclass(frozen=True)
 class Word:
-    """One word with its time span and confidence (geometric mean of its label scores)."""
+    """One word with its time span and confidence: the probability that it is right where the
+    model has confidence maps (:mod:`audiomodels.confidence`), else the geometric mean of its
+    label scores."""
 
     word: str
     start_s: float
@@ -123,6 +126,7 @@ class Recognizer:
         level_dbfs: tuple[float, float] | None = SPEECH_LEVEL_DBFS,
         phone_check: PhoneCheck | None = None,
         char_check: CharCheck | None = None,
+        calibration: ConfidenceCalibration | None = None,
     ) -> None:
         """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
         CPUs with native support and changes transcripts very little (see the batch benchmark);
@@ -140,7 +144,9 @@ class Recognizer:
         leaves every level alone. ``phone_check`` (char models): a phone model guides beam search and
         re-ranks its hypotheses by its likelihood of their phones (:mod:`audiomodels.phone_check`).
         ``char_check`` (phone models): a char model's transcript, phonemized, joins and guides the
-        ranking of beam search's hypotheses (:mod:`audiomodels.char_check`).
+        ranking of beam search's hypotheses (:mod:`audiomodels.char_check`). ``calibration`` maps
+        recognized words' confidences to probabilities (:mod:`audiomodels.confidence`;
+        :meth:`from_checkpoint` loads the checkpoint's own); None leaves them raw.
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -168,12 +174,16 @@ class Recognizer:
         self.char_check = char_check
         # the char model that reads for the char check (phone-checked by this model): CharCheck.reader
         self.char_reader = char_check.reader(self) if char_check is not None else None
+        self.calibration = calibration
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
         """Load a checkpoint file (safely) and build a ready recognizer; recognizers of one file
-        share its model (:func:`audiomodels.checkpoint.shared_model`)."""
+        share its model (:func:`audiomodels.checkpoint.shared_model`). Its confidence maps
+        (``NAME.confidence.json``) are used unless ``calibration`` is given."""
         config, model, _ = shared_model(path)
+        if "calibration" not in kwargs:
+            kwargs["calibration"] = own_calibration(path)
         return cls(config, model, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -311,7 +321,7 @@ class Recognizer:
         """One utterance's log-probs (T, V) -> transcript with aligned label segments and words
         (:meth:`ranked`, then :meth:`transcript`)."""
         hypotheses = self.ranked(log_probs, check_log_probs, beam_size=beam_size, alternatives=alternatives, bias=bias)
-        return self.transcript(log_probs, hypotheses[:alternatives], duration_s)
+        return self.transcript(log_probs, hypotheses[:alternatives], duration_s, beam_size=beam_size)
 
     def ranked(
         self,
@@ -396,12 +406,16 @@ class Recognizer:
         """What beam search adds to the acoustic score: the LM, phrase hints on top of it, or neither."""
         return self.fusion if bias is None else BiasedFusion(bias, self.fusion)
 
-    def transcript(self, log_probs: torch.Tensor, hypotheses: Sequence[list[int]], duration_s: float) -> Transcript:
+    def transcript(
+        self, log_probs: torch.Tensor, hypotheses: Sequence[list[int]], duration_s: float, *, beam_size: int = 1
+    ) -> Transcript:
         """Searched hypotheses (label ids, best first) -> the best one's transcript, each aligned to
-        ``log_probs`` for its own times; the runner-ups go to :attr:`Transcript.alternatives`."""
+        ``log_probs`` for its own times; the runner-ups go to :attr:`Transcript.alternatives`.
+        ``beam_size``: the search's, which picks the words' confidence map."""
         blank = self.labels.blank_id
+        mode = "beam" if beam_size > 1 and self.fusion is not None else "greedy"
         best, *others = [
-            self._transcript(log_probs, align_labels(log_probs, label_ids, blank=blank), duration_s)
+            self._transcript(log_probs, align_labels(log_probs, label_ids, blank=blank), duration_s, mode)
             for label_ids in hypotheses
         ]
         return dataclasses.replace(best, alternatives=tuple(others)) if others else best
@@ -416,7 +430,23 @@ class Recognizer:
         spans = align_labels(emissions, label_ids, blank=self.labels.blank_id)
         return self._transcript(emissions, spans, len(prepared) / self.sample_rate)
 
-    def _transcript(self, log_probs: torch.Tensor, spans: list[LabelSpan], duration_s: float) -> Transcript:
+    def word_spans(self, spans: Sequence[LabelSpan]) -> list[WordSpan]:
+        """An alignment's words (label spans between word separators)."""
+        return group_words(spans, self.labels.word_separator_id())
+
+    def word_confidence(self, word: WordSpan, text: str, mode: str | None) -> float:
+        """P(the word ``text``, aligned as ``word``, is right) by the confidence map of ``mode``
+        decoding (``"greedy"`` or ``"beam"``); the raw confidence for an alignment (``mode`` None)
+        or without a map for ``mode`` (maps fitted without an LM have no beam map)."""
+        if mode is None or self.calibration is None or mode not in self.calibration.maps:
+            return word.confidence
+        return self.calibration.confidence(mode, word, text)
+
+    def _transcript(
+        self, log_probs: torch.Tensor, spans: list[LabelSpan], duration_s: float, mode: str | None = None
+    ) -> Transcript:
+        """``mode``: the decoding that found the labels (None: a forced alignment, whose word
+        confidences stay alignment scores)."""
         shift = self.config.features.frame_shift_s
 
         def seconds(frame: int) -> float:
@@ -426,15 +456,11 @@ class Recognizer:
             Segment(self.labels.label(s.label_id), seconds(s.start_frame), seconds(s.end_frame), round(s.score, 4))
             for s in spans
         )
-        word_spans = group_words(spans, self.labels.word_separator_id())
+        word_spans = self.word_spans(spans)
+        texts = [self.labels.decode(w.label_ids) for w in word_spans]
         words = tuple(
-            Word(
-                self.labels.decode(w.label_ids),
-                seconds(w.start_frame),
-                seconds(w.end_frame),
-                round(w.confidence, 4),
-            )
-            for w in word_spans
+            Word(text, seconds(w.start_frame), seconds(w.end_frame), round(self.word_confidence(w, text, mode), 4))
+            for w, text in zip(word_spans, texts)
         )
         frame_labels = tuple(self.labels.label(int(i)) for i in frame_argmax(log_probs))
         text = self.labels.decode([s.label_id for s in spans])

@@ -274,6 +274,7 @@ def model_info(entry: ModelEntry, default_name: str) -> pb.ModelInfo:
         phone_check_search_weight=recognizer.phone_check.search_weight if recognizer.phone_check else 0.0,
         char_check=recognizer.char_check is not None,
         char_check_weight=recognizer.char_check.distance_weight if recognizer.char_check else 0.0,
+        calibrated_confidence=sorted(recognizer.calibration.maps) if recognizer.calibration else [],
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from audiomodels.checkpoint import CheckpointError, shared_model
+from audiomodels.confidence import own_calibration
 from audiomodels.lm import LMError, lm_beside, own_fusion
 from audiomodels.recognizer import Recognizer
 from service.limits import ModelNotFound
@@ -91,7 +92,7 @@ def load_entry(path: Path, **recognizer_kwargs: Any) -> ModelEntry:
     recognizer_kwargs = {k: v for k, v in recognizer_kwargs.items() if k not in CHECKS.values() or k == kept}
     try:  # beam search requests (beam_size > 1) use the model's own LM when one ships beside it
         fusion = own_fusion(path)
-        recognizer = Recognizer(config, model, fusion=fusion, **recognizer_kwargs)
+        recognizer = Recognizer(config, model, fusion=fusion, calibration=own_calibration(path), **recognizer_kwargs)
     except LMError as error:
         raise CheckpointError(f"{lm_beside(path)}: {error}") from None
     card = path.with_suffix(".md")

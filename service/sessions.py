@@ -465,7 +465,9 @@ class StreamingSession:
             return StreamResult(transcript, start_s, start_s + duration_s, is_final=True, stable_text=transcript.text)
         log_probs = utterance.emissions(len(self.recognizer.labels))
         hypotheses = utterance.search.hypotheses(self.settings.alternatives)
-        transcript = await self._run(partial(self.recognizer.transcript, log_probs, hypotheses, duration_s))
+        transcript = await self._run(
+            partial(self.recognizer.transcript, log_probs, hypotheses, duration_s, beam_size=self.settings.beam_size)
+        )
         return StreamResult(transcript, start_s, start_s + duration_s, is_final=True, stable_text=transcript.text)
 
     def _interim(self, utterance: UtteranceModel) -> StreamResult:

@@ -458,8 +458,8 @@ def test_group_words_drops_leading_trailing_and_double_separators() -> None:
         span(SEP, 10, 12),
     ]
     assert group_words(spans, SEP) == [
-        WordSpan((A, B), 1, 5, pytest.approx(0.5)),
-        WordSpan((C,), 9, 10, pytest.approx(0.5)),
+        WordSpan((A, B), 1, 5, pytest.approx(0.5), 0.25),  # geometric mean of 0.25 and 1; the weakest
+        WordSpan((C,), 9, 10, pytest.approx(0.5), 0.5),
     ]
 
 

@@ -125,7 +125,9 @@ def test_a_checked_recognizer_runs_the_phone_model_only_for_beam_search(
     checked = char_recognizer.transcribe(speech, 16000, beam_size=8, alternatives=3)
     assert checked.text == SPOKEN
     assert len({checked.text, *(a.text for a in checked.alternatives)}) == 3  # the re-ranked beam's runner-ups
-    unchecked = Recognizer(char_recognizer.config, char_recognizer.model, fusion=char_recognizer.fusion)
+    unchecked = Recognizer(
+        char_recognizer.config, char_recognizer.model, fusion=char_recognizer.fusion, calibration=char_recognizer.calibration
+    )
     greedy = char_recognizer.transcribe(speech, 16000)  # no phone pass, nothing to re-rank
     assert greedy == unchecked.transcribe(speech, 16000)
 

@@ -212,6 +212,7 @@ def test_list_models_reports_checkpoint_facts(stub: pb_grpc.SpeechLabelerStub, m
     assert model.stream_latency_ms == round(streaming.latency_frames * 30)
     assert list(model.warp_factors) == []  # one plain pass unless the server runs with --warps
     assert model.phone_check_weight == 0.0  # no phone check unless the server runs with --phone-check
+    assert list(model.calibrated_confidence) == []  # no confidence maps beside tiny.ckpt: raw scores
 
 
 # --------------------------------------------------------------------------- unary calls

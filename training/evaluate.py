@@ -36,7 +36,16 @@ from audiomodels.char_check import CharCheckError, add_char_check_arguments, cha
 from audiomodels.phone_check import PhoneCheckError, add_phone_check_arguments, phone_check_from_args
 from audiomodels.warp import add_warps_argument
 from training.manifest import ManifestError, Utterance, read_manifest
-from training.metrics import ErrorCounts, align_tokens, char_errors, phone_errors, word_errors
+from training.metrics import (
+    ErrorCounts,
+    align_tokens,
+    char_errors,
+    confidence_quality,
+    phone_errors,
+    right_tokens,
+    separated_words,
+    word_errors,
+)
 
 Scorer = Callable[[str, str], ErrorCounts]
 _MAX_LISTED_FAILURES = 5  # failures named in the readable summary (all are in --out)
@@ -62,6 +71,9 @@ class EvaluationResult:
     audio_seconds: float = 0.0  # scored audio only
     wall_seconds: float = 0.0  # everything: audio decoding, features, model, search, scoring
     per_utterance: list[dict[str, Any]] = field(default_factory=list)
+    # how well the recognized words' confidences predict which are right (metrics.confidence_quality);
+    # None for label sets without a word separator
+    word_confidence: dict[str, float] | None = None
 
     @property
     def num_scored(self) -> int:
@@ -90,6 +102,7 @@ class EvaluationResult:
             "real_time_factor": round(self.real_time_factor, 5),
             "rates": {name: counts.rate for name, counts in self.metrics.items()},
             "counts": {name: _counts_record(counts) for name, counts in self.metrics.items()},
+            **({"word_confidence": self.word_confidence} if self.word_confidence is not None else {}),
         }
 
 
@@ -125,9 +138,12 @@ def evaluate(
     scorers = scorers_for(recognizer.labels)
     rows: list[dict[str, Any]] = [{} for _ in utterances]
     totals = dict.fromkeys(scorers, ErrorCounts())
+    separator = recognizer.labels.word_separator
+    confidences: list[float] = []
+    outcomes: list[bool] = []
     audio_seconds = 0.0
     with tqdm(total=len(utterances), disable=not progress, unit="utt", desc="evaluate") as bar:
-        for batch in _batches(utterances, batch_seconds):
+        for batch in batches_of(utterances, batch_seconds):
             loaded: list[tuple[int, str, np.ndarray]] = []
             for index in batch:
                 try:
@@ -142,6 +158,9 @@ def evaluate(
             for (index, reference, audio), transcript in zip(loaded, transcripts, strict=True):
                 counts = {name: score(reference, transcript.text) for name, score in scorers.items()}
                 totals = {name: totals[name] + counts[name] for name in totals}
+                if separator is not None:
+                    confidences += [word.confidence for word in transcript.words]
+                    outcomes += right_tokens(separated_words(reference, separator), [w.word for w in transcript.words])
                 duration = len(audio) / recognizer.sample_rate
                 audio_seconds += duration
                 rows[index] = _row(
@@ -160,6 +179,7 @@ def evaluate(
         audio_seconds=audio_seconds,
         wall_seconds=time.perf_counter() - start,
         per_utterance=rows,
+        word_confidence=confidence_quality(confidences, outcomes) if separator is not None else None,
     )
 
 
@@ -279,7 +299,7 @@ def scored_utterance(recognizer: Recognizer, utterance: Utterance) -> tuple[str,
     return reference, audio
 
 
-def _batches(utterances: Sequence[Utterance], batch_seconds: float) -> list[list[int]]:
+def batches_of(utterances: Sequence[Utterance], batch_seconds: float) -> list[list[int]]:
     """Indices longest-first, grouped into runs of at most ``batch_seconds`` (or one longer item)."""
     order = sorted(range(len(utterances)), key=lambda i: utterances[i].duration, reverse=True)
     batches: list[list[int]] = []
@@ -310,6 +330,12 @@ def _readable(result: EvaluationResult) -> str:
         lines.append(
             f"{name.upper()} {100 * counts.rate:6.2f}%  ({counts.errors} errors = S {counts.substitutions}"
             f" + I {counts.insertions} + D {counts.deletions}, reference length {counts.reference_length})"
+        )
+    quality = result.word_confidence
+    if quality and quality["words"]:
+        lines.append(
+            f"word confidence: mean {quality['confidence']:.3f} for accuracy {quality['accuracy']:.3f} "
+            f"({quality['words']} words), calibration error (ECE) {quality['ece']:.3f}, AUC {quality['auc']:.3f}"
         )
     lines.append(
         f"audio {result.audio_seconds:.1f} s, wall {result.wall_seconds:.1f} s, "

@@ -112,3 +112,74 @@ def phone_errors(reference: str, hypothesis: str) -> ErrorCounts:
 
 def _phones(text: str) -> list[str]:
     return [token for token in text.split() if token != PHONE_WORD_SEPARATOR]
+
+
+def separated_words(text: str, separator: str) -> list[str]:
+    """The words of a label set's text: what lies between its word separators (the space for
+    chars, ``|`` for phones: ``"h ə l oʊ | w ɜː l d"`` -> ``["h ə l oʊ", "w ɜː l d"]``), trimmed."""
+    return [word.strip() for word in text.split(separator) if word.strip()]
+
+
+def right_tokens(reference: Sequence[str], hypothesis: Sequence[str]) -> list[bool]:
+    """For each hypothesis token, whether a minimum-edit alignment pairs it with an equal
+    reference token: the outcome a word's confidence predicts (:mod:`training.calibrate`).
+
+    A full table and its backtrace, O(len(ref) x len(hyp)); among equally short alignments the
+    backtrace prefers the diagonal step (a match or a substitution) wherever it is optimal.
+    """
+    ref_len, hyp_len = len(reference), len(hypothesis)
+    table = [[j for j in range(hyp_len + 1)]]
+    for i in range(1, ref_len + 1):
+        row = [i]
+        for j in range(1, hyp_len + 1):
+            diagonal = table[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1])
+            row.append(min(diagonal, table[i - 1][j] + 1, row[j - 1] + 1))
+        table.append(row)
+    right = [False] * hyp_len
+    i, j = ref_len, hyp_len
+    while i and j:
+        same = reference[i - 1] == hypothesis[j - 1]
+        if table[i][j] == table[i - 1][j - 1] + (not same):
+            right[j - 1] = same
+            i, j = i - 1, j - 1
+        elif table[i][j] == table[i - 1][j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return right
+
+
+def confidence_quality(confidences: Sequence[float], outcomes: Sequence[bool], bins: int = 10) -> dict[str, float]:
+    """How well word confidences predict which words are right: ``ece`` (expected calibration
+    error: the words-weighted gap between mean confidence and accuracy over ``bins`` equal-width
+    bins; 0 for confidences that are probabilities), ``auc`` (the chance that a right word has a
+    higher confidence than a wrong one; ties count half), ``brier`` (mean squared error), and
+    the mean ``confidence`` beside the ``accuracy``."""
+    count = len(confidences)
+    if count != len(outcomes):
+        raise ValueError(f"{count} confidences for {len(outcomes)} outcomes")
+    if not count:
+        return {"words": 0}
+    pairs = sorted(zip(confidences, outcomes))
+    gaps = [[0.0, 0.0, 0] for _ in range(bins)]  # per bin: sum of confidences, of outcomes, count
+    for confidence, right in pairs:
+        gap = gaps[min(int(confidence * bins), bins - 1)]
+        gap[0], gap[1], gap[2] = gap[0] + confidence, gap[1] + right, gap[2] + 1
+    right_count = sum(outcomes)
+    wrong_count = count - right_count
+    rank_sum, at = 0.0, 0  # ranks of the right words, ties averaged (Mann-Whitney)
+    while at < count:
+        end = at
+        while end < count and pairs[end][0] == pairs[at][0]:
+            end += 1
+        rank_sum += sum(right for _, right in pairs[at:end]) * (at + end + 1) / 2
+        at = end
+    auc = (rank_sum - right_count * (right_count + 1) / 2) / (right_count * wrong_count) if right_count and wrong_count else float("nan")
+    return {
+        "words": count,
+        "accuracy": right_count / count,
+        "confidence": sum(confidences) / count,
+        "ece": sum(abs(s - r) for s, r, _ in gaps) / count,
+        "auc": auc,
+        "brier": sum((c - r) ** 2 for c, r in zip(confidences, outcomes)) / count,
+    }

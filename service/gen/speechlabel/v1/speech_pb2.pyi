@@ -173,7 +173,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "label_type", "sample_rate_hz", "num_parameters", "size_bytes", "metrics", "model_card", "is_default", "labels", "frame_shift_s", "training_steps", "training_hours", "stream_latency_ms", "warp_factors", "phone_check_weight", "phone_check_search_weight", "char_check", "char_check_weight")
+    __slots__ = ("name", "label_type", "sample_rate_hz", "num_parameters", "size_bytes", "metrics", "model_card", "is_default", "labels", "frame_shift_s", "training_steps", "training_hours", "stream_latency_ms", "warp_factors", "phone_check_weight", "phone_check_search_weight", "char_check", "char_check_weight", "calibrated_confidence")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,7 @@ class ModelInfo(_message.Message):
     PHONE_CHECK_SEARCH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     CHAR_CHECK_FIELD_NUMBER: _ClassVar[int]
     CHAR_CHECK_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     label_type: str
     sample_rate_hz: int
@@ -217,7 +218,8 @@ class ModelInfo(_message.Message):
     phone_check_search_weight: float
     char_check: bool
     char_check_weight: float
-    def __init__(self, name: _Optional[str] = ..., label_type: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., num_parameters: _Optional[int] = ..., size_bytes: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_card: _Optional[str] = ..., is_default: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., frame_shift_s: _Optional[float] = ..., training_steps: _Optional[int] = ..., training_hours: _Optional[float] = ..., stream_latency_ms: _Optional[int] = ..., warp_factors: _Optional[_Iterable[float]] = ..., phone_check_weight: _Optional[float] = ..., phone_check_search_weight: _Optional[float] = ..., char_check: _Optional[bool] = ..., char_check_weight: _Optional[float] = ...) -> None: ...
+    calibrated_confidence: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., label_type: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., num_parameters: _Optional[int] = ..., size_bytes: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_card: _Optional[str] = ..., is_default: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., frame_shift_s: _Optional[float] = ..., training_steps: _Optional[int] = ..., training_hours: _Optional[float] = ..., stream_latency_ms: _Optional[int] = ..., warp_factors: _Optional[_Iterable[float]] = ..., phone_check_weight: _Optional[float] = ..., phone_check_search_weight: _Optional[float] = ..., char_check: _Optional[bool] = ..., char_check_weight: _Optional[float] = ..., calibrated_confidence: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "default_model")

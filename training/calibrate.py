@@ -1,0 +1,232 @@
+"""Fit a model's word confidence maps on dev words (``speechlabel calibrate``).
+
+The model decodes the ``--manifest`` utterances greedily and with beam search and its LM; each
+word it recognizes is right or wrong against the reference (:func:`training.metrics.right_tokens`),
+and one logistic regression per decoding mode learns P(right) from the word's measures
+(:mod:`audiomodels.confidence`), the LM's word vocabulary among them where it has one. The maps
+and that vocabulary are written beside the checkpoint (``NAME.confidence.json``), where every recognizer of that
+checkpoint finds them, with a report: for the fit's utterances and any ``--heldout`` ones (unseen
+voices: the numbers that say what a user can expect), the calibration error (ECE), the ranking
+quality (AUC) and the Brier score of the raw and the fitted confidences.
+
+Command line::
+
+    speechlabel calibrate --checkpoint C --manifest dev.jsonl [--manifest ...] [--heldout test.jsonl ...]
+                          [--beam-size 8] [--out C.confidence.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from audiomodels.alignment import align_labels
+from audiomodels.checkpoint import CheckpointError
+from audiomodels.confidence import (
+    ConfidenceCalibration,
+    LogisticMap,
+    calibration_beside,
+    file_sha256,
+    word_features,
+)
+from audiomodels.files import file_version
+from audiomodels.lm import LMError, own_fusion
+from audiomodels.recognizer import Recognizer
+from training.evaluate import batches_of, scored_utterance
+from training.manifest import ManifestError, Utterance, read_manifest
+from training.metrics import confidence_quality, right_tokens, separated_words
+
+L2 = 1e-3  # ridge on the weights: keeps a feature that never varies (every word known) finite
+
+
+@dataclass
+class WordOutcomes:
+    """Recognized words of one decoding mode: their features (the vocabulary's last, when one is
+    weighed), raw confidences, and whether each was right."""
+
+    features: list[list[float]] = field(default_factory=list)
+    raw: list[float] = field(default_factory=list)
+    right: list[bool] = field(default_factory=list)
+
+    def add(self, other: WordOutcomes) -> None:
+        self.features += other.features
+        self.raw += other.raw
+        self.right += other.right
+
+
+def word_outcomes(
+    recognizer: Recognizer,
+    utterances: Sequence[Utterance],
+    beam_size: int,
+    vocabulary: frozenset[str] = frozenset(),
+    batch_seconds: float = 120.0,
+) -> WordOutcomes:
+    """Decode ``utterances`` (greedy for ``beam_size`` 1, else beam search with the recognizer's
+    LM) and score every recognized word, weighing ``vocabulary`` where it is not empty;
+    utterances whose audio or reference cannot be used are skipped, as
+    :func:`training.evaluate.evaluate` skips them."""
+    separator = recognizer.labels.word_separator
+    if separator is None:
+        raise ValueError(
+            f"word confidences need a label set with a word separator ({recognizer.labels.kind!r} has none)"
+        )
+    outcomes = WordOutcomes()
+    for batch in tqdm(
+        batches_of(utterances, batch_seconds), disable=not sys.stderr.isatty(), desc="words", unit="batch"
+    ):
+        loaded = []
+        for index in batch:
+            try:
+                loaded.append(scored_utterance(recognizer, utterances[index]))
+            except ValueError:
+                continue
+        outputs = recognizer.decodable_batch([(audio, recognizer.sample_rate) for _, audio in loaded], batch_seconds)
+        for (reference, _), output in zip(loaded, outputs, strict=True):
+            best = recognizer.ranked(output.log_probs, output.check_log_probs, beam_size=beam_size)[0]
+            spans = align_labels(output.log_probs, best, blank=recognizer.labels.blank_id) if best else []
+            words = recognizer.word_spans(spans)
+            spoken = separated_words(reference, separator)
+            texts = [recognizer.labels.decode(word.label_ids) for word in words]
+            for word, text, is_right in zip(words, texts, right_tokens(spoken, texts), strict=True):
+                outcomes.features.append(word_features(word, text in vocabulary if vocabulary else None))
+                outcomes.raw.append(word.confidence)
+                outcomes.right.append(is_right)
+    return outcomes
+
+
+def fit_logistic(features: np.ndarray, outcomes: np.ndarray, l2: float = L2, steps: int = 50) -> LogisticMap:
+    """Maximum-likelihood logistic regression (Newton's method, a small ridge on the weights)."""
+    design = np.hstack([features, np.ones((len(features), 1))])
+    ridge = l2 * np.eye(design.shape[1])
+    ridge[-1, -1] = 0.0  # not on the bias
+    coefficients = np.zeros(design.shape[1])
+    for _ in range(steps):
+        predicted = 1 / (1 + np.exp(-np.clip(design @ coefficients, -30, 30)))
+        gradient = design.T @ (predicted - outcomes) + ridge @ coefficients
+        hessian = (design * (predicted * (1 - predicted))[:, None]).T @ design + ridge
+        step = np.linalg.solve(hessian, gradient)
+        coefficients -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return LogisticMap(tuple(float(c) for c in coefficients[:-1]), float(coefficients[-1]))
+
+
+def fit_maps(outcomes: dict[str, WordOutcomes]) -> dict[str, LogisticMap]:
+    """One map per decoding mode."""
+    maps = {}
+    for mode, words in outcomes.items():
+        if not words.right:
+            raise ValueError(f"no words were recognized in {mode} decoding to fit a map on")
+        maps[mode] = fit_logistic(np.array(words.features), np.array(words.right, dtype=float))
+    return maps
+
+
+def quality_report(calibration: ConfidenceCalibration, mode: str, words: WordOutcomes) -> dict[str, Any]:
+    """Raw and fitted confidences' :func:`confidence_quality` on ``words`` of ``mode`` decoding."""
+    fitted = [calibration.maps[mode].probability(row) for row in words.features]
+    return {
+        "raw": _rounded(confidence_quality(words.raw, words.right)),
+        "calibrated": _rounded(confidence_quality(fitted, words.right)),
+    }
+
+
+def _rounded(quality: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 4) if isinstance(value, float) else value for name, value in quality.items()}
+
+
+def calibrate(
+    checkpoint: Path,
+    manifests: Sequence[Path],
+    heldout: Sequence[Path] = (),
+    beam_size: int = 8,
+    batch_seconds: float = 120.0,
+) -> ConfidenceCalibration:
+    """Fit the maps on ``manifests`` and report them there and on ``heldout``."""
+    fusion = own_fusion(checkpoint)
+    recognizer = Recognizer.from_checkpoint(checkpoint, fusion=fusion, calibration=None)
+    modes = {"greedy": 1, "beam": beam_size} if fusion is not None else {"greedy": 1}
+    words = fusion.lm.words if fusion is not None else None
+    vocabulary = (
+        frozenset(recognizer.labels.decode(spelling) for spelling in words.vocabulary) if words else frozenset()
+    )
+    fit_on = {mode: WordOutcomes() for mode in modes}
+    per_split: dict[str, dict[str, WordOutcomes]] = {}
+    for manifest in [*manifests, *heldout]:
+        utterances = read_manifest(manifest)
+        per_split[str(manifest)] = {
+            mode: word_outcomes(recognizer, utterances, size, vocabulary, batch_seconds) for mode, size in modes.items()
+        }
+        if manifest in manifests:
+            for mode in modes:
+                fit_on[mode].add(per_split[str(manifest)][mode])
+    calibration = ConfidenceCalibration(fit_maps(fit_on), vocabulary, file_sha256(file_version(checkpoint)))
+    report = {
+        "fitted_on": [str(m) for m in manifests],
+        "heldout": [str(m) for m in heldout],
+        "beam_size": beam_size if "beam" in modes else None,
+        "splits": {
+            split: {mode: quality_report(calibration, mode, outcomes) for mode, outcomes in by_mode.items()}
+            for split, by_mode in per_split.items()
+        },
+    }
+    return dataclasses.replace(calibration, report=report)
+
+
+def readable(report: dict[str, Any]) -> str:
+    """One line per split and decoding mode: raw -> calibrated ECE, AUC and Brier score."""
+    lines = [f"{'split':<36} {'decoding':<8} {'words':>6} {'accuracy':>8} {'confidence':>17} {'ECE':>15} {'AUC':>13}"]
+    for split, by_mode in report["splits"].items():
+        tag = " (held out)" if split in report["heldout"] else ""
+        for mode, quality in by_mode.items():
+            raw, fitted = quality["raw"], quality["calibrated"]
+            lines.append(
+                f"{Path(split).parent.name + '/' + Path(split).name + tag:<36} {mode:<8} {raw['words']:>6} "
+                f"{raw['accuracy']:>8.3f} {raw['confidence']:>7.3f} -> {fitted['confidence']:.3f} "
+                f"{raw['ece']:>6.3f} -> {fitted['ece']:.3f} {raw['auc']:>5.3f} -> {fitted['auc']:.3f}"
+            )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``speechlabel calibrate``."""
+    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint whose word confidences to map")
+    parser.add_argument(
+        "--manifest", type=Path, action="append", required=True, help="JSONL manifest to fit on (dev data; repeatable)"
+    )
+    parser.add_argument(
+        "--heldout", type=Path, action="append", default=[], help="JSONL manifest to report on only (repeatable)"
+    )
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        default=8,
+        help="beam width of the beam-search map, with the LM beside the checkpoint (default 8)",
+    )
+    parser.add_argument("--batch-seconds", type=float, default=120.0, help="audio per model call (default 120)")
+    parser.add_argument(
+        "--out", type=Path, help="where to write the maps (default: NAME.confidence.json beside the checkpoint)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.beam_size < 2:
+        raise SystemExit("speechlabel calibrate: --beam-size must be at least 2 (greedy is always fitted)")
+    try:
+        calibration = calibrate(args.checkpoint, args.manifest, args.heldout, args.beam_size, args.batch_seconds)
+    except (CheckpointError, ManifestError, LMError, OSError, ValueError) as error:
+        raise SystemExit(f"speechlabel calibrate: {error}") from error
+    out = args.out or calibration_beside(args.checkpoint)
+    calibration.save(out)
+    print(readable(calibration.report))
+    print(f"wrote {out}")
+    print(json.dumps({key: {"weights": m.weights, "bias": m.bias} for key, m in calibration.maps.items()}))
+    return 0
