@@ -14,7 +14,7 @@ MUSIC_PACKAGES := extremetuxracer-data frozen-bubble-data
 NONFREE_SOURCES := /etc/apt/sources.list.d/speechlabel-nonfree.sources
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-char-check bench-search bench-stream-finals bench-pack bench-levels bench-phrases gpu-inputs corpus-kokoro calibrate clean
+.PHONY: install system-packages voices corpora test demo bench bench-accuracy bench-streaming bench-robustness bench-warps bench-phone-check bench-char-check bench-search bench-word-times bench-stream-finals bench-pack bench-levels bench-phrases gpu-inputs corpus-kokoro calibrate clean
 
 install: $(STAMP)
 
@@ -97,6 +97,10 @@ bench-phone-check: install corpora
 bench-search: install $(TEST_SPLIT)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/beam_search.py
 
+# Word start and end times of both shipped models against espeak-ng's true times, raw and calibrated.
+bench-word-times: install $(TEST_SPLIT)
+	$(PY) benchmarks/word_times.py
+
 # The phone model's beam (8 and 32, + LM) as it ranks itself and ranked with the char model's reading (--char-check), dev and held-out tests.
 bench-char-check: install corpora
 	$(PY) benchmarks/char_check.py
@@ -121,7 +125,7 @@ bench-pack: install $(TEST_SPLIT)
 
 # The inputs of a GPU fine-tuning round (training/gpu_round.sh; README, Training on a lent GPU) in gpu/:
 # the char model in float16, 100 dev utterances as FLAC and a feature pack filling the rest of 60 MB.
-# Refit the shipped models' word confidence maps (models/NAME.confidence.json) on the dev sets,
+# Refit the shipped models' word confidence maps (models/NAME.calibration.json) on the dev sets,
 # reporting on the held-out test sets; needed whenever a shipped checkpoint changes.
 CALIBRATION_SETS := $(foreach c,corpus corpus-voices corpus-extra corpus-kokoro,--manifest data/$(c)/dev.jsonl --heldout data/$(c)/test.jsonl)
 calibrate: install corpora corpus-kokoro

@@ -36,7 +36,7 @@ class WordSpan:
     start_frame: int
     end_frame: int  # exclusive
     confidence: float  # geometric mean of the label span scores, in [0, 1]
-    weakest: float  # the lowest label span score (audiomodels.confidence weighs both)
+    weakest: float  # the lowest label span score (audiomodels.calibration weighs both)
 
 
 def align_labels(

@@ -21,7 +21,7 @@ from audiomodels.audio import prepare_waveform
 from audiomodels.char_check import CharCheck
 from audiomodels.checkpoint import shared_model
 from audiomodels.config import AcousticConfig, Chunking
-from audiomodels.confidence import ConfidenceCalibration, own_calibration
+from audiomodels.calibration import Calibration, own_calibration
 from audiomodels.context import BiasedFusion, PhraseBias
 from audiomodels.decoding import FrameSearch, GreedySearch, PrefixBeam, PrefixScorer, Settling, frame_argmax
 from audiomodels.features import Featurizer
@@ -71,7 +71,7 @@ class Segment:
 @dataclass(frozen=True)
 class Word:
     """One word with its time span and confidence: the probability that it is right where the
-    model has confidence maps (:mod:`audiomodels.confidence`), else the geometric mean of its
+    model has confidence maps (:mod:`audiomodels.calibration`), else the geometric mean of its
     label scores."""
 
     word: str
@@ -126,7 +126,7 @@ class Recognizer:
         level_dbfs: tuple[float, float] | None = SPEECH_LEVEL_DBFS,
         phone_check: PhoneCheck | None = None,
         char_check: CharCheck | None = None,
-        calibration: ConfidenceCalibration | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         """``precision`` is the model's arithmetic: ``bfloat16`` runs large batches about 1.7x faster on
         CPUs with native support and changes transcripts very little (see the batch benchmark);
@@ -145,7 +145,7 @@ class Recognizer:
         re-ranks its hypotheses by its likelihood of their phones (:mod:`audiomodels.phone_check`).
         ``char_check`` (phone models): a char model's transcript, phonemized, joins and guides the
         ranking of beam search's hypotheses (:mod:`audiomodels.char_check`). ``calibration`` maps
-        recognized words' confidences to probabilities (:mod:`audiomodels.confidence`;
+        recognized words' confidences to probabilities (:mod:`audiomodels.calibration`;
         :meth:`from_checkpoint` loads the checkpoint's own); None leaves them raw.
         """
         self.config = config
@@ -180,7 +180,7 @@ class Recognizer:
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
         """Load a checkpoint file (safely) and build a ready recognizer; recognizers of one file
         share its model (:func:`audiomodels.checkpoint.shared_model`). Its confidence maps
-        (``NAME.confidence.json``) are used unless ``calibration`` is given."""
+        (``NAME.calibration.json``) are used unless ``calibration`` is given."""
         config, model, _ = shared_model(path)
         if "calibration" not in kwargs:
             kwargs["calibration"] = own_calibration(path)
@@ -446,7 +446,8 @@ class Recognizer:
         self, log_probs: torch.Tensor, spans: list[LabelSpan], duration_s: float, mode: str | None = None
     ) -> Transcript:
         """``mode``: the decoding that found the labels (None: a forced alignment, whose word
-        confidences stay alignment scores)."""
+        confidences stay alignment scores). Word times are moved by the :attr:`calibration`'s
+        measured bias (alignments' too); label segments keep their frames' times."""
         shift = self.config.features.frame_shift_s
 
         def seconds(frame: int) -> float:
@@ -458,9 +459,12 @@ class Recognizer:
         )
         word_spans = self.word_spans(spans)
         texts = [self.labels.decode(w.label_ids) for w in word_spans]
+        times = [(seconds(w.start_frame), seconds(w.end_frame)) for w in word_spans]
+        if self.calibration is not None:
+            times = self.calibration.word_times(times, duration_s)
         words = tuple(
-            Word(text, seconds(w.start_frame), seconds(w.end_frame), round(self.word_confidence(w, text, mode), 4))
-            for w, text in zip(word_spans, texts)
+            Word(text, start, end, round(self.word_confidence(w, text, mode), 4))
+            for w, text, (start, end) in zip(word_spans, texts, times, strict=True)
         )
         frame_labels = tuple(self.labels.label(int(i)) for i in frame_argmax(log_probs))
         text = self.labels.decode([s.label_id for s in spans])

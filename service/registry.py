@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from audiomodels.checkpoint import CheckpointError, shared_model
-from audiomodels.confidence import own_calibration
+from audiomodels.calibration import own_calibration
 from audiomodels.lm import LMError, lm_beside, own_fusion
 from audiomodels.recognizer import Recognizer
 from service.limits import ModelNotFound

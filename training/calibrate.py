@@ -1,18 +1,23 @@
-"""Fit a model's word confidence maps on dev words (``speechlabel calibrate``).
+"""Calibrate a model after training (``speechlabel calibrate``): its word confidence maps, fitted
+on dev words, and its word times' bias, measured on dev speech with true times.
 
 The model decodes the ``--manifest`` utterances greedily and with beam search and its LM; each
 word it recognizes is right or wrong against the reference (:func:`training.metrics.right_tokens`),
 and one logistic regression per decoding mode learns P(right) from the word's measures
-(:mod:`audiomodels.confidence`), the LM's word vocabulary among them where it has one. The maps
-and that vocabulary are written beside the checkpoint (``NAME.confidence.json``), where every recognizer of that
-checkpoint finds them, with a report: for the fit's utterances and any ``--heldout`` ones (unseen
+(:mod:`audiomodels.calibration`), the LM's word vocabulary among them where it has one. The
+manifests' espeak-ng utterances (up to :data:`TIMED_UTTERANCES` each) are spoken again with the
+true time of every word (:mod:`training.espeak_timing`), and the median errors of the model's
+aligned word starts and ends on the fit's ones become the shift every word gets. All of it is
+written beside the checkpoint (``NAME.calibration.json``), where every recognizer of that
+checkpoint finds it, with a report: for the fit's utterances and any ``--heldout`` ones (unseen
 voices: the numbers that say what a user can expect), the calibration error (ECE), the ranking
-quality (AUC) and the Brier score of the raw and the fitted confidences.
+quality (AUC) and the Brier score of the raw and the fitted confidences, and the word time errors
+before and after the shift.
 
 Command line::
 
     speechlabel calibrate --checkpoint C --manifest dev.jsonl [--manifest ...] [--heldout test.jsonl ...]
-                          [--beam-size 8] [--out C.confidence.json]
+                          [--beam-size 8] [--out C.calibration.json]
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from tqdm import tqdm
 
 from audiomodels.alignment import align_labels
 from audiomodels.checkpoint import CheckpointError
-from audiomodels.confidence import (
-    ConfidenceCalibration,
+from audiomodels.calibration import (
+    Calibration,
     LogisticMap,
     calibration_beside,
     file_sha256,
@@ -41,11 +46,20 @@ from audiomodels.confidence import (
 from audiomodels.files import file_version
 from audiomodels.lm import LMError, own_fusion
 from audiomodels.recognizer import Recognizer
+from training.espeak_timing import (
+    SpeechJob,
+    TimedSpeech,
+    espeak_jobs,
+    time_error_summary,
+    timed_speech,
+    word_time_errors,
+)
 from training.evaluate import batches_of, scored_utterance
 from training.manifest import ManifestError, Utterance, read_manifest
 from training.metrics import confidence_quality, right_tokens, separated_words
 
 L2 = 1e-3  # ridge on the weights: keeps a feature that never varies (every word known) finite
+TIMED_UTTERANCES = 200  # espeak-ng utterances per manifest spoken again to time words against
 
 
 @dataclass
@@ -130,7 +144,7 @@ def fit_maps(outcomes: dict[str, WordOutcomes]) -> dict[str, LogisticMap]:
     return maps
 
 
-def quality_report(calibration: ConfidenceCalibration, mode: str, words: WordOutcomes) -> dict[str, Any]:
+def quality_report(calibration: Calibration, mode: str, words: WordOutcomes) -> dict[str, Any]:
     """Raw and fitted confidences' :func:`confidence_quality` on ``words`` of ``mode`` decoding."""
     fitted = [calibration.maps[mode].probability(row) for row in words.features]
     return {
@@ -149,7 +163,7 @@ def calibrate(
     heldout: Sequence[Path] = (),
     beam_size: int = 8,
     batch_seconds: float = 120.0,
-) -> ConfidenceCalibration:
+) -> Calibration:
     """Fit the maps on ``manifests`` and report them there and on ``heldout``."""
     fusion = own_fusion(checkpoint)
     recognizer = Recognizer.from_checkpoint(checkpoint, fusion=fusion, calibration=None)
@@ -160,15 +174,28 @@ def calibrate(
     )
     fit_on = {mode: WordOutcomes() for mode in modes}
     per_split: dict[str, dict[str, WordOutcomes]] = {}
+    timed: dict[str, list[SpeechJob]] = {}
     for manifest in [*manifests, *heldout]:
         utterances = read_manifest(manifest)
+        timed[str(manifest)] = espeak_jobs(utterances, TIMED_UTTERANCES)
         per_split[str(manifest)] = {
             mode: word_outcomes(recognizer, utterances, size, vocabulary, batch_seconds) for mode, size in modes.items()
         }
         if manifest in manifests:
             for mode in modes:
                 fit_on[mode].add(per_split[str(manifest)][mode])
-    calibration = ConfidenceCalibration(fit_maps(fit_on), vocabulary, file_sha256(file_version(checkpoint)))
+    speech = {split: timed_speech(jobs, workers=2) if jobs else [] for split, jobs in timed.items()}
+    raw_times = {split: aligned_time_errors(recognizer, timed[split], speech[split]) for split in timed}
+    fit_times = [error for m in manifests for error in raw_times[str(m)]]
+    shift = (
+        (-float(np.median([e[0] for e in fit_times])) / 1000, -float(np.median([e[1] for e in fit_times])) / 1000)
+        if fit_times
+        else (0.0, 0.0)
+    )
+    calibration = Calibration(
+        fit_maps(fit_on), vocabulary, (round(shift[0], 4), round(shift[1], 4)), file_sha256(file_version(checkpoint))
+    )
+    shifted = Recognizer(recognizer.config, recognizer.model, calibration=calibration)
     report = {
         "fitted_on": [str(m) for m in manifests],
         "heldout": [str(m) for m in heldout],
@@ -177,28 +204,64 @@ def calibrate(
             split: {mode: quality_report(calibration, mode, outcomes) for mode, outcomes in by_mode.items()}
             for split, by_mode in per_split.items()
         },
+        "word_times": {
+            split: {
+                "raw": time_error_summary(raw_times[split]),
+                "calibrated": time_error_summary(aligned_time_errors(shifted, timed[split], speech[split])),
+            }
+            for split in timed
+            if timed[split]
+        },
     }
     return dataclasses.replace(calibration, report=report)
 
 
+def aligned_time_errors(
+    recognizer: Recognizer, jobs: Sequence[SpeechJob], speech: Sequence[TimedSpeech]
+) -> list[tuple[float, float]]:
+    """Word start and end errors (ms) of the recognizer's alignment of each job's text to its
+    speech, against the synthesizer's true times (:mod:`training.espeak_timing`)."""
+    in_order = recognizer.labels.kind == "phone"  # its words are phones: paired by position, not text
+    errors = []
+    for job, truth in zip(jobs, speech, strict=True):
+        transcript = recognizer.align(truth.samples.astype(np.float32) / 32768, truth.rate, job.text)
+        errors += word_time_errors(truth, [(w.word, w.start_s, w.end_s) for w in transcript.words], in_order)
+    return errors
+
+
 def readable(report: dict[str, Any]) -> str:
-    """One line per split and decoding mode: raw -> calibrated ECE, AUC and Brier score."""
+    """One line per split and decoding mode: raw -> calibrated confidence, ECE and AUC; then one
+    per split with timed words: raw -> shifted median error and share within 20 ms of starts and ends."""
     lines = [f"{'split':<36} {'decoding':<8} {'words':>6} {'accuracy':>8} {'confidence':>17} {'ECE':>15} {'AUC':>13}"]
     for split, by_mode in report["splits"].items():
-        tag = " (held out)" if split in report["heldout"] else ""
         for mode, quality in by_mode.items():
             raw, fitted = quality["raw"], quality["calibrated"]
             lines.append(
-                f"{Path(split).parent.name + '/' + Path(split).name + tag:<36} {mode:<8} {raw['words']:>6} "
+                f"{_split_name(report, split):<36} {mode:<8} {raw['words']:>6} "
                 f"{raw['accuracy']:>8.3f} {raw['confidence']:>7.3f} -> {fitted['confidence']:.3f} "
                 f"{raw['ece']:>6.3f} -> {fitted['ece']:.3f} {raw['auc']:>5.3f} -> {fitted['auc']:.3f}"
             )
+    if report["word_times"]:
+        lines.append(f"{'aligned word times':<36} {'words':>6}  {'start: median error, <=20 ms':<34} end")
+    for split, times in report["word_times"].items():
+        if not times["raw"]["words"]:
+            continue
+        cells = [
+            f"{times['raw'][side]['median_ms']:+6.1f} -> {times['calibrated'][side]['median_ms']:+5.1f} ms, "
+            f"{100 * times['raw'][side]['within_20ms']:3.0f}% -> {100 * times['calibrated'][side]['within_20ms']:3.0f}%"
+            for side in ("start", "end")
+        ]
+        lines.append(f"{_split_name(report, split):<36} {times['raw']['words']:>6}  {cells[0]:<34} {cells[1]}")
     return "\n".join(lines)
+
+
+def _split_name(report: dict[str, Any], split: str) -> str:
+    return f"{Path(split).parent.name}/{Path(split).name}" + (" (held out)" if split in report["heldout"] else "")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``speechlabel calibrate``."""
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint whose word confidences to map")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint to calibrate")
     parser.add_argument(
         "--manifest", type=Path, action="append", required=True, help="JSONL manifest to fit on (dev data; repeatable)"
     )
@@ -213,7 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-seconds", type=float, default=120.0, help="audio per model call (default 120)")
     parser.add_argument(
-        "--out", type=Path, help="where to write the maps (default: NAME.confidence.json beside the checkpoint)"
+        "--out", type=Path, help="where to write the maps (default: NAME.calibration.json beside the checkpoint)"
     )
 
 
@@ -228,5 +291,6 @@ def run(args: argparse.Namespace) -> int:
     calibration.save(out)
     print(readable(calibration.report))
     print(f"wrote {out}")
-    print(json.dumps({key: {"weights": m.weights, "bias": m.bias} for key, m in calibration.maps.items()}))
+    maps = {key: {"weights": m.weights, "bias": m.bias} for key, m in calibration.maps.items()}
+    print(json.dumps({"maps": maps, "word_shift_s": calibration.word_shift_s}))
     return 0

@@ -122,31 +122,38 @@ def separated_words(text: str, separator: str) -> list[str]:
 
 def right_tokens(reference: Sequence[str], hypothesis: Sequence[str]) -> list[bool]:
     """For each hypothesis token, whether a minimum-edit alignment pairs it with an equal
-    reference token: the outcome a word's confidence predicts (:mod:`training.calibrate`).
+    reference token: the outcome a word's confidence predicts (:mod:`training.calibrate`)."""
+    right = [False] * len(hypothesis)
+    for _, j in matched_pairs(reference, hypothesis):
+        right[j] = True
+    return right
 
-    A full table and its backtrace, O(len(ref) x len(hyp)); among equally short alignments the
-    backtrace prefers the diagonal step (a match or a substitution) wherever it is optimal.
-    """
+
+def matched_pairs(reference: Sequence[str], hypothesis: Sequence[str]) -> list[tuple[int, int]]:
+    """(reference index, hypothesis index) of the equal tokens a minimum-edit alignment pairs, in
+    order. A full table and its backtrace, O(len(ref) x len(hyp)); among equally short alignments
+    the backtrace prefers the diagonal step (a match or a substitution) wherever it is optimal."""
     ref_len, hyp_len = len(reference), len(hypothesis)
-    table = [[j for j in range(hyp_len + 1)]]
+    table = [list(range(hyp_len + 1))]
     for i in range(1, ref_len + 1):
         row = [i]
         for j in range(1, hyp_len + 1):
             diagonal = table[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1])
             row.append(min(diagonal, table[i - 1][j] + 1, row[j - 1] + 1))
         table.append(row)
-    right = [False] * hyp_len
+    pairs = []
     i, j = ref_len, hyp_len
     while i and j:
         same = reference[i - 1] == hypothesis[j - 1]
         if table[i][j] == table[i - 1][j - 1] + (not same):
-            right[j - 1] = same
+            if same:
+                pairs.append((i - 1, j - 1))
             i, j = i - 1, j - 1
         elif table[i][j] == table[i - 1][j] + 1:
             i -= 1
         else:
             j -= 1
-    return right
+    return pairs[::-1]
 
 
 def confidence_quality(confidences: Sequence[float], outcomes: Sequence[bool], bins: int = 10) -> dict[str, float]:

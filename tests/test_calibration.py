@@ -1,4 +1,4 @@
-"""Word confidences as probabilities: the maps (audiomodels.confidence), their fit on real words
+"""Word confidences as probabilities: the maps (audiomodels.calibration), their fit on real words
 (training.calibrate) and the measures that judge them (training.metrics)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 from audiomodels.alignment import LabelSpan, WordSpan, align_labels
 from audiomodels.audio import load_audio
-from audiomodels.confidence import (
+from audiomodels.calibration import (
     CalibrationError,
-    ConfidenceCalibration,
+    Calibration,
     LogisticMap,
     calibration_beside,
     own_calibration,
@@ -26,7 +26,7 @@ from audiomodels.recognizer import Recognizer
 from service.cli import main as cli_main
 from service.mapping import model_info
 from service.registry import load_entry
-from tests.conftest import synthesize_wav
+from tests.conftest import SPEECH_TEXTS, synthesize_wav
 from training.calibrate import fit_logistic
 from training.evaluate import evaluate
 from training.manifest import Utterance, write_manifest
@@ -76,36 +76,51 @@ def span(confidence: float, weakest: float, labels: int) -> WordSpan:
 
 
 def test_a_map_weighs_the_vocabulary_it_was_fitted_with():
-    calibration = ConfidenceCalibration({"greedy": LogisticMap((1.0, 0.0, 0.0, 3.0), -2.0)}, frozenset({"door"}))
+    calibration = Calibration({"greedy": LogisticMap((1.0, 0.0, 0.0, 3.0), -2.0)}, frozenset({"door"}))
     word = span(0.9, 0.5, 4)
     logit = math.log(0.9 / 0.1)
     assert calibration.confidence("greedy", word, "door") == pytest.approx(1 / (1 + math.exp(-(logit + 1))))
     assert calibration.confidence("greedy", word, "dour") == pytest.approx(1 / (1 + math.exp(-(logit - 2))))
-    plain = ConfidenceCalibration({"greedy": LogisticMap((1.0, 0.0, 0.0), -1.0)})  # no vocabulary: three features
+    plain = Calibration({"greedy": LogisticMap((1.0, 0.0, 0.0), -1.0)})  # no vocabulary: three features
     assert plain.confidence("greedy", word, "dour") == pytest.approx(1 / (1 + math.exp(-(logit - 1))))
     assert word_features(span(1.0, 0.0, 1), None) == pytest.approx([math.log(9999), -math.log(9999), 0.0])
     with pytest.raises(CalibrationError, match="no confidence map for 'beam'"):
         plain.confidence("beam", word, "door")
     with pytest.raises(CalibrationError, match="map 'greedy' of 3 weights, expected one of .* of 4"):
-        ConfidenceCalibration({"greedy": LogisticMap((1.0, 0.0, 0.0), -1.0)}, frozenset({"door"}))
+        Calibration({"greedy": LogisticMap((1.0, 0.0, 0.0), -1.0)}, frozenset({"door"}))
 
 
 def test_a_confidence_file_round_trips_and_a_bad_one_is_refused(tmp_path: Path):
-    calibration = ConfidenceCalibration(
-        {"beam": LogisticMap((0.5, 0.1, -0.2, 2.0), 0.3)}, frozenset({"café", "door"}), "ab" * 32, {"note": 1}
+    calibration = Calibration(
+        {"beam": LogisticMap((0.5, 0.1, -0.2, 2.0), 0.3)},
+        frozenset({"café", "door"}),
+        word_shift_s=(-0.006, 0.026),
+        checkpoint_sha256="ab" * 32,
+        report={"note": 1},
     )
-    path = tmp_path / "m.confidence.json"
+    path = tmp_path / "m.calibration.json"
     calibration.save(path)
-    assert ConfidenceCalibration.load(path) == calibration
+    assert Calibration.load(path) == calibration
     path.write_text("{not json")
     with pytest.raises(CalibrationError, match="not a readable confidence file"):
-        ConfidenceCalibration.load(path)
+        Calibration.load(path)
     path.write_text(json.dumps({"format": 1, "maps": {"beam": {"weights": [1.0], "bias": 0.0}}}))
-    with pytest.raises(CalibrationError, match="m.confidence.json: map 'beam' of 1 weights"):
-        ConfidenceCalibration.load(path)
+    with pytest.raises(CalibrationError, match="m.calibration.json: map 'beam' of 1 weights"):
+        Calibration.load(path)
     path.write_text(json.dumps({"format": 2, "maps": {}}))
     with pytest.raises(CalibrationError, match="format 2, expected 1"):
-        ConfidenceCalibration.load(path)
+        Calibration.load(path)
+
+
+def test_word_times_move_by_the_measured_bias_within_the_audio_and_their_neighbours():
+    calibration = Calibration({}, word_shift_s=(-0.01, 0.03))
+    assert calibration.word_times([(0.005, 0.3), (0.33, 0.6), (1.0, 1.39)], duration_s=1.4) == [
+        (0.0, 0.32),  # the start stops at the audio's; the end at the next word's moved start
+        (0.32, 0.63),
+        (0.99, 1.4),  # the end stops at the audio's
+    ]
+    assert calibration.word_times([(0.5, 0.5)], 2.0) == [(0.49, 0.53)]
+    assert Calibration({}).word_times([(0.2, 0.4)], 1.0) == [(0.2, 0.4)]
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +128,13 @@ def calibrated_model(
     trained: tuple[Path, list[float]], speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
     """A copy of the tiny model, fitted by ``speechlabel calibrate`` on its four utterances and four
-    it never heard (whose words it gets wrong); (checkpoint, manifest)."""
+    it never heard (whose words it gets wrong); the four are espeak-ng en-us, so their words are
+    timed too; (checkpoint, manifest)."""
     directory = tmp_path_factory.mktemp("calibrated")
     checkpoint = directory / "tiny.ckpt"
     shutil.copy(trained[0], checkpoint)
     unheard = ["purple monkey dishwasher", "seven bright lamps", "hello yellow world", "close the window now"]
-    utterances = [Utterance(path, 1.0, text) for text, path in speech_files.items()]
+    utterances = [Utterance(path, 1.0, text, extra={"voice": "espeak-ng:en-us"}) for text, path in speech_files.items()]
     utterances += [
         Utterance(synthesize_wav(text, directory / f"unheard{i}.wav", voice="en-gb"), 1.0, text)
         for i, text in enumerate(unheard)
@@ -135,12 +151,14 @@ def test_calibrate_fits_on_real_words_and_every_recognizer_of_the_checkpoint_use
     while an alignment's word confidences stay alignment scores."""
     checkpoint, manifest = calibrated_model
     path = calibration_beside(checkpoint)
-    calibration = ConfidenceCalibration.load(path)
+    calibration = Calibration.load(path)
     assert set(calibration.maps) == {"greedy"} and not calibration.vocabulary  # no LM beside the tiny model
     (quality,) = calibration.report["splits"].values()
     assert 0 < quality["greedy"]["raw"]["accuracy"] < 1  # right and wrong words to learn from
     assert quality["greedy"]["calibrated"]["ece"] < quality["greedy"]["raw"]["ece"]
-    assert quality["greedy"]["calibrated"]["confidence"] == pytest.approx(quality["greedy"]["raw"]["accuracy"], abs=0.05)
+    assert quality["greedy"]["calibrated"]["confidence"] == pytest.approx(
+        quality["greedy"]["raw"]["accuracy"], abs=0.05
+    )
 
     raw = Recognizer.from_checkpoint(checkpoint, calibration=None)
     mapped = Recognizer.from_checkpoint(checkpoint)
@@ -155,7 +173,12 @@ def test_calibrate_fits_on_real_words_and_every_recognizer_of_the_checkpoint_use
     ]
     assert [w.confidence for w in plain.words] == [round(s.confidence, 4) for s in spans]
     assert mapped.word_confidence(spans[0], texts[0], "beam") == spans[0].confidence  # no beam map: raw
-    assert mapped.align(audio, 16000, plain.text).words == raw.align(audio, 16000, plain.text).words
+    raw_aligned, mapped_aligned = raw.align(audio, 16000, plain.text), mapped.align(audio, 16000, plain.text)
+    assert [w.confidence for w in mapped_aligned.words] == [w.confidence for w in raw_aligned.words]
+    assert [(w.start_s, w.end_s) for w in mapped_aligned.words] == calibration.word_times(
+        [(w.start_s, w.end_s) for w in raw_aligned.words], raw_aligned.duration_s
+    )
+    assert [(w.start_s, w.end_s) for w in fitted.words] != [(w.start_s, w.end_s) for w in plain.words]
     entry = load_entry(checkpoint)  # the server's models too, and ListModels says so
     assert entry.recognizer.calibration == calibration
     assert list(model_info(entry, "tiny").calibrated_confidence) == ["greedy"]
@@ -168,6 +191,22 @@ def test_calibrate_fits_on_real_words_and_every_recognizer_of_the_checkpoint_use
     with caplog.at_level(logging.WARNING):
         assert own_calibration(checkpoint) is None
     assert "was fitted for another tiny.ckpt" in caplog.text
+
+
+def test_calibrate_measures_the_word_time_bias_against_true_times(calibrated_model):
+    """The shift is minus the median errors of the tiny model's aligned word times on the espeak-ng
+    utterances, spoken again with their true times; after it, those medians are nearer 0."""
+    calibration = Calibration.load(calibration_beside(calibrated_model[0]))
+    (times,) = calibration.report["word_times"].values()
+    raw, moved = times["raw"], times["calibrated"]
+    assert raw["words"] == moved["words"] == sum(len(text.split()) for text in SPEECH_TEXTS)
+    assert calibration.word_shift_s == pytest.approx(
+        (-raw["start"]["median_ms"] / 1000, -raw["end"]["median_ms"] / 1000), abs=1e-4
+    )
+    for side in ("start", "end"):
+        # nearer 0 (not at it: a word cannot start before the one ahead of it ends), and no worse in size
+        assert abs(moved[side]["median_ms"]) < abs(raw[side]["median_ms"])
+        assert moved[side]["median_abs_ms"] <= raw[side]["median_abs_ms"]
 
 
 def _alignment(recognizer: Recognizer, audio: np.ndarray, text: str) -> list[LabelSpan]:

@@ -1,4 +1,5 @@
-"""Word confidences that are probabilities: the chance that a word is right.
+"""What a model's raw outputs mean, measured after training: word confidences that are
+probabilities (the chance that a word is right), and word times moved by the model's bias.
 
 A word's raw confidence, the geometric mean of its labels' posteriors along the alignment, ranks
 words well but is no probability: CTC's posteriors are peaky, so the shipped char model's greedy
@@ -9,7 +10,13 @@ number of labels (log) and, where the model's LM has a word vocabulary, whether 
 (a spelling no training text had is mostly a misspelling). Greedy words and words of beam search
 with the LM behave differently, so each decoding mode has its map.
 
-The maps live beside the checkpoint as ``NAME.confidence.json``, with the vocabulary, the fit's
+A word's times are its first label's first frame and its last label's last frame, and CTC's
+spikes end before the sound does: on espeak-ng speech, whose true word times the synthesizer
+reports (:mod:`training.espeak_timing`), the shipped char model's word ends came 31 ms early
+(median) and its starts 8 ms late on dev. ``calibrate`` measures those medians and recognizers
+move every word's start and end by them (:meth:`Calibration.word_times`), within its neighbours.
+
+All of it lives beside the checkpoint as ``NAME.calibration.json``, with the vocabulary, the fit's
 report and the checkpoint's SHA-256: a file fitted for another checkpoint (the model was
 retrained) is ignored with a warning, since its numbers would be wrong for the new model.
 """
@@ -69,7 +76,7 @@ class LogisticMap:
 
 
 @dataclass(frozen=True)
-class ConfidenceCalibration:
+class Calibration:
     """One checkpoint's maps by decoding mode (:data:`MODES`) and the word vocabulary they weigh
     (the LM's words when it was fitted, as the label set spells them; empty: the maps weigh no
     vocabulary). The vocabulary travels with the maps, so a word gets the same confidence whether
@@ -77,6 +84,8 @@ class ConfidenceCalibration:
 
     maps: dict[str, LogisticMap]
     vocabulary: frozenset[str] = frozenset()
+    # seconds added to word starts and ends: minus the median error measured against true times
+    word_shift_s: tuple[float, float] = (0.0, 0.0)
     checkpoint_sha256: str = ""
     report: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -95,9 +104,25 @@ class ConfidenceCalibration:
         known = word in self.vocabulary if self.vocabulary else None
         return self.maps[mode].probability(word_features(span, known))
 
+    def word_times(self, spans: Sequence[tuple[float, float]], duration_s: float) -> list[tuple[float, float]]:
+        """Words' (start, end) in seconds moved by :attr:`word_shift_s`, each kept within the audio
+        and its neighbours: a start no earlier than the word before ends, an end no later than
+        the word after starts (as moved), and never before its own start."""
+        start_shift, end_shift = self.word_shift_s
+        moved = [(max(0.0, start + start_shift), min(duration_s, end + end_shift)) for start, end in spans]
+        kept = []
+        for index, (start, end) in enumerate(moved):
+            if index:
+                start = max(start, kept[-1][1])
+            if index + 1 < len(moved):
+                end = min(end, moved[index + 1][0])
+            kept.append((round(start, 3), round(max(end, start), 3)))
+        return kept
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
+            "word_shift_s": list(self.word_shift_s),
             "features": [*FEATURES, "known"] if self.vocabulary else list(FEATURES),
             "checkpoint_sha256": self.checkpoint_sha256,
             "maps": {mode: {"weights": list(m.weights), "bias": m.bias} for mode, m in self.maps.items()},
@@ -109,7 +134,7 @@ class ConfidenceCalibration:
         atomic_write_text(path, json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ConfidenceCalibration:
+    def load(cls, path: str | os.PathLike) -> Calibration:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             if data.get("format") != FORMAT:
@@ -118,9 +143,11 @@ class ConfidenceCalibration:
                 mode: LogisticMap(tuple(float(w) for w in m["weights"]), float(m["bias"]))
                 for mode, m in data["maps"].items()
             }
+            start_shift, end_shift = (float(value) for value in data.get("word_shift_s", (0.0, 0.0)))
             return cls(
                 maps,
                 frozenset(data.get("vocabulary", ())),
+                (start_shift, end_shift),
                 str(data.get("checkpoint_sha256", "")),
                 data.get("report", {}),
             )
@@ -131,18 +158,18 @@ class ConfidenceCalibration:
 
 
 def calibration_beside(checkpoint: str | os.PathLike) -> Path:
-    """Where a model's confidence maps live: ``NAME.confidence.json`` beside ``NAME.ckpt``."""
-    return Path(checkpoint).with_suffix(".confidence.json")
+    """Where a model's calibration lives: ``NAME.calibration.json`` beside ``NAME.ckpt``."""
+    return Path(checkpoint).with_suffix(".calibration.json")
 
 
-def own_calibration(checkpoint: str | os.PathLike) -> ConfidenceCalibration | None:
+def own_calibration(checkpoint: str | os.PathLike) -> Calibration | None:
     """The checkpoint's confidence maps (:func:`calibration_beside`); None, with a warning, when
     the file is unreadable or was fitted for another checkpoint; None without one."""
     path = calibration_beside(checkpoint)
     if not path.is_file():
         return None
     try:
-        calibration = ConfidenceCalibration.load(path)
+        calibration = Calibration.load(path)
     except CalibrationError as error:
         log.warning("word confidences stay uncalibrated: %s", error)
         return None
