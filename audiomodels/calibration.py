@@ -38,7 +38,7 @@ from audiomodels.alignment import WordSpan
 from audiomodels.files import FileVersion, atomic_write_text, file_version
 
 FORMAT = 1
-FEATURES = ("score", "weakest", "labels")  # every map's first features; "+known" maps add the vocabulary's
+FEATURES = ("score", "weakest", "labels")  # every map's features; then "known" where there is a vocabulary
 MODES = ("greedy", "beam")  # beam: beam search with the LM (beam search without one reads like greedy)
 _EDGE = 1e-4  # posteriors are clipped to [_EDGE, 1 - _EDGE] before their logit
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 class CalibrationError(ValueError):
-    """A confidence file that cannot be used (corrupt, another format, missing maps)."""
+    """A calibration file that cannot be used (corrupt, another format, maps of the wrong size)."""
 
 
 def _logit(probability: float) -> float:
@@ -138,7 +138,7 @@ class Calibration:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             if data.get("format") != FORMAT:
-                raise CalibrationError(f"{path}: confidence file format {data.get('format')!r}, expected {FORMAT}")
+                raise CalibrationError(f"{path}: calibration file format {data.get('format')!r}, expected {FORMAT}")
             maps = {
                 mode: LogisticMap(tuple(float(w) for w in m["weights"]), float(m["bias"]))
                 for mode, m in data["maps"].items()
@@ -154,7 +154,7 @@ class Calibration:
         except CalibrationError as error:
             raise CalibrationError(f"{path}: {error}" if str(path) not in str(error) else str(error)) from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise CalibrationError(f"{path}: not a readable confidence file ({error})") from error
+            raise CalibrationError(f"{path}: not a readable calibration file ({error})") from error
 
 
 def calibration_beside(checkpoint: str | os.PathLike) -> Path:

@@ -71,8 +71,8 @@ class Segment:
 @dataclass(frozen=True)
 class Word:
     """One word with its time span and confidence: the probability that it is right where the
-    model has confidence maps (:mod:`audiomodels.calibration`), else the geometric mean of its
-    label scores."""
+    model has a calibration (:mod:`audiomodels.calibration`; its times then moved by the model's
+    measured bias), else the geometric mean of its label scores."""
 
     word: str
     start_s: float
@@ -145,8 +145,9 @@ class Recognizer:
         re-ranks its hypotheses by its likelihood of their phones (:mod:`audiomodels.phone_check`).
         ``char_check`` (phone models): a char model's transcript, phonemized, joins and guides the
         ranking of beam search's hypotheses (:mod:`audiomodels.char_check`). ``calibration`` maps
-        recognized words' confidences to probabilities (:mod:`audiomodels.calibration`;
-        :meth:`from_checkpoint` loads the checkpoint's own); None leaves them raw.
+        recognized words' confidences to probabilities and moves word times by the model's bias
+        (:mod:`audiomodels.calibration`; :meth:`from_checkpoint` loads the checkpoint's own); None
+        leaves them raw.
         """
         self.config = config
         self.chunking = chunking  # None = full context; else the latency-controlled mode a stream gets
@@ -179,8 +180,8 @@ class Recognizer:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> "Recognizer":
         """Load a checkpoint file (safely) and build a ready recognizer; recognizers of one file
-        share its model (:func:`audiomodels.checkpoint.shared_model`). Its confidence maps
-        (``NAME.calibration.json``) are used unless ``calibration`` is given."""
+        share its model (:func:`audiomodels.checkpoint.shared_model`). Its calibration
+        (``NAME.calibration.json``) is used unless ``calibration`` is given."""
         config, model, _ = shared_model(path)
         if "calibration" not in kwargs:
             kwargs["calibration"] = own_calibration(path)

@@ -19,7 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "train or resume a model from manifests"),
     "pack": ("training.feature_pack", "quantize a corpus's features into one small file to train on elsewhere"),
     "evaluate": ("training.evaluate", "score a checkpoint on a manifest (CER/WER/PER, RTF)"),
-    "calibrate": ("training.calibrate", "fit a checkpoint's word confidence maps on dev words (P(word is right))"),
+    "calibrate": ("training.calibrate", "fit a checkpoint's word confidences (P(word is right)) and word time shifts on dev"),
     "corpus": ("training.corpus", "synthesize an offline speech corpus"),
     "manifest": ("training.manifest", "import and validate JSONL manifests"),
     "lm": ("training.lm", "build a label n-gram language model for beam search"),

@@ -90,7 +90,7 @@ def test_a_map_weighs_the_vocabulary_it_was_fitted_with():
         Calibration({"greedy": LogisticMap((1.0, 0.0, 0.0), -1.0)}, frozenset({"door"}))
 
 
-def test_a_confidence_file_round_trips_and_a_bad_one_is_refused(tmp_path: Path):
+def test_a_calibration_file_round_trips_and_a_bad_one_is_refused(tmp_path: Path):
     calibration = Calibration(
         {"beam": LogisticMap((0.5, 0.1, -0.2, 2.0), 0.3)},
         frozenset({"café", "door"}),
@@ -102,7 +102,7 @@ def test_a_confidence_file_round_trips_and_a_bad_one_is_refused(tmp_path: Path):
     calibration.save(path)
     assert Calibration.load(path) == calibration
     path.write_text("{not json")
-    with pytest.raises(CalibrationError, match="not a readable confidence file"):
+    with pytest.raises(CalibrationError, match="not a readable calibration file"):
         Calibration.load(path)
     path.write_text(json.dumps({"format": 1, "maps": {"beam": {"weights": [1.0], "bias": 0.0}}}))
     with pytest.raises(CalibrationError, match="m.calibration.json: map 'beam' of 1 weights"):
