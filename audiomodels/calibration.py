@@ -12,9 +12,11 @@ with the LM behave differently, so each decoding mode has its map.
 
 A word's times are its first label's first frame and its last label's last frame, and CTC's
 spikes end before the sound does: on espeak-ng speech, whose true word times the synthesizer
-reports (:mod:`training.espeak_timing`), the shipped char model's word ends came 31 ms early
-(median) and its starts 8 ms late on dev. ``calibrate`` measures those medians and recognizers
+reports (:mod:`training.espeak_timing`), the shipped char model's word ends came 26 ms early
+(median) and its starts 6 ms late on dev. ``calibrate`` measures those medians and recognizers
 move every word's start and end by them (:meth:`Calibration.word_times`), within its neighbours.
+A phone model's label segments, each phone's frames, end early the same way (31 ms, median, on
+dev), so their ends move by their own measured median (:meth:`Calibration.segment_times`).
 
 All of it lives beside the checkpoint as ``NAME.calibration.json``, with the vocabulary, the fit's
 report and the checkpoint's SHA-256: a file fitted for another checkpoint (the model was
@@ -86,6 +88,7 @@ class Calibration:
     vocabulary: frozenset[str] = frozenset()
     # seconds added to word starts and ends: minus the median error measured against true times
     word_shift_s: tuple[float, float] = (0.0, 0.0)
+    segment_end_shift_s: float = 0.0  # seconds added to label segments' ends (measured for phones only)
     checkpoint_sha256: str = ""
     report: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -119,10 +122,20 @@ class Calibration:
             kept.append((round(start, 3), round(max(end, start), 3)))
         return kept
 
+    def segment_times(self, spans: Sequence[tuple[float, float]], duration_s: float) -> list[tuple[float, float]]:
+        """Label segments' (start, end) with each end moved by :attr:`segment_end_shift_s`, up to the
+        next segment's start and the audio's end, never before its own start."""
+        moved = []
+        for index, (start, end) in enumerate(spans):
+            limit = spans[index + 1][0] if index + 1 < len(spans) else duration_s
+            moved.append((start, round(max(start, min(end + self.segment_end_shift_s, limit, duration_s)), 3)))
+        return moved
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "word_shift_s": list(self.word_shift_s),
+            "segment_end_shift_s": self.segment_end_shift_s,
             "features": [*FEATURES, "known"] if self.vocabulary else list(FEATURES),
             "checkpoint_sha256": self.checkpoint_sha256,
             "maps": {mode: {"weights": list(m.weights), "bias": m.bias} for mode, m in self.maps.items()},
@@ -148,6 +161,7 @@ class Calibration:
                 maps,
                 frozenset(data.get("vocabulary", ())),
                 (start_shift, end_shift),
+                float(data.get("segment_end_shift_s", 0.0)),
                 str(data.get("checkpoint_sha256", "")),
                 data.get("report", {}),
             )

@@ -447,16 +447,19 @@ class Recognizer:
         self, log_probs: torch.Tensor, spans: list[LabelSpan], duration_s: float, mode: str | None = None
     ) -> Transcript:
         """``mode``: the decoding that found the labels (None: a forced alignment, whose word
-        confidences stay alignment scores). Word times are moved by the :attr:`calibration`'s
-        measured bias (alignments' too); label segments keep their frames' times."""
+        confidences stay alignment scores). Word times and label segments' ends are moved by the
+        :attr:`calibration`'s measured bias (alignments' too)."""
         shift = self.config.features.frame_shift_s
 
         def seconds(frame: int) -> float:
             return round(min(frame * shift, duration_s), 3)
 
+        segment_times = [(seconds(s.start_frame), seconds(s.end_frame)) for s in spans]
+        if self.calibration is not None:
+            segment_times = self.calibration.segment_times(segment_times, duration_s)
         segments = tuple(
-            Segment(self.labels.label(s.label_id), seconds(s.start_frame), seconds(s.end_frame), round(s.score, 4))
-            for s in spans
+            Segment(self.labels.label(s.label_id), start, end, round(s.score, 4))
+            for s, (start, end) in zip(spans, segment_times, strict=True)
         )
         word_spans = self.word_spans(spans)
         texts = [self.labels.decode(w.label_ids) for w in word_spans]

@@ -12,7 +12,8 @@ clean, with their voice, speed, pitch and word gap, and each word's times are co
 model's forced alignment of the text (what Align returns) and its recognized words (greedy; beam
 8 + LM), the right ones only (paired with the reference by a minimum-edit alignment), and the
 phone model's alignment (its words, the phones between word separators, paired in order when
-espeak-ng voiced as many words as the text has). Errors are hypothesis minus truth, in ms: their
+espeak-ng voiced as many words as the text has), and the phone model's label segments against
+espeak-ng's phonemes (paired in order when there are as many). Errors are hypothesis minus truth, in ms: their
 mean (a bias: late is positive), the median and 90th percentile of their size, and the share
 within 20, 50 and 100 ms. Model frames are 30 ms long, so half a frame (15 ms) is the grain.
 """
@@ -28,7 +29,14 @@ import torch
 
 from audiomodels.lm import own_fusion
 from audiomodels.recognizer import Recognizer, Transcript
-from training.espeak_timing import TimedSpeech, espeak_jobs, time_error_summary, timed_speech, word_time_errors
+from training.espeak_timing import (
+    TimedSpeech,
+    espeak_jobs,
+    phone_time_errors,
+    time_error_summary,
+    timed_speech,
+    word_time_errors,
+)
 from training.manifest import read_manifest
 
 from report import write_report  # beside this script in benchmarks/
@@ -44,7 +52,7 @@ def measure(
     """Every decoder's word time errors over the same synthesized utterances."""
     errors: dict[str, list[tuple[float, float]]] = {"char align": [], "char greedy": [], "char beam 8 + LM": []}
     if phone_model is not None:
-        errors["phone align"] = []
+        errors["phone align"], errors["phone segments"] = [], []
     counted = dict.fromkeys(errors, 0)
     for truth, text in zip(speech, texts, strict=True):
         audio = truth.samples.astype(np.float32) / 32768
@@ -59,6 +67,12 @@ def measure(
             word_times = word_time_errors(truth, times(transcript), in_order)
             errors[name] += word_times
             counted[name] += bool(word_times)
+        if phone_model is not None:
+            separator = phone_model.labels.word_separator
+            phones = [(s.label, s.start_s, s.end_s) for s in found["phone align"][0].segments if s.label != separator]
+            segment_times = phone_time_errors(truth, phones)
+            errors["phone segments"] += segment_times
+            counted["phone segments"] += bool(segment_times)
     return {name: {"utterances": counted[name], **time_error_summary(values)} for name, values in errors.items()}
 
 

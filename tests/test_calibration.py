@@ -123,6 +123,12 @@ def test_word_times_move_by_the_measured_bias_within_the_audio_and_their_neighbo
     assert Calibration({}).word_times([(0.2, 0.4)], 1.0) == [(0.2, 0.4)]
 
 
+def test_label_segments_ends_move_up_to_the_next_segment_and_the_audio_end():
+    calibration = Calibration({}, segment_end_shift_s=0.03)
+    segments = [(0.0, 0.03), (0.06, 0.09), (0.15, 0.18), (0.3, 0.39)]
+    assert calibration.segment_times(segments, duration_s=0.4) == [(0.0, 0.06), (0.06, 0.12), (0.15, 0.21), (0.3, 0.4)]
+
+
 @pytest.fixture(scope="module")
 def calibrated_model(
     trained: tuple[Path, list[float]], speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
@@ -200,6 +206,7 @@ def test_calibrate_measures_the_word_time_bias_against_true_times(calibrated_mod
     (times,) = calibration.report["word_times"].values()
     raw, moved = times["raw"], times["calibrated"]
     assert raw["words"] == moved["words"] == sum(len(text.split()) for text in SPEECH_TEXTS)
+    assert calibration.segment_end_shift_s == 0.0 and not calibration.report["segment_times"]  # characters: no truth
     assert calibration.word_shift_s == pytest.approx(
         (-raw["start"]["median_ms"] / 1000, -raw["end"]["median_ms"] / 1000), abs=1e-4
     )
@@ -216,9 +223,10 @@ def _alignment(recognizer: Recognizer, audio: np.ndarray, text: str) -> list[Lab
 
 
 @pytest.mark.parametrize("name", ["char", "phone"])
-def test_the_shipped_models_confidence_maps_belong_to_them_and_pay_on_held_out_voices(name: str):
-    """The maps in models/ are the shipped checkpoints' (else they would be ignored), and on every
-    held-out test set they report a smaller calibration error than the raw confidences."""
+def test_the_shipped_calibrations_belong_to_their_models_and_pay_on_held_out_voices(name: str):
+    """The calibrations in models/ are the shipped checkpoints' (else they would be ignored); on
+    every held-out test set they report a smaller calibration error than the raw confidences, and
+    on the held-out espeak-ng voices word ends (and the phone model's segment ends) nearer the truth."""
     calibration = own_calibration(MODELS / f"{name}.ckpt")
     assert calibration is not None
     assert {"greedy", "beam"} <= set(calibration.maps)
@@ -228,3 +236,9 @@ def test_the_shipped_models_confidence_maps_belong_to_them_and_pay_on_held_out_v
         for mode in ("greedy", "beam"):
             quality = calibration.report["splits"][split][mode]
             assert quality["calibrated"]["ece"] < quality["raw"]["ece"], (split, mode)
+    timed = ["word_times", "segment_times"] if name == "phone" else ["word_times"]
+    for key in timed:
+        times = [calibration.report[key][split] for split in heldout if split in calibration.report[key]]
+        assert times, key
+        for time in times:
+            assert time["calibrated"]["end"]["median_abs_ms"] < time["raw"]["end"]["median_abs_ms"], key

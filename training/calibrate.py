@@ -50,6 +50,7 @@ from training.espeak_timing import (
     SpeechJob,
     TimedSpeech,
     espeak_jobs,
+    phone_time_errors,
     time_error_summary,
     timed_speech,
     word_time_errors,
@@ -185,17 +186,18 @@ def calibrate(
             for mode in modes:
                 fit_on[mode].add(per_split[str(manifest)][mode])
     speech = {split: timed_speech(jobs, workers=2) if jobs else [] for split, jobs in timed.items()}
-    raw_times = {split: aligned_time_errors(recognizer, timed[split], speech[split]) for split in timed}
-    fit_times = [error for m in manifests for error in raw_times[str(m)]]
-    shift = (
-        (-float(np.median([e[0] for e in fit_times])) / 1000, -float(np.median([e[1] for e in fit_times])) / 1000)
-        if fit_times
-        else (0.0, 0.0)
-    )
+    raw = {split: aligned_time_errors(recognizer, timed[split], speech[split]) for split in timed}
+    fit_words = [error for m in manifests for error in raw[str(m)][0]]
+    fit_segments = [error for m in manifests for error in raw[str(m)][1]]
     calibration = Calibration(
-        fit_maps(fit_on), vocabulary, (round(shift[0], 4), round(shift[1], 4)), file_sha256(file_version(checkpoint))
+        fit_maps(fit_on),
+        vocabulary,
+        (_median_shift([e[0] for e in fit_words]), _median_shift([e[1] for e in fit_words])),
+        _median_shift([e[1] for e in fit_segments]),
+        file_sha256(file_version(checkpoint)),
     )
     shifted = Recognizer(recognizer.config, recognizer.model, calibration=calibration)
+    moved = {split: aligned_time_errors(shifted, timed[split], speech[split]) for split in timed if timed[split]}
     report = {
         "fitted_on": [str(m) for m in manifests],
         "heldout": [str(m) for m in heldout],
@@ -204,34 +206,51 @@ def calibrate(
             split: {mode: quality_report(calibration, mode, outcomes) for mode, outcomes in by_mode.items()}
             for split, by_mode in per_split.items()
         },
-        "word_times": {
-            split: {
-                "raw": time_error_summary(raw_times[split]),
-                "calibrated": time_error_summary(aligned_time_errors(shifted, timed[split], speech[split])),
+        **{
+            key: {
+                split: {
+                    "raw": time_error_summary(raw[split][side]),
+                    "calibrated": time_error_summary(moved[split][side]),
+                }
+                for split in moved
+                if raw[split][side]
             }
-            for split in timed
-            if timed[split]
+            for side, key in enumerate(("word_times", "segment_times"))
         },
     }
     return dataclasses.replace(calibration, report=report)
 
 
+def _median_shift(errors_ms: list[float]) -> float:
+    """Seconds that move the median of ``errors_ms`` to 0 (0 without errors)."""
+    return round(-float(np.median(errors_ms)) / 1000, 4) if errors_ms else 0.0
+
+
 def aligned_time_errors(
     recognizer: Recognizer, jobs: Sequence[SpeechJob], speech: Sequence[TimedSpeech]
-) -> list[tuple[float, float]]:
-    """Word start and end errors (ms) of the recognizer's alignment of each job's text to its
-    speech, against the synthesizer's true times (:mod:`training.espeak_timing`)."""
-    in_order = recognizer.labels.kind == "phone"  # its words are phones: paired by position, not text
-    errors = []
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Start and end errors (ms) of the words, and of a phone model's label segments, of the
+    recognizer's alignment of each job's text to its speech, against the synthesizer's true times
+    (:mod:`training.espeak_timing`). A phone model's words and segments are phones, paired in
+    order where the alignment has as many as espeak-ng spoke; a char model's characters have no
+    true times."""
+    phones = recognizer.labels.kind == "phone"
+    separator = recognizer.labels.word_separator
+    words: list[tuple[float, float]] = []
+    segments: list[tuple[float, float]] = []
     for job, truth in zip(jobs, speech, strict=True):
         transcript = recognizer.align(truth.samples.astype(np.float32) / 32768, truth.rate, job.text)
-        errors += word_time_errors(truth, [(w.word, w.start_s, w.end_s) for w in transcript.words], in_order)
-    return errors
+        words += word_time_errors(truth, [(w.word, w.start_s, w.end_s) for w in transcript.words], phones)
+        if phones:
+            spoken = [(s.label, s.start_s, s.end_s) for s in transcript.segments if s.label != separator]
+            segments += phone_time_errors(truth, spoken)
+    return words, segments
 
 
 def readable(report: dict[str, Any]) -> str:
     """One line per split and decoding mode: raw -> calibrated confidence, ECE and AUC; then one
-    per split with timed words: raw -> shifted median error and share within 20 ms of starts and ends."""
+    per split with timed words (and phone segments): raw -> moved median error and share within
+    20 ms of starts and ends."""
     lines = [f"{'split':<36} {'decoding':<8} {'words':>6} {'accuracy':>8} {'confidence':>17} {'ECE':>15} {'AUC':>13}"]
     for split, by_mode in report["splits"].items():
         for mode, quality in by_mode.items():
@@ -241,17 +260,16 @@ def readable(report: dict[str, Any]) -> str:
                 f"{raw['accuracy']:>8.3f} {raw['confidence']:>7.3f} -> {fitted['confidence']:.3f} "
                 f"{raw['ece']:>6.3f} -> {fitted['ece']:.3f} {raw['auc']:>5.3f} -> {fitted['auc']:.3f}"
             )
-    if report["word_times"]:
-        lines.append(f"{'aligned word times':<36} {'words':>6}  {'start: median error, <=20 ms':<34} end")
-    for split, times in report["word_times"].items():
-        if not times["raw"]["words"]:
-            continue
-        cells = [
-            f"{times['raw'][side]['median_ms']:+6.1f} -> {times['calibrated'][side]['median_ms']:+5.1f} ms, "
-            f"{100 * times['raw'][side]['within_20ms']:3.0f}% -> {100 * times['calibrated'][side]['within_20ms']:3.0f}%"
-            for side in ("start", "end")
-        ]
-        lines.append(f"{_split_name(report, split):<36} {times['raw']['words']:>6}  {cells[0]:<34} {cells[1]}")
+    for key, title in (("word_times", "aligned word times"), ("segment_times", "aligned phone segments")):
+        if report[key]:
+            lines.append(f"{title:<36} {'count':>6}  {'start: median error, <=20 ms':<34} end")
+        for split, times in report[key].items():
+            cells = [
+                f"{times['raw'][side]['median_ms']:+6.1f} -> {times['calibrated'][side]['median_ms']:+5.1f} ms, "
+                f"{100 * times['raw'][side]['within_20ms']:3.0f}% -> {100 * times['calibrated'][side]['within_20ms']:3.0f}%"
+                for side in ("start", "end")
+            ]
+            lines.append(f"{_split_name(report, split):<36} {times['raw']['words']:>6}  {cells[0]:<34} {cells[1]}")
     return "\n".join(lines)
 
 
@@ -292,5 +310,6 @@ def run(args: argparse.Namespace) -> int:
     print(readable(calibration.report))
     print(f"wrote {out}")
     maps = {key: {"weights": m.weights, "bias": m.bias} for key, m in calibration.maps.items()}
-    print(json.dumps({"maps": maps, "word_shift_s": calibration.word_shift_s}))
+    shifts = {"word_shift_s": calibration.word_shift_s, "segment_end_shift_s": calibration.segment_end_shift_s}
+    print(json.dumps({"maps": maps, **shifts}))
     return 0

@@ -69,11 +69,13 @@ class SpeechJob:
 
 @dataclass(frozen=True)
 class TimedSpeech:
-    """Mono int16 samples at ``rate`` and each word's (text, start_s, end_s), in order."""
+    """Mono int16 samples at ``rate``, each word's (text, start_s, end_s) and each phoneme's
+    (IPA, start_s, end_s), in order."""
 
     samples: np.ndarray
     rate: int
     words: tuple[tuple[str, float, float], ...]
+    phonemes: tuple[tuple[str, float, float], ...] = ()
 
 
 def timed_speech(jobs: list[SpeechJob], workers: int = 1) -> list[TimedSpeech]:
@@ -126,7 +128,12 @@ def _synthesize(job: SpeechJob) -> TimedSpeech:
     if library.espeak_Synth(text, len(text) + 1, 0, _POSITION_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:  # type: ignore[attr-defined]
         raise RuntimeError(f"espeak-ng could not synthesize {job.text!r}")
     samples = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
-    return TimedSpeech(samples, rate, tuple(_word_times(job.text, phonemes, words, rate)))
+    voiced = tuple(
+        (name, sample / rate, phonemes[index + 1][0] / rate)
+        for index, (sample, _, name) in enumerate(phonemes[:-1])
+        if name
+    )
+    return TimedSpeech(samples, rate, tuple(_word_times(job.text, phonemes, words, rate)), voiced)
 
 
 def _word_times(
@@ -163,10 +170,25 @@ def word_time_errors(
     end_s) paired with a true word: by equal normalized text, or with ``in_order`` (words whose
     text is not the text's, a phone model's) position by position when the counts agree."""
     if in_order:
-        pairs = [(index, index) for index in range(len(words))] if len(words) == len(truth.words) else []
-    else:
-        pairs = matched_pairs([normalize_text(word) for word, _, _ in truth.words], [word for word, _, _ in words])
-    return [(1000 * (words[j][1] - truth.words[i][1]), 1000 * (words[j][2] - truth.words[i][2])) for i, j in pairs]
+        return _in_order_errors(truth.words, words)
+    pairs = matched_pairs([normalize_text(word) for word, _, _ in truth.words], [word for word, _, _ in words])
+    return [_error(truth.words[i], words[j]) for i, j in pairs]
+
+
+def phone_time_errors(truth: TimedSpeech, phones: list[tuple[str, float, float]]) -> list[tuple[float, float]]:
+    """As :func:`word_time_errors` for a phone model's label segments against the true phonemes,
+    position by position when the counts agree (the names may differ where an accent does)."""
+    return _in_order_errors(truth.phonemes, phones)
+
+
+def _in_order_errors(
+    true: tuple[tuple[str, float, float], ...], found: list[tuple[str, float, float]]
+) -> list[tuple[float, float]]:
+    return [_error(t, f) for t, f in zip(true, found, strict=True)] if len(true) == len(found) else []
+
+
+def _error(true: tuple[str, float, float], found: tuple[str, float, float]) -> tuple[float, float]:
+    return 1000 * (found[1] - true[1]), 1000 * (found[2] - true[2])
 
 
 def time_error_summary(errors: list[tuple[float, float]]) -> dict[str, object]:
