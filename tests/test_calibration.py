@@ -27,7 +27,7 @@ from service.cli import main as cli_main
 from service.mapping import model_info
 from service.registry import load_entry
 from tests.conftest import SPEECH_TEXTS, synthesize_wav
-from training.calibrate import fit_logistic
+from training.calibrate import fit_logistic, with_calibration_section
 from training.evaluate import evaluate
 from training.manifest import Utterance, write_manifest
 from training.metrics import confidence_quality, right_tokens, separated_words
@@ -147,6 +147,7 @@ def calibrated_model(
     ]
     manifest = directory / "dev.jsonl"
     write_manifest(manifest, utterances, relative_to=directory)
+    checkpoint.with_suffix(".md").write_text("# tiny\nA test model.\n")
     assert cli_main(["calibrate", "--checkpoint", str(checkpoint), "--manifest", str(manifest)]) == 0
     return checkpoint, manifest
 
@@ -185,9 +186,12 @@ def test_calibrate_fits_on_real_words_and_every_recognizer_of_the_checkpoint_use
         [(w.start_s, w.end_s) for w in raw_aligned.words], raw_aligned.duration_s
     )
     assert [(w.start_s, w.end_s) for w in fitted.words] != [(w.start_s, w.end_s) for w in plain.words]
-    entry = load_entry(checkpoint)  # the server's models too, and ListModels says so
+    entry = load_entry(checkpoint)  # the server's models too, and ListModels says so, in its card too
     assert entry.recognizer.calibration == calibration
     assert list(model_info(entry, "tiny").calibrated_confidence) == ["greedy"]
+    assert entry.model_card.startswith("# tiny\nA test model.\n\n## Calibration (`tiny.calibration.json`")
+    assert with_calibration_section(entry.model_card, "tiny.calibration.json", calibration) == entry.model_card
+    assert f"word times moved by {1000 * calibration.word_shift_s[0]:+.1f} ms" in entry.model_card
 
     result = evaluate(mapped, [Utterance(manifest.parent / "unheard0.wav", 1.0, "purple monkey dishwasher")])
     assert result.word_confidence is not None

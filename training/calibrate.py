@@ -273,6 +273,45 @@ def readable(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CARD_SECTION = "## Calibration"
+
+
+def with_calibration_section(card: str, file_name: str, calibration: Calibration) -> str:
+    """A model card with its calibration section (written anew, in place of an earlier one): the
+    shifts, and the held-out splits' raw -> calibrated ECE and end errors, from the report."""
+    report = calibration.report
+    start, end = calibration.word_shift_s
+    lines = [
+        f"{CARD_SECTION} (`{file_name}`, `speechlabel calibrate`)",
+        "",
+        f"- word confidences are P(word is right): maps fitted on {', '.join(f'`{m}`' for m in report['fitted_on'])}",
+    ]
+    for split in report["heldout"]:
+        for mode, quality in report["splits"][split].items():
+            raw, fitted = quality["raw"], quality["calibrated"]
+            lines.append(
+                f"- {_split_name(report, split)}, {mode}: ECE {raw['ece']:.3f} -> {fitted['ece']:.3f}, "
+                f"AUC {raw['auc']:.3f} -> {fitted['auc']:.3f} ({raw['words']} words, accuracy {raw['accuracy']:.3f})"
+            )
+    segments = calibration.segment_end_shift_s
+    lines.append(
+        f"- word times moved by {1000 * start:+.1f} ms (starts) and {1000 * end:+.1f} ms (ends)"
+        + (f", label segments' ends by {1000 * segments:+.1f} ms" if segments else "")
+        + ": minus the median errors against espeak-ng's true times"
+    )
+    for key, what in (("word_times", "word"), ("segment_times", "segment")):
+        for split, times in report[key].items():
+            if split in report["heldout"]:
+                raw, moved = times["raw"]["end"], times["calibrated"]["end"]
+                lines.append(
+                    f"- {_split_name(report, split)}, {what} ends: median error {raw['median_abs_ms']:.1f} -> "
+                    f"{moved['median_abs_ms']:.1f} ms, within 20 ms {100 * raw['within_20ms']:.0f}% -> "
+                    f"{100 * moved['within_20ms']:.0f}%"
+                )
+    kept = card.split(f"\n{CARD_SECTION}")[0].rstrip("\n")
+    return f"{kept}\n\n" + "\n".join(lines) + "\n"
+
+
 def _split_name(report: dict[str, Any], split: str) -> str:
     return f"{Path(split).parent.name}/{Path(split).name}" + (" (held out)" if split in report["heldout"] else "")
 
@@ -309,6 +348,10 @@ def run(args: argparse.Namespace) -> int:
     calibration.save(out)
     print(readable(calibration.report))
     print(f"wrote {out}")
+    card = args.checkpoint.with_suffix(".md")
+    if args.out is None and card.is_file():  # the card ListModels serves says what the calibration does
+        card.write_text(with_calibration_section(card.read_text(), out.name, calibration))
+        print(f"updated {card}")
     maps = {key: {"weights": m.weights, "bias": m.bias} for key, m in calibration.maps.items()}
     shifts = {"word_shift_s": calibration.word_shift_s, "segment_end_shift_s": calibration.segment_end_shift_s}
     print(json.dumps({"maps": maps, **shifts}))
