@@ -97,9 +97,9 @@ bench-phone-check: install corpora
 bench-search: install $(TEST_SPLIT)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/beam_search.py
 
-# Word start and end times of both shipped models against espeak-ng's true times, raw and calibrated.
+# Word start and end times of both shipped models against espeak-ng's true times, raw and calibrated, clean and in noise.
 bench-word-times: install $(TEST_SPLIT)
-	$(PY) benchmarks/word_times.py
+	$(PY) benchmarks/word_times.py --noise-snr-db 20
 
 # The phone model's beam (8 and 32, + LM) as it ranks itself and ranked with the char model's reading (--char-check), dev and held-out tests.
 bench-char-check: install corpora

@@ -5,7 +5,7 @@ each phoneme starts as it speaks).
 Usage:
     python benchmarks/word_times.py [--manifest data/corpus/test.jsonl] [--limit 200]
         [--checkpoint models/char.ckpt] [--phone-model models/phone.ckpt] [--workers 2]
-        [--out benchmarks/results/word_times.json]
+        [--noise-snr-db 20] [--out benchmarks/results/word_times.json]
 
 The held-out test split's espeak-ng utterances (held-out voices and sentences) are spoken again,
 clean, with their voice, speed, pitch and word gap, and each word's times are compared: the char
@@ -29,6 +29,7 @@ import torch
 
 from audiomodels.lm import own_fusion
 from audiomodels.recognizer import Recognizer, Transcript
+from training.augment import add_noise
 from training.espeak_timing import (
     TimedSpeech,
     espeak_jobs,
@@ -47,15 +48,23 @@ def times(transcript: Transcript) -> list[tuple[str, float, float]]:
 
 
 def measure(
-    char_model: Recognizer, phone_model: Recognizer | None, speech: list[TimedSpeech], texts: list[str]
+    char_model: Recognizer,
+    phone_model: Recognizer | None,
+    speech: list[TimedSpeech],
+    texts: list[str],
+    noise_snr_db: float | None = None,
 ) -> dict[str, Any]:
-    """Every decoder's word time errors over the same synthesized utterances."""
+    """Every decoder's word time errors over the same synthesized utterances, clean or with white
+    noise at ``noise_snr_db`` (the corpus's own :func:`training.augment.add_noise`, seeded)."""
+    rng = np.random.default_rng(0)
     errors: dict[str, list[tuple[float, float]]] = {"char align": [], "char greedy": [], "char beam 8 + LM": []}
     if phone_model is not None:
         errors["phone align"], errors["phone segments"] = [], []
     counted = dict.fromkeys(errors, 0)
     for truth, text in zip(speech, texts, strict=True):
         audio = truth.samples.astype(np.float32) / 32768
+        if noise_snr_db is not None:
+            audio = add_noise(audio, noise_snr_db, "white", rng)
         found = {
             "char align": (char_model.align(audio, truth.rate, text), False),
             "char greedy": (char_model.transcribe(audio, truth.rate), False),
@@ -99,6 +108,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("models/char.ckpt"))
     parser.add_argument("--phone-model", type=Path, default=Path("models/phone.ckpt"))
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
+    parser.add_argument(
+        "--noise-snr-db", type=float, help="also score the speech with white noise at this SNR (e.g. 20)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/word_times.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -107,12 +119,18 @@ def main() -> None:
         raise SystemExit(f"{args.manifest} has no espeak-ng utterances to speak again")
     speech = timed_speech(jobs, workers=args.workers)
     texts = [job.text for job in jobs]
-    results = {}
+    results: dict[str, Any] = {}
+    conditions = {
+        "clean": None,
+        **({f"white noise {args.noise_snr_db:g} dB": args.noise_snr_db} if args.noise_snr_db is not None else {}),
+    }
     for name, options in (("raw", {"calibration": None}), ("calibrated", {})):  # frame times, then moved
         char_model = Recognizer.from_checkpoint(args.checkpoint, fusion=own_fusion(args.checkpoint), **options)
         phone_model = Recognizer.from_checkpoint(args.phone_model, **options)
-        results[name] = measure(char_model, phone_model, speech, texts)
-        print(f"{name} word times:\n{readable(results[name])}")
+        for condition, snr_db in conditions.items():
+            key = name if condition == "clean" else f"{name}, {condition}"
+            results[key] = measure(char_model, phone_model, speech, texts, snr_db)
+            print(f"{key} word times:\n{readable(results[key])}")
     write_report(
         args.out,
         {

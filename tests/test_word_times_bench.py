@@ -53,6 +53,7 @@ def test_the_benchmark_times_every_decoder_against_the_truth(trained: tuple[Path
         )
         recognizer = Recognizer.from_checkpoint(trained[0])
         results = bench.measure(recognizer, None, speech, texts)
+        noisy = bench.measure(recognizer, None, speech, texts, noise_snr_db=10)
     assert jobs == [SpeechJob("hello there", "en-us+f3", 1.2, 1.0, 0)]  # espeak-ng's utterances only
     assert list(results) == ["char align", "char greedy", "char beam 8 + LM"]
     errors = []  # the alignment's errors, worked out here from the same speech
@@ -61,3 +62,4 @@ def test_the_benchmark_times_every_decoder_against_the_truth(trained: tuple[Path
         errors += word_time_errors(truth, [(w.word, w.start_s, w.end_s) for w in aligned.words])
     assert len(errors) == 6  # every word of both texts
     assert results["char align"] == {"utterances": 2, **time_error_summary(errors)}
+    assert noisy["char align"]["words"] == 6 and noisy["char align"] != results["char align"]  # the noise is heard
