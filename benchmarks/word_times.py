@@ -28,23 +28,12 @@ import numpy as np
 import torch
 
 from audiomodels.lm import own_fusion
-from audiomodels.recognizer import Recognizer, Transcript
+from audiomodels.recognizer import Recognizer
 from training.augment import add_noise
-from training.espeak_timing import (
-    TimedSpeech,
-    espeak_jobs,
-    phone_time_errors,
-    time_error_summary,
-    timed_speech,
-    word_time_errors,
-)
+from training.espeak_timing import TimedSpeech, espeak_jobs, time_error_summary, timed_speech, transcript_time_errors
 from training.manifest import read_manifest
 
 from report import write_report  # beside this script in benchmarks/
-
-
-def times(transcript: Transcript) -> list[tuple[str, float, float]]:
-    return [(word.word, word.start_s, word.end_s) for word in transcript.words]
 
 
 def measure(
@@ -54,34 +43,36 @@ def measure(
     texts: list[str],
     noise_snr_db: float | None = None,
 ) -> dict[str, Any]:
-    """Every decoder's word time errors over the same synthesized utterances, clean or with white
-    noise at ``noise_snr_db`` (the corpus's own :func:`training.augment.add_noise`, seeded)."""
+    """Every decoder's word time errors (and the phone model's segments') over the same synthesized
+    utterances, clean or with white noise at ``noise_snr_db`` (the corpus's own
+    :func:`training.augment.add_noise`, seeded)."""
     rng = np.random.default_rng(0)
-    errors: dict[str, list[tuple[float, float]]] = {"char align": [], "char greedy": [], "char beam 8 + LM": []}
-    if phone_model is not None:
-        errors["phone align"], errors["phone segments"] = [], []
+    names = ["char align", "char greedy", "char beam 8 + LM"] + (
+        ["phone align", "phone segments"] if phone_model else []
+    )
+    errors: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     counted = dict.fromkeys(errors, 0)
+
+    def add(name: str, found: list[tuple[float, float]]) -> None:
+        errors[name] += found
+        counted[name] += bool(found)
+
     for truth, text in zip(speech, texts, strict=True):
         audio = truth.samples.astype(np.float32) / 32768
         if noise_snr_db is not None:
             audio = add_noise(audio, noise_snr_db, "white", rng)
         found = {
-            "char align": (char_model.align(audio, truth.rate, text), False),
-            "char greedy": (char_model.transcribe(audio, truth.rate), False),
-            "char beam 8 + LM": (char_model.transcribe(audio, truth.rate, beam_size=8), False),
+            "char align": (char_model, char_model.align(audio, truth.rate, text)),
+            "char greedy": (char_model, char_model.transcribe(audio, truth.rate)),
+            "char beam 8 + LM": (char_model, char_model.transcribe(audio, truth.rate, beam_size=8)),
         }
         if phone_model is not None:
-            found["phone align"] = (phone_model.align(audio, truth.rate, text), True)
-        for name, (transcript, in_order) in found.items():
-            word_times = word_time_errors(truth, times(transcript), in_order)
-            errors[name] += word_times
-            counted[name] += bool(word_times)
-        if phone_model is not None:
-            separator = phone_model.labels.word_separator
-            phones = [(s.label, s.start_s, s.end_s) for s in found["phone align"][0].segments if s.label != separator]
-            segment_times = phone_time_errors(truth, phones)
-            errors["phone segments"] += segment_times
-            counted["phone segments"] += bool(segment_times)
+            found["phone align"] = (phone_model, phone_model.align(audio, truth.rate, text))
+        for name, (model, transcript) in found.items():
+            word_errors, segment_errors = transcript_time_errors(truth, transcript, model.labels)
+            add(name, word_errors)
+            if model is phone_model:
+                add("phone segments", segment_errors)
     return {name: {"utterances": counted[name], **time_error_summary(values)} for name, values in errors.items()}
 
 

@@ -50,10 +50,9 @@ from training.espeak_timing import (
     SpeechJob,
     TimedSpeech,
     espeak_jobs,
-    phone_time_errors,
     time_error_summary,
     timed_speech,
-    word_time_errors,
+    transcript_time_errors,
 )
 from training.evaluate import batches_of, scored_utterance
 from training.manifest import ManifestError, Utterance, read_manifest
@@ -231,19 +230,14 @@ def aligned_time_errors(
 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """Start and end errors (ms) of the words, and of a phone model's label segments, of the
     recognizer's alignment of each job's text to its speech, against the synthesizer's true times
-    (:mod:`training.espeak_timing`). A phone model's words and segments are phones, paired in
-    order where the alignment has as many as espeak-ng spoke; a char model's characters have no
-    true times."""
-    phones = recognizer.labels.kind == "phone"
-    separator = recognizer.labels.word_separator
+    (:func:`training.espeak_timing.transcript_time_errors`)."""
     words: list[tuple[float, float]] = []
     segments: list[tuple[float, float]] = []
     for job, truth in zip(jobs, speech, strict=True):
         transcript = recognizer.align(truth.samples.astype(np.float32) / 32768, truth.rate, job.text)
-        words += word_time_errors(truth, [(w.word, w.start_s, w.end_s) for w in transcript.words], phones)
-        if phones:
-            spoken = [(s.label, s.start_s, s.end_s) for s in transcript.segments if s.label != separator]
-            segments += phone_time_errors(truth, spoken)
+        word_errors, segment_errors = transcript_time_errors(truth, transcript, recognizer.labels)
+        words += word_errors
+        segments += segment_errors
     return words, segments
 
 

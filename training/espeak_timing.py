@@ -17,12 +17,16 @@ import ctypes.util
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from audiomodels.labels import normalize_text
+from audiomodels.labels import LabelSet, normalize_text
 from training.manifest import Utterance
 from training.metrics import matched_pairs
+
+if TYPE_CHECKING:  # the recognizer imports torch, which synthesis workers need not load
+    from audiomodels.recognizer import Transcript
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 0x02
 _INITIALIZE_PHONEME_EVENTS, _INITIALIZE_PHONEME_IPA, _INITIALIZE_DONT_EXIT = 0x0001, 0x0002, 0x8000
@@ -175,10 +179,20 @@ def word_time_errors(
     return [_error(truth.words[i], words[j]) for i, j in pairs]
 
 
-def phone_time_errors(truth: TimedSpeech, phones: list[tuple[str, float, float]]) -> list[tuple[float, float]]:
-    """As :func:`word_time_errors` for a phone model's label segments against the true phonemes,
-    position by position when the counts agree (the names may differ where an accent does)."""
-    return _in_order_errors(truth.phonemes, phones)
+def transcript_time_errors(
+    truth: TimedSpeech, transcript: Transcript, labels: LabelSet
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Start and end errors (ms) of a transcript's words and, for a phone model, of its label
+    segments. A phone model's words and segments are phones: paired with the true words and
+    phonemes position by position where the counts agree (the names may differ where an accent
+    does). A char model's words are paired by text (:func:`word_time_errors`); its characters
+    have no true times."""
+    phones = labels.kind == "phone"
+    words = word_time_errors(truth, [(w.word, w.start_s, w.end_s) for w in transcript.words], in_order=phones)
+    if not phones:
+        return words, []
+    spoken = [(s.label, s.start_s, s.end_s) for s in transcript.segments if s.label != labels.word_separator]
+    return words, _in_order_errors(truth.phonemes, spoken)
 
 
 def _in_order_errors(
