@@ -187,7 +187,7 @@ class TimelineGaps:
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self._frames = 0  # frames with samples so far
+        self._seen_first = False  # a frame with samples has come (the unchecked first one)
         self._anchor: int | None = None  # the timeline position (in samples) that the count starts at
         self._written = 0  # samples (silence included) since the anchor
 
@@ -196,9 +196,8 @@ class TimelineGaps:
         seconds (None: its timestamp is not known, as for a laced block's later frames)."""
         if not samples:
             return 0
-        self._frames += 1
         gap = 0
-        if start is not None and self._frames > 1:
+        if start is not None and self._seen_first:
             at = round(start * self.rate)
             if self._anchor is None:
                 self._anchor = at
@@ -212,6 +211,7 @@ class TimelineGaps:
                 gap = gap if gap >= GAP_MIN_S * self.rate else 0
         if self._anchor is not None:
             self._written += gap + samples
+        self._seen_first = True
         return gap
 
 

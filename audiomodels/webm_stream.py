@@ -19,12 +19,12 @@ It imports no torch, like :mod:`audiomodels.media`.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 
 from audiomodels.container_stream import ContainerStream
-from fractions import Fraction
-
 from audiomodels.media import OPUS_RATE, MediaError, TimelineGaps, decode_packet, opus_decoder
 
 _EBML, _DOC_TYPE = 0x1A45DFA3, 0x4282
