@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -276,13 +275,8 @@ def scorers_for(labels: LabelSet) -> dict[str, Scorer]:
     if labels.kind == "phone":
         return {"per": phone_errors}
     scorers: dict[str, Scorer] = {"cer": lambda ref, hyp: align_tokens(ref.split(), hyp.split())}
-    if labels.word_separator:
-
-        def words(text: str) -> list[str]:
-            runs = groupby(text.split(), key=lambda token: token == labels.word_separator)
-            return [" ".join(tokens) for is_separator, tokens in runs if not is_separator]
-
-        scorers["wer"] = lambda ref, hyp: align_tokens(words(ref), words(hyp))
+    if separator := labels.word_separator:
+        scorers["wer"] = lambda ref, hyp: align_tokens(separated_words(ref, separator), separated_words(hyp, separator))
     return scorers
 
 

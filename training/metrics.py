@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 from audiomodels.labels import PHONE_WORD_SEPARATOR  # torch-free module
 
@@ -115,9 +116,14 @@ def _phones(text: str) -> list[str]:
 
 
 def separated_words(text: str, separator: str) -> list[str]:
-    """The words of a label set's text: what lies between its word separators (the space for
-    chars, ``|`` for phones: ``"h ə l oʊ | w ɜː l d"`` -> ``["h ə l oʊ", "w ɜː l d"]``), trimmed."""
-    return [word.strip() for word in text.split(separator) if word.strip()]
+    """The words of a label set's text: a char set's are its whitespace-separated words (its
+    separator is the space); a phone or custom set's are the runs of whitespace-separated tokens
+    between separator tokens, each joined by single spaces (``"h ə l oʊ | w ɜː l d"`` ->
+    ``["h ə l oʊ", "w ɜː l d"]``), as :meth:`LabelSet.decode` spells a word of them."""
+    if not separator.strip():
+        return text.split()
+    runs = groupby(text.split(), key=lambda token: token == separator)
+    return [" ".join(tokens) for is_separator, tokens in runs if not is_separator]
 
 
 def right_tokens(reference: Sequence[str], hypothesis: Sequence[str]) -> list[bool]:
@@ -181,7 +187,11 @@ def confidence_quality(confidences: Sequence[float], outcomes: Sequence[bool], b
             end += 1
         rank_sum += sum(right for _, right in pairs[at:end]) * (at + end + 1) / 2
         at = end
-    auc = (rank_sum - right_count * (right_count + 1) / 2) / (right_count * wrong_count) if right_count and wrong_count else float("nan")
+    auc = (
+        (rank_sum - right_count * (right_count + 1) / 2) / (right_count * wrong_count)
+        if right_count and wrong_count
+        else float("nan")
+    )
     return {
         "words": count,
         "accuracy": right_count / count,
