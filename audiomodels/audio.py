@@ -33,8 +33,8 @@ MAX_SAMPLE_RATE = 96000
 
 # libsndfile reads many more containers; only these are tested and promised to clients.
 # WAVEX (WAVE_FORMAT_EXTENSIBLE) and RF64 are what libsndfile reports for some ordinary WAVs.
-# MP3 (Common Voice's format) and Ogg Opus (browsers' and phones' recordings) need the libsndfile
-# >= 1.1 that soundfile's wheels bundle; its MP3 decoder is gapless, so times are not shifted.
+# MP3 (Common Voice's format) needs the libsndfile >= 1.1 that soundfile's wheels bundle; its MP3
+# decoder is gapless, so times are not shifted. Ogg Opus is told apart by libsndfile, decoded by FFmpeg.
 SUPPORTED_CONTAINERS = ("WAV", "WAVEX", "RF64", "FLAC", "MP3", "OGG")
 _SUPPORTED_TEXT = f"WAV (PCM 16/24/32-bit or float), FLAC, MP3, Ogg (Vorbis or Opus), {MEDIA_TEXT}"
 
@@ -272,7 +272,8 @@ def _open(source: Source) -> Iterator[Reader]:
 
 
 def _reader(file: BinaryIO, name: str) -> Reader:
-    """libsndfile's reader of ``file`` or, for the containers it does not know, FFmpeg's."""
+    """libsndfile's reader of ``file`` or, for the containers it does not know and for Ogg Opus,
+    FFmpeg's (:class:`MediaFile`, which fills timestamp gaps as the live Ogg reader does)."""
     try:
         snd = sf.SoundFile(file)
     except (sf.SoundFileError, RuntimeError) as exc:
@@ -284,6 +285,13 @@ def _reader(file: BinaryIO, name: str) -> Reader:
     if snd.format not in SUPPORTED_CONTAINERS:
         snd.close()
         raise AudioError(f"{name}: container {snd.format_info} is not supported; supported: {_SUPPORTED_TEXT}")
+    if snd.format == "OGG" and snd.subtype == "OPUS":  # FFmpeg reads the granule positions: gaps stay gaps
+        snd.close()
+        file.seek(0)
+        try:
+            return MediaFile(file)
+        except MediaError as exc:
+            raise _undecodable(name, str(exc)) from exc
     return snd
 
 

@@ -1,10 +1,12 @@
-"""Audio libsndfile cannot read, through FFmpeg (PyAV): MP4/M4A and WebM/Matroska files, and
-live streams of raw Opus packets (:class:`OpusPackets`).
+"""Audio libsndfile cannot read, or cannot read with its timestamps, through FFmpeg (PyAV):
+MP4/M4A, WebM/Matroska and Ogg Opus files, and live streams of raw Opus packets
+(:class:`OpusPackets`).
 
 Phones record voice memos as M4A (AAC or ALAC), video calls and screen recorders save MP4, and
-browsers' ``MediaRecorder`` writes WebM with Opus. :func:`audiomodels.audio.load_audio` tries
-libsndfile first and comes here for what it does not recognise, so every caller (server, batch
-job, training) reads these files the same way.
+browsers' ``MediaRecorder`` writes WebM or Ogg with Opus. :func:`audiomodels.audio.load_audio`
+tries libsndfile first and comes here for what it does not recognise, and for Ogg Opus, whose
+granule positions libsndfile decodes past (a recorder's lost audio would close up), so every
+caller (server, batch job, training) reads these files the same way.
 
 Only the formats named in :data:`CONTAINERS` and codecs in :data:`CODECS` are accepted: FFmpeg
 would guess a format for almost any bytes, and a corrupt WAV should be reported as a corrupt WAV,
@@ -25,9 +27,9 @@ import av
 import numpy as np
 
 # FFmpeg demuxer name -> the container name this product reports (and the proto's encoding name).
-CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4", "matroska,webm": "WEBM"}
+CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4", "matroska,webm": "WEBM", "ogg": "OGG"}
 CODECS = frozenset({"aac", "alac", "opus"})  # the ones tested; FFmpeg decodes many more
-SUPPORTED_TEXT = "MP4/M4A (AAC or ALAC), WebM/Matroska (Opus)"
+SUPPORTED_TEXT = "MP4/M4A (AAC or ALAC), WebM/Matroska (Opus)"  # Ogg is named with libsndfile's (audio.py)
 GAP_MIN_S = 0.01  # shorter timestamp gaps are rounding (WebM counts milliseconds), not missing audio
 GAP_MAX_S = 30.0  # a longer jump is taken for a corrupt timestamp, not filled
 
@@ -37,7 +39,8 @@ class MediaError(ValueError):
 
 
 class MediaFile:
-    """The first audio stream of an MP4 or WebM file, decoded to float32 at its own rate.
+    """The first audio stream of an MP4, WebM or Ogg file, decoded to float32 at its own rate (an
+    Ogg Opus file's: the rate its OpusHead says the encoder was fed, as libsndfile reports it).
 
     ``frames`` is known before decoding, so duration limits hold before any work is done: from the
     container's header, or, where a recorder wrote none (a ``MediaRecorder`` WebM), from the
@@ -53,7 +56,7 @@ class MediaFile:
             self._stream = _audio_stream(self._container)
             self.format = CONTAINERS[self._container.format.name]
             self.format_info = f"{self.format} ({self._stream.codec_context.name})"
-            self.samplerate = int(self._stream.rate)
+            self.samplerate = _rate(self.format, self._stream)
             self.channels = int(self._stream.codec_context.layout.nb_channels)
             self.frames = self._length()
         except BaseException:
@@ -97,10 +100,11 @@ class MediaFile:
         gaps = TimelineGaps(self.samplerate)
         left = self.frames
         try:
-            for frame in chain(self._container.decode(self._stream), [None]):  # None flushes the converter
+            for frame in chain(self._frames(), [None]):  # None flushes the converter
                 if frame is not None:
                     start = None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
-                    silence = gaps.before(start, frame.samples, f"{self.format} audio at {float(start or 0):.3f} s")
+                    samples = round(frame.samples * self.samplerate / frame.sample_rate)  # at the rate read
+                    silence = gaps.before(start, samples, f"{self.format} audio at {float(start or 0):.3f} s")
                     if silence:
                         samples = np.zeros((min(silence, left), self.channels), np.float32)
                         left -= len(samples)
@@ -115,11 +119,24 @@ class MediaFile:
         except av.FFmpegError as error:
             raise MediaError(f"{self.format} audio is corrupt: {_reason(error)}") from error
 
+    def _frames(self) -> Iterator[av.AudioFrame]:
+        """The stream's decoded frames; Opus by the live readers' decoder (:func:`opus_decoder`)."""
+        if self._stream.codec_context.name != "opus":
+            yield from self._container.decode(self._stream)
+            return
+        head = bytes(self._stream.codec_context.extradata or b"")
+        decoder = opus_decoder(head, f"{self.format} audio")
+        for packet in self._container.demux(self._stream):
+            yield from decoder.decode(packet)
+
     def _length(self) -> int:
         """Samples in the stream: from the header, else from the last packet's end."""
         stream, container = self._stream, self._container
         if stream.duration and stream.time_base:
-            return round(stream.duration * stream.time_base * self.samplerate)
+            seconds = stream.duration * stream.time_base
+            if self.format == "OGG":  # the last granule position: counted from the first's start, and the pre-skip dropped
+                seconds -= (stream.start_time or 0) * stream.time_base + Fraction(stream.codec_context.delay, OPUS_RATE)
+            return round(seconds * self.samplerate)
         if container.duration:
             return round(container.duration / av.time_base * self.samplerate)
         end = 0.0
@@ -155,6 +172,18 @@ def _open_container(file: BinaryIO) -> av.container.InputContainer:
 
 def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
+
+
+def _rate(container: str, stream: av.audio.stream.AudioStream) -> int:
+    """The rate a stream is read at: its own, but for Ogg Opus the encoder's input rate its
+    OpusHead states (Opus itself decodes at 48 kHz), where that is an Opus rate. Clients have
+    stated that rate for Ogg files since libsndfile read them, and it saves resampling later."""
+    head = bytes(stream.codec_context.extradata or b"")
+    if container == "OGG" and head.startswith(b"OpusHead") and len(head) >= 16:
+        stated = int.from_bytes(head[12:16], "little")
+        if stated in OPUS_INPUT_RATES:
+            return stated
+    return int(stream.rate)
 
 
 def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
@@ -228,8 +257,7 @@ class OpusPackets:
     twelfth of LINEAR16's bytes. Packets must arrive whole and in order, as a gRPC stream's do."""
 
     def __init__(self) -> None:
-        self._decoder = av.CodecContext.create("libopus", "r")
-        self._decoder.sample_rate, self._decoder.layout = OPUS_RATE, "mono"
+        self._decoder = _libopus("mono")
         self.packets = 0
 
     def decode(self, packet: bytes) -> np.ndarray:
@@ -276,8 +304,8 @@ def opus_packets(samples: np.ndarray, rate: int, kbps: float = 24.0) -> list[byt
 
 
 def opus_decoder(head: bytes, where: str) -> av.CodecContext:
-    """FFmpeg's Opus decoder (the one that decodes WebM files here) for a stream whose OpusHead
-    is ``head``: mono or stereo, at :data:`OPUS_RATE`; it skips the head's pre-skip itself."""
+    """The Opus decoder of every file and stream here (:func:`_libopus`) for a stream whose
+    OpusHead is ``head``: mono or stereo, at :data:`OPUS_RATE`; it skips the head's pre-skip itself."""
     if len(head) < 19 or not head.startswith(b"OpusHead"):
         raise MediaError(f"{where} has no valid OpusHead ({len(head)} bytes)")
     channels, family = head[9], head[18]
@@ -285,9 +313,19 @@ def opus_decoder(head: bytes, where: str) -> av.CodecContext:
         raise MediaError(f"{where} is Opus with {channels} channels; mono and stereo are supported")
     if family != 0:  # other families carry a channel mapping table, which FFmpeg trusts over the channel count
         raise MediaError(f"{where} is Opus with channel mapping family {family}; mono and stereo (family 0) are supported")
-    decoder = av.CodecContext.create("opus", "r")
-    decoder.sample_rate, decoder.layout = OPUS_RATE, "mono" if channels == 1 else "stereo"
+    decoder = _libopus("mono" if channels == 1 else "stereo")
     decoder.extradata = head
+    return decoder
+
+
+def _libopus(layout: str) -> av.CodecContext:
+    """libopus, the reference decoder, through FFmpeg, giving float32 at :data:`OPUS_RATE`.
+    FFmpeg's own Opus decoder is not used: on a SILK-coded tone (a sweep libsndfile encoded at
+    16 kHz) its output swelled to three times the signal for 0.2 s, where libopus stays within
+    the codec's error (``tests/test_audio.py``, the lossy round trip)."""
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate, decoder.layout = OPUS_RATE, layout
+    decoder.options = {"request_sample_fmt": "flt"}  # libopus's float output; 16-bit otherwise
     return decoder
 
 

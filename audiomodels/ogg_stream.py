@@ -5,7 +5,10 @@
 The stream is read page by page (RFC 3533): every page's CRC is checked, the first logical
 stream whose first packet is an OpusHead is decoded (other streams' pages are skipped), packets
 are joined across pages, and the page that ends the stream cuts the decoder's last frame to the
-length its granule position states (the encoder's padding), as a whole-file decoder does. A
+length its granule position states (the encoder's padding), as a whole-file decoder does. A page
+whose granule position runs ahead of its packets (a recorder that lost audio) gets the missing
+time as silence before them (:class:`audiomodels.media.TimelineGaps`, as FFmpeg's timestamps
+give it to the whole-file decoder: Ogg times only a page's end, so the silence goes at its start). A
 chained stream (another Opus stream beginning after one ends, as a radio stream's do) goes on
 with the next. Pieces may be cut anywhere. It imports no torch, like :mod:`audiomodels.media`.
 """
@@ -13,11 +16,12 @@ with the next. Pieces may be cut anywhere. It imports no torch, like :mod:`audio
 from __future__ import annotations
 
 import struct
+from fractions import Fraction
 
 import av
 import numpy as np
 
-from audiomodels.media import MediaError, decode_packet, opus_decoder
+from audiomodels.media import OPUS_RATE, MediaError, TimelineGaps, decode_packet, opus_decoder
 
 _CAPTURE = b"OggS"
 _HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, serial, sequence, CRC, segments
@@ -56,7 +60,8 @@ class OggOpusStream:
         self._decoder: av.CodecContext | None = None
         self._packet = bytearray()  # a packet continued on the next page
         self._preskip = 0
-        self._emitted = 0  # samples of this stream so far (its granule position counts them plus the pre-skip)
+        self._granule = 0  # where the last page's packets ended (the pre-skip before any)
+        self._gaps = TimelineGaps(OPUS_RATE)
         self._ended = False
         self.pages = 0
 
@@ -64,9 +69,7 @@ class OggOpusStream:
         self._buffer += data
         pieces: list[np.ndarray] = []
         while (page := self._next_page()) is not None:
-            for piece in self._read_page(*page):
-                pieces.append(piece)
-                self._emitted += len(piece)
+            pieces += self._read_page(*page)
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def finish(self) -> np.ndarray:
@@ -110,7 +113,8 @@ class OggOpusStream:
 
     def _read_page(self, flags: int, granule: int, serial: int, lacing: bytes, body: bytes) -> list[np.ndarray]:
         if self._ended and flags & _FIRST:  # the next stream of a chain
-            self._serial, self._decoder, self._ended, self._emitted = None, None, False, 0
+            self._serial, self._decoder, self._ended = None, None, False
+            self._gaps = TimelineGaps(OPUS_RATE)
         if self._serial is None:
             if not flags & _FIRST:
                 raise MediaError(f"Ogg stream has no Opus stream before page {self.pages}")
@@ -128,22 +132,43 @@ class OggOpusStream:
             if value < 255:
                 packet, self._packet = bytes(self._packet), bytearray()
                 pieces += self._read_packet(packet)
+        if pieces:
+            pieces = self._with_gaps(granule, pieces)
         if flags & _LAST:
             self._ended = True
             pieces = self._cut_to(granule, pieces)
+        if pieces:
+            self._granule = granule
         return pieces
+
+    def _with_gaps(self, granule: int, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        """The page's packets with any silence their timeline asks for. The granule position
+        times the end of the page's last packet: the packets after its first start that far back
+        from it, and the first follows on from the page before, untimed. That is how FFmpeg's
+        demuxer times them for the whole-file decoder, so both fill a gap at the same sample."""
+        timed = [pieces[0]]
+        self._gaps.before(None, len(pieces[0]), f"Ogg page {self.pages}")
+        start = granule - self._preskip - sum(len(piece) for piece in pieces[1:])
+        for piece in pieces[1:]:
+            silence = self._gaps.before(Fraction(start, OPUS_RATE), len(piece), f"Ogg page {self.pages}")
+            if silence:
+                timed.append(np.zeros(silence, np.float32))
+            timed.append(piece)
+            start += len(piece)
+        return timed
 
     def _read_packet(self, packet: bytes) -> list[np.ndarray]:
         if self._decoder is None:
             self._decoder = opus_decoder(packet, "Ogg stream")
-            self._preskip = int.from_bytes(packet[10:12], "little")
+            self._preskip = self._granule = int.from_bytes(packet[10:12], "little")
             return []
         if packet.startswith(b"OpusTags"):
             return []
         return [decode_packet(self._decoder, packet, f"Opus packet on Ogg page {self.pages}")]
 
     def _cut_to(self, granule: int, pieces: list[np.ndarray]) -> list[np.ndarray]:
-        """The last page's samples, cut where its granule position says the signal ends."""
-        allowed = max(granule - self._preskip - self._emitted, 0)
+        """The last page's samples, cut where its granule position says the signal ends: that
+        far past the page before's (whatever gaps before it were or were not filled)."""
+        allowed = max(granule - self._granule, 0)
         samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return [samples[:allowed]]

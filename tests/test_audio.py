@@ -105,8 +105,25 @@ def test_lossy_round_trip(tmp_path, kind, fmt, subtype, ext):
 
     assert rate == RATE
     assert samples.dtype == np.float32 and samples.shape == original.shape
-    assert np.corrcoef(samples, original)[0, 1] > 0.99  # lossy: shape kept, exact values not
+    # lossy: the spectrum and level kept, not the phase (Opus's SILK upsampler is not normative:
+    # libopus at 48 kHz lags its 16 kHz output by ~40 us, which alone takes a sweep's waveform
+    # correlation to 0.86). FFmpeg's own Opus decoder failed this: 0.89, and up to 2.8x the level.
+    assert np.corrcoef(magnitudes(samples).ravel(), magnitudes(original).ravel())[0, 1] > 0.99
+    level = frame_rms(samples) / frame_rms(original)
+    assert 0.85 < level.min() and level.max() < 1.15
     assert audio_duration(source) == pytest.approx(1.0)
+
+
+def magnitudes(samples: np.ndarray) -> np.ndarray:
+    """Short-time magnitude spectra: 25 ms Hann windows every 10 ms at :data:`RATE`."""
+    frames = np.lib.stride_tricks.sliding_window_view(samples, 400)[::160] * np.hanning(400)
+    return np.abs(np.fft.rfft(frames, axis=1))
+
+
+def frame_rms(samples: np.ndarray) -> np.ndarray:
+    """RMS of each whole 20 ms frame."""
+    frames = samples[: len(samples) // 320 * 320].reshape(-1, 320)
+    return np.sqrt(np.mean(frames**2, axis=1))
 
 
 @pytest.mark.parametrize(("fmt", "subtype", "ext"), LOSSY)

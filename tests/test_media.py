@@ -70,8 +70,10 @@ def clicks_with_a_gap(rate: int, fmt: str, codec: str, gap_s: float = 0.5, **how
         ("webm", "libopus", 48000, {}),
         ("webm", "libopus", 48000, {"seekable": False}),
         ("matroska", "libopus", 48000, {}),
+        ("ogg", "libopus", 48000, {}),
+        ("ogg", "libopus", 16000, {}),
     ],
-    ids=["m4a", "mp4-recorder", "webm", "webm-recorder", "mka"],
+    ids=["m4a", "mp4-recorder", "webm", "webm-recorder", "mka", "ogg", "ogg-16k"],
 )
 def test_a_gap_in_the_timestamps_is_filled_with_silence(fmt, codec, rate, how):
     """Audio a recorder lost keeps its place on the timeline: the click after a 0.5 s jump in the

@@ -12,20 +12,23 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiomodels.media import OPUS_RATE, MediaError
+from audiomodels.audio import audio_duration, decode_audio
+from audiomodels.media import GAP_MAX_S, OPUS_RATE, MediaError, opus_decoder
 from audiomodels.ogg_stream import OggOpusStream, ogg_crc
 from tests.test_audio import sweep
+from tests.test_media import clicks_with_a_gap
 from training.codecs import encode_audio
 
 
 def whole_file(data: bytes) -> np.ndarray:
-    """FFmpeg's decode of the whole file, as mono float32 (the mean of its channels)."""
+    """The whole file's Opus packets as FFmpeg's demuxer gives them, decoded by the product's Opus
+    decoder at 48 kHz, as mono float32 (the mean of its channels)."""
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.audio[0]
-        layout = stream.codec_context.layout
-        resampler = av.AudioResampler(format="flt", layout=layout, rate=OPUS_RATE)
-        frames = [f for frame in container.decode(stream) for f in resampler.resample(frame)]
-    return np.concatenate([f.to_ndarray().reshape(-1, layout.nb_channels).mean(axis=1, dtype=np.float32) for f in frames])
+        decoder = opus_decoder(bytes(stream.codec_context.extradata), "test file")
+        frames = [frame for packet in container.demux(stream) for frame in decoder.decode(packet)]
+    channels = stream.codec_context.layout.nb_channels
+    return np.concatenate([f.to_ndarray().reshape(-1, channels).mean(axis=1, dtype=np.float32) for f in frames])
 
 
 def streamed(data: bytes, sizes: Iterator[int]) -> np.ndarray:
@@ -77,6 +80,44 @@ def test_a_chained_stream_goes_on_with_the_next_link():
     second = encode_audio(sweep(OPUS_RATE, seconds=0.4, f0=500.0), OPUS_RATE, "ogg", "libopus")
     got = streamed(first + second, iter([333] * len(first + second)))
     np.testing.assert_array_equal(got, np.concatenate([whole_file(first), whole_file(second)]))
+
+
+@pytest.mark.parametrize("gap_at", [1.0, 1.37])
+def test_a_gap_in_the_granule_positions_is_filled_as_the_file_fills_it(gap_at):
+    """A recorder that lost 0.5 s of audio: the stream puts the same silence in the same place as
+    the whole file's decoding, bit for bit, whether the loss falls between pages or inside one
+    (Ogg times only a page's end, so the silence goes near the page's start)."""
+    signal = sweep(OPUS_RATE, seconds=2.0)
+    data = encode_audio(signal, OPUS_RATE, "ogg", "libopus", gap=(gap_at, 0.5))
+    rng = np.random.default_rng(7)
+    got = streamed(data, (int(n) for n in rng.integers(1, 600, size=len(data))))
+    as_file, rate = decode_audio(data)
+    assert rate == OPUS_RATE
+    np.testing.assert_array_equal(got, as_file)
+    assert len(got) == round(2.5 * OPUS_RATE)
+    assert np.count_nonzero(got == 0) >= 0.5 * OPUS_RATE
+
+
+def test_a_stream_joined_late_is_not_padded():
+    """Granule positions that start 10 s in (a live stream joined mid-way, RFC 7845) time the
+    stream, not a loss: the first page is never checked, so no silence goes before it."""
+    data = encode_audio(sweep(OPUS_RATE, seconds=1.5), OPUS_RATE, "ogg", "libopus")
+    late = bytearray(data)
+    for at, length in pages(data):
+        granule = struct.unpack_from("<q", data, at + 6)[0]
+        if granule > 0:
+            struct.pack_into("<q", late, at + 6, granule + 10 * OPUS_RATE)
+            struct.pack_into("<I", late, at + 22, 0)
+            struct.pack_into("<I", late, at + 22, ogg_crc(bytes(late[at : at + length])))
+    np.testing.assert_array_equal(streamed(bytes(late), iter([500] * len(late))), whole_file(data))
+    assert audio_duration(bytes(late)) == pytest.approx(1.5)
+    np.testing.assert_array_equal(decode_audio(bytes(late))[0], whole_file(data))
+
+
+def test_a_granule_jump_beyond_the_limit_is_refused():
+    data = clicks_with_a_gap(OPUS_RATE, "ogg", "libopus", gap_s=GAP_MAX_S + 5)
+    with pytest.raises(MediaError, match=r"Ogg page \d+ starts 35\.0 s after the audio before it ends"):
+        streamed(data, iter([4096] * len(data)))
 
 
 def test_crc_is_oggs_own():

@@ -248,12 +248,14 @@ def test_recognize_equals_the_offline_transcript_for_every_encoding(
 def test_recognize_takes_compressed_files(
     stub: pb_grpc.SpeechLabelerStub, recognizer: Recognizer, pcm, encoding, fmt, subtype
 ) -> None:
-    samples = decode_raw(pcm["the quick brown fox"], "pcm16", RATE)
+    # not "the quick brown fox": the tiny model hears its f begin one or two frames late after Opus,
+    # whichever decoder (libsndfile's own libopus at 16 kHz too), and at 48 kHz not at all
+    samples = decode_raw(pcm["seven green apples"], "pcm16", RATE)
     rate = 24000 if subtype == "OPUS" else RATE  # Opus takes 8, 12, 16, 24 or 48 kHz
     audio = file_bytes(prepare_waveform(samples, RATE, target_rate=rate), rate, fmt, subtype)
     config = pb.RecognitionConfig(encoding=encoding, word_time_offsets=True)
     (result,) = stub.Recognize(pb.RecognizeRequest(config=config, audio=audio)).results
-    assert result.alternatives[0].transcript == "the quick brown fox"
+    assert result.alternatives[0].transcript == "seven green apples"
     assert result.end_s == pytest.approx(len(samples) / RATE, abs=1e-3)  # no codec delay or padding
     expected = recognizer.transcribe(samples, RATE).words
     for word, lossless in zip(result.alternatives[0].words, expected, strict=True):
