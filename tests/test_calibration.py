@@ -234,6 +234,7 @@ def test_the_shipped_calibrations_belong_to_their_models_and_pay_on_held_out_voi
     calibration = own_calibration(MODELS / f"{name}.ckpt")
     assert calibration is not None
     assert {"greedy", "beam"} <= set(calibration.maps)
+    assert len(calibration.vocabulary) > 20_000  # both LMs have words (the phone one, their phone spellings)
     heldout = calibration.report["heldout"]
     assert len(heldout) >= 3
     for split in heldout:
