@@ -8,7 +8,8 @@ are joined across pages, and the page that ends the stream cuts the decoder's la
 length its granule position states (the encoder's padding), as a whole-file decoder does. A page
 whose granule position runs ahead of its packets (a recorder that lost audio) gets the missing
 time as silence before them (:class:`audiomodels.media.TimelineGaps`, as FFmpeg's timestamps
-give it to the whole-file decoder: Ogg times only a page's end, so the silence goes at its start). A
+give it to the whole-file decoder: Ogg times only a page's end, so the silence goes near the
+page's start, after its first packet). A
 chained stream (another Opus stream beginning after one ends, as a radio stream's do) goes on
 with the next. Pieces may be cut anywhere. It imports no torch, like :mod:`audiomodels.media`.
 """

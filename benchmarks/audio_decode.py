@@ -1,5 +1,6 @@
 """Audio-in speed per container: ``load_audio`` (decode, downmix, resample to 16 kHz) as real-time
-factors, FFmpeg's MP4/M4A and WebM (PyAV) side by side with libsndfile's WAV, FLAC, MP3 and Ogg,
+factors, FFmpeg's MP4/M4A, WebM and Ogg Opus (PyAV; Opus by libopus) side by side with
+libsndfile's WAV, FLAC and MP3,
 and the same WebM, Ogg and fragmented MP4 files as live streams (:mod:`audiomodels.webm_stream`,
 :mod:`audiomodels.ogg_stream`, :mod:`audiomodels.mp4_stream`: pieces of :data:`STREAM_PIECE`
 bytes, then resampled the same way) beside their whole-file rows.
@@ -38,21 +39,22 @@ TEXT = (
     "Phones record voice memos as M4A files, browsers record WebM, and a transcription service "
     "should read them as readily as it reads WAV. The quick brown fox jumps over the lazy dog."
 )
-# name -> (writer, rate, channels); libsndfile rows first: they are the reference
+# name -> (writer, rate, channels); libsndfile rows first: they are the reference (the Ogg file is
+# libsndfile's writing, FFmpeg's reading)
 CASES = {
     "WAV PCM16 16 kHz mono (libsndfile)": ("WAV", "PCM_16", 16000, 1),
     "FLAC 44.1 kHz stereo (libsndfile)": ("FLAC", "PCM_16", 44100, 2),
     "MP3 44.1 kHz stereo (libsndfile)": ("MP3", "MPEG_LAYER_III", 44100, 2),
-    "Ogg Opus 48 kHz mono (libsndfile)": ("OGG", "OPUS", 48000, 1),
     "M4A AAC 44.1 kHz stereo (FFmpeg)": ("mp4", "aac", 44100, 2),
     "M4A ALAC 44.1 kHz stereo (FFmpeg)": ("mp4", "alac", 44100, 2),
     "WebM Opus 48 kHz mono (FFmpeg)": ("webm", "libopus", 48000, 1),
+    "Ogg Opus 48 kHz mono (FFmpeg)": ("OGG", "OPUS", 48000, 1),
     "fragmented MP4 AAC 48 kHz mono (FFmpeg)": ("fragmented mp4", "aac", 48000, 1),  # Safari's MediaRecorder
 }
 # live-stream row -> (the file row whose very bytes it streams, its reader)
 STREAMED = {
     "WebM Opus 48 kHz mono, live stream (webm_stream)": ("WebM Opus 48 kHz mono (FFmpeg)", WebmOpusStream),
-    "Ogg Opus 48 kHz mono, live stream (ogg_stream)": ("Ogg Opus 48 kHz mono (libsndfile)", OggOpusStream),
+    "Ogg Opus 48 kHz mono, live stream (ogg_stream)": ("Ogg Opus 48 kHz mono (FFmpeg)", OggOpusStream),
     "fragmented MP4 AAC 48 kHz mono, live stream (mp4_stream)": ("fragmented MP4 AAC 48 kHz mono (FFmpeg)", Mp4AudioStream),
 }
 STREAM_PIECE = 4096  # bytes per message: about a MediaRecorder's 1 s timeslice at 32 kbps
