@@ -103,8 +103,8 @@ class MediaFile:
             for frame in chain(self._frames(), [None]):  # None flushes the converter
                 if frame is not None:
                     start = None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
-                    samples = round(frame.samples * self.samplerate / frame.sample_rate)  # at the rate read
-                    silence = gaps.before(start, samples, f"{self.format} audio at {float(start or 0):.3f} s")
+                    length = round(frame.samples * self.samplerate / frame.sample_rate)  # at the rate read
+                    silence = gaps.before(start, length, f"{self.format} audio at {float(start or 0):.3f} s")
                     if silence:
                         samples = np.zeros((min(silence, left), self.channels), np.float32)
                         left -= len(samples)
@@ -345,10 +345,8 @@ def decode_packet(decoder: av.CodecContext, packet: bytes, name: str) -> np.ndar
 
 
 def _mono_float(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded frame's samples as mono float32, whatever sample format and layout the decoder chose."""
+    """A decoded frame's float32 samples (AAC's planar, libopus's packed) as mono float32."""
     values = frame.to_ndarray()
-    if values.dtype == np.int16:
-        values = values.astype(np.float32) / np.float32(32768)
     channels = frame.layout.nb_channels
     if channels == 1:
         return values.reshape(-1).astype(np.float32, copy=False)
