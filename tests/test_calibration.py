@@ -27,7 +27,7 @@ from service.cli import main as cli_main
 from service.mapping import model_info
 from service.registry import load_entry
 from tests.conftest import SPEECH_TEXTS, synthesize_wav
-from training.calibrate import fit_logistic, with_calibration_section
+from training.calibrate import fit_logistic, moved_times, with_calibration_section
 from training.evaluate import evaluate
 from training.manifest import Utterance, write_manifest
 from training.metrics import confidence_quality, right_tokens, separated_words
@@ -247,3 +247,17 @@ def test_the_shipped_calibrations_belong_to_their_models_and_pay_on_held_out_voi
         assert times, key
         for time in times:
             assert time["calibrated"]["end"]["median_abs_ms"] < time["raw"]["end"]["median_abs_ms"], key
+
+
+def test_calibrate_scores_the_times_a_calibrated_recognizer_returns(speech_files):
+    """calibrate moves a raw alignment's times rather than aligning again: what it scores is what
+    a recognizer with the calibration returns (the shipped phone model: words and segments move)."""
+    calibrated = Recognizer.from_checkpoint(MODELS / "phone.ckpt")
+    assert calibrated.calibration is not None
+    raw = Recognizer(calibrated.config, calibrated.model)
+    audio = load_audio(speech_files["open the door"])
+    aligned = raw.align(audio, 16000, "open the door")
+    moved = moved_times(calibrated.calibration, aligned)
+    assert moved == calibrated.align(audio, 16000, "open the door")
+    assert [w.end_s for w in moved.words] != [w.end_s for w in aligned.words]
+    assert [s.end_s for s in moved.segments] != [s.end_s for s in aligned.segments]

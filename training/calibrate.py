@@ -45,7 +45,7 @@ from audiomodels.calibration import (
 )
 from audiomodels.files import file_version
 from audiomodels.lm import LMError, own_fusion
-from audiomodels.recognizer import Recognizer
+from audiomodels.recognizer import Recognizer, Transcript
 from training.espeak_timing import (
     SpeechJob,
     TimedSpeech,
@@ -185,7 +185,8 @@ def calibrate(
             for mode in modes:
                 fit_on[mode].add(per_split[str(manifest)][mode])
     speech = {split: timed_speech(jobs, workers=2) if jobs else [] for split, jobs in timed.items()}
-    raw = {split: aligned_time_errors(recognizer, timed[split], speech[split]) for split in timed}
+    aligned = {split: aligned_transcripts(recognizer, timed[split], speech[split]) for split in timed}
+    raw = {split: time_errors(aligned[split], speech[split], recognizer) for split in timed}
     fit_words = [error for m in manifests for error in raw[str(m)][0]]
     fit_segments = [error for m in manifests for error in raw[str(m)][1]]
     calibration = Calibration(
@@ -195,8 +196,11 @@ def calibrate(
         _median_shift([e[1] for e in fit_segments]),
         file_sha256(file_version(checkpoint)),
     )
-    shifted = Recognizer(recognizer.config, recognizer.model, calibration=calibration)
-    moved = {split: aligned_time_errors(shifted, timed[split], speech[split]) for split in timed if timed[split]}
+    moved = {
+        split: time_errors([moved_times(calibration, t) for t in aligned[split]], speech[split], recognizer)
+        for split in timed
+        if timed[split]
+    }
     report = {
         "fitted_on": [str(m) for m in manifests],
         "heldout": [str(m) for m in heldout],
@@ -225,20 +229,41 @@ def _median_shift(errors_ms: list[float]) -> float:
     return round(-float(np.median(errors_ms)) / 1000, 4) if errors_ms else 0.0
 
 
-def aligned_time_errors(
-    recognizer: Recognizer, jobs: Sequence[SpeechJob], speech: Sequence[TimedSpeech]
+def aligned_transcripts(recognizer: Recognizer, jobs: Sequence[SpeechJob], speech: Sequence[TimedSpeech]) -> list[Transcript]:
+    """The recognizer's alignment of each job's text to its speech."""
+    return [
+        recognizer.align(truth.samples.astype(np.float32) / 32768, truth.rate, job.text)
+        for job, truth in zip(jobs, speech, strict=True)
+    ]
+
+
+def time_errors(
+    transcripts: Sequence[Transcript], speech: Sequence[TimedSpeech], recognizer: Recognizer
 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """Start and end errors (ms) of the words, and of a phone model's label segments, of the
-    recognizer's alignment of each job's text to its speech, against the synthesizer's true times
-    (:func:`training.espeak_timing.transcript_time_errors`)."""
+    """Start and end errors (ms) of the transcripts' words, and of a phone model's label segments,
+    against the synthesizer's true times (:func:`training.espeak_timing.transcript_time_errors`)."""
     words: list[tuple[float, float]] = []
     segments: list[tuple[float, float]] = []
-    for job, truth in zip(jobs, speech, strict=True):
-        transcript = recognizer.align(truth.samples.astype(np.float32) / 32768, truth.rate, job.text)
+    for transcript, truth in zip(transcripts, speech, strict=True):
         word_errors, segment_errors = transcript_time_errors(truth, transcript, recognizer.labels)
         words += word_errors
         segments += segment_errors
     return words, segments
+
+
+def moved_times(calibration: Calibration, transcript: Transcript) -> Transcript:
+    """A raw alignment's transcript as a recognizer with ``calibration`` returns it: the same
+    alignment with its word and segment times moved, so the shift is scored without aligning again."""
+    duration = transcript.duration_s
+    words = calibration.word_times([(w.start_s, w.end_s) for w in transcript.words], duration)
+    segments = calibration.segment_times([(s.start_s, s.end_s) for s in transcript.segments], duration)
+    return dataclasses.replace(
+        transcript,
+        words=tuple(dataclasses.replace(w, start_s=a, end_s=b) for w, (a, b) in zip(transcript.words, words, strict=True)),
+        segments=tuple(
+            dataclasses.replace(s, start_s=a, end_s=b) for s, (a, b) in zip(transcript.segments, segments, strict=True)
+        ),
+    )
 
 
 def readable(report: dict[str, Any]) -> str:
