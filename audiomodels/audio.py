@@ -285,7 +285,9 @@ def _reader(file: BinaryIO, name: str) -> Reader:
     if snd.format not in SUPPORTED_CONTAINERS:
         snd.close()
         raise AudioError(f"{name}: container {snd.format_info} is not supported; supported: {_SUPPORTED_TEXT}")
-    if snd.format == "OGG" and snd.subtype == "OPUS":  # FFmpeg reads the granule positions: gaps stay gaps
+    # FFmpeg reads the granule positions, so gaps stay gaps; libsndfile keeps the surround files
+    # (channel mapping family 1) that the Opus decoder here, mono or stereo, does not take
+    if snd.format == "OGG" and snd.subtype == "OPUS" and snd.channels <= 2:
         snd.close()
         file.seek(0)
         try:

@@ -114,6 +114,17 @@ def test_a_stream_joined_late_is_not_padded():
     np.testing.assert_array_equal(decode_audio(bytes(late))[0], whole_file(data))
 
 
+def test_a_surround_ogg_file_is_still_read():
+    """Six channels (Opus channel mapping family 1), which the mono-or-stereo Opus decoder of the
+    gap-filling path refuses, go on through libsndfile as before: every channel decoded."""
+    signal = sweep(OPUS_RATE, seconds=1.0)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.stack([0.5 * signal] * 6, axis=1), OPUS_RATE, format="OGG", subtype="OPUS")
+    samples, rate = decode_audio(buffer.getvalue())
+    assert rate == OPUS_RATE and samples.shape == (len(signal), 6)
+    assert np.corrcoef(samples[:, 3], signal)[0, 1] > 0.99
+
+
 def test_a_granule_jump_beyond_the_limit_is_refused():
     data = clicks_with_a_gap(OPUS_RATE, "ogg", "libopus", gap_s=GAP_MAX_S + 5)
     with pytest.raises(MediaError, match=r"Ogg page \d+ starts 35\.0 s after the audio before it ends"):
