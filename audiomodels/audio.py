@@ -26,6 +26,7 @@ import torchaudio
 
 from audiomodels.media import SUPPORTED_TEXT as MEDIA_TEXT
 from audiomodels.media import MediaError, MediaFile
+from audiomodels.ogg_stream import is_chained
 from audiomodels.raw_samples import RAW_DTYPES, samples_from_bytes
 
 MIN_SAMPLE_RATE = 8000
@@ -286,8 +287,9 @@ def _reader(file: BinaryIO, name: str) -> Reader:
         snd.close()
         raise AudioError(f"{name}: container {snd.format_info} is not supported; supported: {_SUPPORTED_TEXT}")
     # FFmpeg reads the granule positions, so gaps stay gaps; libsndfile keeps the surround files
-    # (channel mapping family 1) that the Opus decoder here, mono or stereo, does not take
-    if snd.format == "OGG" and snd.subtype == "OPUS" and snd.channels <= 2:
+    # (channel mapping family 1) that the Opus decoder here, mono or stereo, does not take, and
+    # chains, whose length FFmpeg takes from the last link
+    if snd.format == "OGG" and snd.subtype == "OPUS" and snd.channels <= 2 and not is_chained(file):
         snd.close()
         file.seek(0)
         try:

@@ -16,8 +16,10 @@ with the next. Pieces may be cut anywhere. It imports no torch, like :mod:`audio
 
 from __future__ import annotations
 
+import io
 import struct
 from fractions import Fraction
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -48,6 +50,27 @@ def ogg_crc(data: bytes) -> int:
     for byte in data:
         crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
     return crc
+
+
+def is_chained(file: BinaryIO) -> bool:
+    """Whether an Ogg file is a chain (a logical stream that begins after another's pages), read
+    from its page headers alone; the file is left where it was (libsndfile may be reading it).
+    FFmpeg times a chained file by its last link, so the whole-file decoder leaves chains to
+    libsndfile (:mod:`audiomodels.audio`)."""
+    seen_data, position = False, file.tell()
+    file.seek(0)
+    try:
+        while len(header := file.read(_HEADER.size)) == _HEADER.size:
+            capture, _, flags, _, _, _, _, segments = _HEADER.unpack(header)
+            if capture != _CAPTURE:
+                return False
+            if flags & _FIRST and seen_data:
+                return True
+            seen_data = seen_data or not flags & _FIRST
+            file.seek(sum(file.read(segments)), io.SEEK_CUR)
+        return False
+    finally:
+        file.seek(position)
 
 
 class OggOpusStream:

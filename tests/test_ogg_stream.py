@@ -14,7 +14,7 @@ import soundfile as sf
 
 from audiomodels.audio import audio_duration, decode_audio
 from audiomodels.media import GAP_MAX_S, OPUS_RATE, MediaError, opus_decoder
-from audiomodels.ogg_stream import OggOpusStream, ogg_crc
+from audiomodels.ogg_stream import OggOpusStream, is_chained, ogg_crc
 from tests.test_audio import sweep
 from tests.test_media import clicks_with_a_gap
 from training.codecs import encode_audio
@@ -123,6 +123,17 @@ def test_a_surround_ogg_file_is_still_read():
     samples, rate = decode_audio(buffer.getvalue())
     assert rate == OPUS_RATE and samples.shape == (len(signal), 6)
     assert np.corrcoef(samples[:, 3], signal)[0, 1] > 0.99
+
+
+def test_a_chained_file_keeps_libsndfiles_reading():
+    """A whole chained file is left to libsndfile, which reads its first link whole: FFmpeg takes
+    a chain's length from its last link (0.4 s here) and would cut the first link there."""
+    first = encode_audio(sweep(OPUS_RATE, seconds=0.7), OPUS_RATE, "ogg", "libopus")
+    second = encode_audio(sweep(OPUS_RATE, seconds=0.4, f0=500.0), OPUS_RATE, "ogg", "libopus")
+    assert is_chained(io.BytesIO(first + second)) and not is_chained(io.BytesIO(first))
+    samples, rate = decode_audio(first + second)
+    np.testing.assert_array_equal(samples, sf.read(io.BytesIO(first + second), dtype="float32")[0])
+    assert len(samples) == round(0.7 * rate) and audio_duration(first + second) == pytest.approx(0.7)
 
 
 def test_a_granule_jump_beyond_the_limit_is_refused():
