@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from audiomodels.calibration import Calibration, own_calibration
 from audiomodels.lm import own_fusion
 from audiomodels.recognizer import Recognizer
 from training.augment import add_noise
+from training.calibrate import moved_times
 from training.espeak_timing import TimedSpeech, espeak_jobs, time_error_summary, timed_speech, transcript_time_errors
 from training.manifest import read_manifest
 
@@ -42,38 +44,49 @@ def measure(
     speech: list[TimedSpeech],
     texts: list[str],
     noise_snr_db: float | None = None,
-) -> dict[str, Any]:
+    calibrations: dict[str, Calibration | None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Every decoder's word time errors (and the phone model's segments') over the same synthesized
     utterances, clean or with white noise at ``noise_snr_db`` (the corpus's own
-    :func:`training.augment.add_noise`, seeded)."""
+    :func:`training.augment.add_noise`, seeded): ``"raw"``, the uncalibrated models' frame times,
+    and ``"calibrated"``, the same transcripts moved by ``calibrations`` (``"char"``, ``"phone"``;
+    none: not moved), which is what a calibrated recognizer returns (:func:`moved_times`)."""
     rng = np.random.default_rng(0)
     names = ["char align", "char greedy", "char beam 8 + LM"] + (
         ["phone align", "phone segments"] if phone_model else []
     )
-    errors: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    counted = dict.fromkeys(errors, 0)
-
-    def add(name: str, found: list[tuple[float, float]]) -> None:
-        errors[name] += found
-        counted[name] += bool(found)
-
+    stages = ("raw", "calibrated")
+    errors: dict[str, dict[str, list[tuple[float, float]]]] = {stage: {name: [] for name in names} for stage in stages}
+    counted = dict.fromkeys(names, 0)
     for truth, text in zip(speech, texts, strict=True):
         audio = truth.samples.astype(np.float32) / 32768
         if noise_snr_db is not None:
             audio = add_noise(audio, noise_snr_db, "white", rng)
         found = {
-            "char align": (char_model, char_model.align(audio, truth.rate, text)),
-            "char greedy": (char_model, char_model.transcribe(audio, truth.rate)),
-            "char beam 8 + LM": (char_model, char_model.transcribe(audio, truth.rate, beam_size=8)),
+            "char align": char_model.align(audio, truth.rate, text),
+            "char greedy": char_model.transcribe(audio, truth.rate),
+            "char beam 8 + LM": char_model.transcribe(audio, truth.rate, beam_size=8),
         }
         if phone_model is not None:
-            found["phone align"] = (phone_model, phone_model.align(audio, truth.rate, text))
-        for name, (model, transcript) in found.items():
-            word_errors, segment_errors = transcript_time_errors(truth, transcript, model.labels)
-            add(name, word_errors)
-            if model is phone_model:
-                add("phone segments", segment_errors)
-    return {name: {"utterances": counted[name], **time_error_summary(values)} for name, values in errors.items()}
+            found["phone align"] = phone_model.align(audio, truth.rate, text)
+        for name, transcript in found.items():
+            kind = name.split()[0]
+            model = phone_model if kind == "phone" else char_model
+            calibration = (calibrations or {}).get(kind)
+            moved = moved_times(calibration, transcript) if calibration is not None else transcript
+            for stage, shown in zip(stages, (transcript, moved), strict=True):
+                word_errors, segment_errors = transcript_time_errors(truth, shown, model.labels)
+                errors[stage][name] += word_errors
+                if kind == "phone":
+                    errors[stage]["phone segments"] += segment_errors
+                if stage == "raw":  # moved times pair with the truth as the frame times do
+                    counted[name] += bool(word_errors)
+                    if kind == "phone":
+                        counted["phone segments"] += bool(segment_errors)
+    return {
+        stage: {name: {"utterances": counted[name], **time_error_summary(values)} for name, values in by_name.items()}
+        for stage, by_name in errors.items()
+    }
 
 
 def readable(results: dict[str, Any]) -> str:
@@ -115,13 +128,18 @@ def main() -> None:
         "clean": None,
         **({f"white noise {args.noise_snr_db:g} dB": args.noise_snr_db} if args.noise_snr_db is not None else {}),
     }
-    for name, options in (("raw", {"calibration": None}), ("calibrated", {})):  # frame times, then moved
-        char_model = Recognizer.from_checkpoint(args.checkpoint, fusion=own_fusion(args.checkpoint), **options)
-        phone_model = Recognizer.from_checkpoint(args.phone_model, **options)
-        for condition, snr_db in conditions.items():
-            key = name if condition == "clean" else f"{name}, {condition}"
-            results[key] = measure(char_model, phone_model, speech, texts, snr_db)
-            print(f"{key} word times:\n{readable(results[key])}")
+    char_model = Recognizer.from_checkpoint(args.checkpoint, fusion=own_fusion(args.checkpoint), calibration=None)
+    phone_model = Recognizer.from_checkpoint(args.phone_model, calibration=None)
+    calibrations = {"char": own_calibration(args.checkpoint), "phone": own_calibration(args.phone_model)}
+    by_condition = {
+        condition: measure(char_model, phone_model, speech, texts, snr_db, calibrations)
+        for condition, snr_db in conditions.items()
+    }
+    for stage in ("raw", "calibrated"):
+        for condition, stages in by_condition.items():
+            results[stage if condition == "clean" else f"{stage}, {condition}"] = stages[stage]
+    for key, rows in results.items():
+        print(f"{key} word times:\n{readable(rows)}")
     write_report(
         args.out,
         {

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audiomodels.calibration import Calibration
 from audiomodels.recognizer import Recognizer
 from tests.bench_scripts import benchmark_module
 from tests.conftest import SPEECH_TEXTS
@@ -52,8 +53,10 @@ def test_the_benchmark_times_every_decoder_against_the_truth(trained: tuple[Path
             limit=5,
         )
         recognizer = Recognizer.from_checkpoint(trained[0])
-        results = bench.measure(recognizer, None, speech, texts)
-        noisy = bench.measure(recognizer, None, speech, texts, noise_snr_db=10)
+        stages = bench.measure(recognizer, None, speech, texts)
+        noisy = bench.measure(recognizer, None, speech, texts, noise_snr_db=10)["raw"]
+    results = stages["raw"]
+    assert stages["calibrated"] == results  # no calibration given: nothing moves
     assert jobs == [SpeechJob("hello there", "en-us+f3", 1.2, 1.0, 0)]  # espeak-ng's utterances only
     assert list(results) == ["char align", "char greedy", "char beam 8 + LM"]
     errors = []  # the alignment's errors, worked out here from the same speech
@@ -63,3 +66,13 @@ def test_the_benchmark_times_every_decoder_against_the_truth(trained: tuple[Path
     assert len(errors) == 6  # every word of both texts
     assert results["char align"] == {"utterances": 2, **time_error_summary(errors)}
     assert noisy["char align"]["words"] == 6 and noisy["char align"] != results["char align"]  # the noise is heard
+
+    shift = Calibration({}, word_shift_s=(-0.01, 0.03))  # the calibrated rows: what a recognizer with it returns
+    with benchmark_module("word_times.py") as bench:
+        moved = bench.measure(recognizer, None, speech, texts, calibrations={"char": shift})["calibrated"]
+    calibrated = Recognizer(recognizer.config, recognizer.model, calibration=shift)
+    errors = []
+    for truth, text in zip(speech, texts, strict=True):
+        aligned = calibrated.align(truth.samples.astype(np.float32) / 32768, truth.rate, text)
+        errors += word_time_errors(truth, [(w.word, w.start_s, w.end_s) for w in aligned.words])
+    assert moved["char align"] == {"utterances": 2, **time_error_summary(errors)} != results["char align"]
