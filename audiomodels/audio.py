@@ -11,23 +11,22 @@ can hand it to the client unchanged. Wrong argument *types* are programming erro
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from numbers import Integral
 from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 from audiomodels.media import SUPPORTED_TEXT as MEDIA_TEXT
 from audiomodels.media import MediaError, MediaFile
-from audiomodels.ogg_stream import is_chained
+from audiomodels.ogg_chain import OggChain
+from audiomodels.ogg_stream import link_spans
 from audiomodels.raw_samples import RAW_DTYPES, samples_from_bytes
+from audiomodels.resampling import StreamingResampler, resampler
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 96000
@@ -45,7 +44,7 @@ _BLOCK_S = 60.0
 
 
 Source = str | os.PathLike | bytes
-Reader = sf.SoundFile | MediaFile  # what _open yields: the same few members either way
+Reader = sf.SoundFile | MediaFile | OggChain  # what _open yields: the same few members each way
 
 
 class AudioError(ValueError):
@@ -150,15 +149,6 @@ def prepare_waveform(
     if rate != target_rate:
         audio = resampler(rate, target_rate)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
     return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-@lru_cache(maxsize=16)
-def resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
-    """``torchaudio.functional.resample`` of float32 audio with its sinc kernel made once per pair of
-    rates: bit for bit the same output, at about half the cost for 44.1 or 22.05 kHz input (a
-    3-second clip: 0.6 ms instead of 1.1-1.5 ms on one thread), where the kernel is large. The
-    module holds no state between calls, so threads share it."""
-    return torchaudio.transforms.Resample(orig_rate, new_rate, dtype=torch.float32)
 
 
 def _finite_mono(audio: np.ndarray) -> np.ndarray:
@@ -274,7 +264,8 @@ def _open(source: Source) -> Iterator[Reader]:
 
 def _reader(file: BinaryIO, name: str) -> Reader:
     """libsndfile's reader of ``file`` or, for the containers it does not know and for Ogg Opus,
-    FFmpeg's (:class:`MediaFile`, which fills timestamp gaps as the live Ogg reader does)."""
+    FFmpeg's (:class:`MediaFile`, which fills timestamp gaps as the live Ogg reader does); for a
+    chained Ogg file, each link's own, one after another (:class:`OggChain`)."""
     try:
         snd = sf.SoundFile(file)
     except (sf.SoundFileError, RuntimeError) as exc:
@@ -286,10 +277,12 @@ def _reader(file: BinaryIO, name: str) -> Reader:
     if snd.format not in SUPPORTED_CONTAINERS:
         snd.close()
         raise AudioError(f"{name}: container {snd.format_info} is not supported; supported: {_SUPPORTED_TEXT}")
+    if snd.format == "OGG" and len(spans := link_spans(file)) > 1:  # libsndfile would stop after the first link
+        snd.close()
+        return OggChain(file, spans, lambda link, where: _reader(link, f"{name}, {where}"))
     # FFmpeg reads the granule positions, so gaps stay gaps; libsndfile keeps the surround files
-    # (channel mapping family 1) that the Opus decoder here, mono or stereo, does not take, and
-    # chains, whose length FFmpeg takes from the last link
-    if snd.format == "OGG" and snd.subtype == "OPUS" and snd.channels <= 2 and not is_chained(file):
+    # (channel mapping family 1) that the Opus decoder here, mono or stereo, does not take
+    if snd.format == "OGG" and snd.subtype == "OPUS" and snd.channels <= 2:
         snd.close()
         file.seek(0)
         try:
@@ -330,52 +323,3 @@ def _check_duration(
         )
     if max_duration_s is not None and seconds > max_duration_s:
         raise AudioError(f"audio is {seconds:.1f} s long, longer than the {max_duration_s} s limit")
-
-
-class StreamingResampler:
-    """Resamples a stream piece by piece exactly as ``torchaudio.functional.resample`` would the whole.
-
-    The sinc resampler maps each block of ``o`` input samples (rates divided by their gcd) to ``n``
-    outputs from a window reaching ``width`` samples either side; a block is computed once its
-    right window has arrived, from a segment that keeps enough left history, so every output
-    sample sees the same inputs as in the whole-signal computation.
-    """
-
-    def __init__(self, orig_rate: int, new_rate: int) -> None:
-        divisor = math.gcd(orig_rate, new_rate)
-        self._in_block, self._out_block = orig_rate // divisor, new_rate // divisor
-        self._resample = resampler(orig_rate, new_rate)
-        width = int(self._resample.width)
-        self._history = math.ceil(width / self._in_block) * self._in_block  # left context kept, block-aligned
-        self._reach = width + self._in_block  # input needed past a block's start
-        self._buffer = np.zeros(0, np.float32)
-        self._buffer_start = 0  # absolute input index of _buffer[0] (block-aligned)
-        self._next_block = 0
-        self._total_in = 0
-
-    def accept(self, samples: np.ndarray) -> np.ndarray:
-        """New input samples -> the output samples that became computable."""
-        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
-        self._total_in += len(samples)
-        last_block = (self._total_in - self._reach) // self._in_block  # last block whose window is complete
-        return self._emit(last_block + 1, final_length=None)
-
-    def finish(self) -> np.ndarray:
-        """End of stream: the remaining outputs (the whole signal's right zero padding applies)."""
-        final_length = math.ceil(self._out_block * self._total_in / self._in_block)
-        return self._emit(math.ceil(final_length / self._out_block), final_length)
-
-    def _emit(self, end_block: int, final_length: int | None) -> np.ndarray:
-        if end_block <= self._next_block or not len(self._buffer):
-            return np.zeros(0, np.float32)
-        output = self._resample(torch.from_numpy(self._buffer)).numpy()
-        first = (self._next_block - self._buffer_start // self._in_block) * self._out_block
-        stop = first + (end_block - self._next_block) * self._out_block
-        if final_length is not None:
-            stop = min(stop, final_length - self._next_block * self._out_block + first)
-        emitted = output[first:stop]
-        self._next_block = end_block
-        keep_from = max(0, end_block * self._in_block - self._history)
-        self._buffer = self._buffer[keep_from - self._buffer_start :]
-        self._buffer_start = keep_from
-        return emitted

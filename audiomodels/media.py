@@ -18,7 +18,7 @@ This module imports no torch, so the light gRPC client can use it too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from itertools import chain
 from typing import BinaryIO
@@ -74,22 +74,11 @@ class MediaFile:
 
     def read(self, dtype: str = "float32", always_2d: bool = False) -> np.ndarray:
         """All samples, ``(frames,)`` for mono unless ``always_2d``, else ``(frames, channels)``."""
-        pieces = list(self._decoded(dtype))
-        samples = np.concatenate(pieces) if pieces else np.zeros((0, self.channels), np.float32)
-        return samples if always_2d or self.channels > 1 else samples[:, 0]
+        return joined(self._decoded(dtype), self.channels, always_2d)
 
     def blocks(self, blocksize: int, dtype: str = "float32", always_2d: bool = True) -> Iterator[np.ndarray]:
         """The samples as ``(blocksize, channels)`` blocks (the last one shorter), decoded as they go."""
-        pending, held = [], 0
-        for piece in self._decoded(dtype):
-            pending.append(piece)
-            held += len(piece)
-            while held >= blocksize:
-                joined = np.concatenate(pending)
-                yield joined[:blocksize]
-                pending, held = [joined[blocksize:]], held - blocksize
-        if held:
-            yield np.concatenate(pending)
+        return rechunk(self._decoded(dtype), blocksize)
 
     def _decoded(self, dtype: str) -> Iterator[np.ndarray]:
         """Packed float32 ``(n, channels)`` pieces from the start, cut at ``frames``."""
@@ -154,6 +143,28 @@ class MediaFile:
         self._file.seek(0)
         self._container = _open_container(self._file)
         self._stream = _audio_stream(self._container)
+
+
+def joined(pieces: Iterable[np.ndarray], channels: int, always_2d: bool) -> np.ndarray:
+    """``(frames, channels)`` pieces as one array, ``(frames,)`` for mono unless ``always_2d``
+    (soundfile's ``read``)."""
+    pieces = list(pieces)
+    samples = np.concatenate(pieces) if pieces else np.zeros((0, channels), np.float32)
+    return samples if always_2d or channels > 1 else samples[:, 0]
+
+
+def rechunk(pieces: Iterable[np.ndarray], blocksize: int) -> Iterator[np.ndarray]:
+    """Pieces of any lengths as blocks of ``blocksize`` rows (the last one shorter)."""
+    pending, held = [], 0
+    for piece in pieces:
+        pending.append(piece)
+        held += len(piece)
+        while held >= blocksize:
+            joined = np.concatenate(pending)
+            yield joined[:blocksize]
+            pending, held = [joined[blocksize:]], held - blocksize
+    if held:
+        yield np.concatenate(pending)
 
 
 def _open_container(file: BinaryIO) -> av.container.InputContainer:

@@ -52,23 +52,26 @@ def ogg_crc(data: bytes) -> int:
     return crc
 
 
-def is_chained(file: BinaryIO) -> bool:
-    """Whether an Ogg file is a chain (a logical stream that begins after another's pages), read
-    from its page headers alone; the file is left where it was (libsndfile may be reading it).
-    FFmpeg times a chained file by its last link, so the whole-file decoder leaves chains to
-    libsndfile (:mod:`audiomodels.audio`)."""
-    seen_data, position = False, file.tell()
+def link_spans(file: BinaryIO) -> list[tuple[int, int]]:
+    """The byte range ``(start, end)`` of each link of an Ogg file, read from its page headers
+    alone: a chain (a logical stream that begins after another's pages, as in a recorded Icecast
+    stream or ``cat a.ogg b.ogg``) has one per link, a plain file one. The file is left where it
+    was (libsndfile may be reading it). Bytes that are not a page end the scan: the last range
+    runs to the end of the file, and its reader reports what is wrong there."""
+    spans, start, at, seen_data, position = [], 0, 0, False, file.tell()
     file.seek(0)
     try:
         while len(header := file.read(_HEADER.size)) == _HEADER.size:
             capture, _, flags, _, _, _, _, segments = _HEADER.unpack(header)
             if capture != _CAPTURE:
-                return False
+                break
             if flags & _FIRST and seen_data:
-                return True
+                spans.append((start, at))
+                start, seen_data = at, False
             seen_data = seen_data or not flags & _FIRST
-            file.seek(sum(file.read(segments)), io.SEEK_CUR)
-        return False
+            at += _HEADER.size + segments + sum(file.read(segments))
+            file.seek(at)
+        return [*spans, (start, file.seek(0, io.SEEK_END))]
     finally:
         file.seek(position)
 

@@ -41,7 +41,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from audiomodels.audio import AudioError, StreamingResampler, decode_raw
+from audiomodels.audio import AudioError, decode_raw
+from audiomodels.resampling import StreamingResampler
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
 from audiomodels.media import MediaError, OpusPackets

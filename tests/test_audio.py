@@ -16,7 +16,6 @@ import torchaudio
 from audiomodels import audio
 from audiomodels.audio import (
     AudioError,
-    StreamingResampler,
     audio_duration,
     decode_audio,
     decode_raw,
@@ -24,6 +23,7 @@ from audiomodels.audio import (
     load_audio,
     prepare_waveform,
 )
+from audiomodels.resampling import StreamingResampler
 
 RATE = 16000
 
@@ -179,7 +179,7 @@ def test_resampling_to_16k_keeps_length_and_pitch(rate):
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_resampling_is_torchaudio_functional_resample_bit_for_bit(rate):
-    """The cached kernel (audio.resampler) changes the cost, not the samples."""
+    """The cached kernel (resampling.resampler) changes the cost, not the samples."""
     samples = noise(rate)
     expected = torchaudio.functional.resample(torch.from_numpy(samples), rate, RATE).numpy()
     assert np.array_equal(prepare_waveform(samples, rate), expected)

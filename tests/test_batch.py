@@ -45,6 +45,15 @@ def write_speech(speech_files: dict[str, Path], text: str, path: Path, rate: int
     return path
 
 
+def write_chain(speech_files: dict[str, Path], texts: tuple[str, ...], path: Path, rate: int) -> Path:
+    """Utterances as one chained Ogg Vorbis file, a link each (a recorded radio stream's layout)."""
+    links = [write_speech(speech_files, text, path.with_suffix(f".{index}.ogg"), rate) for index, text in enumerate(texts)]
+    path.write_bytes(b"".join(link.read_bytes() for link in links))
+    for link in links:
+        link.unlink()
+    return path
+
+
 def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
 
@@ -60,7 +69,7 @@ def checkpoint(trained: tuple[Path, list[float]]) -> str:
 
 @pytest.fixture(scope="module")
 def mixed(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A directory, a manifest and a glob: WAV/FLAC/MP3/M4A/WebM at 8-48 kHz, a corrupt and an empty file."""
+    """A directory, a manifest and a glob: WAV/FLAC/MP3/M4A/WebM/chained Ogg at 8-48 kHz, a corrupt and an empty file."""
     root = tmp_path_factory.mktemp("mixed")
     folder = root / "folder"
     files = {
@@ -71,6 +80,7 @@ def mixed(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         "m4a": write_speech(speech_files, TEXTS[0], folder / "g44k.m4a", 44100),
         # (the overfit test model reads Opus "open the door" as "open the dor"; MP3 and AAC it reads right)
         "webm": write_speech(speech_files, TEXTS[3], folder / "h48k.webm", 48000),
+        "ogg-chain": write_chain(speech_files, (TEXTS[0], TEXTS[3]), folder / "i22k-chain.ogg", 22050),
         "manifest": write_speech(speech_files, TEXTS[3], root / "listed" / "d16k.wav", 16000),
         "glob": write_speech(speech_files, TEXTS[0], root / "globbed" / "e22k.flac", 22050),
     }
@@ -89,7 +99,7 @@ def mixed(speech_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         "files": files,
         "corrupt": str(folder / "corrupt.wav"),
         "empty": str(folder / "empty.wav"),
-        "count": 10,
+        "count": 11,
     }
 
 
@@ -218,7 +228,7 @@ def test_long_file_is_cut_at_pauses_and_stitched_in_file_time(checkpoint: str, s
 
 
 def test_mixed_inputs_with_every_format_and_a_rerun_that_skips_what_is_done(
-    mixed: dict, checkpoint: str, tmp_path
+    mixed: dict, checkpoint: str, speech_files, tmp_path
 ) -> None:
     out = tmp_path / "out"
     args = [*mixed["args"], "--out", out, "--checkpoint", checkpoint, "--format", "srt,vtt,ctm,textgrid"]
@@ -231,6 +241,9 @@ def test_mixed_inputs_with_every_format_and_a_rerun_that_skips_what_is_done(
     for name, text in expected.items():
         assert (records[str(files[name])]["error"], records[str(files[name])]["text"]) == (None, text)
     assert records[str(files["8k"])]["error"] is None and records[str(files["8k"])]["duration_s"] > 0.5
+    chain = records[str(files["ogg-chain"])]  # both links (the tiny model runs the two phrases together)
+    assert chain["text"].startswith(TEXTS[0]) and chain["text"].endswith("apples")
+    assert chain["duration_s"] == pytest.approx(sum(sf.info(speech_files[text]).duration for text in (TEXTS[0], TEXTS[3])), abs=0.01)
     assert "decode" in records[mixed["corrupt"]]["error"] and records[mixed["corrupt"]]["text"] is None
     assert records[mixed["empty"]]["error"]
     for record in records.values():

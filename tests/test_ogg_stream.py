@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiomodels.audio import audio_duration, decode_audio
+from audiomodels.audio import AudioError, audio_duration, decode_audio, load_audio, prepare_waveform
 from audiomodels.media import GAP_MAX_S, OPUS_RATE, MediaError, opus_decoder
-from audiomodels.ogg_stream import OggOpusStream, is_chained, ogg_crc
-from tests.test_audio import sweep
+from audiomodels.ogg_stream import OggOpusStream, link_spans, ogg_crc
+from tests.test_audio import RATE, sweep
 from tests.test_media import clicks_with_a_gap
 from training.codecs import encode_audio
 
@@ -125,15 +125,67 @@ def test_a_surround_ogg_file_is_still_read():
     assert np.corrcoef(samples[:, 3], signal)[0, 1] > 0.99
 
 
-def test_a_chained_file_keeps_libsndfiles_reading():
-    """A whole chained file is left to libsndfile, which reads its first link whole: FFmpeg takes
-    a chain's length from its last link (0.4 s here) and would cut the first link there."""
+def vorbis(samples: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format="OGG", subtype="VORBIS")
+    return buffer.getvalue()
+
+
+def test_link_spans_find_each_link_of_a_chain_from_the_page_headers():
     first = encode_audio(sweep(OPUS_RATE, seconds=0.7), OPUS_RATE, "ogg", "libopus")
-    second = encode_audio(sweep(OPUS_RATE, seconds=0.4, f0=500.0), OPUS_RATE, "ogg", "libopus")
-    assert is_chained(io.BytesIO(first + second)) and not is_chained(io.BytesIO(first))
-    samples, rate = decode_audio(first + second)
-    np.testing.assert_array_equal(samples, sf.read(io.BytesIO(first + second), dtype="float32")[0])
-    assert len(samples) == round(0.7 * rate) and audio_duration(first + second) == pytest.approx(0.7)
+    second = vorbis(sweep(RATE, seconds=0.4), RATE)
+    file = io.BytesIO(first + second + first)
+    file.seek(5)
+    assert link_spans(file) == [(0, len(first)), (len(first), len(first + second)), (len(first + second), len(file.getvalue()))]
+    assert file.tell() == 5  # left where it was
+    assert link_spans(io.BytesIO(first)) == [(0, len(first))]
+    assert link_spans(io.BytesIO(first + b"not a page")) == [(0, len(first) + 10)]  # the reader reports the rest
+
+
+@pytest.mark.parametrize("codec", ["opus", "vorbis"])
+def test_a_chained_file_is_read_to_its_last_link(codec):
+    """A recorded radio stream (a new link at every title) or ``cat a.ogg b.ogg``: libsndfile reads
+    the first link and stops, FFmpeg takes the length from the last link, so each link is read as
+    a file of its own, back to back. Opus links keep their gap filling (0.5 s lost in the second)."""
+    signals = [sweep(RATE, seconds=0.7), sweep(RATE, seconds=2.0, f0=500.0)]
+    if codec == "opus":
+        links = [encode_audio(signals[0], RATE, "ogg", "libopus"), encode_audio(signals[1], RATE, "ogg", "libopus", gap=(1.0, 0.5))]
+    else:
+        links = [vorbis(signal, RATE) for signal in signals]
+    samples, rate = decode_audio(b"".join(links))
+    assert rate == RATE
+    np.testing.assert_array_equal(samples, np.concatenate([decode_audio(link)[0] for link in links]))
+    seconds = 0.7 + 2.0 + (0.5 if codec == "opus" else 0.0)
+    assert len(samples) == round(seconds * RATE) and audio_duration(b"".join(links)) == pytest.approx(seconds)
+    assert len(load_audio(b"".join(links) * 6, max_duration_s=100)) == 6 * len(samples)
+
+
+def test_links_at_other_rates_and_channel_counts_are_resampled_and_mixed():
+    """A chain is read at its highest rate; a link at another is resampled whole (as
+    :func:`prepare_waveform` would), and links with different channel counts come out mono."""
+    low, high = sweep(RATE, seconds=0.6), sweep(2 * RATE, seconds=0.5, f0=300.0)
+    stereo = np.stack([high, 0.5 * high], axis=1)
+    links = [vorbis(low, RATE), vorbis(stereo, 2 * RATE)]
+    samples, rate = decode_audio(b"".join(links))
+    assert rate == 2 * RATE and samples.ndim == 1
+    first = prepare_waveform(decode_audio(links[0])[0], RATE, target_rate=2 * RATE)
+    np.testing.assert_allclose(samples[: len(first)], first, atol=1e-6)
+    np.testing.assert_allclose(samples[len(first) :], decode_audio(links[1])[0].mean(axis=1), atol=1e-6)
+    assert audio_duration(b"".join(links)) == pytest.approx(1.1)
+    both_stereo, _ = decode_audio(links[1] + links[1])
+    assert both_stereo.shape == (2 * len(stereo), 2)  # the same channels in every link: kept
+
+
+def test_a_chain_cut_short_keeps_its_whole_pages_and_a_broken_link_is_named():
+    """A recording stopped mid-link decodes to that link's last whole page, as a cut single file
+    does; a link that cannot be read at all is named in the error."""
+    first = vorbis(sweep(RATE, seconds=20.0), RATE)
+    cut, _ = decode_audio(first + first[:-3000])
+    alone, _ = decode_audio(first[:-3000])
+    assert RATE * 20 < len(cut) < RATE * 40 and np.array_equal(cut[RATE * 20 :], alone)
+    head = encode_audio(sweep(RATE, seconds=0.4), RATE, "ogg", "libopus")
+    with pytest.raises(AudioError, match=r"could not decode audio, link 2 of 2 of the chain: .*corrupt"):
+        decode_audio(first + head[:-30])
 
 
 def test_a_granule_jump_beyond_the_limit_is_refused():
