@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiomodels import audio
 from audiomodels.audio import AudioError, audio_duration, decode_audio, load_audio, prepare_waveform
 from audiomodels.media import GAP_MAX_S, OPUS_RATE, MediaError, opus_decoder
 from audiomodels.ogg_stream import OggOpusStream, link_spans, ogg_crc
@@ -186,6 +187,20 @@ def test_a_chain_cut_short_keeps_its_whole_pages_and_a_broken_link_is_named():
     head = encode_audio(sweep(RATE, seconds=0.4), RATE, "ogg", "libopus")
     with pytest.raises(AudioError, match=r"could not decode audio, link 2 of 2 of the chain: .*corrupt"):
         decode_audio(first + head[:-30])
+
+
+def test_a_chain_of_more_links_than_the_limit_is_refused_before_any_is_opened(monkeypatch):
+    """Every link costs an open however little it holds, so tiny links could cost far more than
+    the duration limits allow for: over :data:`MAX_CHAIN_LINKS` the file is refused, counted from
+    the page headers."""
+    link = encode_audio(sweep(RATE, seconds=0.05), RATE, "ogg", "libopus")
+    monkeypatch.setattr(audio, "MAX_CHAIN_LINKS", 3)
+    assert len(decode_audio(link * 3)[0]) == 3 * len(decode_audio(link)[0])
+    opened = []
+    monkeypatch.setattr(audio, "OggChain", lambda *args: opened.append(args))
+    with pytest.raises(AudioError, match="audio is a chain of 4 Ogg links; at most 3 are read: split it"):
+        decode_audio(link * 4)
+    assert not opened
 
 
 def test_a_granule_jump_beyond_the_limit_is_refused():
