@@ -114,6 +114,7 @@ def test_inputs_expand_directories_manifests_and_globs_once_each(mixed: dict, tm
         str(files["mp3"]),
         str(files["m4a"]),
         str(files["webm"]),
+        str(files["ogg-chain"]),
         str(files["8k"]),
         str(files["manifest"]),
         str(files["glob"]),
