@@ -160,9 +160,9 @@ def rechunk(pieces: Iterable[np.ndarray], blocksize: int) -> Iterator[np.ndarray
         pending.append(piece)
         held += len(piece)
         while held >= blocksize:
-            joined = np.concatenate(pending)
-            yield joined[:blocksize]
-            pending, held = [joined[blocksize:]], held - blocksize
+            together = np.concatenate(pending)
+            yield together[:blocksize]
+            pending, held = [together[blocksize:]], held - blocksize
     if held:
         yield np.concatenate(pending)
 

@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 from audiomodels.audio import AudioError, decode_raw
-from audiomodels.resampling import StreamingResampler
 from audiomodels.config import Chunking
 from audiomodels.context import PhraseBias
 from audiomodels.media import MediaError, OpusPackets
@@ -50,6 +49,7 @@ from audiomodels.mp4_stream import Mp4AudioStream
 from audiomodels.ogg_stream import OggOpusStream
 from audiomodels.raw_samples import RawSampleReader
 from audiomodels.recognizer import Recognizer, Transcript
+from audiomodels.resampling import StreamingResampler
 from audiomodels.silence import (
     BLOCK_S,
     LEADING_SILENCE_S,
